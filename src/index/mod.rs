@@ -1,0 +1,876 @@
+//! The lock-free ordered index of one shard: key -> location and version.
+//!
+//! A skiplist with exactly one writer (the owning shard thread, through
+//! [`IndexWriter`]) and any number of readers on any thread (through
+//! [`Index`]). Readers never block and never take a lock:
+//!
+//! * Nodes are linked bottom-up with `Release` stores after they are fully
+//!   built; readers follow links with `Acquire` loads, so a reader sees either
+//!   no node or a complete one.
+//! * A key's entry (segment, offset, value length, version, flags) lives in
+//!   the node and is updated in place under a per-node sequence lock: the
+//!   writer makes the sequence odd, stores the fields, makes it even; a reader
+//!   retries while the sequence is odd or changed. No allocation on overwrite.
+//! * Unlinked nodes are freed through crossbeam-epoch once no reader pinned
+//!   before the unlink can still hold them.
+//!
+//! Memory per key is one allocation: a 32-byte header, 8 bytes per tower
+//! level (1.33 levels on average, p = 1/4), and the key bytes inline.
+//! With a single writer no CAS is needed; "one writer" is enforced by the type
+//! system (`IndexWriter` is created once and is neither `Clone` nor `Sync`).
+//!
+//! Deleted keys stay in the index as tombstone entries until merge drops the
+//! tombstone record, so that merge can tell a live tombstone from a dead one.
+
+use std::alloc::{Layout, alloc, dealloc};
+use std::cmp::Ordering as CmpOrdering;
+use std::marker::PhantomData;
+use std::mem::size_of;
+use std::ops::Bound;
+use std::ptr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+
+use crossbeam_epoch::Guard;
+
+const MAX_HEIGHT: usize = 20;
+const KEY_LEN_MASK: u32 = (1 << 24) - 1;
+
+/// Where a key's newest record is and what it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// Segment id.
+    pub segment: u32,
+    /// Byte offset of the record in the segment.
+    pub offset: u32,
+    /// Length of the record's value.
+    pub value_len: u32,
+    /// Commit version of the record.
+    pub version: u64,
+    /// The record is a delete.
+    pub tombstone: bool,
+    /// Record flags as stored in the log (expiry present, ...).
+    pub flags: u8,
+}
+
+impl Entry {
+    fn loc(&self) -> u64 {
+        (u64::from(self.segment) << 32) | u64::from(self.offset)
+    }
+
+    fn meta(&self) -> u64 {
+        u64::from(self.value_len)
+            | (u64::from(self.tombstone) << 32)
+            | (u64::from(self.flags) << 40)
+    }
+
+    fn from_parts(loc: u64, version: u64, meta: u64) -> Self {
+        Entry {
+            segment: (loc >> 32) as u32,
+            offset: loc as u32,
+            value_len: meta as u32,
+            version,
+            tombstone: (meta >> 32) & 1 == 1,
+            flags: (meta >> 40) as u8,
+        }
+    }
+
+    /// Whether this entry points at the given place.
+    pub fn is_at(&self, segment: u32, offset: u32) -> bool {
+        self.segment == segment && self.offset == offset
+    }
+}
+
+#[repr(C)]
+struct Node {
+    /// Key length (low 24 bits) and tower height (high 8 bits); immutable.
+    key_height: u32,
+    /// Sequence lock over `loc`, `version` and `meta`.
+    seq: AtomicU32,
+    loc: AtomicU64,
+    version: AtomicU64,
+    meta: AtomicU64,
+    // followed by `height` tower links (AtomicPtr<Node>) and the key bytes
+}
+
+const HEADER: usize = size_of::<Node>();
+
+impl Node {
+    fn layout(height: usize, key_len: usize) -> Layout {
+        Layout::from_size_align(HEADER + height * size_of::<AtomicPtr<Node>>() + key_len, 8)
+            .expect("node layout: sizes are bounded by MAX_KEY_LEN and MAX_HEIGHT")
+    }
+
+    /// Allocates a node with null links.
+    fn alloc(height: usize, key: &[u8], entry: &Entry) -> *mut Node {
+        debug_assert!(key.len() <= KEY_LEN_MASK as usize && (1..=MAX_HEIGHT).contains(&height));
+        let layout = Self::layout(height, key.len());
+        // SAFETY: layout has non-zero size (HEADER > 0); every byte we later
+        // read is written here before the node is published.
+        unsafe {
+            let p = alloc(layout) as *mut Node;
+            if p.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            ptr::write(
+                p,
+                Node {
+                    key_height: key.len() as u32 | ((height as u32) << 24),
+                    seq: AtomicU32::new(0),
+                    loc: AtomicU64::new(entry.loc()),
+                    version: AtomicU64::new(entry.version),
+                    meta: AtomicU64::new(entry.meta()),
+                },
+            );
+            for i in 0..height {
+                ptr::write(Self::tower_ptr(p, i), AtomicPtr::new(ptr::null_mut()));
+            }
+            let kp = (p as *mut u8).add(HEADER + height * size_of::<AtomicPtr<Node>>());
+            ptr::copy_nonoverlapping(key.as_ptr(), kp, key.len());
+            p
+        }
+    }
+
+    /// # Safety
+    /// `p` must point to a live node with height > `level`.
+    unsafe fn tower_ptr(p: *const Node, level: usize) -> *mut AtomicPtr<Node> {
+        // SAFETY: by the caller's contract the tower slot is inside the allocation.
+        unsafe {
+            (p as *mut u8).add(HEADER + level * size_of::<AtomicPtr<Node>>())
+                as *mut AtomicPtr<Node>
+        }
+    }
+
+    fn height(&self) -> usize {
+        (self.key_height >> 24) as usize
+    }
+
+    fn next(&self, level: usize) -> &AtomicPtr<Node> {
+        debug_assert!(level < self.height());
+        // SAFETY: level < height, so the slot is inside this node's allocation.
+        unsafe { &*Self::tower_ptr(self, level) }
+    }
+
+    fn key(&self) -> &[u8] {
+        let len = (self.key_height & KEY_LEN_MASK) as usize;
+        // SAFETY: the key bytes follow the tower and were written at allocation.
+        unsafe {
+            std::slice::from_raw_parts(
+                (self as *const Node as *const u8)
+                    .add(HEADER + self.height() * size_of::<AtomicPtr<Node>>()),
+                len,
+            )
+        }
+    }
+
+    fn alloc_size(&self) -> usize {
+        Self::layout(self.height(), self.key().len()).size()
+    }
+
+    /// Reads the entry consistently (sequence lock, reader side).
+    fn entry(&self) -> Entry {
+        loop {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let loc = self.loc.load(Ordering::Relaxed);
+            let version = self.version.load(Ordering::Relaxed);
+            let meta = self.meta.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s1 {
+                return Entry::from_parts(loc, version, meta);
+            }
+        }
+    }
+
+    /// Stores a new entry (sequence lock, writer side; one writer only).
+    fn set_entry(&self, e: &Entry) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.loc.store(e.loc(), Ordering::Relaxed);
+        self.version.store(e.version, Ordering::Relaxed);
+        self.meta.store(e.meta(), Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    /// # Safety
+    /// `p` must have been allocated by [`Node::alloc`] and be unreachable.
+    unsafe fn free(p: *mut Node) {
+        // SAFETY: the caller guarantees p is a live, unreachable node.
+        unsafe {
+            let layout = Self::layout((*p).height(), (*p).key().len());
+            dealloc(p as *mut u8, layout);
+        }
+    }
+}
+
+struct Inner {
+    head: *mut Node,
+    /// Highest tower level in use (readers start their descent there).
+    height: AtomicUsize,
+    /// Entries, tombstones included.
+    len: AtomicUsize,
+    /// Tombstone entries.
+    tombstones: AtomicUsize,
+    /// Bytes allocated for nodes (keys included).
+    bytes: AtomicUsize,
+}
+
+// SAFETY: nodes are shared through atomics only; the single writer is
+// enforced by IndexWriter and reclamation goes through crossbeam-epoch.
+unsafe impl Send for Inner {}
+// SAFETY: as above.
+unsafe impl Sync for Inner {}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // No reader or writer remains (we hold the last Arc); nodes that were
+        // unlinked earlier are owned by the epoch collector, not the list.
+        let mut p = self.head;
+        while !p.is_null() {
+            // SAFETY: p is a live node of this list; its level-0 successor is
+            // read before it is freed.
+            unsafe {
+                let next = (*p).next(0).load(Ordering::Relaxed);
+                Node::free(p);
+                p = next;
+            }
+        }
+    }
+}
+
+/// The shared, read-only view of the index. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct Index {
+    inner: Arc<Inner>,
+}
+
+/// The one writer of an index. Not `Clone`, not `Sync`.
+pub struct IndexWriter {
+    inner: Arc<Inner>,
+    rng: u64,
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+/// Creates an empty index and its writer.
+pub fn new_index() -> (Index, IndexWriter) {
+    let head = Node::alloc(
+        MAX_HEIGHT,
+        &[],
+        &Entry {
+            segment: 0,
+            offset: 0,
+            value_len: 0,
+            version: 0,
+            tombstone: false,
+            flags: 0,
+        },
+    );
+    let inner = Arc::new(Inner {
+        head,
+        height: AtomicUsize::new(1),
+        len: AtomicUsize::new(0),
+        tombstones: AtomicUsize::new(0),
+        bytes: AtomicUsize::new(Node::layout(MAX_HEIGHT, 0).size()),
+    });
+    (
+        Index {
+            inner: inner.clone(),
+        },
+        IndexWriter {
+            inner,
+            rng: 0x9E37_79B9_7F4A_7C15,
+            _not_sync: PhantomData,
+        },
+    )
+}
+
+impl Inner {
+    fn head(&self) -> &Node {
+        // SAFETY: the head lives as long as Inner.
+        unsafe { &*self.head }
+    }
+
+    /// First node with key >= `key` (or > when `inclusive` is false), and the
+    /// predecessors at every level if `preds` is given.
+    fn seek<'g>(
+        &'g self,
+        key: &[u8],
+        inclusive: bool,
+        mut preds: Option<&mut [*const Node; MAX_HEIGHT]>,
+    ) -> Option<&'g Node> {
+        let mut x = self.head();
+        let top = self.height.load(Ordering::Acquire);
+        for level in (0..MAX_HEIGHT).rev() {
+            if level < top {
+                loop {
+                    let next = x.next(level).load(Ordering::Acquire);
+                    // SAFETY: linked nodes are live while the caller holds an
+                    // epoch guard (readers) or is the writer.
+                    let Some(n) = (unsafe { next.as_ref() }) else {
+                        break;
+                    };
+                    let before = match n.key().cmp(key) {
+                        CmpOrdering::Less => true,
+                        CmpOrdering::Equal => !inclusive,
+                        CmpOrdering::Greater => false,
+                    };
+                    if before {
+                        x = n;
+                    } else {
+                        break;
+                    }
+                }
+            }
+            if let Some(p) = preds.as_deref_mut() {
+                p[level] = x;
+            }
+        }
+        // SAFETY: as above.
+        unsafe { x.next(0).load(Ordering::Acquire).as_ref() }
+    }
+
+    /// Last node with key < `key` (or <= when `inclusive`); `None` for the
+    /// unbounded case means the last node of the list.
+    fn seek_back<'g>(&'g self, key: Option<&[u8]>, inclusive: bool) -> Option<&'g Node> {
+        let mut x = self.head();
+        let top = self.height.load(Ordering::Acquire);
+        for level in (0..top).rev() {
+            loop {
+                let next = x.next(level).load(Ordering::Acquire);
+                // SAFETY: see seek.
+                let Some(n) = (unsafe { next.as_ref() }) else {
+                    break;
+                };
+                let before = match key {
+                    None => true,
+                    Some(k) => match n.key().cmp(k) {
+                        CmpOrdering::Less => true,
+                        CmpOrdering::Equal => inclusive,
+                        CmpOrdering::Greater => false,
+                    },
+                };
+                if before {
+                    x = n;
+                } else {
+                    break;
+                }
+            }
+        }
+        if ptr::eq(x, self.head) { None } else { Some(x) }
+    }
+}
+
+impl Index {
+    /// The entry for `key`, tombstones included.
+    pub fn get(&self, key: &[u8], _guard: &Guard) -> Option<Entry> {
+        let n = self.inner.seek(key, true, None)?;
+        (n.key() == key).then(|| n.entry())
+    }
+
+    /// Entries in `[lower, upper]` bounds, in key order (or reverse order),
+    /// tombstones included. Borrowed keys stay valid while `guard` is held.
+    /// The iteration is weakly consistent: it sees every key present for its
+    /// whole duration and may or may not see concurrent changes.
+    pub fn range<'g>(
+        &'g self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        reverse: bool,
+        _guard: &'g Guard,
+    ) -> Iter<'g> {
+        let lower_owned = map_bound(lower);
+        let upper_owned = map_bound(upper);
+        Iter {
+            inner: &self.inner,
+            next: None,
+            started: false,
+            lower: lower_owned,
+            upper: upper_owned,
+            reverse,
+        }
+    }
+
+    /// Number of entries, tombstones included.
+    pub fn len(&self) -> usize {
+        self.inner.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether the index has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of tombstone entries.
+    pub fn tombstones(&self) -> usize {
+        self.inner.tombstones.load(Ordering::Relaxed)
+    }
+
+    /// Bytes allocated for the index nodes (keys included).
+    pub fn memory_bytes(&self) -> usize {
+        self.inner.bytes.load(Ordering::Relaxed)
+    }
+}
+
+fn map_bound(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// Iterator over a key range; see [`Index::range`].
+pub struct Iter<'g> {
+    inner: &'g Inner,
+    next: Option<&'g Node>,
+    started: bool,
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    reverse: bool,
+}
+
+impl<'g> Iterator for Iter<'g> {
+    type Item = (&'g [u8], Entry);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let node = if !self.started {
+            self.started = true;
+            if self.reverse {
+                match &self.upper {
+                    Bound::Unbounded => self.inner.seek_back(None, false),
+                    Bound::Included(k) => self.inner.seek_back(Some(k), true),
+                    Bound::Excluded(k) => self.inner.seek_back(Some(k), false),
+                }
+            } else {
+                match &self.lower {
+                    Bound::Unbounded => {
+                        // SAFETY: see Inner::seek.
+                        unsafe { self.inner.head().next(0).load(Ordering::Acquire).as_ref() }
+                    }
+                    Bound::Included(k) => self.inner.seek(k, true, None),
+                    Bound::Excluded(k) => self.inner.seek(k, false, None),
+                }
+            }
+        } else {
+            let cur = self.next?;
+            if self.reverse {
+                self.inner.seek_back(Some(cur.key()), false)
+            } else {
+                // SAFETY: see Inner::seek.
+                unsafe { cur.next(0).load(Ordering::Acquire).as_ref() }
+            }
+        };
+        let Some(n) = node else {
+            self.next = None;
+            return None;
+        };
+        let in_range = if self.reverse {
+            match &self.lower {
+                Bound::Unbounded => true,
+                Bound::Included(k) => n.key() >= k.as_slice(),
+                Bound::Excluded(k) => n.key() > k.as_slice(),
+            }
+        } else {
+            match &self.upper {
+                Bound::Unbounded => true,
+                Bound::Included(k) => n.key() <= k.as_slice(),
+                Bound::Excluded(k) => n.key() < k.as_slice(),
+            }
+        };
+        if !in_range {
+            self.next = None;
+            return None;
+        }
+        self.next = Some(n);
+        Some((n.key(), n.entry()))
+    }
+}
+
+impl IndexWriter {
+    /// The read view of this index.
+    pub fn reader(&self) -> Index {
+        Index {
+            inner: self.inner.clone(),
+        }
+    }
+
+    fn random_height(&mut self) -> usize {
+        // xorshift64*; p = 1/4 per extra level.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (1 + (r.trailing_zeros() as usize) / 2).min(MAX_HEIGHT)
+    }
+
+    /// The entry for `key` (the writer needs no guard: it never frees what it reads).
+    pub fn get(&self, key: &[u8]) -> Option<Entry> {
+        let n = self.inner.seek(key, true, None)?;
+        (n.key() == key).then(|| n.entry())
+    }
+
+    fn account(&self, old: Option<&Entry>, new: Option<&Entry>) {
+        let was = old.is_some_and(|e| e.tombstone);
+        let is = new.is_some_and(|e| e.tombstone);
+        if was && !is {
+            self.inner.tombstones.fetch_sub(1, Ordering::Relaxed);
+        } else if is && !was {
+            self.inner.tombstones.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Inserts or overwrites; returns the previous entry.
+    pub fn upsert(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
+        let mut preds = [self.inner.head as *const Node; MAX_HEIGHT];
+        if let Some(n) = self.inner.seek(key, true, Some(&mut preds))
+            && n.key() == key
+        {
+            let old = n.entry();
+            n.set_entry(&entry);
+            self.account(Some(&old), Some(&entry));
+            return Some(old);
+        }
+        let height = self.random_height();
+        let node = Node::alloc(height, key, &entry);
+        // SAFETY: node is fresh and private; preds are live nodes of this list
+        // whose towers reach `level` (head has every level).
+        unsafe {
+            for (level, pred) in preds.iter().enumerate().take(height) {
+                let succ = (**pred).next(level).load(Ordering::Relaxed);
+                (*node).next(level).store(succ, Ordering::Relaxed);
+            }
+            for (level, pred) in preds.iter().enumerate().take(height) {
+                (**pred).next(level).store(node, Ordering::Release);
+            }
+            self.inner
+                .bytes
+                .fetch_add((*node).alloc_size(), Ordering::Relaxed);
+        }
+        if height > self.inner.height.load(Ordering::Relaxed) {
+            self.inner.height.store(height, Ordering::Release);
+        }
+        self.inner.len.fetch_add(1, Ordering::Relaxed);
+        self.account(None, Some(&entry));
+        None
+    }
+
+    /// Overwrites the entry of `key` only if it still points at
+    /// (`segment`, `offset`); returns whether it did. Merge uses this so that
+    /// a write racing with it is never undone.
+    pub fn update_if_at(&mut self, key: &[u8], segment: u32, offset: u32, entry: Entry) -> bool {
+        match self.inner.seek(key, true, None) {
+            Some(n) if n.key() == key => {
+                let old = n.entry();
+                if !old.is_at(segment, offset) {
+                    return false;
+                }
+                n.set_entry(&entry);
+                self.account(Some(&old), Some(&entry));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes `key` only if its entry points at (`segment`, `offset`).
+    /// The node is freed once no reader can hold it.
+    pub fn remove_if_at(&mut self, key: &[u8], segment: u32, offset: u32, guard: &Guard) -> bool {
+        let mut preds = [self.inner.head as *const Node; MAX_HEIGHT];
+        let Some(n) = self.inner.seek(key, true, Some(&mut preds)) else {
+            return false;
+        };
+        if n.key() != key || !n.entry().is_at(segment, offset) {
+            return false;
+        }
+        let old = n.entry();
+        let height = n.height();
+        // SAFETY: preds[level] precedes n at every level below its height
+        // (single writer: nothing changed since the seek).
+        unsafe {
+            for level in (0..height).rev() {
+                let succ = n.next(level).load(Ordering::Relaxed);
+                (*preds[level]).next(level).store(succ, Ordering::Release);
+            }
+        }
+        self.inner
+            .bytes
+            .fetch_sub(n.alloc_size(), Ordering::Relaxed);
+        self.inner.len.fetch_sub(1, Ordering::Relaxed);
+        self.account(Some(&old), None);
+        let p = SendPtr(n as *const Node as *mut Node);
+        // SAFETY: the node is unlinked; readers pinned before now may still
+        // hold it, and the epoch defers the free until they are gone.
+        unsafe {
+            guard.defer_unchecked(move || {
+                let p = p;
+                Node::free(p.0)
+            });
+        }
+        true
+    }
+
+    /// Starts a bulk load into an empty index: keys must come in strictly
+    /// increasing order. O(1) per key (no search).
+    pub fn bulk_loader(&mut self) -> Option<BulkLoader<'_>> {
+        if !self.inner.head().next(0).load(Ordering::Relaxed).is_null() {
+            return None;
+        }
+        let head = self.inner.head as *const Node;
+        Some(BulkLoader {
+            tails: [head; MAX_HEIGHT],
+            last_key: None,
+            w: self,
+        })
+    }
+}
+
+struct SendPtr(*mut Node);
+// SAFETY: the pointer is only dereferenced to free an unreachable node.
+unsafe impl Send for SendPtr {}
+
+/// Appends keys in increasing order to an empty index; see
+/// [`IndexWriter::bulk_loader`].
+pub struct BulkLoader<'w> {
+    w: &'w mut IndexWriter,
+    tails: [*const Node; MAX_HEIGHT],
+    last_key: Option<*const Node>,
+}
+
+impl BulkLoader<'_> {
+    /// Appends `key`; returns false (and does nothing) if `key` is not
+    /// greater than the previous key.
+    pub fn push(&mut self, key: &[u8], entry: Entry) -> bool {
+        if let Some(last) = self.last_key {
+            // SAFETY: last is a live node of this list.
+            if unsafe { (*last).key() } >= key {
+                return false;
+            }
+        }
+        let height = self.w.random_height();
+        let node = Node::alloc(height, key, &entry);
+        // SAFETY: tails are live nodes with towers reaching each level.
+        unsafe {
+            for level in 0..height {
+                (*self.tails[level])
+                    .next(level)
+                    .store(node, Ordering::Release);
+                self.tails[level] = node;
+            }
+            self.w
+                .inner
+                .bytes
+                .fetch_add((*node).alloc_size(), Ordering::Relaxed);
+        }
+        if height > self.w.inner.height.load(Ordering::Relaxed) {
+            self.w.inner.height.store(height, Ordering::Release);
+        }
+        self.w.inner.len.fetch_add(1, Ordering::Relaxed);
+        self.w.account(None, Some(&entry));
+        self.last_key = Some(node);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn e(seg: u32, off: u32, version: u64) -> Entry {
+        Entry {
+            segment: seg,
+            offset: off,
+            value_len: 10,
+            version,
+            tombstone: false,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn matches_btreemap_model_for_inserts_updates_removes_and_ranges() {
+        let (index, mut w) = new_index();
+        let mut model = BTreeMap::new();
+        let mut rng = 12345u64;
+        for i in 0..20_000u32 {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let k = format!("k{:05}", (rng >> 33) % 3000).into_bytes();
+            if (rng >> 20).is_multiple_of(5) {
+                if let Some(old) = model.get(&k).copied() {
+                    let old: Entry = old;
+                    let guard = crossbeam_epoch::pin();
+                    assert!(w.remove_if_at(&k, old.segment, old.offset, &guard));
+                    model.remove(&k);
+                }
+            } else {
+                let old = w.upsert(&k, e(1, i, u64::from(i)));
+                assert_eq!(old, model.insert(k.clone(), e(1, i, u64::from(i))));
+            }
+        }
+        assert_eq!(index.len(), model.len());
+        let guard = crossbeam_epoch::pin();
+        let all: Vec<_> = index
+            .range(Bound::Unbounded, Bound::Unbounded, false, &guard)
+            .map(|(k, e)| (k.to_vec(), e))
+            .collect();
+        let expect: Vec<_> = model.iter().map(|(k, e)| (k.clone(), *e)).collect();
+        assert_eq!(all, expect);
+        let rev: Vec<_> = index
+            .range(Bound::Unbounded, Bound::Unbounded, true, &guard)
+            .map(|(k, _)| k.to_vec())
+            .collect();
+        let mut expect_rev: Vec<_> = model.keys().cloned().collect();
+        expect_rev.reverse();
+        assert_eq!(rev, expect_rev);
+        for (lo, hi) in [
+            (&b"k00100"[..], &b"k00200"[..]),
+            (b"k02999", b"k09999"),
+            (b"a", b"k00005"),
+        ] {
+            for reverse in [false, true] {
+                let got: Vec<_> = index
+                    .range(Bound::Included(lo), Bound::Excluded(hi), reverse, &guard)
+                    .map(|(k, _)| k.to_vec())
+                    .collect();
+                let mut want: Vec<_> = model
+                    .range(lo.to_vec()..hi.to_vec())
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if reverse {
+                    want.reverse();
+                }
+                assert_eq!(got, want, "range {lo:?}..{hi:?} reverse={reverse}");
+            }
+        }
+        for k in model.keys() {
+            assert_eq!(index.get(k, &guard), model.get(k).copied());
+        }
+        assert_eq!(index.get(b"zzz", &guard), None);
+    }
+
+    #[test]
+    fn conditional_update_and_remove_respect_location() {
+        let (index, mut w) = new_index();
+        w.upsert(b"a", e(1, 100, 1));
+        assert!(!w.update_if_at(b"a", 1, 999, e(2, 0, 1)));
+        assert!(w.update_if_at(b"a", 1, 100, e(2, 0, 1)));
+        let guard = crossbeam_epoch::pin();
+        assert!(!w.remove_if_at(b"a", 1, 100, &guard));
+        assert_eq!(index.get(b"a", &guard), Some(e(2, 0, 1)));
+        assert!(w.remove_if_at(b"a", 2, 0, &guard));
+        assert_eq!(index.get(b"a", &guard), None);
+        assert!(index.is_empty());
+    }
+
+    #[test]
+    fn bulk_load_builds_a_searchable_list_and_rejects_disorder() {
+        let (index, mut w) = new_index();
+        {
+            let mut b = w.bulk_loader().unwrap();
+            for i in 0..10_000u32 {
+                assert!(b.push(format!("{i:08}").as_bytes(), e(1, i, 1)));
+            }
+            assert!(!b.push(b"00000005", e(1, 0, 1)));
+        }
+        assert!(w.bulk_loader().is_none());
+        let guard = crossbeam_epoch::pin();
+        assert_eq!(index.len(), 10_000);
+        assert_eq!(index.get(b"00004321", &guard).unwrap().offset, 4321);
+        w.upsert(b"00004321x", e(2, 0, 2));
+        let keys: Vec<_> = index
+            .range(
+                Bound::Included(&b"00004321"[..]),
+                Bound::Unbounded,
+                false,
+                &guard,
+            )
+            .take(3)
+            .map(|(k, _)| k.to_vec())
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                b"00004321".to_vec(),
+                b"00004321x".to_vec(),
+                b"00004322".to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn tombstones_are_counted() {
+        let (index, mut w) = new_index();
+        w.upsert(b"a", e(1, 0, 1));
+        w.upsert(
+            b"a",
+            Entry {
+                tombstone: true,
+                ..e(1, 50, 2)
+            },
+        );
+        assert_eq!(index.tombstones(), 1);
+        w.upsert(b"a", e(1, 80, 3));
+        assert_eq!(index.tombstones(), 0);
+    }
+
+    /// Readers on other threads run while the writer inserts, overwrites and
+    /// removes: every read sees a whole entry (version and offset written
+    /// together) and keys that are never removed are always found.
+    #[test]
+    fn concurrent_readers_see_consistent_entries() {
+        let (index, mut w) = new_index();
+        for i in 0..1000u32 {
+            w.upsert(format!("stable{i:04}").as_bytes(), e(1, i, u64::from(i)));
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let index = index.clone();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut reads = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let guard = crossbeam_epoch::pin();
+                        for i in (0..1000u32).step_by(7) {
+                            let got = index
+                                .get(format!("stable{i:04}").as_bytes(), &guard)
+                                .expect("stable key missing");
+                            // The writer always stores offset == version as u32.
+                            assert_eq!(u64::from(got.offset), got.version % (1 << 32));
+                        }
+                        let n = index
+                            .range(Bound::Unbounded, Bound::Unbounded, false, &guard)
+                            .count();
+                        assert!(n >= 1000);
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for round in 0..200u32 {
+            for i in 0..1000u32 {
+                let v = u64::from(round * 1000 + i);
+                w.upsert(format!("stable{i:04}").as_bytes(), e(1, v as u32, v));
+            }
+            for i in 0..50u32 {
+                let k = format!("churn{i:03}");
+                w.upsert(k.as_bytes(), e(2, i, 1));
+            }
+            let guard = crossbeam_epoch::pin();
+            for i in 0..50u32 {
+                assert!(w.remove_if_at(format!("churn{i:03}").as_bytes(), 2, i, &guard));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Hint files: the flatbuffers index of a sealed segment, for fast start-up.
+//!
+//! A hint lists every record of its segment that was live when it was
+//! written, sorted by key, with location, value length and version. Start-up
+//! maps the hint and bulk-loads the index without reading values.
+//!
+//! A hint is a cache, never the truth. The file is
+//!
+//! ```text
+//! offset size field
+//!      0    8 magic "FKVHINT\0"
+//!      8    4 format version (1)
+//!     12    4 CRC32 of the payload
+//!     16    8 payload length
+//!     24      payload: a flatbuffer, schema fbs/hint.fbs, identifier "FKVH"
+//! ```
+//!
+//! and [`decode`] rejects it unless the magic, version, length and CRC match,
+//! the flatbuffer verifies, it names the expected segment id and file length,
+//! every entry lies inside the segment and the keys are strictly increasing.
+//! A rejected hint is reported and its segment is scanned instead. Hints are
+//! written to a temporary name, synced and renamed (see `Io::write_file_atomic`).
+
+use flatbuffers::FlatBufferBuilder;
+
+use crate::storage::format::{FLAG_EXPIRES, FORMAT_VERSION, SEGMENT_HEADER_LEN, record_len};
+use crate::storage::hint_generated::flashkv::hint::{
+    Entry as FbEntry, Hint, HintArgs, root_as_hint,
+};
+
+/// Hint file magic.
+pub const HINT_MAGIC: [u8; 8] = *b"FKVHINT\0";
+const HEADER_LEN: usize = 24;
+
+/// One record for a hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HintRecord<'a> {
+    /// Key bytes.
+    pub key: &'a [u8],
+    /// Offset of the record in the segment.
+    pub offset: u32,
+    /// Value length.
+    pub value_len: u32,
+    /// Version.
+    pub version: u64,
+    /// Record kind byte (1 put, 2 delete).
+    pub kind: u8,
+    /// Record flags byte.
+    pub flags: u8,
+}
+
+/// Segment-level facts stored in the hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HintMeta {
+    /// Segment id.
+    pub segment_id: u32,
+    /// Segment file length the hint describes.
+    pub segment_len: u64,
+    /// Lowest version of any record in the segment.
+    pub min_version: u64,
+    /// Highest version of any record in the segment.
+    pub max_version: u64,
+}
+
+/// Encodes a hint file. `records` is sorted by key here; keys must be unique.
+pub fn encode(meta: HintMeta, records: &mut [HintRecord<'_>]) -> Vec<u8> {
+    records.sort_unstable_by(|a, b| a.key.cmp(b.key));
+    let key_bytes: usize = records.iter().map(|r| r.key.len()).sum();
+    let mut keys = Vec::with_capacity(key_bytes);
+    let mut entries = Vec::with_capacity(records.len());
+    for r in records.iter() {
+        let key_offset = u32::try_from(keys.len()).expect("hint keys of one segment fit in 4 GiB");
+        keys.extend_from_slice(r.key);
+        entries.push(FbEntry::new(
+            r.offset,
+            key_offset,
+            r.key.len() as u32,
+            r.value_len,
+            r.version,
+            r.kind,
+            r.flags,
+            0,
+            0,
+        ));
+    }
+    let mut fbb = FlatBufferBuilder::with_capacity(entries.len() * 32 + keys.len() + 256);
+    let entries = fbb.create_vector(&entries);
+    let keys = fbb.create_vector(&keys);
+    let root = Hint::create(
+        &mut fbb,
+        &HintArgs {
+            segment_id: meta.segment_id,
+            segment_len: meta.segment_len,
+            max_version: meta.max_version,
+            min_version: meta.min_version,
+            entries: Some(entries),
+            keys: Some(keys),
+        },
+    );
+    fbb.finish(root, Some("FKVH"));
+    let payload = fbb.finished_data();
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&HINT_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A validated hint, borrowing the file bytes.
+pub struct HintView<'a> {
+    meta: HintMeta,
+    entries: flatbuffers::Vector<'a, FbEntry>,
+    keys: &'a [u8],
+}
+
+impl<'a> HintView<'a> {
+    /// Segment-level facts.
+    pub fn meta(&self) -> HintMeta {
+        self.meta
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entry `i` (validated by [`decode`]).
+    pub fn get(&self, i: usize) -> HintRecord<'a> {
+        let e = self.entries.get(i);
+        let ko = e.key_offset() as usize;
+        HintRecord {
+            key: &self.keys[ko..ko + e.key_len() as usize],
+            offset: e.offset(),
+            value_len: e.value_len(),
+            version: e.version(),
+            kind: e.kind(),
+            flags: e.flags(),
+        }
+    }
+}
+
+/// Validates a hint file for segment `segment_id` of `segment_len` bytes.
+pub fn decode(bytes: &[u8], segment_id: u32, segment_len: u64) -> Result<HintView<'_>, String> {
+    if bytes.len() < HEADER_LEN {
+        return Err(format!("hint file too short ({} bytes)", bytes.len()));
+    }
+    if bytes[0..8] != HINT_MAGIC {
+        return Err("bad hint magic".into());
+    }
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "hint format version {version}, this build reads {FORMAT_VERSION}"
+        ));
+    }
+    let crc = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+    let mut lb = [0u8; 8];
+    lb.copy_from_slice(&bytes[16..24]);
+    let payload_len = u64::from_le_bytes(lb);
+    let payload = &bytes[HEADER_LEN..];
+    if payload.len() as u64 != payload_len {
+        return Err(format!(
+            "hint payload is {} bytes, header says {payload_len}",
+            payload.len()
+        ));
+    }
+    let actual = crc32fast::hash(payload);
+    if actual != crc {
+        return Err(format!(
+            "hint CRC {crc:#010x} does not match {actual:#010x}"
+        ));
+    }
+    let hint = root_as_hint(payload).map_err(|e| format!("hint flatbuffer invalid: {e}"))?;
+    let meta = HintMeta {
+        segment_id: hint.segment_id(),
+        segment_len: hint.segment_len(),
+        min_version: hint.min_version(),
+        max_version: hint.max_version(),
+    };
+    if meta.segment_id != segment_id || meta.segment_len != segment_len {
+        return Err(format!(
+            "hint is for segment {} of {} bytes, the segment is {segment_id} of {segment_len} bytes",
+            meta.segment_id, meta.segment_len
+        ));
+    }
+    let entries = hint.entries().ok_or("hint has no entries vector")?;
+    let keys = hint
+        .keys()
+        .map(|k| k.bytes())
+        .ok_or("hint has no keys vector")?;
+    let view = HintView {
+        meta,
+        entries,
+        keys,
+    };
+    let mut prev: Option<&[u8]> = None;
+    for i in 0..view.entries.len() {
+        let e = view.entries.get(i);
+        let (ko, kl) = (e.key_offset() as usize, e.key_len() as usize);
+        if ko.checked_add(kl).is_none_or(|end| end > keys.len()) {
+            return Err(format!("hint entry {i} key is outside the key area"));
+        }
+        if !matches!(e.kind(), 1 | 2) {
+            return Err(format!("hint entry {i} has record kind {}", e.kind()));
+        }
+        let rec_len = record_len(kl, e.value_len() as usize, e.flags() & FLAG_EXPIRES != 0) as u64;
+        let off = u64::from(e.offset());
+        if off < SEGMENT_HEADER_LEN as u64 || off + rec_len > segment_len {
+            return Err(format!("hint entry {i} points outside the segment"));
+        }
+        if e.version() < meta.min_version || e.version() > meta.max_version {
+            return Err(format!(
+                "hint entry {i} version is outside the segment's range"
+            ));
+        }
+        let key = &keys[ko..ko + kl];
+        if prev.is_some_and(|p| p >= key) {
+            return Err(format!("hint entry {i} is out of key order"));
+        }
+        prev = Some(key);
+    }
+    Ok(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &[u8], offset: u32, version: u64) -> HintRecord<'_> {
+        HintRecord {
+            key,
+            offset,
+            value_len: 3,
+            version,
+            kind: 1,
+            flags: 0,
+        }
+    }
+
+    fn meta() -> HintMeta {
+        HintMeta {
+            segment_id: 4,
+            segment_len: 1000,
+            min_version: 1,
+            max_version: 9,
+        }
+    }
+
+    #[test]
+    fn round_trip_sorts_by_key() {
+        let mut recs = vec![rec(b"b", 100, 2), rec(b"a", 32, 1), rec(b"c", 200, 9)];
+        let bytes = encode(meta(), &mut recs);
+        let view = decode(&bytes, 4, 1000).unwrap();
+        assert_eq!(view.meta(), meta());
+        let keys: Vec<_> = (0..view.len()).map(|i| view.get(i).key.to_vec()).collect();
+        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(view.get(2), rec(b"c", 200, 9));
+    }
+
+    #[test]
+    fn rejects_damage_and_mismatched_segments() {
+        let mut recs = vec![rec(b"a", 32, 1), rec(b"b", 100, 2)];
+        let bytes = encode(meta(), &mut recs);
+        assert!(decode(&bytes, 5, 1000).is_err());
+        assert!(decode(&bytes, 4, 999).is_err());
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(decode(&b, 4, 1000).is_err(), "flip at {i} accepted");
+        }
+        for cut in 0..bytes.len() {
+            assert!(
+                decode(&bytes[..cut], 4, 1000).is_err(),
+                "cut at {cut} accepted"
+            );
+        }
+        let mut out_of_segment = vec![rec(b"a", 990, 1)];
+        assert!(decode(&encode(meta(), &mut out_of_segment), 4, 1000).is_err());
+    }
+}

@@ -1,0 +1,507 @@
+//! The I/O layer: every write, fsync, create, rename and unlink of the
+//! storage engine goes through here.
+//!
+//! Two backends behind one small surface:
+//!
+//! * `uring`: io_uring through tokio-uring (positional writes and fdatasync
+//!   are submitted to the ring; the shard's runtime keeps serving while they
+//!   are in flight). Needs the shard to run inside `tokio_uring::start`.
+//! * `plain`: pwrite/fdatasync system calls, for kernels or containers where
+//!   io_uring is off (Docker's default seccomp profile blocks it).
+//!
+//! [`IoEngine::detect`] probes whether the kernel allows io_uring. Reads do not
+//! come through here: they use memory maps (see `segment.rs`).
+//!
+//! A [`FaultInjector`] can be attached to either backend to fail the N-th
+//! operation (EIO, ENOSPC, a torn write) or to simulate a crash (every
+//! operation from the N-th on fails, so nothing more reaches the files).
+//! Metadata operations (create, rename, unlink, directory fsync) are plain
+//! system calls on both backends: they are rare and not on the hot path.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+/// Which I/O backend a shard uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoEngine {
+    /// io_uring via tokio-uring.
+    Uring,
+    /// pread/pwrite/fdatasync.
+    Plain,
+}
+
+impl IoEngine {
+    /// io_uring if the kernel lets this process create a ring, else plain.
+    pub fn detect() -> IoEngine {
+        if uring_available() {
+            IoEngine::Uring
+        } else {
+            IoEngine::Plain
+        }
+    }
+
+    /// Name as used by `--io-engine`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoEngine::Uring => "io_uring",
+            IoEngine::Plain => "plain",
+        }
+    }
+
+    /// Parses `io_uring`/`uring`, `plain` (`auto` is resolved by the caller).
+    pub fn parse(s: &str) -> Option<IoEngine> {
+        match s {
+            "io_uring" | "uring" => Some(IoEngine::Uring),
+            "plain" => Some(IoEngine::Plain),
+            _ => None,
+        }
+    }
+
+    /// Runs `fut` to completion on a current-thread runtime suited to this
+    /// engine (tokio-uring's for `Uring`, a plain tokio one with a `LocalSet`
+    /// for `Plain`). Both allow `spawn_local`.
+    pub fn block_on<F: std::future::Future>(self, fut: F) -> F::Output {
+        match self {
+            IoEngine::Uring => tokio_uring::start(fut),
+            IoEngine::Plain => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("building a current-thread tokio runtime");
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, fut)
+            }
+        }
+    }
+}
+
+/// Whether io_uring can be used by this process.
+pub fn uring_available() -> bool {
+    io_uring::IoUring::new(4).is_ok()
+}
+
+/// Kinds of operations a fault rule can match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOp {
+    /// A data write.
+    Write,
+    /// fdatasync of a file or fsync of a directory.
+    Sync,
+    /// Creating a file.
+    Create,
+    /// Renaming a file.
+    Rename,
+    /// Removing a file.
+    Remove,
+    /// Truncating a file.
+    Truncate,
+}
+
+/// What a fault does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAction {
+    /// Fail with this errno; later operations are unaffected.
+    Fail(i32),
+    /// Write only the first `n` bytes, then fail with EIO (writes only).
+    TornWrite(usize),
+    /// Fail this and every later operation (a simulated crash: nothing
+    /// further reaches the files).
+    Crash,
+}
+
+/// A rule: the `nth` (1-based) operation matching `op` (`None` = any)
+/// triggers `action`.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultRule {
+    /// Operation kind to match, or any.
+    pub op: Option<FaultOp>,
+    /// Which matching operation fires (1 = the first).
+    pub nth: u64,
+    /// What happens.
+    pub action: FaultAction,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    rules: Vec<(FaultRule, u64)>,
+    crashed: bool,
+    ops: u64,
+    /// Disk full: every write and create fails with ENOSPC while set.
+    disk_full: bool,
+}
+
+/// Fails chosen I/O operations; shared by clones of an [`Io`].
+#[derive(Debug, Default)]
+pub struct FaultInjector {
+    state: Mutex<FaultState>,
+}
+
+impl FaultInjector {
+    /// A new injector with no rules (it only counts operations).
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Adds a rule; counting for it starts now.
+    pub fn add(&self, rule: FaultRule) {
+        self.lock().rules.push((rule, 0));
+    }
+
+    /// Simulates a full disk (writes and creates fail with ENOSPC) or ends it.
+    pub fn set_disk_full(&self, full: bool) {
+        self.lock().disk_full = full;
+    }
+
+    /// Mutating operations seen so far (all kinds).
+    pub fn ops(&self) -> u64 {
+        self.lock().ops
+    }
+
+    /// Whether a `Crash` rule has fired.
+    pub fn crashed(&self) -> bool {
+        self.lock().crashed
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FaultState> {
+        // A panic while holding this lock can only come from a test assertion;
+        // the state stays usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decides the fate of one operation.
+    fn check(&self, op: FaultOp) -> Option<FaultAction> {
+        let mut s = self.lock();
+        s.ops += 1;
+        if s.crashed {
+            return Some(FaultAction::Crash);
+        }
+        if s.disk_full && matches!(op, FaultOp::Write | FaultOp::Create) {
+            return Some(FaultAction::Fail(libc::ENOSPC));
+        }
+        let mut fired = None;
+        for (rule, seen) in s.rules.iter_mut() {
+            if rule.op.is_none_or(|o| o == op) {
+                *seen += 1;
+                if *seen == rule.nth && fired.is_none() {
+                    fired = Some(rule.action);
+                }
+            }
+        }
+        if fired == Some(FaultAction::Crash) {
+            s.crashed = true;
+        }
+        fired
+    }
+}
+
+fn injected(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}
+
+/// The I/O handle of a shard: backend plus optional fault injection.
+#[derive(Debug, Clone)]
+pub struct Io {
+    engine: IoEngine,
+    faults: Option<Arc<FaultInjector>>,
+}
+
+impl Io {
+    /// An I/O handle on `engine`.
+    pub fn new(engine: IoEngine) -> Self {
+        Io {
+            engine,
+            faults: None,
+        }
+    }
+
+    /// The same with a fault injector attached.
+    pub fn with_faults(engine: IoEngine, faults: Arc<FaultInjector>) -> Self {
+        Io {
+            engine,
+            faults: Some(faults),
+        }
+    }
+
+    /// The backend in use.
+    pub fn engine(&self) -> IoEngine {
+        self.engine
+    }
+
+    fn fault(&self, op: FaultOp) -> Option<FaultAction> {
+        self.faults.as_ref().and_then(|f| f.check(op))
+    }
+
+    fn gate(&self, op: FaultOp, what: &'static str, path: &Path) -> Result<()> {
+        match self.fault(op) {
+            None => Ok(()),
+            Some(FaultAction::Fail(errno)) => Err(Error::io(what, path, injected(errno))),
+            Some(FaultAction::TornWrite(_)) | Some(FaultAction::Crash) => {
+                Err(Error::io(what, path, injected(libc::EIO)))
+            }
+        }
+    }
+
+    /// Creates a new file for reading and writing (owner-only permissions);
+    /// fails if it exists.
+    pub fn create(&self, path: &Path) -> Result<DataFile> {
+        self.gate(FaultOp::Create, "create", path)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Error::io("create", path, e))?;
+        Ok(self.wrap(f, path))
+    }
+
+    /// Opens an existing file for reading and writing.
+    pub fn open_rw(&self, path: &Path) -> Result<DataFile> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("open", path, e))?;
+        Ok(self.wrap(f, path))
+    }
+
+    fn wrap(&self, f: File, path: &Path) -> DataFile {
+        let inner = match self.engine {
+            IoEngine::Uring => FileImpl::Uring(tokio_uring::fs::File::from_std(f)),
+            IoEngine::Plain => FileImpl::Plain(f),
+        };
+        DataFile {
+            inner,
+            path: path.to_path_buf(),
+            io: self.clone(),
+        }
+    }
+
+    /// Renames `from` to `to` (atomic within a directory).
+    pub fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        self.gate(FaultOp::Rename, "rename", from)?;
+        fs::rename(from, to).map_err(|e| Error::io("rename", from, e))
+    }
+
+    /// Removes a file; a missing file is not an error.
+    pub fn remove(&self, path: &Path) -> Result<()> {
+        self.gate(FaultOp::Remove, "remove", path)?;
+        match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", path, e)),
+        }
+    }
+
+    /// fsyncs a directory so that creates, renames and unlinks in it are durable.
+    pub fn sync_dir(&self, dir: &Path) -> Result<()> {
+        self.gate(FaultOp::Sync, "fsync directory", dir)?;
+        let d = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
+        d.sync_all()
+            .map_err(|e| Error::io("fsync directory", dir, e))
+    }
+
+    /// Writes a whole small file durably: temp name, write, fdatasync, rename,
+    /// directory fsync. Used for hints, merge commit records and manifests.
+    pub async fn write_file_atomic(&self, path: &Path, bytes: Vec<u8>) -> Result<()> {
+        let tmp = tmp_path(path);
+        let _ = fs::remove_file(&tmp);
+        let f = self.create(&tmp)?;
+        f.write_all_at(bytes, 0).await.0?;
+        f.sync_data().await?;
+        drop(f);
+        self.rename(&tmp, path)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        self.sync_dir(dir)
+    }
+}
+
+/// `<path>.tmp`.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+enum FileImpl {
+    Uring(tokio_uring::fs::File),
+    Plain(File),
+}
+
+/// A file open for positional writes and fdatasync.
+pub struct DataFile {
+    inner: FileImpl,
+    path: PathBuf,
+    io: Io,
+}
+
+impl DataFile {
+    /// Path the file was opened at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes all of `buf` at `pos`; returns the buffer for reuse.
+    pub async fn write_all_at(&self, buf: Vec<u8>, pos: u64) -> (Result<()>, Vec<u8>) {
+        match self.io.fault(FaultOp::Write) {
+            None => {}
+            Some(FaultAction::TornWrite(n)) => {
+                let n = n.min(buf.len());
+                let (r, buf) = self.raw_write(buf, pos, Some(n)).await;
+                if let Err(e) = r {
+                    return (Err(e), buf);
+                }
+                return (
+                    Err(Error::io("write", &self.path, injected(libc::EIO))),
+                    buf,
+                );
+            }
+            Some(FaultAction::Fail(errno)) => {
+                return (Err(Error::io("write", &self.path, injected(errno))), buf);
+            }
+            Some(FaultAction::Crash) => {
+                return (
+                    Err(Error::io("write", &self.path, injected(libc::EIO))),
+                    buf,
+                );
+            }
+        }
+        self.raw_write(buf, pos, None).await
+    }
+
+    async fn raw_write(
+        &self,
+        buf: Vec<u8>,
+        pos: u64,
+        limit: Option<usize>,
+    ) -> (Result<()>, Vec<u8>) {
+        match &self.inner {
+            FileImpl::Uring(f) => {
+                use tokio_uring::buf::BoundedBuf;
+                let n = limit.unwrap_or(buf.len());
+                let (r, slice) = f.write_all_at(buf.slice(0..n), pos).await;
+                (
+                    r.map_err(|e| Error::io("write", &self.path, e)),
+                    slice.into_inner(),
+                )
+            }
+            FileImpl::Plain(f) => {
+                let n = limit.unwrap_or(buf.len());
+                let r = f
+                    .write_all_at(&buf[..n], pos)
+                    .map_err(|e| Error::io("write", &self.path, e));
+                (r, buf)
+            }
+        }
+    }
+
+    /// fdatasync: the written data (and the size) are durable when it returns.
+    pub async fn sync_data(&self) -> Result<()> {
+        self.io.gate(FaultOp::Sync, "fdatasync", &self.path)?;
+        match &self.inner {
+            FileImpl::Uring(f) => f.sync_data().await,
+            FileImpl::Plain(f) => f.sync_data(),
+        }
+        .map_err(|e| Error::io("fdatasync", &self.path, e))
+    }
+
+    /// Truncates (or extends) the file to `len` bytes.
+    pub fn set_len(&self, len: u64) -> Result<()> {
+        self.io.gate(FaultOp::Truncate, "truncate", &self.path)?;
+        let r = match &self.inner {
+            FileImpl::Uring(f) => {
+                use std::os::fd::AsRawFd;
+                let len = libc::off_t::try_from(len)
+                    .map_err(|_| io::Error::from_raw_os_error(libc::EFBIG));
+                len.and_then(|len| {
+                    // SAFETY: ftruncate on a descriptor owned by `f`.
+                    if unsafe { libc::ftruncate(f.as_raw_fd(), len) } == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::last_os_error())
+                    }
+                })
+            }
+            FileImpl::Plain(f) => f.set_len(len),
+        };
+        r.map_err(|e| Error::io("truncate", &self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_fire_on_the_nth_matching_operation_and_crash_is_sticky() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = FaultInjector::new();
+        faults.add(FaultRule {
+            op: Some(FaultOp::Write),
+            nth: 2,
+            action: FaultAction::Fail(libc::ENOSPC),
+        });
+        faults.add(FaultRule {
+            op: Some(FaultOp::Rename),
+            nth: 1,
+            action: FaultAction::Crash,
+        });
+        let io = Io::with_faults(IoEngine::Plain, faults.clone());
+        IoEngine::Plain.block_on(async {
+            let f = io.create(&dir.path().join("a")).unwrap();
+            assert!(f.write_all_at(vec![1; 10], 0).await.0.is_ok());
+            let err = f.write_all_at(vec![2; 10], 10).await.0.unwrap_err();
+            assert!(err.is_disk_full(), "{err}");
+            assert!(f.write_all_at(vec![3; 10], 10).await.0.is_ok());
+            assert!(
+                io.rename(&dir.path().join("a"), &dir.path().join("b"))
+                    .is_err()
+            );
+            assert!(faults.crashed());
+            assert!(f.sync_data().await.is_err());
+            assert!(f.write_all_at(vec![4; 10], 20).await.0.is_err());
+        });
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap().len(), 20);
+    }
+
+    #[test]
+    fn torn_write_leaves_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = FaultInjector::new();
+        faults.add(FaultRule {
+            op: Some(FaultOp::Write),
+            nth: 1,
+            action: FaultAction::TornWrite(3),
+        });
+        let io = Io::with_faults(IoEngine::Plain, faults);
+        IoEngine::Plain.block_on(async {
+            let f = io.create(&dir.path().join("a")).unwrap();
+            assert!(f.write_all_at(vec![7; 10], 0).await.0.is_err());
+        });
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), vec![7; 3]);
+    }
+
+    #[test]
+    fn uring_backend_writes_and_syncs_when_available() {
+        if !uring_available() {
+            eprintln!("io_uring not available here; plain backend covers this test");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let io = Io::new(IoEngine::Uring);
+        IoEngine::Uring.block_on(async {
+            let f = io.create(&dir.path().join("u")).unwrap();
+            f.write_all_at(b"hello".to_vec(), 0).await.0.unwrap();
+            f.write_all_at(b" world".to_vec(), 5).await.0.unwrap();
+            f.sync_data().await.unwrap();
+            f.set_len(8).unwrap();
+        });
+        assert_eq!(std::fs::read(dir.path().join("u")).unwrap(), b"hello wo");
+    }
+}

@@ -1,0 +1,481 @@
+//! Merge (compaction): rewrites the live records of sealed segments into new
+//! segments and retires the old ones.
+//!
+//! A merge is a resumable job driven by the shard thread in small steps
+//! (`Store::merge_step`), each bounded by a byte budget, so foreground writes
+//! interleave with it and its rate is capped.
+//!
+//! # Steps and the crash guarantee after each
+//!
+//! 1. **Copy.** Records of the victims that the index still points at are
+//!    copied byte for byte (same version, same CRC) into new segments
+//!    written under temporary names (`<id>.seg.tmp`). A tombstone, or an
+//!    expired put, is dropped instead when no remaining segment can hold an
+//!    older version of its key (every other segment's lowest version is
+//!    above it). *Crash: temporary files are deleted at start-up; old state.*
+//! 2. **Seal outputs.** The outputs are synced and their hints written and
+//!    synced under temporary names. *Crash: old state.*
+//! 3. **Commit.** A commit record `<job>.commit` listing victims and
+//!    outputs is written durably (temp, fsync, rename, directory fsync). This
+//!    is the commit point. *Crash: start-up finds the commit record and
+//!    completes steps 4 and 6; new state.*
+//! 4. **Install files.** Outputs and hints are renamed to their final names;
+//!    directory fsync.
+//! 5. **Install in memory.** Outputs are mapped and added to the segment
+//!    table; each moved key's index entry is switched to its new place only
+//!    if it still points at the old place (a write that raced with the merge
+//!    wins); dropped tombstones are unlinked the same way. Victims leave the
+//!    segment table; readers that still hold them keep them mapped until
+//!    their epoch ends.
+//! 6. **Retire.** Victim segments and hints are unlinked, directory fsync,
+//!    the commit record is removed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::index::Entry;
+use crate::storage::format::{
+    self, FLAG_EXPIRES, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind,
+};
+use crate::storage::hint::{self, HintMeta, HintRecord};
+use crate::storage::io::{DataFile, tmp_path};
+use crate::storage::segment::{Segment, hint_file_name, segment_file_name};
+use crate::storage::store::{SegState, Store, now_ms};
+
+/// Commit record magic.
+const COMMIT_MAGIC: [u8; 8] = *b"FKVMERGE";
+const FLUSH_BYTES: usize = 1 << 20;
+
+/// File name of the commit record of merge job `id`.
+pub fn commit_file_name(id: u32) -> String {
+    format!("{id:010}.commit")
+}
+
+/// Encodes a commit record: magic, victim count, output count, ids, CRC32.
+pub fn encode_commit(victims: &[u32], outputs: &[u32]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(20 + 4 * (victims.len() + outputs.len()));
+    b.extend_from_slice(&COMMIT_MAGIC);
+    b.extend_from_slice(&(victims.len() as u32).to_le_bytes());
+    b.extend_from_slice(&(outputs.len() as u32).to_le_bytes());
+    for id in victims.iter().chain(outputs) {
+        b.extend_from_slice(&id.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Decodes a commit record into (victims, outputs).
+pub fn decode_commit(b: &[u8]) -> Option<(Vec<u32>, Vec<u32>)> {
+    if b.len() < 20 || b[0..8] != COMMIT_MAGIC {
+        return None;
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return None;
+    }
+    let nv = u32::from_le_bytes(body[8..12].try_into().ok()?) as usize;
+    let no = u32::from_le_bytes(body[12..16].try_into().ok()?) as usize;
+    if body.len() != 16 + 4 * (nv + no) {
+        return None;
+    }
+    let ids: Vec<u32> = body[16..]
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Some((ids[..nv].to_vec(), ids[nv..].to_vec()))
+}
+
+struct Output {
+    id: u32,
+    file: DataFile,
+    len: u64,
+    buf: Vec<u8>,
+    hint: Vec<(Vec<u8>, u32, u32, u64, u8, u8)>,
+    min_version: u64,
+    max_version: u64,
+}
+
+struct Finished {
+    id: u32,
+    len: u64,
+    min_version: u64,
+    max_version: u64,
+}
+
+struct Move {
+    key: Vec<u8>,
+    from_segment: u32,
+    from_offset: u32,
+    to: Option<Entry>,
+}
+
+/// A merge in progress; see the module docs.
+pub(crate) struct MergeJob {
+    job_id: u32,
+    victims: Vec<(Arc<Segment>, u64)>,
+    drop_below: u64,
+    /// Victims with damage skipped at recovery (repair mode): merge steps
+    /// over damaged ranges there instead of failing.
+    salvage: Vec<u32>,
+    cursor: (usize, usize),
+    out: Option<Output>,
+    finished: Vec<Finished>,
+    moves: Vec<Move>,
+    tmp_files: Vec<PathBuf>,
+    committed: bool,
+    reclaimed: u64,
+}
+
+impl MergeJob {
+    pub(crate) fn new(store: &mut Store, victim_ids: Vec<u32>) -> MergeJob {
+        let guard = crossbeam_epoch::pin();
+        let table = store.shared.segments.load(&guard);
+        let victims: Vec<(Arc<Segment>, u64)> = victim_ids
+            .iter()
+            .filter_map(|id| Some((table.get(*id)?.clone(), store.segs.get(id)?.len)))
+            .collect();
+        // A tombstone may be dropped only if every segment that stays holds
+        // versions above it; writes after this point get higher versions.
+        let drop_below = store
+            .segs
+            .iter()
+            .filter(|(id, _)| !victim_ids.contains(id))
+            .map(|(_, s)| {
+                if s.min_version == 0 {
+                    u64::MAX
+                } else {
+                    s.min_version
+                }
+            })
+            .min()
+            .unwrap_or(u64::MAX)
+            .min(store.clock.current() + 1);
+        drop(guard);
+        let job_id = store.alloc_id();
+        MergeJob {
+            job_id,
+            victims,
+            drop_below,
+            salvage: store.damaged.clone(),
+            cursor: (0, SEGMENT_HEADER_LEN),
+            out: None,
+            finished: Vec::new(),
+            moves: Vec::new(),
+            tmp_files: Vec::new(),
+            committed: false,
+            reclaimed: 0,
+        }
+    }
+
+    /// Bytes freed by the finished merge.
+    pub(crate) fn reclaimed(&self) -> u64 {
+        self.reclaimed
+    }
+
+    /// Copies up to `budget` bytes of victim records; runs the commit and
+    /// install once everything is copied. Returns true when done.
+    pub(crate) async fn step(&mut self, store: &mut Store, budget: u64) -> Result<bool> {
+        let now = now_ms();
+        let mut consumed = 0u64;
+        while consumed < budget {
+            let (vi, pos) = self.cursor;
+            let Some((seg, len)) = self.victims.get(vi).cloned() else {
+                self.commit_and_install(store).await?;
+                return Ok(true);
+            };
+            if pos as u64 >= len {
+                self.cursor = (vi + 1, SEGMENT_HEADER_LEN);
+                continue;
+            }
+            let bytes = &seg.bytes()[..len as usize];
+            let rec = match format::decode_record(&bytes[pos..]) {
+                Ok(r) => r,
+                Err(d) if self.salvage.contains(&seg.id) => {
+                    let next = crate::storage::recovery::next_valid_record(bytes, pos + 1)
+                        .unwrap_or(bytes.len());
+                    tracing::warn!(segment = seg.id, offset = pos, error = %d, "merge skips a damaged range of a repaired segment");
+                    consumed += (next - pos) as u64;
+                    self.cursor = (vi, next);
+                    continue;
+                }
+                Err(d) => return Err(Error::corruption(&seg.path, pos as u64, d.to_string())),
+            };
+            consumed += rec.len as u64;
+            self.cursor = (vi, pos + rec.len);
+            if !matches!(rec.kind, RecordKind::Put | RecordKind::Delete) {
+                continue;
+            }
+            let live = store
+                .writer
+                .get(rec.key)
+                .is_some_and(|e| e.is_at(seg.id, pos as u32));
+            if !live {
+                continue;
+            }
+            let expired = rec.expires_at_ms.is_some_and(|t| t <= now);
+            let gone = rec.kind == RecordKind::Delete || expired;
+            if gone && rec.version < self.drop_below {
+                self.moves.push(Move {
+                    key: rec.key.to_vec(),
+                    from_segment: seg.id,
+                    from_offset: pos as u32,
+                    to: None,
+                });
+                continue;
+            }
+            if self
+                .out
+                .as_ref()
+                .is_some_and(|o| o.len + (o.buf.len() + rec.len) as u64 > store.opts.segment_size)
+            {
+                self.finish_output(store).await?;
+            }
+            if self.out.is_none() {
+                self.out = Some(self.new_output(store).await?);
+            }
+            let out = self.out.as_mut().expect("output just created");
+            let offset = out.len + out.buf.len() as u64;
+            out.buf.extend_from_slice(&bytes[pos..pos + rec.len]);
+            out.min_version = out.min_version.min(rec.version);
+            out.max_version = out.max_version.max(rec.version);
+            let flags = rec.flags & FLAG_EXPIRES;
+            out.hint.push((
+                rec.key.to_vec(),
+                offset as u32,
+                rec.value.len() as u32,
+                rec.version,
+                rec.kind as u8,
+                flags,
+            ));
+            self.moves.push(Move {
+                key: rec.key.to_vec(),
+                from_segment: seg.id,
+                from_offset: pos as u32,
+                to: Some(Entry {
+                    segment: out.id,
+                    offset: offset as u32,
+                    value_len: rec.value.len() as u32,
+                    version: rec.version,
+                    tombstone: rec.kind == RecordKind::Delete,
+                    flags,
+                }),
+            });
+            if out.buf.len() >= FLUSH_BYTES {
+                flush(out).await?;
+            }
+        }
+        Ok(false)
+    }
+
+    async fn new_output(&mut self, store: &mut Store) -> Result<Output> {
+        let id = store.alloc_id();
+        let path = tmp_path(&store.dir.join(segment_file_name(id)));
+        let file = store.io.create(&path)?;
+        self.tmp_files.push(path);
+        let header = SegmentHeader {
+            kind: SegmentKind::Merged,
+            segment_id: id,
+            shard_id: store.opts.shard_id,
+        }
+        .encode();
+        Ok(Output {
+            id,
+            file,
+            len: 0,
+            buf: header.to_vec(),
+            hint: Vec::new(),
+            min_version: u64::MAX,
+            max_version: 0,
+        })
+    }
+
+    async fn finish_output(&mut self, store: &mut Store) -> Result<()> {
+        let Some(mut out) = self.out.take() else {
+            return Ok(());
+        };
+        flush(&mut out).await?;
+        out.file.sync_data().await?;
+        let mut recs: Vec<HintRecord<'_>> = out
+            .hint
+            .iter()
+            .map(|(k, off, vlen, v, kind, flags)| HintRecord {
+                key: k,
+                offset: *off,
+                value_len: *vlen,
+                version: *v,
+                kind: *kind,
+                flags: *flags,
+            })
+            .collect();
+        let meta = HintMeta {
+            segment_id: out.id,
+            segment_len: out.len,
+            min_version: out.min_version,
+            max_version: out.max_version,
+        };
+        let bytes = hint::encode(meta, &mut recs);
+        let hpath = tmp_path(&store.dir.join(hint_file_name(out.id)));
+        let hfile = store.io.create(&hpath)?;
+        self.tmp_files.push(hpath);
+        hfile.write_all_at(bytes, 0).await.0?;
+        hfile.sync_data().await?;
+        self.finished.push(Finished {
+            id: out.id,
+            len: out.len,
+            min_version: out.min_version,
+            max_version: out.max_version,
+        });
+        Ok(())
+    }
+
+    async fn commit_and_install(&mut self, store: &mut Store) -> Result<()> {
+        self.finish_output(store).await?;
+        let victim_ids: Vec<u32> = self.victims.iter().map(|(s, _)| s.id).collect();
+        let output_ids: Vec<u32> = self.finished.iter().map(|f| f.id).collect();
+        let commit_path = store.dir.join(commit_file_name(self.job_id));
+        store.io.sync_dir(&store.dir)?;
+        store
+            .io
+            .write_file_atomic(&commit_path, encode_commit(&victim_ids, &output_ids))
+            .await?;
+        self.committed = true;
+
+        for f in &self.finished {
+            for name in [segment_file_name(f.id), hint_file_name(f.id)] {
+                let path = store.dir.join(name);
+                store.io.rename(&tmp_path(&path), &path)?;
+            }
+        }
+        store.io.sync_dir(&store.dir)?;
+        self.tmp_files.clear();
+
+        // In memory: map outputs first (the only step that can fail), then
+        // switch the index, then retire the victims.
+        let mut mapped = Vec::new();
+        for f in &self.finished {
+            let path = store.dir.join(segment_file_name(f.id));
+            mapped.push(Arc::new(Segment::map(
+                f.id,
+                SegmentKind::Merged,
+                &path,
+                store.opts.segment_size,
+            )?));
+        }
+        let guard = crossbeam_epoch::pin();
+        let mut table = store.shared.segments.load(&guard).clone();
+        for (seg, f) in mapped.into_iter().zip(&self.finished) {
+            table = table.with(seg);
+            store.segs.insert(
+                f.id,
+                SegState {
+                    kind: SegmentKind::Merged,
+                    len: f.len,
+                    live_bytes: 0,
+                    min_version: f.min_version,
+                    max_version: f.max_version,
+                    has_hint: true,
+                },
+            );
+        }
+        store.shared.segments.replace(table, &guard);
+        for m in self.moves.drain(..) {
+            match m.to {
+                Some(entry) => {
+                    if store
+                        .writer
+                        .update_if_at(&m.key, m.from_segment, m.from_offset, entry)
+                    {
+                        let len = format::record_len(
+                            m.key.len(),
+                            entry.value_len as usize,
+                            entry.flags & FLAG_EXPIRES != 0,
+                        ) as u64;
+                        if let Some(st) = store.segs.get_mut(&entry.segment) {
+                            st.live_bytes += len;
+                        }
+                    }
+                }
+                None => {
+                    store
+                        .writer
+                        .remove_if_at(&m.key, m.from_segment, m.from_offset, &guard);
+                }
+            }
+        }
+        let table = store.shared.segments.load(&guard).without(&victim_ids);
+        store.shared.segments.replace(table, &guard);
+        drop(guard);
+        let before: u64 = victim_ids
+            .iter()
+            .filter_map(|id| store.segs.remove(id))
+            .map(|s| s.len)
+            .sum();
+        let after: u64 = self.finished.iter().map(|f| f.len).sum();
+        self.reclaimed = before.saturating_sub(after);
+        store.damaged.retain(|id| !victim_ids.contains(id));
+
+        // Retire: failures here leave files that the next start-up removes
+        // (the commit record stays until they are gone).
+        let retire = || -> Result<()> {
+            for id in &victim_ids {
+                store.io.remove(&store.dir.join(segment_file_name(*id)))?;
+                store.io.remove(&store.dir.join(hint_file_name(*id)))?;
+            }
+            store.io.sync_dir(&store.dir)?;
+            store.io.remove(&commit_path)?;
+            store.io.sync_dir(&store.dir)
+        };
+        if let Err(e) = retire() {
+            tracing::warn!(error = %e, "removing merged segments failed; start-up will finish it");
+        }
+        Ok(())
+    }
+
+    /// Cleans up after a failed step. Before the commit point the temporary
+    /// outputs are deleted and nothing changed. After it, the commit record
+    /// stays, start-up completes the merge, and no merge runs until then.
+    pub(crate) fn abort(self, store: &mut Store) {
+        if self.committed {
+            store.merge_blocked = Some("a merge failed after its commit point".into());
+            return;
+        }
+        for p in &self.tmp_files {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+async fn flush(out: &mut Output) -> Result<()> {
+    if out.buf.is_empty() {
+        return Ok(());
+    }
+    let pos = out.len;
+    let (r, b) = out
+        .file
+        .write_all_at(std::mem::take(&mut out.buf), pos)
+        .await;
+    r?;
+    out.len = pos + b.len() as u64;
+    out.buf = b;
+    out.buf.clear();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_record_round_trips_and_rejects_damage() {
+        let b = encode_commit(&[1, 2, 3], &[9]);
+        assert_eq!(decode_commit(&b), Some((vec![1, 2, 3], vec![9])));
+        for i in 0..b.len() {
+            let mut d = b.clone();
+            d[i] ^= 1;
+            assert_eq!(decode_commit(&d), None, "flip at {i}");
+        }
+        assert_eq!(decode_commit(&b[..b.len() - 1]), None);
+    }
+}

@@ -1,0 +1,645 @@
+//! Opening a shard's data directory: lock, finish or roll back interrupted
+//! merges, check segments, build the index from hints or by scanning, and
+//! deal with a torn tail.
+//!
+//! # Rules
+//!
+//! * The directory is locked (`flock` on `LOCK`); a second opener is refused.
+//! * A merge commit record means the merge committed: its outputs are
+//!   renamed into place if needed and its victims removed. Any other
+//!   temporary file belongs to an interrupted merge or segment creation and
+//!   is removed.
+//! * Sealed segments with a valid hint are loaded from the hint (sorted
+//!   entries, merged across hints and bulk-loaded into the index without any
+//!   search). Every other segment is scanned. For each key the record with
+//!   the highest version wins, so the order segments are read in does not
+//!   matter.
+//! * The newest log segment may end in a torn write. If nothing valid follows
+//!   the first bad record, the file is cut there (and an atomic group cut
+//!   short by the end is dropped whole). If a valid record follows, the
+//!   damage is not a torn tail: start-up stops with the file and offset,
+//!   unless `repair` is set.
+//! * Damage anywhere in a sealed segment stops start-up with the file and
+//!   offset, unless `repair` is set: then damaged ranges are skipped and
+//!   reported, and the segment is rewritten by a merge right after opening.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::index::{Entry, IndexWriter, new_index};
+use crate::storage::format::{
+    self, FLAG_EXPIRES, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind,
+};
+use crate::storage::hint::{self, HintView};
+use crate::storage::io::Io;
+use crate::storage::merge::{commit_file_name, decode_commit};
+use crate::storage::options::StoreOptions;
+use crate::storage::segment::{
+    Segment, SegmentSet, SegmentTable, hint_file_name, parse_file_name, segment_file_name,
+};
+use crate::storage::store::{
+    Active, RecoveryReport, SegState, Shared, Store, StoreStats, create_segment,
+};
+
+/// First offset at or after `from` where a valid record starts.
+pub fn next_valid_record(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len().saturating_sub(format::RECORD_HEADER_LEN - 1))
+        .find(|&p| format::decode_record(&bytes[p..]).is_ok())
+}
+
+struct Scan {
+    valid_len: u64,
+    min_version: u64,
+    max_version: u64,
+    truncated: u64,
+    dropped: Vec<(u64, u64)>,
+}
+
+/// Scans `bytes` (a whole segment file) and feeds every record of every
+/// complete atomic group to `apply`.
+fn scan_segment<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    seg_id: u32,
+    torn_tail_ok: bool,
+    repair: bool,
+    mut apply: impl FnMut(&'a [u8], Entry),
+) -> Result<Scan> {
+    let mut pos = SEGMENT_HEADER_LEN;
+    let mut good_end = pos;
+    let mut group: Vec<(&'a [u8], Entry)> = Vec::new();
+    let mut s = Scan {
+        valid_len: 0,
+        min_version: 0,
+        max_version: 0,
+        truncated: 0,
+        dropped: Vec::new(),
+    };
+    while pos < bytes.len() {
+        match format::decode_record(&bytes[pos..]) {
+            Ok(rec) => {
+                if s.min_version == 0 || rec.version < s.min_version {
+                    s.min_version = rec.version;
+                }
+                s.max_version = s.max_version.max(rec.version);
+                if matches!(rec.kind, RecordKind::Put | RecordKind::Delete) {
+                    group.push((
+                        rec.key,
+                        Entry {
+                            segment: seg_id,
+                            offset: pos as u32,
+                            value_len: rec.value.len() as u32,
+                            version: rec.version,
+                            tombstone: rec.kind == RecordKind::Delete,
+                            flags: rec.flags & FLAG_EXPIRES,
+                        },
+                    ));
+                }
+                pos += rec.len;
+                if !rec.group_continues() {
+                    for (k, e) in group.drain(..) {
+                        apply(k, e);
+                    }
+                    good_end = pos;
+                }
+            }
+            Err(err) => {
+                let next = next_valid_record(bytes, pos + 1);
+                match next {
+                    None if torn_tail_ok => {
+                        s.truncated = (bytes.len() - good_end) as u64;
+                        s.valid_len = good_end as u64;
+                        return Ok(s);
+                    }
+                    _ if repair => {
+                        let resume = next.unwrap_or(bytes.len());
+                        let from = good_end.min(pos);
+                        s.dropped.push((from as u64, (resume - from) as u64));
+                        group.clear();
+                        pos = resume;
+                        good_end = pos;
+                    }
+                    _ => {
+                        return Err(Error::corruption(
+                            path,
+                            pos as u64,
+                            format!(
+                                "{err}{}; start with repair to skip damaged ranges",
+                                if next.is_some() {
+                                    ", and valid records follow (not a torn tail)"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if !group.is_empty() {
+        // An atomic group cut short by the end of the file.
+        if torn_tail_ok || repair {
+            s.truncated = (bytes.len() - good_end) as u64;
+            if repair && !torn_tail_ok {
+                s.dropped.push((good_end as u64, s.truncated));
+                s.truncated = 0;
+            }
+        } else {
+            return Err(Error::corruption(
+                path,
+                good_end as u64,
+                "segment ends inside an atomic group",
+            ));
+        }
+    }
+    s.valid_len = good_end as u64;
+    Ok(s)
+}
+
+fn read_header(path: &Path) -> Result<(SegmentHeader, u64)> {
+    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    let mut b = [0u8; SEGMENT_HEADER_LEN];
+    let n = f.read(&mut b).map_err(|e| Error::io("read", path, e))?;
+    let h = SegmentHeader::decode(&b[..n]).map_err(|what| Error::corruption(path, 0, what))?;
+    Ok((h, len))
+}
+
+fn map_file(path: &Path) -> Result<Option<Mmap>> {
+    let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    if f.metadata().map_err(|e| Error::io("stat", path, e))?.len() == 0 {
+        return Ok(None);
+    }
+    // SAFETY: hint files are written once under a temporary name and renamed;
+    // nothing modifies them while mapped.
+    unsafe { Mmap::map(&f) }
+        .map(Some)
+        .map_err(|e| Error::io("mmap", path, e))
+}
+
+struct Loaded {
+    id: u32,
+    kind: SegmentKind,
+    len: u64,
+    min_version: u64,
+    max_version: u64,
+    has_hint: bool,
+}
+
+impl Store {
+    /// Opens (or creates) the shard directory `dir`.
+    pub async fn open(
+        dir: &Path,
+        opts: StoreOptions,
+        io: Io,
+        clock: Arc<Clock>,
+    ) -> Result<(Store, RecoveryReport)> {
+        opts.validate()?;
+        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
+        }
+        let mut report = RecoveryReport::default();
+        finish_merges(dir, &io, &mut report)?;
+
+        let mut seg_files: BTreeMap<u32, PathBuf> = BTreeMap::new();
+        let mut hint_files: BTreeMap<u32, PathBuf> = BTreeMap::new();
+        for entry in fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            match parse_file_name(name) {
+                Some((id, "seg")) => {
+                    seg_files.insert(id, entry.path());
+                }
+                Some((id, "hint")) => {
+                    hint_files.insert(id, entry.path());
+                }
+                _ if name.ends_with(".tmp") => {
+                    io.remove(&entry.path())?;
+                    report.temp_files_removed += 1;
+                }
+                _ => {}
+            }
+        }
+        for (id, path) in &hint_files {
+            if !seg_files.contains_key(id) {
+                io.remove(path)?;
+            }
+        }
+
+        // Headers: every segment must have a valid one.
+        let mut headers = BTreeMap::new();
+        for (&id, path) in &seg_files {
+            let (h, len) = read_header(path)?;
+            if h.segment_id != id {
+                return Err(Error::corruption(
+                    path,
+                    16,
+                    format!("header names segment {}, file name says {id}", h.segment_id),
+                ));
+            }
+            if h.shard_id != opts.shard_id {
+                return Err(Error::Config(format!(
+                    "{} belongs to shard {}, opened as shard {}",
+                    path.display(),
+                    h.shard_id,
+                    opts.shard_id
+                )));
+            }
+            headers.insert(id, (h, len));
+        }
+        let newest_log = headers
+            .iter()
+            .filter(|(_, (h, _))| h.kind == SegmentKind::Log)
+            .map(|(id, _)| *id)
+            .max();
+
+        let (index, mut writer) = new_index();
+        let mut loaded: Vec<Loaded> = Vec::new();
+        let mut damaged = Vec::new();
+
+        // Hints first: validate, then merge them by key into a bulk load.
+        let mut hint_maps: Vec<(u32, Mmap)> = Vec::new();
+        for (&id, &(h, len)) in &headers {
+            if Some(id) == newest_log {
+                // The newest log segment is appended to; its hint (if a seal
+                // was interrupted after writing it) is rebuilt at the next seal.
+                continue;
+            }
+            let Some(hpath) = hint_files.get(&id) else {
+                continue;
+            };
+            match map_file(hpath)? {
+                Some(m) => match hint::decode(&m, id, len) {
+                    Ok(v) => {
+                        let meta = v.meta();
+                        loaded.push(Loaded {
+                            id,
+                            kind: h.kind,
+                            len,
+                            min_version: meta.min_version,
+                            max_version: meta.max_version,
+                            has_hint: true,
+                        });
+                        hint_maps.push((id, m));
+                    }
+                    Err(why) => {
+                        tracing::warn!(segment = id, reason = %why, "ignoring a damaged hint; scanning the segment");
+                        report.rejected_hints.push((id, why));
+                    }
+                },
+                None => report.rejected_hints.push((id, "empty hint file".into())),
+            }
+        }
+        let views: Vec<HintView<'_>> = hint_maps
+            .iter()
+            .map(|(id, m)| {
+                let len = headers[id].1;
+                hint::decode(m, *id, len).expect("validated above")
+            })
+            .collect();
+        bulk_load(
+            &mut writer,
+            &views,
+            hint_maps.iter().map(|(id, _)| *id).collect(),
+        );
+        report.segments_from_hints = views.len();
+        drop(views);
+        drop(hint_maps);
+
+        // Then scan every segment without a valid hint.
+        let hinted: Vec<u32> = loaded.iter().map(|l| l.id).collect();
+        for (&id, &(h, len)) in &headers {
+            if hinted.contains(&id) {
+                continue;
+            }
+            let path = &seg_files[&id];
+            let Some(map) = map_file(path)? else {
+                return Err(Error::corruption(path, 0, "empty segment file"));
+            };
+            let torn_ok = Some(id) == newest_log;
+            let scan = scan_segment(
+                path,
+                &map[..len as usize],
+                id,
+                torn_ok,
+                opts.repair,
+                |key, e| match writer.get(key) {
+                    Some(old) if old.version >= e.version => {}
+                    _ => {
+                        writer.upsert(key, e);
+                    }
+                },
+            )?;
+            drop(map);
+            report.segments_scanned += 1;
+            if scan.truncated > 0 {
+                tracing::warn!(
+                    segment = id,
+                    bytes = scan.truncated,
+                    "cutting a torn tail off the newest log segment"
+                );
+                let f = io.open_rw(path)?;
+                f.set_len(scan.valid_len)?;
+                f.sync_data().await?;
+                report.truncated_tail_bytes += scan.truncated;
+            }
+            if !scan.dropped.is_empty() {
+                for (off, n) in &scan.dropped {
+                    tracing::error!(
+                        segment = id,
+                        offset = off,
+                        bytes = n,
+                        "repair: skipped a damaged range"
+                    );
+                    report.dropped_ranges.push((id, *off, *n));
+                }
+                damaged.push(id);
+            }
+            loaded.push(Loaded {
+                id,
+                kind: h.kind,
+                len: if scan.truncated > 0 {
+                    scan.valid_len
+                } else {
+                    len
+                },
+                min_version: scan.min_version,
+                max_version: scan.max_version,
+                has_hint: false,
+            });
+        }
+        loaded.sort_by_key(|l| l.id);
+
+        // Writer-side accounting from one pass over the index.
+        let mut segs: BTreeMap<u32, SegState> = loaded
+            .iter()
+            .map(|l| {
+                (
+                    l.id,
+                    SegState {
+                        kind: l.kind,
+                        len: l.len,
+                        live_bytes: 0,
+                        min_version: l.min_version,
+                        max_version: l.max_version,
+                        has_hint: l.has_hint,
+                    },
+                )
+            })
+            .collect();
+        {
+            let guard = crossbeam_epoch::pin();
+            let idx = writer.reader();
+            for (key, e) in idx.range(
+                std::ops::Bound::Unbounded,
+                std::ops::Bound::Unbounded,
+                false,
+                &guard,
+            ) {
+                if let Some(st) = segs.get_mut(&e.segment) {
+                    st.live_bytes += format::record_len(
+                        key.len(),
+                        e.value_len as usize,
+                        e.flags & FLAG_EXPIRES != 0,
+                    ) as u64;
+                }
+            }
+        }
+        let max_version = loaded.iter().map(|l| l.max_version).max().unwrap_or(0);
+        clock.observe(max_version);
+        report.max_version = max_version;
+        report.index_entries = index.len();
+
+        let mut table = SegmentTable::default();
+        for l in &loaded {
+            let path = dir.join(segment_file_name(l.id));
+            table = table.with(Arc::new(Segment::map(
+                l.id,
+                l.kind,
+                &path,
+                opts.segment_size,
+            )?));
+        }
+        let mut next_id = headers.keys().max().map_or(1, |m| m + 1);
+
+        // Reuse the newest log segment if it has room; otherwise start a new one.
+        let reuse = newest_log.and_then(|id| {
+            let st = segs.get(&id)?;
+            (st.len < opts.segment_size / 2 && !damaged.contains(&id)).then_some((id, st.len))
+        });
+        let active = match reuse {
+            Some((id, len)) => Active {
+                id,
+                file: io.open_rw(&seg_files[&id])?,
+                len,
+            },
+            None => {
+                let id = next_id;
+                next_id += 1;
+                let (file, seg) = create_segment(dir, &io, &opts, id, SegmentKind::Log).await?;
+                table = table.with(Arc::new(seg));
+                segs.insert(
+                    id,
+                    SegState {
+                        kind: SegmentKind::Log,
+                        len: SEGMENT_HEADER_LEN as u64,
+                        live_bytes: 0,
+                        min_version: 0,
+                        max_version: 0,
+                        has_hint: false,
+                    },
+                );
+                Active {
+                    id,
+                    file,
+                    len: SEGMENT_HEADER_LEN as u64,
+                }
+            }
+        };
+        let shared = Arc::new(Shared {
+            index,
+            segments: SegmentSet::new(table),
+        });
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            opts,
+            io,
+            shared,
+            writer,
+            active,
+            segs,
+            next_id,
+            clock,
+            poisoned: None,
+            unsynced: false,
+            buf: Vec::new(),
+            hint_threads: Vec::new(),
+            merge: None,
+            merge_blocked: None,
+            damaged: damaged.clone(),
+            stats: StoreStats::default(),
+            _lock: lock,
+        };
+        // Sealed segments that were scanned get their hint now.
+        let need_hint: Vec<u32> = store
+            .segs
+            .iter()
+            .filter(|(id, st)| {
+                **id != store.active.id
+                    && !st.has_hint
+                    && !damaged.contains(id)
+                    && st.kind == SegmentKind::Log
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in need_hint {
+            store.spawn_hint_writer(id);
+        }
+        if !damaged.is_empty() {
+            // Rewrite damaged segments now so the damage is gone for good.
+            let victims: Vec<u32> = damaged
+                .iter()
+                .copied()
+                .filter(|id| *id != store.active.id)
+                .collect();
+            if !victims.is_empty() {
+                store.merge = Some(crate::storage::merge::MergeJob::new(&mut store, victims));
+                while !store.merge_step(u64::MAX).await? {}
+            }
+        }
+        Ok((store, report))
+    }
+}
+
+/// Completes merges whose commit record exists; see `merge.rs`.
+fn finish_merges(dir: &Path, io: &Io, report: &mut RecoveryReport) -> Result<()> {
+    let mut commits = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        if let Some(name) = entry.file_name().to_str()
+            && let Some((id, "commit")) = parse_file_name(name)
+        {
+            commits.push((id, entry.path()));
+        }
+    }
+    commits.sort();
+    for (id, path) in commits {
+        let bytes = fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        let (victims, outputs) = decode_commit(&bytes)
+            .ok_or_else(|| Error::corruption(&path, 0, "merge commit record fails its checks"))?;
+        debug_assert_eq!(
+            path.file_name().and_then(|n| n.to_str()),
+            Some(commit_file_name(id).as_str())
+        );
+        for out in &outputs {
+            for name in [segment_file_name(*out), hint_file_name(*out)] {
+                let fin = dir.join(&name);
+                let tmp = crate::storage::io::tmp_path(&fin);
+                if tmp.exists() {
+                    io.rename(&tmp, &fin)?;
+                }
+            }
+            if !dir.join(segment_file_name(*out)).exists() {
+                return Err(Error::corruption(
+                    &path,
+                    0,
+                    format!("merge output segment {out} is missing"),
+                ));
+            }
+        }
+        io.sync_dir(dir)?;
+        for v in &victims {
+            io.remove(&dir.join(segment_file_name(*v)))?;
+            io.remove(&dir.join(hint_file_name(*v)))?;
+        }
+        io.sync_dir(dir)?;
+        io.remove(&path)?;
+        io.sync_dir(dir)?;
+        report.merges_completed += 1;
+    }
+    Ok(())
+}
+
+/// Merges the sorted hints by key (highest version wins) and bulk-loads the
+/// result into the empty index.
+fn bulk_load(writer: &mut IndexWriter, views: &[HintView<'_>], ids: Vec<u32>) {
+    if views.is_empty() {
+        return;
+    }
+    let mut loader = writer
+        .bulk_loader()
+        .expect("the index is empty before hints are loaded");
+    if views.len() == 1 {
+        let v = &views[0];
+        for i in 0..v.len() {
+            let r = v.get(i);
+            loader.push(r.key, hint_entry(ids[0], &r));
+        }
+        return;
+    }
+    let mut heap: BinaryHeap<Reverse<(&[u8], usize, usize)>> = BinaryHeap::new();
+    for (h, v) in views.iter().enumerate() {
+        if !v.is_empty() {
+            heap.push(Reverse((v.get(0).key, h, 0)));
+        }
+    }
+    let mut pending: Option<(&[u8], Entry)> = None;
+    while let Some(Reverse((key, h, i))) = heap.pop() {
+        let r = views[h].get(i);
+        let e = hint_entry(ids[h], &r);
+        match &mut pending {
+            Some((pk, pe)) if *pk == key => {
+                if e.version > pe.version {
+                    *pe = e;
+                }
+            }
+            _ => {
+                if let Some((pk, pe)) = pending.take() {
+                    loader.push(pk, pe);
+                }
+                pending = Some((key, e));
+            }
+        }
+        if i + 1 < views[h].len() {
+            heap.push(Reverse((views[h].get(i + 1).key, h, i + 1)));
+        }
+    }
+    if let Some((pk, pe)) = pending {
+        loader.push(pk, pe);
+    }
+}
+
+fn hint_entry(segment: u32, r: &hint::HintRecord<'_>) -> Entry {
+    Entry {
+        segment,
+        offset: r.offset,
+        value_len: r.value_len,
+        version: r.version,
+        tombstone: r.kind == RecordKind::Delete as u8,
+        flags: r.flags & FLAG_EXPIRES,
+    }
+}

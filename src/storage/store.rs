@@ -1,0 +1,1234 @@
+//! One shard's storage: the write path (owned by the shard thread) and the
+//! read path (any thread).
+//!
+//! # The write path, step by step
+//!
+//! [`Store::write_group`] takes the batches that arrived together:
+//!
+//! 1. Each batch is checked (limits, compare-and-set conditions against the
+//!    index and the earlier batches of the group) and gets the next version.
+//! 2. Its records are encoded into one buffer. A batch is an atomic group:
+//!    every record but the last carries GROUP_CONT, and a group never spans
+//!    two segments (the segment is sealed first if the group does not fit).
+//! 3. One write puts the buffer at the end of the active segment. If it
+//!    fails, the file is cut back to its previous length, so no record of a
+//!    failed write can reappear after a restart; if even that fails, the
+//!    shard refuses writes until restart.
+//! 4. Under `sync=always`, one fdatasync. If it fails the shard refuses every
+//!    later write until restart (what reached the disk is unknown).
+//!    *Crash guarantee from here: the group is durable.*
+//! 5. The index entries are published; readers see the writes from now on.
+//! 6. Every batch of the group is answered.
+//!
+//! # Sealing
+//!
+//! When a group does not fit, the active segment is fdatasync'ed and sealed
+//! (it never changes again), a new segment is created under a temporary name
+//! with its header, synced, renamed and the directory synced, and a
+//! background thread writes the sealed segment's hint.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::index::{Entry, Index, IndexWriter};
+use crate::storage::format::{
+    self, FLAG_EXPIRES, FLAG_GROUP_CONT, RecordKind, RecordSpec, SEGMENT_HEADER_LEN, SegmentHeader,
+    SegmentKind,
+};
+use crate::storage::hint::{self, HintMeta, HintRecord};
+use crate::storage::io::{DataFile, Io, tmp_path};
+use crate::storage::merge::MergeJob;
+use crate::storage::options::{StoreOptions, SyncPolicy};
+use crate::storage::segment::{Segment, SegmentSet, hint_file_name, segment_file_name};
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Set `key` to `value`, optionally expiring at a Unix time in ms.
+    Put {
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// Expiry, Unix milliseconds.
+        expires_at_ms: Option<u64>,
+    },
+    /// Remove `key`.
+    Delete {
+        /// Key.
+        key: Vec<u8>,
+    },
+}
+
+impl Op {
+    /// The key written.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+        }
+    }
+}
+
+/// A precondition of a batch: `key` must be at `expected_version`
+/// (0 = the key must not exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// Key to check.
+    pub key: Vec<u8>,
+    /// Version the key must have; 0 for absent.
+    pub expected_version: u64,
+}
+
+/// An atomic set of writes with optional preconditions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Writes, applied all or none; for a key written twice the last wins.
+    pub ops: Vec<Op>,
+    /// All must hold or nothing is written.
+    pub conditions: Vec<Condition>,
+}
+
+impl Batch {
+    /// A batch of one put.
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Batch {
+            ops: vec![Op::Put {
+                key: key.into(),
+                value: value.into(),
+                expires_at_ms: None,
+            }],
+            conditions: vec![],
+        }
+    }
+
+    /// A batch of one delete.
+    pub fn delete(key: impl Into<Vec<u8>>) -> Self {
+        Batch {
+            ops: vec![Op::Delete { key: key.into() }],
+            conditions: vec![],
+        }
+    }
+}
+
+/// What happened to a batch. A failed condition is an outcome, not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written (durably, under `sync=always`) at `version`.
+    Committed {
+        /// Commit version of the batch.
+        version: u64,
+        /// How many deletes removed a key that existed.
+        removed: u32,
+    },
+    /// A condition did not hold; nothing was written.
+    ConditionFailed {
+        /// The key whose condition failed.
+        key: Vec<u8>,
+        /// Its current version (0 = absent).
+        current_version: u64,
+    },
+}
+
+/// A value read from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    /// The bytes.
+    pub value: Vec<u8>,
+    /// Version of the write that stored it.
+    pub version: u64,
+    /// Expiry, Unix milliseconds.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Current Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Writer-side facts about one segment.
+#[derive(Debug, Clone)]
+pub(crate) struct SegState {
+    pub kind: SegmentKind,
+    pub len: u64,
+    pub live_bytes: u64,
+    pub min_version: u64,
+    pub max_version: u64,
+    pub has_hint: bool,
+}
+
+impl SegState {
+    pub(crate) fn dead_bytes(&self) -> u64 {
+        self.len
+            .saturating_sub(SEGMENT_HEADER_LEN as u64 + self.live_bytes)
+    }
+}
+
+/// Per-segment figures of [`StoreStats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentStats {
+    /// Segment id.
+    pub id: u32,
+    /// Whether it is a merge output.
+    pub merged: bool,
+    /// Whether it is the active (appended) segment.
+    pub active: bool,
+    /// File length.
+    pub len: u64,
+    /// Bytes of records the index points to.
+    pub live_bytes: u64,
+    /// Bytes merge can reclaim.
+    pub dead_bytes: u64,
+    /// Whether a hint is on disk for it.
+    pub has_hint: bool,
+}
+
+/// Figures of one shard's storage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Live keys (tombstones excluded; expired keys not yet merged included).
+    pub keys: u64,
+    /// Tombstones in the index.
+    pub tombstones: u64,
+    /// Bytes allocated by the index (keys included).
+    pub index_bytes: u64,
+    /// Segments, by id.
+    pub segments: Vec<SegmentStats>,
+    /// Sum of live bytes.
+    pub live_bytes: u64,
+    /// Sum of dead bytes.
+    pub dead_bytes: u64,
+    /// Write calls to the log.
+    pub log_writes: u64,
+    /// fdatasync calls on the log.
+    pub log_syncs: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// Bytes appended to the log.
+    pub bytes_written: u64,
+    /// Merges completed.
+    pub merges: u64,
+    /// Bytes reclaimed by merges.
+    pub bytes_reclaimed: u64,
+}
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments whose index came from a hint.
+    pub segments_from_hints: usize,
+    /// Segments that were scanned.
+    pub segments_scanned: usize,
+    /// Hints that were present but rejected, with the reason.
+    pub rejected_hints: Vec<(u32, String)>,
+    /// Bytes cut from the torn tail of the newest log segment.
+    pub truncated_tail_bytes: u64,
+    /// Damaged ranges skipped under `repair` (segment, offset, length).
+    pub dropped_ranges: Vec<(u32, u64, u64)>,
+    /// Interrupted merges that were completed.
+    pub merges_completed: usize,
+    /// Temporary files of interrupted merges or seals that were removed.
+    pub temp_files_removed: usize,
+    /// Index entries after recovery (tombstones included).
+    pub index_entries: usize,
+    /// Highest version seen.
+    pub max_version: u64,
+}
+
+/// What shard readers share with the writer.
+pub(crate) struct Shared {
+    pub index: Index,
+    pub segments: SegmentSet,
+}
+
+/// The read side of a store: `Send + Sync`, cheap to clone, never blocks on
+/// the writer.
+#[derive(Clone)]
+pub struct StoreReader {
+    shared: Arc<Shared>,
+}
+
+impl StoreReader {
+    /// The newest value of `key`, unless absent, deleted or expired.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        let guard = crossbeam_epoch::pin();
+        let now = now_ms();
+        for _ in 0..1000 {
+            let Some(e) = self.shared.index.get(key, &guard) else {
+                return Ok(None);
+            };
+            if e.tombstone {
+                return Ok(None);
+            }
+            let table = self.shared.segments.load(&guard);
+            // A merge may have moved the entry between the two loads: read again.
+            let Some(seg) = table.get(e.segment) else {
+                continue;
+            };
+            let rec = read_record(seg, key, &e)?;
+            if rec.expires_at_ms.is_some_and(|t| t <= now) {
+                return Ok(None);
+            }
+            return Ok(Some(Value {
+                value: rec.value.to_vec(),
+                version: rec.version,
+                expires_at_ms: rec.expires_at_ms,
+            }));
+        }
+        Err(Error::Unavailable(format!(
+            "index entry of key {key:?} points at a segment that is gone"
+        )))
+    }
+
+    /// Live keys in the range, in key order (or reverse), at most `limit`,
+    /// with values unless `keys_only`. Weakly consistent: a key written during
+    /// the scan may or may not appear.
+    pub fn scan(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<Vec<(Vec<u8>, Value)>> {
+        let guard = crossbeam_epoch::pin();
+        let now = now_ms();
+        let mut out = Vec::new();
+        for (key, e) in self.shared.index.range(lower, upper, reverse, &guard) {
+            if out.len() >= limit {
+                break;
+            }
+            if e.tombstone {
+                continue;
+            }
+            let table = self.shared.segments.load(&guard);
+            let v = match table.get(e.segment) {
+                Some(seg) => {
+                    let rec = read_record(seg, key, &e)?;
+                    if rec.expires_at_ms.is_some_and(|t| t <= now) {
+                        continue;
+                    }
+                    Value {
+                        value: if keys_only {
+                            Vec::new()
+                        } else {
+                            rec.value.to_vec()
+                        },
+                        version: rec.version,
+                        expires_at_ms: rec.expires_at_ms,
+                    }
+                }
+                // Moved by a merge since the iterator read the entry.
+                None => match self.get(key)? {
+                    Some(mut v) => {
+                        if keys_only {
+                            v.value.clear();
+                        }
+                        v
+                    }
+                    None => continue,
+                },
+            };
+            out.push((key.to_vec(), v));
+        }
+        Ok(out)
+    }
+
+    /// Index entry of `key` (tombstones included): location and version.
+    pub fn entry(&self, key: &[u8]) -> Option<Entry> {
+        let guard = crossbeam_epoch::pin();
+        self.shared.index.get(key, &guard)
+    }
+
+    /// Live keys (tombstones excluded).
+    pub fn len(&self) -> usize {
+        self.shared.index.len() - self.shared.index.tombstones()
+    }
+
+    /// Whether there are no live keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn read_record<'a>(seg: &'a Segment, key: &[u8], e: &Entry) -> Result<format::Record<'a>> {
+    let len = format::record_len(key.len(), e.value_len as usize, e.flags & FLAG_EXPIRES != 0);
+    let start = e.offset as usize;
+    let bytes = seg.bytes().get(start..start + len).ok_or_else(|| {
+        Error::corruption(
+            &seg.path,
+            e.offset.into(),
+            "index points past the segment mapping",
+        )
+    })?;
+    let rec = format::decode_record(bytes)
+        .map_err(|d| Error::corruption(&seg.path, e.offset.into(), d.to_string()))?;
+    if rec.key != key {
+        return Err(Error::corruption(
+            &seg.path,
+            e.offset.into(),
+            "record key differs from the index key",
+        ));
+    }
+    Ok(rec)
+}
+
+pub(crate) struct Active {
+    pub id: u32,
+    pub file: DataFile,
+    pub len: u64,
+}
+
+/// One shard's storage, owned by the shard thread. See the module docs for
+/// the write path.
+pub struct Store {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: StoreOptions,
+    pub(crate) io: Io,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) writer: IndexWriter,
+    pub(crate) active: Active,
+    pub(crate) segs: BTreeMap<u32, SegState>,
+    pub(crate) next_id: u32,
+    pub(crate) clock: Arc<Clock>,
+    pub(crate) poisoned: Option<String>,
+    pub(crate) unsynced: bool,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) hint_threads: Vec<JoinHandle<()>>,
+    pub(crate) merge: Option<MergeJob>,
+    /// Set when a merge failed after its commit point: the next start-up
+    /// completes it, and no merge runs until then.
+    pub(crate) merge_blocked: Option<String>,
+    /// Segments with damaged ranges skipped under `repair`, to be rewritten.
+    pub(crate) damaged: Vec<u32>,
+    pub(crate) stats: StoreStats,
+    pub(crate) _lock: File,
+}
+
+struct Planned {
+    key_range: (usize, usize),
+    entry: Entry,
+}
+
+impl Store {
+    /// The reader handle.
+    pub fn reader(&self) -> StoreReader {
+        StoreReader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &StoreOptions {
+        &self.opts
+    }
+
+    /// The data directory of this shard.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The I/O handle (engine and fault injection).
+    pub fn io(&self) -> &Io {
+        &self.io
+    }
+
+    /// The version clock.
+    pub fn clock(&self) -> &Arc<Clock> {
+        &self.clock
+    }
+
+    /// Whether writes are refused after a durability failure.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    /// Convenience: one put.
+    pub async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<u64> {
+        match self.write(Batch::put(key, value)).await? {
+            Outcome::Committed { version, .. } => Ok(version),
+            Outcome::ConditionFailed { .. } => {
+                unreachable!("a batch without conditions cannot fail one")
+            }
+        }
+    }
+
+    /// Convenience: one delete; returns whether the key existed.
+    pub async fn delete(&mut self, key: &[u8]) -> Result<bool> {
+        match self.write(Batch::delete(key)).await? {
+            Outcome::Committed { removed, .. } => Ok(removed > 0),
+            Outcome::ConditionFailed { .. } => {
+                unreachable!("a batch without conditions cannot fail one")
+            }
+        }
+    }
+
+    /// Writes one batch.
+    pub async fn write(&mut self, batch: Batch) -> Result<Outcome> {
+        self.write_group(vec![batch])
+            .await
+            .pop()
+            .expect("one batch in, one outcome out")
+    }
+
+    fn check_limits(&self, batch: &Batch) -> Result<()> {
+        if batch.ops.is_empty() && batch.conditions.is_empty() {
+            return Err(Error::InvalidArgument("empty batch".into()));
+        }
+        for op in &batch.ops {
+            let k = op.key();
+            if k.is_empty() {
+                return Err(Error::InvalidArgument("empty key".into()));
+            }
+            if k.len() > self.opts.max_key_size {
+                return Err(Error::InvalidArgument(format!(
+                    "key of {} bytes exceeds the limit of {} bytes",
+                    k.len(),
+                    self.opts.max_key_size
+                )));
+            }
+            if let Op::Put { value, .. } = op
+                && value.len() > self.opts.max_value_size
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "value of {} bytes exceeds the limit of {} bytes",
+                    value.len(),
+                    self.opts.max_value_size
+                )));
+            }
+        }
+        let total: u64 = batch
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Put {
+                    key,
+                    value,
+                    expires_at_ms,
+                } => format::record_len(key.len(), value.len(), expires_at_ms.is_some()),
+                Op::Delete { key } => format::record_len(key.len(), 0, false),
+            } as u64)
+            .sum();
+        if total + SEGMENT_HEADER_LEN as u64 > self.opts.segment_size {
+            return Err(Error::InvalidArgument(format!(
+                "batch of {total} bytes does not fit in one segment ({} bytes)",
+                self.opts.segment_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Group commit: writes the batches with one write and (under
+    /// `sync=always`) one fdatasync per segment touched, then publishes them.
+    /// Outcomes come back in order.
+    pub async fn write_group(&mut self, batches: Vec<Batch>) -> Vec<Result<Outcome>> {
+        let mut results: Vec<Option<Result<Outcome>>> = (0..batches.len()).map(|_| None).collect();
+        let mut start = 0;
+        while start < batches.len() {
+            match self.write_subgroup(&batches, start, &mut results).await {
+                Ok(next) => start = next,
+                Err(e) => {
+                    let msg = e.to_string();
+                    let mut first = Some(e);
+                    for r in results.iter_mut().skip(start) {
+                        if r.is_none() {
+                            *r = Some(Err(first
+                                .take()
+                                .unwrap_or_else(|| Error::Unavailable(msg.clone()))));
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every batch answered"))
+            .collect()
+    }
+
+    /// Encodes batches from `start` while they fit in the active segment,
+    /// writes them, publishes them; returns the index of the first batch not
+    /// handled (after sealing the segment if that is why it stopped).
+    async fn write_subgroup(
+        &mut self,
+        batches: &[Batch],
+        start: usize,
+        results: &mut [Option<Result<Outcome>>],
+    ) -> Result<usize> {
+        if let Some(p) = &self.poisoned {
+            return Err(Error::Poisoned { cause: p.clone() });
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let base = self.active.len;
+        let mut planned: Vec<Planned> = Vec::new();
+        let mut committed: Vec<usize> = Vec::new();
+        // Versions and liveness as the earlier batches of this group leave them.
+        let mut overlay: HashMap<&[u8], (u64, bool)> = HashMap::new();
+        let now = now_ms();
+        let mut next = start;
+        let mut need_seal = false;
+        while next < batches.len() {
+            let batch = &batches[next];
+            if let Err(e) = self.check_limits(batch) {
+                results[next] = Some(Err(e));
+                next += 1;
+                continue;
+            }
+            let current = |key: &[u8], overlay: &HashMap<&[u8], (u64, bool)>| -> (u64, bool) {
+                if let Some(&v) = overlay.get(key) {
+                    return v;
+                }
+                match self.writer.get(key) {
+                    Some(e) if !e.tombstone => {
+                        let expired = e.flags & FLAG_EXPIRES != 0 && self.expired_at(key, &e, now);
+                        if expired {
+                            (0, false)
+                        } else {
+                            (e.version, true)
+                        }
+                    }
+                    _ => (0, false),
+                }
+            };
+            if let Some(c) = batch.conditions.iter().find(|c| {
+                let (v, live) = current(&c.key, &overlay);
+                let v = if live { v } else { 0 };
+                v != c.expected_version
+            }) {
+                let (v, live) = current(&c.key, &overlay);
+                results[next] = Some(Ok(Outcome::ConditionFailed {
+                    key: c.key.clone(),
+                    current_version: if live { v } else { 0 },
+                }));
+                next += 1;
+                continue;
+            }
+            // Last write of a key within the batch wins.
+            let ops: Vec<&Op> = if batch.ops.len() > 1 {
+                let mut last: HashMap<&[u8], usize> = HashMap::new();
+                for (i, op) in batch.ops.iter().enumerate() {
+                    last.insert(op.key(), i);
+                }
+                batch
+                    .ops
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, op)| last[op.key()] == *i)
+                    .map(|(_, op)| op)
+                    .collect()
+            } else {
+                batch.ops.iter().collect()
+            };
+            let mut removed = 0u32;
+            let writes: Vec<&Op> = ops
+                .into_iter()
+                .filter(|op| match op {
+                    Op::Put { .. } => true,
+                    Op::Delete { key } => {
+                        let live = current(key, &overlay).1;
+                        removed += u32::from(live);
+                        live
+                    }
+                })
+                .collect();
+            let size: u64 = writes
+                .iter()
+                .map(|op| match op {
+                    Op::Put {
+                        key,
+                        value,
+                        expires_at_ms,
+                    } => format::record_len(key.len(), value.len(), expires_at_ms.is_some()),
+                    Op::Delete { key } => format::record_len(key.len(), 0, false),
+                } as u64)
+                .sum();
+            if base + buf.len() as u64 + size > self.opts.segment_size {
+                need_seal = true;
+                break;
+            }
+            let version = self.clock.next();
+            for (i, op) in writes.iter().enumerate() {
+                let flags = if i + 1 < writes.len() {
+                    FLAG_GROUP_CONT
+                } else {
+                    0
+                };
+                let offset = base + buf.len() as u64;
+                let (spec, tombstone) = match op {
+                    Op::Put {
+                        key,
+                        value,
+                        expires_at_ms,
+                    } => (
+                        RecordSpec {
+                            kind: RecordKind::Put,
+                            flags,
+                            version,
+                            txn_id: 0,
+                            expires_at_ms: *expires_at_ms,
+                            key,
+                            value,
+                        },
+                        false,
+                    ),
+                    Op::Delete { key } => (
+                        RecordSpec {
+                            kind: RecordKind::Delete,
+                            flags,
+                            version,
+                            txn_id: 0,
+                            expires_at_ms: None,
+                            key,
+                            value: &[],
+                        },
+                        true,
+                    ),
+                };
+                let key_start = buf.len()
+                    + format::RECORD_HEADER_LEN
+                    + if spec.expires_at_ms.is_some() { 8 } else { 0 };
+                format::encode_record(&mut buf, &spec);
+                planned.push(Planned {
+                    key_range: (key_start, key_start + spec.key.len()),
+                    entry: Entry {
+                        segment: self.active.id,
+                        offset: offset as u32,
+                        value_len: spec.value.len() as u32,
+                        version,
+                        tombstone,
+                        flags: if spec.expires_at_ms.is_some() {
+                            FLAG_EXPIRES
+                        } else {
+                            0
+                        },
+                    },
+                });
+                overlay.insert(op.key(), (version, !tombstone));
+            }
+            results[next] = Some(Ok(Outcome::Committed { version, removed }));
+            committed.push(next);
+            next += 1;
+        }
+
+        if !buf.is_empty() {
+            if let Err(e) = self.append(&mut buf).await {
+                for &i in &committed {
+                    results[i] = None;
+                }
+                self.buf = buf;
+                return Err(e);
+            }
+            let seg = self.active.id;
+            for p in &planned {
+                let key = &buf[p.key_range.0..p.key_range.1];
+                self.publish(key, p.entry, seg);
+            }
+        }
+        self.stats.batches += committed.len() as u64;
+        self.buf = buf;
+        if need_seal {
+            self.rotate().await?;
+        }
+        Ok(next)
+    }
+
+    fn expired_at(&self, key: &[u8], e: &Entry, now: u64) -> bool {
+        let guard = crossbeam_epoch::pin();
+        let table = self.shared.segments.load(&guard);
+        table
+            .get(e.segment)
+            .and_then(|seg| read_record(seg, key, e).ok())
+            .and_then(|r| r.expires_at_ms)
+            .is_some_and(|t| t <= now)
+    }
+
+    /// Appends `buf` to the active segment (write + sync per policy).
+    async fn append(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        let pos = self.active.len;
+        let (r, b) = self
+            .active
+            .file
+            .write_all_at(std::mem::take(buf), pos)
+            .await;
+        *buf = b;
+        self.stats.log_writes += 1;
+        if let Err(e) = r {
+            // Cut the file back so that no part of this failed write can be
+            // read back at recovery.
+            if let Err(te) = self.active.file.set_len(pos) {
+                self.poisoned = Some(format!(
+                    "write failed ({e}) and truncating it away failed ({te})"
+                ));
+            }
+            return Err(e);
+        }
+        if self.opts.sync == SyncPolicy::Always {
+            self.sync_active().await?;
+        } else {
+            self.unsynced = true;
+        }
+        self.active.len = pos + buf.len() as u64;
+        self.stats.bytes_written += buf.len() as u64;
+        let st = self
+            .segs
+            .get_mut(&self.active.id)
+            .expect("active segment has a state");
+        st.len = self.active.len;
+        Ok(())
+    }
+
+    async fn sync_active(&mut self) -> Result<()> {
+        self.stats.log_syncs += 1;
+        if let Err(e) = self.active.file.sync_data().await {
+            self.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// fdatasync of the active segment if anything was written since the last
+    /// one (the `interval` policy's timer calls this).
+    pub async fn sync(&mut self) -> Result<()> {
+        if let Some(p) = &self.poisoned {
+            return Err(Error::Poisoned { cause: p.clone() });
+        }
+        if self.unsynced {
+            self.sync_active().await
+        } else {
+            Ok(())
+        }
+    }
+
+    fn publish(&mut self, key: &[u8], entry: Entry, seg: u32) {
+        let len = format::record_len(
+            key.len(),
+            entry.value_len as usize,
+            entry.flags & FLAG_EXPIRES != 0,
+        ) as u64;
+        let old = self.writer.upsert(key, entry);
+        let st = self.segs.get_mut(&seg).expect("active segment has a state");
+        st.live_bytes += len;
+        if st.min_version == 0 {
+            st.min_version = entry.version;
+        }
+        st.max_version = st.max_version.max(entry.version);
+        if let Some(o) = old {
+            let olen =
+                format::record_len(key.len(), o.value_len as usize, o.flags & FLAG_EXPIRES != 0)
+                    as u64;
+            if let Some(os) = self.segs.get_mut(&o.segment) {
+                os.live_bytes = os.live_bytes.saturating_sub(olen);
+            }
+        }
+    }
+
+    /// Seals the active segment and starts a new one.
+    pub(crate) async fn rotate(&mut self) -> Result<()> {
+        if self.unsynced {
+            self.sync_active().await?;
+        }
+        let sealed = self.active.id;
+        let id = self.alloc_id();
+        let (file, seg) = self.create_segment(id, SegmentKind::Log).await?;
+        let old = std::mem::replace(
+            &mut self.active,
+            Active {
+                id,
+                file,
+                len: SEGMENT_HEADER_LEN as u64,
+            },
+        );
+        drop(old.file);
+        self.segs.insert(
+            id,
+            SegState {
+                kind: SegmentKind::Log,
+                len: SEGMENT_HEADER_LEN as u64,
+                live_bytes: 0,
+                min_version: 0,
+                max_version: 0,
+                has_hint: false,
+            },
+        );
+        let guard = crossbeam_epoch::pin();
+        let table = self.shared.segments.load(&guard).with(Arc::new(seg));
+        self.shared.segments.replace(table, &guard);
+        self.spawn_hint_writer(sealed);
+        Ok(())
+    }
+
+    pub(crate) fn alloc_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    pub(crate) async fn create_segment(
+        &self,
+        id: u32,
+        kind: SegmentKind,
+    ) -> Result<(DataFile, Segment)> {
+        create_segment(&self.dir, &self.io, &self.opts, id, kind).await
+    }
+
+    /// Writes the hint of sealed segment `id` on a background thread (a hint
+    /// is only a cache: failure leaves the segment to be scanned at start-up).
+    pub(crate) fn spawn_hint_writer(&mut self, id: u32) {
+        let guard = crossbeam_epoch::pin();
+        let Some(seg) = self.shared.segments.load(&guard).get(id).cloned() else {
+            return;
+        };
+        drop(guard);
+        let Some(st) = self.segs.get(&id) else { return };
+        let (len, min_version, max_version) = (st.len, st.min_version, st.max_version);
+        let dir = self.dir.clone();
+        self.hint_threads.retain(|h| !h.is_finished());
+        let h = std::thread::Builder::new().name(format!("flashkv-hint-{id}")).spawn(move || {
+            match build_log_hint(&seg, len, min_version, max_version) {
+                Ok(bytes) => {
+                    if let Err(e) = write_file_atomic_std(&dir.join(hint_file_name(id)), &bytes) {
+                        tracing::warn!(segment = id, error = %e, "writing hint failed; the segment will be scanned at start-up");
+                    }
+                }
+                Err(e) => tracing::warn!(segment = id, error = %e, "building hint failed"),
+            }
+        });
+        match h {
+            Ok(h) => {
+                self.hint_threads.push(h);
+                if let Some(st) = self.segs.get_mut(&id) {
+                    st.has_hint = true;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not start the hint writer thread"),
+        }
+    }
+
+    /// Waits for background hint writers.
+    pub fn wait_for_hints(&mut self) {
+        for h in self.hint_threads.drain(..) {
+            let _ = h.join();
+        }
+    }
+
+    /// Figures for monitoring.
+    pub fn stats(&self) -> StoreStats {
+        let mut s = self.stats.clone();
+        s.keys = (self.shared.index.len() - self.shared.index.tombstones()) as u64;
+        s.tombstones = self.shared.index.tombstones() as u64;
+        s.index_bytes = self.shared.index.memory_bytes() as u64;
+        s.segments = self
+            .segs
+            .iter()
+            .map(|(&id, st)| SegmentStats {
+                id,
+                merged: st.kind == SegmentKind::Merged,
+                active: id == self.active.id,
+                len: st.len,
+                live_bytes: st.live_bytes,
+                dead_bytes: st.dead_bytes(),
+                has_hint: st.has_hint,
+            })
+            .collect();
+        s.live_bytes = s.segments.iter().map(|x| x.live_bytes).sum();
+        s.dead_bytes = s.segments.iter().map(|x| x.dead_bytes).sum();
+        s
+    }
+
+    /// Writes a consistent copy of this shard's data into `target` (which
+    /// must not exist): hard links of sealed segments and their hints (copies
+    /// across file systems) and a copy of the active segment up to its
+    /// published end. The copy opens as a data directory.
+    pub async fn checkpoint(&mut self, target: &Path) -> Result<()> {
+        if target.exists() {
+            return Err(Error::InvalidArgument(format!(
+                "checkpoint target {} already exists",
+                target.display()
+            )));
+        }
+        self.sync().await?;
+        std::fs::create_dir_all(target).map_err(|e| Error::io("create directory", target, e))?;
+        for (&id, _) in self.segs.iter().filter(|(id, _)| **id != self.active.id) {
+            for name in [segment_file_name(id), hint_file_name(id)] {
+                let src = self.dir.join(&name);
+                if !src.exists() {
+                    continue;
+                }
+                let dst = target.join(&name);
+                if std::fs::hard_link(&src, &dst).is_err() {
+                    std::fs::copy(&src, &dst).map_err(|e| Error::io("copy", &src, e))?;
+                    File::open(&dst)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| Error::io("fsync", &dst, e))?;
+                }
+            }
+        }
+        let src = self.dir.join(segment_file_name(self.active.id));
+        let dst = target.join(segment_file_name(self.active.id));
+        copy_prefix(&src, &dst, self.active.len)?;
+        File::open(target)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("fsync directory", target, e))?;
+        Ok(())
+    }
+
+    /// Syncs what is unsynced and waits for background work; the store can be
+    /// dropped after this without losing anything acknowledged.
+    pub async fn close(mut self) -> Result<()> {
+        let r = if self.poisoned.is_none() {
+            self.sync().await
+        } else {
+            Ok(())
+        };
+        self.wait_for_hints();
+        r
+    }
+
+    /// Starts a merge now if none is running: `force` takes every sealed
+    /// segment, otherwise the configured triggers choose. Returns whether one
+    /// started.
+    pub fn start_merge(&mut self, force: bool) -> Result<bool> {
+        if self.merge.is_some() {
+            return Ok(false);
+        }
+        if let Some(why) = &self.merge_blocked {
+            return Err(Error::Unavailable(format!(
+                "merge is blocked until restart: {why}"
+            )));
+        }
+        let victims = self.pick_victims(force);
+        if victims.is_empty() {
+            return Ok(false);
+        }
+        self.merge = Some(MergeJob::new(self, victims));
+        Ok(true)
+    }
+
+    /// Whether a merge is in progress.
+    pub fn merge_running(&self) -> bool {
+        self.merge.is_some()
+    }
+
+    /// Runs the merge in progress for up to `budget` bytes of victim data.
+    /// Returns true when it finished (or there is none).
+    pub async fn merge_step(&mut self, budget: u64) -> Result<bool> {
+        let Some(mut job) = self.merge.take() else {
+            return Ok(true);
+        };
+        match job.step(self, budget).await {
+            Ok(true) => {
+                self.stats.merges += 1;
+                self.stats.bytes_reclaimed += job.reclaimed();
+                Ok(true)
+            }
+            Ok(false) => {
+                self.merge = Some(job);
+                Ok(false)
+            }
+            Err(e) => {
+                job.abort(self);
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs a whole merge now, unthrottled (tests, tools, the Compact call
+    /// waits on the throttled path instead). Returns whether one ran.
+    pub async fn merge_now(&mut self, force: bool) -> Result<bool> {
+        if !self.start_merge(force)? {
+            return Ok(false);
+        }
+        while !self.merge_step(u64::MAX).await? {}
+        Ok(true)
+    }
+
+    fn pick_victims(&self, force: bool) -> Vec<u32> {
+        let sealed: Vec<(u32, &SegState)> = self
+            .segs
+            .iter()
+            .filter(|(id, _)| **id != self.active.id)
+            .map(|(id, s)| (*id, s))
+            .collect();
+        if force {
+            return sealed.iter().map(|(id, _)| *id).collect();
+        }
+        let total_dead: u64 = sealed.iter().map(|(_, s)| s.dead_bytes()).sum();
+        if total_dead >= self.opts.merge.min_reclaimable_bytes {
+            return sealed
+                .iter()
+                .filter(|(_, s)| s.dead_bytes() > 0)
+                .map(|(id, _)| *id)
+                .collect();
+        }
+        sealed
+            .iter()
+            .filter(|(_, s)| {
+                s.len > 0
+                    && s.dead_bytes() as f64 / s.len as f64 >= self.opts.merge.min_garbage_ratio
+                    && s.dead_bytes() > 0
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Starts a merge if a configured trigger fires (garbage ratio or
+    /// reclaimable bytes). Returns whether one started.
+    pub fn maybe_start_merge(&mut self) -> Result<bool> {
+        if self.merge.is_some() || self.merge_blocked.is_some() {
+            return Ok(false);
+        }
+        self.start_merge(false)
+    }
+
+    /// Starts a merge of every sealed segment with garbage (the schedule).
+    pub fn start_scheduled_merge(&mut self) -> Result<bool> {
+        if self.merge.is_some() || self.merge_blocked.is_some() {
+            return Ok(false);
+        }
+        let any = self
+            .segs
+            .iter()
+            .any(|(id, s)| *id != self.active.id && s.dead_bytes() > 0);
+        if !any {
+            return Ok(false);
+        }
+        let victims: Vec<u32> = self
+            .segs
+            .iter()
+            .filter(|(id, s)| **id != self.active.id && s.dead_bytes() > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        self.merge = Some(MergeJob::new(self, victims));
+        Ok(true)
+    }
+}
+
+/// Creates segment `id` durably: temp name, header, fdatasync, rename,
+/// directory fsync. Returns the open file and its mapping.
+pub(crate) async fn create_segment(
+    dir: &Path,
+    io: &Io,
+    opts: &StoreOptions,
+    id: u32,
+    kind: SegmentKind,
+) -> Result<(DataFile, Segment)> {
+    let path = dir.join(segment_file_name(id));
+    let tmp = tmp_path(&path);
+    let _ = std::fs::remove_file(&tmp);
+    let file = io.create(&tmp)?;
+    let header = SegmentHeader {
+        kind,
+        segment_id: id,
+        shard_id: opts.shard_id,
+    }
+    .encode();
+    let r = async {
+        file.write_all_at(header.to_vec(), 0).await.0?;
+        file.sync_data().await?;
+        io.rename(&tmp, &path)?;
+        io.sync_dir(dir)
+    }
+    .await;
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let seg = Segment::map(id, kind, &path, opts.segment_size)?;
+    Ok((file, seg))
+}
+
+/// Builds the hint of a sealed log segment: the last record of every key.
+pub(crate) fn build_log_hint(
+    seg: &Segment,
+    len: u64,
+    min_version: u64,
+    max_version: u64,
+) -> Result<Vec<u8>> {
+    let bytes = &seg.bytes()[..len as usize];
+    let mut pos = SEGMENT_HEADER_LEN;
+    let mut last: HashMap<&[u8], HintRecord<'_>> = HashMap::new();
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
+    while pos < bytes.len() {
+        let rec = format::decode_record(&bytes[pos..])
+            .map_err(|d| Error::corruption(&seg.path, pos as u64, d.to_string()))?;
+        if matches!(rec.kind, RecordKind::Put | RecordKind::Delete) {
+            last.insert(
+                rec.key,
+                HintRecord {
+                    key: rec.key,
+                    offset: pos as u32,
+                    value_len: rec.value.len() as u32,
+                    version: rec.version,
+                    kind: rec.kind as u8,
+                    flags: rec.flags & FLAG_EXPIRES,
+                },
+            );
+        }
+        lo = lo.min(rec.version);
+        hi = hi.max(rec.version);
+        pos += rec.len;
+    }
+    let mut recs: Vec<HintRecord<'_>> = last.into_values().collect();
+    let meta = HintMeta {
+        segment_id: seg.id,
+        segment_len: len,
+        min_version: if recs.is_empty() {
+            min_version
+        } else {
+            lo.min(min_version.max(1))
+        },
+        max_version: hi.max(max_version),
+    };
+    Ok(hint::encode(meta, &mut recs))
+}
+
+/// Temp file, write, fsync, rename, directory fsync — with std I/O, for the
+/// background hint writer.
+pub(crate) fn write_file_atomic_std(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = tmp_path(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+fn copy_prefix(src: &Path, dst: &Path, len: u64) -> Result<()> {
+    use std::io::{Read, Write};
+    let f = File::open(src).map_err(|e| Error::io("open", src, e))?;
+    let mut out = File::create(dst).map_err(|e| Error::io("create", dst, e))?;
+    let mut take = f.take(len);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = take.read(&mut buf).map_err(|e| Error::io("read", src, e))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io("write", dst, e))?;
+    }
+    out.sync_all().map_err(|e| Error::io("fsync", dst, e))
+}
