@@ -336,11 +336,14 @@ impl MergeJob {
         let output_ids: Vec<u32> = self.finished.iter().map(|f| f.id).collect();
         let commit_path = store.dir.join(commit_file_name(self.job_id));
         store.io.sync_dir(&store.dir)?;
-        store
+        let written = store
             .io
             .write_file_atomic(&commit_path, encode_commit(&victim_ids, &output_ids))
-            .await?;
-        self.committed = true;
+            .await;
+        // The rename is the commit point: if it happened, the merge is
+        // committed even if the directory fsync after it failed.
+        self.committed = written.is_ok() || commit_path.exists();
+        written?;
 
         for f in &self.finished {
             for name in [segment_file_name(f.id), hint_file_name(f.id)] {

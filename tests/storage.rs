@@ -1,0 +1,997 @@
+//! Storage engine tests: model checks, recovery from damage, merge crash
+//! points, fault injection and concurrency, on both I/O backends.
+
+// Test helpers unwrap: a panic is a failed test with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use flashkv::clock::Clock;
+use flashkv::storage::store::now_ms;
+use flashkv::storage::{
+    Batch, Condition, FaultAction, FaultInjector, FaultOp, FaultRule, Io, IoEngine, Op, Outcome,
+    Store, StoreOptions, SyncPolicy,
+};
+use flashkv::{Error, ErrorCode};
+use proptest::prelude::*;
+
+/// Every backend this machine can run.
+fn engines() -> Vec<IoEngine> {
+    let mut v = vec![IoEngine::Plain];
+    if flashkv::storage::io::uring_available() {
+        v.push(IoEngine::Uring);
+    } else {
+        eprintln!("io_uring unavailable: testing the plain backend only");
+    }
+    v
+}
+
+fn small_opts() -> StoreOptions {
+    StoreOptions {
+        segment_size: 64 << 10,
+        max_value_size: 16 << 10,
+        max_key_size: 1024,
+        ..Default::default()
+    }
+}
+
+async fn open(dir: &Path, opts: &StoreOptions, engine: IoEngine) -> flashkv::Result<Store> {
+    Ok(
+        Store::open(dir, opts.clone(), Io::new(engine), Arc::new(Clock::new()))
+            .await?
+            .0,
+    )
+}
+
+/// Full contents of a store (live keys and values).
+fn contents(store: &Store) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    store
+        .reader()
+        .scan(Bound::Unbounded, Bound::Unbounded, false, usize::MAX, false)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.value))
+        .collect()
+}
+
+fn check_model(store: &Store, model: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    assert_eq!(&contents(store), model);
+    let r = store.reader();
+    for (k, v) in model {
+        assert_eq!(
+            r.get(k).unwrap().map(|x| x.value).as_ref(),
+            Some(v),
+            "key {k:?}"
+        );
+    }
+    assert_eq!(r.len(), model.len());
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Put(u8, Vec<u8>),
+    Delete(u8),
+    Batch(Vec<(u8, Option<Vec<u8>>)>),
+    Reopen,
+    Merge,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => (any::<u8>(), prop::collection::vec(any::<u8>(), 0..300)).prop_map(|(k, v)| Step::Put(k % 64, v)),
+        3 => any::<u8>().prop_map(|k| Step::Delete(k % 64)),
+        2 => prop::collection::vec((any::<u8>(), prop::option::of(prop::collection::vec(any::<u8>(), 0..50))), 1..6)
+            .prop_map(|ops| Step::Batch(ops.into_iter().map(|(k, v)| (k % 64, v)).collect())),
+        1 => Just(Step::Reopen),
+        1 => Just(Step::Merge),
+    ]
+}
+
+fn key(k: u8) -> Vec<u8> {
+    format!("key-{k:03}").into_bytes()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random puts, deletes, atomic batches, reopens and merges agree with a
+    /// BTreeMap, on every backend, with segments small enough to rotate often.
+    #[test]
+    fn random_operations_match_a_btreemap(steps in prop::collection::vec(step(), 1..120)) {
+        for engine in engines() {
+            let dir = tempfile::tempdir().unwrap();
+            let mut opts = small_opts();
+            opts.segment_size = 8 << 10;
+            opts.max_value_size = 2 << 10;
+            opts.sync = SyncPolicy::None;
+            let steps = steps.clone();
+            engine.block_on(async {
+                let mut store = open(dir.path(), &opts, engine).await.unwrap();
+                let mut model = BTreeMap::new();
+                for s in steps {
+                    match s {
+                        Step::Put(k, v) => {
+                            store.put(&key(k), &v).await.unwrap();
+                            model.insert(key(k), v);
+                        }
+                        Step::Delete(k) => {
+                            let existed = store.delete(&key(k)).await.unwrap();
+                            assert_eq!(existed, model.remove(&key(k)).is_some());
+                        }
+                        Step::Batch(ops) => {
+                            let batch = Batch {
+                                ops: ops.iter().map(|(k, v)| match v {
+                                    Some(v) => Op::Put { key: key(*k), value: v.clone(), expires_at_ms: None },
+                                    None => Op::Delete { key: key(*k) },
+                                }).collect(),
+                                conditions: vec![],
+                            };
+                            store.write(batch).await.unwrap();
+                            for (k, v) in ops {
+                                match v {
+                                    Some(v) => { model.insert(key(k), v); }
+                                    None => { model.remove(&key(k)); }
+                                }
+                            }
+                        }
+                        Step::Reopen => {
+                            store.close().await.unwrap();
+                            store = open(dir.path(), &opts, engine).await.unwrap();
+                        }
+                        Step::Merge => {
+                            store.merge_now(true).await.unwrap();
+                        }
+                    }
+                    check_model(&store, &model);
+                }
+                store.close().await.unwrap();
+                let store = open(dir.path(), &opts, engine).await.unwrap();
+                check_model(&store, &model);
+            });
+        }
+    }
+}
+
+/// The predecessor lost deletes after restart: put, delete, reopen (with and
+/// without merges of the segment holding the put) must leave the key absent.
+#[test]
+fn deleted_keys_stay_deleted_across_reopen_and_merge() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            s.put(b"k", b"v1").await.unwrap();
+            // Fill the segment so the put is sealed in an older segment.
+            for i in 0..600u32 {
+                s.put(format!("filler{i}").as_bytes(), &[7u8; 100])
+                    .await
+                    .unwrap();
+            }
+            assert!(s.delete(b"k").await.unwrap());
+            for i in 0..600u32 {
+                s.put(format!("filler{i}").as_bytes(), &[8u8; 100])
+                    .await
+                    .unwrap();
+            }
+            s.close().await.unwrap();
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            assert_eq!(s.reader().get(b"k").unwrap(), None);
+            // Merge: the tombstone may only go once no older put can resurface.
+            assert!(s.merge_now(true).await.unwrap());
+            assert_eq!(s.reader().get(b"k").unwrap(), None);
+            s.close().await.unwrap();
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            assert_eq!(s.reader().get(b"k").unwrap(), None);
+            assert!(s.merge_now(true).await.unwrap());
+            s.close().await.unwrap();
+            let s = open(dir.path(), &opts, engine).await.unwrap();
+            assert_eq!(s.reader().get(b"k").unwrap(), None);
+            assert_eq!(
+                s.reader().get(b"filler5").unwrap().unwrap().value,
+                vec![8u8; 100]
+            );
+        });
+    }
+}
+
+fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Cutting the newest segment at every byte offset inside its last record
+/// recovers exactly the records before it, and later writes land right after.
+#[test]
+fn torn_tail_is_truncated_at_every_offset_of_the_last_record() {
+    let engine = IoEngine::Plain;
+    let src = tempfile::tempdir().unwrap();
+    let opts = small_opts();
+    engine.block_on(async {
+        let mut s = open(src.path(), &opts, engine).await.unwrap();
+        s.put(b"a", b"first").await.unwrap();
+        s.write(Batch {
+            ops: vec![
+                Op::Put {
+                    key: b"b".to_vec(),
+                    value: b"second".to_vec(),
+                    expires_at_ms: None,
+                },
+                Op::Put {
+                    key: b"c".to_vec(),
+                    value: b"third".to_vec(),
+                    expires_at_ms: None,
+                },
+            ],
+            conditions: vec![],
+        })
+        .await
+        .unwrap();
+        s.close().await.unwrap();
+    });
+    let seg = segment_files(src.path()).pop().unwrap();
+    let full = std::fs::read(&seg).unwrap();
+    // The last atomic group is the batch (two records); cut anywhere in it.
+    let group_len = 2 * flashkv::storage::format::record_len(1, 6, false) - 1;
+    let group_start = full.len() - group_len;
+    for cut in group_start..full.len() {
+        for engine in engines() {
+            let dir = tempfile::tempdir().unwrap();
+            for f in std::fs::read_dir(src.path()).unwrap() {
+                let f = f.unwrap().path();
+                if f.file_name().unwrap() != "LOCK" {
+                    std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+                }
+            }
+            let copy = dir.path().join(seg.file_name().unwrap());
+            std::fs::write(&copy, &full[..cut]).unwrap();
+            engine.block_on(async {
+                let (mut s, report) = Store::open(
+                    dir.path(),
+                    opts.clone(),
+                    Io::new(engine),
+                    Arc::new(Clock::new()),
+                )
+                .await
+                .unwrap();
+                assert_eq!(
+                    report.truncated_tail_bytes,
+                    (cut - group_start) as u64,
+                    "cut at {cut}"
+                );
+                let r = s.reader();
+                assert_eq!(r.get(b"a").unwrap().unwrap().value, b"first");
+                // The batch is all or nothing.
+                assert_eq!(r.get(b"b").unwrap(), None, "cut at {cut}");
+                assert_eq!(r.get(b"c").unwrap(), None, "cut at {cut}");
+                s.put(b"d", b"after").await.unwrap();
+                s.close().await.unwrap();
+                assert_eq!(
+                    std::fs::metadata(&copy).unwrap().len() as usize,
+                    group_start + flashkv::storage::format::record_len(1, 5, false)
+                );
+                let s = open(dir.path(), &opts, engine).await.unwrap();
+                assert_eq!(s.reader().get(b"d").unwrap().unwrap().value, b"after");
+                assert_eq!(s.reader().len(), 2);
+            });
+        }
+    }
+}
+
+/// A flipped byte in the middle of a segment (valid records after it) refuses
+/// start-up naming the file and offset; `repair` salvages the rest.
+#[test]
+fn corruption_mid_segment_refuses_start_and_repair_salvages() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            for i in 0..1000u32 {
+                s.put(format!("key{i:04}").as_bytes(), &[i as u8; 100])
+                    .await
+                    .unwrap();
+            }
+            s.close().await.unwrap();
+        });
+        let segs = segment_files(dir.path());
+        assert!(segs.len() >= 2, "needs a sealed segment and the newest");
+        // Remove hints so that the damaged sealed segment is scanned.
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_some_and(|e| e == "hint") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        for target in [&segs[0], segs.last().unwrap()] {
+            let orig = std::fs::read(target).unwrap();
+            let mut bad = orig.clone();
+            let off = orig.len() / 3;
+            bad[off] ^= 0x5a;
+            std::fs::write(target, &bad).unwrap();
+            engine.block_on(async {
+                let err = open(dir.path(), &opts, engine)
+                    .await
+                    .err()
+                    .expect("damaged segment must refuse start-up");
+                assert_eq!(err.code(), ErrorCode::Corruption, "{err}");
+                let msg = err.to_string();
+                assert!(
+                    msg.contains(target.file_name().unwrap().to_str().unwrap()),
+                    "{msg}"
+                );
+            });
+            std::fs::write(target, &orig).unwrap();
+        }
+        // Repair: damage the first sealed segment, salvage, then reopen without repair.
+        let orig = std::fs::read(&segs[0]).unwrap();
+        let mut bad = orig.clone();
+        let off = orig.len() / 2;
+        bad[off] ^= 0x5a;
+        std::fs::write(&segs[0], &bad).unwrap();
+        engine.block_on(async {
+            let mut ropts = opts.clone();
+            ropts.repair = true;
+            let (s, report) =
+                Store::open(dir.path(), ropts, Io::new(engine), Arc::new(Clock::new()))
+                    .await
+                    .unwrap();
+            assert_eq!(report.dropped_ranges.len(), 1, "{report:?}");
+            let present = (0..1000u32)
+                .filter(|i| {
+                    s.reader()
+                        .get(format!("key{i:04}").as_bytes())
+                        .unwrap()
+                        .is_some()
+                })
+                .count();
+            assert!(
+                (990..1000).contains(&present),
+                "repair kept {present} of 1000"
+            );
+            s.close().await.unwrap();
+            let s = open(dir.path(), &opts, engine)
+                .await
+                .expect("repaired directory opens without repair");
+            assert_eq!(s.reader().len(), present);
+        });
+    }
+}
+
+/// A damaged hint is reported and ignored; the segment is scanned instead.
+#[test]
+fn damaged_hint_falls_back_to_scanning() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        let mut model = BTreeMap::new();
+        engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            for i in 0..1500u32 {
+                let k = format!("key{:04}", i % 700).into_bytes();
+                let v = format!("value{i}").into_bytes();
+                s.put(&k, &v).await.unwrap();
+                model.insert(k, v);
+            }
+            s.close().await.unwrap();
+            let (s, report) = Store::open(
+                dir.path(),
+                opts.clone(),
+                Io::new(engine),
+                Arc::new(Clock::new()),
+            )
+            .await
+            .unwrap();
+            assert!(report.segments_from_hints >= 1, "{report:?}");
+            assert!(report.rejected_hints.is_empty());
+            check_model(&s, &model);
+            s.close().await.unwrap();
+        });
+        let hints: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "hint"))
+            .collect();
+        let h = &hints[0];
+        let mut b = std::fs::read(h).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0xff;
+        std::fs::write(h, &b).unwrap();
+        engine.block_on(async {
+            let (s, report) = Store::open(
+                dir.path(),
+                opts.clone(),
+                Io::new(engine),
+                Arc::new(Clock::new()),
+            )
+            .await
+            .unwrap();
+            assert_eq!(report.rejected_hints.len(), 1, "{report:?}");
+            check_model(&s, &model);
+        });
+    }
+}
+
+/// Kills a merge at every one of its I/O operations (a simulated crash: that
+/// operation and all later ones fail), reopens, and checks the contents.
+#[test]
+fn crash_at_every_step_of_merge_leaves_old_or_new_state() {
+    let engine = IoEngine::Plain;
+    let src = tempfile::tempdir().unwrap();
+    let opts = small_opts();
+    let mut model = BTreeMap::new();
+    engine.block_on(async {
+        let mut s = open(src.path(), &opts, engine).await.unwrap();
+        for i in 0..2000u32 {
+            let k = format!("key{:04}", i % 500).into_bytes();
+            if i % 7 == 3 {
+                s.delete(&k).await.unwrap();
+                model.remove(&k);
+            } else {
+                let v = format!("value{i}-{}", "x".repeat((i % 50) as usize)).into_bytes();
+                s.put(&k, &v).await.unwrap();
+                model.insert(k, v);
+            }
+        }
+        s.close().await.unwrap();
+    });
+    // Count the merge's operations once.
+    let total_ops = {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(src.path(), dir.path());
+        let faults = FaultInjector::new();
+        engine.block_on(async {
+            let (mut s, _) = Store::open(
+                dir.path(),
+                opts.clone(),
+                Io::with_faults(engine, faults.clone()),
+                Arc::new(Clock::new()),
+            )
+            .await
+            .unwrap();
+            let before = faults.ops();
+            assert!(s.merge_now(true).await.unwrap());
+            check_model(&s, &model);
+            faults.ops() - before
+        })
+    };
+    assert!(total_ops > 5, "merge did {total_ops} operations");
+    for n in 1..=total_ops {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(src.path(), dir.path());
+        let faults = FaultInjector::new();
+        engine.block_on(async {
+            let (mut s, _) = Store::open(
+                dir.path(),
+                opts.clone(),
+                Io::with_faults(engine, faults.clone()),
+                Arc::new(Clock::new()),
+            )
+            .await
+            .unwrap();
+            faults.add(FaultRule {
+                op: None,
+                nth: n,
+                action: FaultAction::Crash,
+            });
+            let r = s.merge_now(true).await;
+            // Either the crash hit the merge or only its clean-up (which
+            // start-up completes); both must recover.
+            assert!(r.is_err() || faults.crashed(), "op {n}: {r:?}");
+            drop(s);
+            let s = open(dir.path(), &opts, engine).await.unwrap();
+            check_model(&s, &model);
+            let names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            assert!(
+                !names
+                    .iter()
+                    .any(|n| n.ends_with(".tmp") || n.ends_with(".commit")),
+                "leftovers after op {n}: {names:?}"
+            );
+        });
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for f in std::fs::read_dir(from).unwrap() {
+        let f = f.unwrap().path();
+        if f.file_name().unwrap() != "LOCK" {
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// Merge runs (in small steps, as the storage task runs it) while writers
+/// overwrite keys and reader threads read them: no write is lost, readers
+/// always find every key, nothing deadlocks.
+#[test]
+fn merge_concurrent_with_readers_and_writers_loses_nothing() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = small_opts();
+        opts.sync = SyncPolicy::None;
+        engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            let mut model = BTreeMap::new();
+            for i in 0..3000u32 {
+                let k = format!("key{:04}", i % 400).into_bytes();
+                let v = format!("v{i}").into_bytes();
+                s.put(&k, &v).await.unwrap();
+                model.insert(k, v);
+            }
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    let r = s.reader();
+                    let stop = stop.clone();
+                    std::thread::spawn(move || {
+                        let mut n = 0u64;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            for i in 0..400u32 {
+                                let v = r.get(format!("key{i:04}").as_bytes()).unwrap();
+                                assert!(v.is_some(), "key{i:04} vanished during merge");
+                                n += 1;
+                            }
+                            assert_eq!(
+                                r.scan(Bound::Unbounded, Bound::Unbounded, false, usize::MAX, true)
+                                    .unwrap()
+                                    .len(),
+                                400
+                            );
+                        }
+                        n
+                    })
+                })
+                .collect();
+            for round in 0..5u32 {
+                assert!(s.start_merge(true).unwrap());
+                let mut i = 0u32;
+                loop {
+                    let done = s.merge_step(16 << 10).await.unwrap();
+                    for _ in 0..20 {
+                        let k = format!("key{:04}", (i * 7 + round) % 400).into_bytes();
+                        let v = format!("r{round}-{i}").into_bytes();
+                        s.put(&k, &v).await.unwrap();
+                        model.insert(k, v);
+                        i += 1;
+                    }
+                    if done {
+                        break;
+                    }
+                }
+                check_model(&s, &model);
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            for r in readers {
+                assert!(r.join().unwrap() > 0);
+            }
+            s.close().await.unwrap();
+            let s = open(dir.path(), &opts, engine).await.unwrap();
+            check_model(&s, &model);
+        });
+    }
+}
+
+#[test]
+fn second_opener_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_opts();
+    IoEngine::Plain.block_on(async {
+        let s = open(dir.path(), &opts, IoEngine::Plain).await.unwrap();
+        let err = open(dir.path(), &opts, IoEngine::Plain)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), ErrorCode::Locked);
+        assert!(err.to_string().contains("locked by another process"));
+        drop(s);
+        assert!(open(dir.path(), &opts, IoEngine::Plain).await.is_ok());
+    });
+}
+
+#[test]
+fn limits_and_conditions_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_opts();
+    IoEngine::Plain.block_on(async {
+        let mut s = open(dir.path(), &opts, IoEngine::Plain).await.unwrap();
+        let e = s.put(&vec![b'k'; 1025], b"v").await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        assert!(
+            e.to_string()
+                .contains("key of 1025 bytes exceeds the limit of 1024")
+        );
+        let e = s.put(b"k", &vec![0; (16 << 10) + 1]).await.unwrap_err();
+        assert!(e.to_string().contains("value of 16385 bytes exceeds"));
+        assert_eq!(
+            s.put(b"", b"v").await.unwrap_err().code(),
+            ErrorCode::InvalidArgument
+        );
+        // Compare-and-set: 0 means "must not exist".
+        let create = |v: &str| Batch {
+            ops: vec![Op::Put {
+                key: b"cas".to_vec(),
+                value: v.as_bytes().to_vec(),
+                expires_at_ms: None,
+            }],
+            conditions: vec![Condition {
+                key: b"cas".to_vec(),
+                expected_version: 0,
+            }],
+        };
+        let v1 = match s.write(create("one")).await.unwrap() {
+            Outcome::Committed { version, .. } => version,
+            o => panic!("{o:?}"),
+        };
+        assert_eq!(
+            s.write(create("two")).await.unwrap(),
+            Outcome::ConditionFailed {
+                key: b"cas".to_vec(),
+                current_version: v1
+            }
+        );
+        let upd = Batch {
+            ops: vec![Op::Put {
+                key: b"cas".to_vec(),
+                value: b"two".to_vec(),
+                expires_at_ms: None,
+            }],
+            conditions: vec![Condition {
+                key: b"cas".to_vec(),
+                expected_version: v1,
+            }],
+        };
+        assert!(matches!(
+            s.write(upd.clone()).await.unwrap(),
+            Outcome::Committed { .. }
+        ));
+        assert!(matches!(
+            s.write(upd).await.unwrap(),
+            Outcome::ConditionFailed { .. }
+        ));
+        assert_eq!(s.reader().get(b"cas").unwrap().unwrap().value, b"two");
+        // The failed batches and invalid writes left nothing behind.
+        assert_eq!(s.reader().len(), 1);
+        // Expiry: an expired key reads as absent and can be created again.
+        s.write(Batch {
+            ops: vec![Op::Put {
+                key: b"ttl".to_vec(),
+                value: b"x".to_vec(),
+                expires_at_ms: Some(now_ms() - 1),
+            }],
+            conditions: vec![],
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.reader().get(b"ttl").unwrap(), None);
+        assert!(matches!(
+            s.write(create_key(b"ttl")).await.unwrap(),
+            Outcome::Committed { .. }
+        ));
+    });
+}
+
+fn create_key(k: &[u8]) -> Batch {
+    Batch {
+        ops: vec![Op::Put {
+            key: k.to_vec(),
+            value: b"new".to_vec(),
+            expires_at_ms: None,
+        }],
+        conditions: vec![Condition {
+            key: k.to_vec(),
+            expected_version: 0,
+        }],
+    }
+}
+
+/// ENOSPC during writes: the write fails with a clear error, reads go on,
+/// nothing written before is lost, writes work again once space returns.
+#[test]
+fn disk_full_fails_writes_cleanly_and_recovers() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        let faults = FaultInjector::new();
+        engine.block_on(async {
+            let (mut s, _) = Store::open(
+                dir.path(),
+                opts.clone(),
+                Io::with_faults(engine, faults.clone()),
+                Arc::new(Clock::new()),
+            )
+            .await
+            .unwrap();
+            for i in 0..100u32 {
+                s.put(format!("k{i}").as_bytes(), b"before").await.unwrap();
+            }
+            faults.set_disk_full(true);
+            for i in 0..1000u32 {
+                let e = s
+                    .put(format!("k{i}").as_bytes(), b"during")
+                    .await
+                    .unwrap_err();
+                assert!(e.is_disk_full(), "{e}");
+            }
+            assert_eq!(s.reader().get(b"k5").unwrap().unwrap().value, b"before");
+            faults.set_disk_full(false);
+            s.put(b"k5", b"after").await.unwrap();
+            s.close().await.unwrap();
+            let s = open(dir.path(), &opts, engine).await.unwrap();
+            assert_eq!(s.reader().get(b"k5").unwrap().unwrap().value, b"after");
+            assert_eq!(s.reader().get(b"k6").unwrap().unwrap().value, b"before");
+            assert_eq!(s.reader().len(), 100);
+        });
+    }
+}
+
+/// A torn write (part of the buffer reached the file, then EIO) is cut away:
+/// no part of it reappears after a restart.
+#[test]
+fn failed_write_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_opts();
+    let faults = FaultInjector::new();
+    IoEngine::Plain.block_on(async {
+        let (mut s, _) = Store::open(
+            dir.path(),
+            opts.clone(),
+            Io::with_faults(IoEngine::Plain, faults.clone()),
+            Arc::new(Clock::new()),
+        )
+        .await
+        .unwrap();
+        s.put(b"a", b"1").await.unwrap();
+        faults.add(FaultRule {
+            op: Some(FaultOp::Write),
+            nth: 1,
+            action: FaultAction::TornWrite(60),
+        });
+        let big = Batch {
+            ops: (0..5)
+                .map(|i| Op::Put {
+                    key: format!("b{i}").into_bytes(),
+                    value: vec![1; 10],
+                    expires_at_ms: None,
+                })
+                .collect(),
+            conditions: vec![],
+        };
+        assert!(s.write(big).await.is_err());
+        assert_eq!(s.reader().get(b"b0").unwrap(), None);
+        s.put(b"c", b"3").await.unwrap();
+        drop(s);
+        let s = open(dir.path(), &opts, IoEngine::Plain).await.unwrap();
+        assert_eq!(
+            contents(&s).keys().cloned().collect::<Vec<_>>(),
+            vec![b"a".to_vec(), b"c".to_vec()]
+        );
+    });
+}
+
+/// After a failed fdatasync the store refuses writes until reopened.
+#[test]
+fn failed_fsync_poisons_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_opts();
+    let faults = FaultInjector::new();
+    IoEngine::Plain.block_on(async {
+        let (mut s, _) = Store::open(
+            dir.path(),
+            opts.clone(),
+            Io::with_faults(IoEngine::Plain, faults.clone()),
+            Arc::new(Clock::new()),
+        )
+        .await
+        .unwrap();
+        s.put(b"a", b"1").await.unwrap();
+        faults.add(FaultRule {
+            op: Some(FaultOp::Sync),
+            nth: 1,
+            action: FaultAction::Fail(libc_eio()),
+        });
+        assert!(s.put(b"b", b"2").await.is_err());
+        let e = s.put(b"c", b"3").await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Poisoned, "{e}");
+        assert!(s.poisoned().is_some());
+        assert_eq!(s.reader().get(b"a").unwrap().unwrap().value, b"1");
+        drop(s);
+        let mut s = open(dir.path(), &opts, IoEngine::Plain).await.unwrap();
+        s.put(b"c", b"3").await.unwrap();
+    });
+}
+
+fn libc_eio() -> i32 {
+    5
+}
+
+#[test]
+fn checkpoint_opens_as_a_data_directory_with_the_same_contents() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let target = out.path().join("cp");
+        let opts = small_opts();
+        engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            for i in 0..1500u32 {
+                s.put(
+                    format!("k{:04}", i % 900).as_bytes(),
+                    format!("v{i}").as_bytes(),
+                )
+                .await
+                .unwrap();
+            }
+            s.delete(b"k0001").await.unwrap();
+            s.wait_for_hints();
+            let before = contents(&s);
+            s.checkpoint(&target).await.unwrap();
+            // Changes after the checkpoint are not in it.
+            s.put(b"k0002", b"later").await.unwrap();
+            assert!(matches!(
+                s.checkpoint(&target).await,
+                Err(Error::InvalidArgument(_))
+            ));
+            let cp = open(&target, &opts, engine).await.unwrap();
+            assert_eq!(contents(&cp), before);
+        });
+    }
+}
+
+#[test]
+fn stats_account_live_and_dead_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_opts();
+    IoEngine::Plain.block_on(async {
+        let mut s = open(dir.path(), &opts, IoEngine::Plain).await.unwrap();
+        for round in 0..4u32 {
+            for i in 0..400u32 {
+                s.put(
+                    format!("k{i:04}").as_bytes(),
+                    format!("value-{round}-{i:04}").as_bytes(),
+                )
+                .await
+                .unwrap();
+            }
+        }
+        let st = s.stats();
+        assert_eq!(st.keys, 400);
+        let rec = flashkv::storage::format::record_len(5, 12, false) as u64;
+        assert_eq!(st.live_bytes, 400 * rec);
+        assert_eq!(st.dead_bytes, 1200 * rec);
+        assert!(st.segments.len() >= 2);
+        assert!(st.index_bytes > 400 * 5);
+        assert_eq!(st.batches, 1600);
+        assert!(s.merge_now(true).await.unwrap());
+        let st = s.stats();
+        assert_eq!(st.keys, 400);
+        assert_eq!(st.merges, 1);
+        assert!(st.bytes_reclaimed > 0);
+        let sealed_dead: u64 = st
+            .segments
+            .iter()
+            .filter(|x| !x.active)
+            .map(|x| x.dead_bytes)
+            .sum();
+        assert_eq!(sealed_dead, 0, "{:?}", st.segments);
+        s.close().await.unwrap();
+        // Recovery computes the same accounting from hints.
+        let s = open(dir.path(), &opts, IoEngine::Plain).await.unwrap();
+        let again = s.stats();
+        assert_eq!(again.live_bytes, st.live_bytes);
+        assert_eq!(
+            again.dead_bytes, st.dead_bytes,
+            "{:?}\n{:?}",
+            st.segments, again.segments
+        );
+    });
+}
+
+#[test]
+fn scans_are_ordered_bounded_and_reversible() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_opts();
+    IoEngine::Plain.block_on(async {
+        let mut s = open(dir.path(), &opts, IoEngine::Plain).await.unwrap();
+        for k in ["a", "b/1", "b/2", "b/3", "c"] {
+            s.put(k.as_bytes(), k.as_bytes()).await.unwrap();
+        }
+        s.delete(b"b/2").await.unwrap();
+        let r = s.reader();
+        let keys = |v: Vec<(Vec<u8>, flashkv::storage::Value)>| {
+            v.into_iter()
+                .map(|(k, _)| String::from_utf8(k).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(
+                r.scan(
+                    Bound::Included(b"b/"),
+                    Bound::Excluded(b"b0"),
+                    false,
+                    10,
+                    false
+                )
+                .unwrap()
+            ),
+            ["b/1", "b/3"]
+        );
+        assert_eq!(
+            keys(
+                r.scan(Bound::Unbounded, Bound::Unbounded, true, 3, true)
+                    .unwrap()
+            ),
+            ["c", "b/3", "b/1"]
+        );
+        assert_eq!(
+            keys(
+                r.scan(
+                    Bound::Excluded(b"a"),
+                    Bound::Included(b"c"),
+                    false,
+                    100,
+                    false
+                )
+                .unwrap()
+            ),
+            ["b/1", "b/3", "c"]
+        );
+    });
+}
+
+/// Concurrent writers through the storage task are committed in groups:
+/// fewer fdatasyncs than writes, every write acknowledged and present.
+#[test]
+fn group_commit_batches_concurrent_writers() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = flashkv::storage::StoreThread::spawn(
+            dir.path().to_path_buf(),
+            small_opts(),
+            Io::new(engine),
+            Arc::new(Clock::new()),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let h = t.handle.clone();
+        rt.block_on(async move {
+            let tasks: Vec<_> = (0..32u32)
+                .map(|w| {
+                    let h = h.clone();
+                    tokio::spawn(async move {
+                        for i in 0..50u32 {
+                            h.put(format!("w{w}-{i}").as_bytes(), b"v").await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let st = h.stats().await.unwrap();
+            assert_eq!(st.batches, 1600);
+            assert!(
+                st.log_syncs < 1600,
+                "{} syncs for 1600 writes",
+                st.log_syncs
+            );
+            assert_eq!(h.reader().len(), 1600);
+        });
+        t.shutdown().unwrap();
+    }
+}
