@@ -9,6 +9,10 @@
 //! - [`index`] — the lock-free ordered index (single writer, any number of
 //!   readers, epoch-reclaimed).
 //! - [`clock`] — the version clock shared by all shards.
+//! - [`shard`] — the partitioner, the data directory's manifest, the router
+//!   and the thread-per-core runtime ([`shard::runtime::Daemon`]).
+//! - [`api`] — the wire edges (gRPC); the only places errors become statuses.
+//! - [`config`] — flags and the TOML config file, validated.
 //! - [`error`] — the crate error with stable codes.
 //!
 //! # Durability contract
@@ -22,12 +26,15 @@
 //!
 //! # Not (yet) here
 //!
-//! The daemon's network interfaces, transactions and replication are built
-//! on top of this crate in later steps (see docs/ and the README).
+//! Transactions, the Redis protocol, HTTP and replication are later steps
+//! (see the README's roadmap).
 
+pub mod api;
 pub mod clock;
+pub mod config;
 pub mod error;
 pub mod index;
+pub mod shard;
 pub mod storage;
 
 pub use error::{Error, ErrorCode, Result};

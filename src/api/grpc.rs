@@ -1,0 +1,548 @@
+//! The gRPC edge (`flashkv.v1.KV` and `flashkv.v1.Admin`): decodes requests,
+//! checks them, calls the router, and maps errors to status codes in one
+//! function ([`status`]).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::{Error, ErrorCode};
+use crate::shard::Router;
+use crate::shard::router::scan_bounds;
+use crate::storage::store::now_ms;
+use crate::storage::{Batch, Condition, Op, Outcome, Value};
+
+/// Generated protobuf and gRPC code.
+#[allow(missing_docs, clippy::all, clippy::unwrap_used)]
+pub mod proto {
+    tonic::include_proto!("flashkv.v1");
+    /// Encoded descriptors, for the reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("flashkv_descriptor");
+}
+
+use proto::admin_server::Admin;
+use proto::kv_server::Kv;
+use proto::*;
+
+/// Maps a crate error to a gRPC status: the one place this happens.
+pub fn status(e: Error) -> Status {
+    let msg = e.to_string();
+    match e.code() {
+        ErrorCode::InvalidArgument => Status::invalid_argument(msg),
+        ErrorCode::Io if e.is_disk_full() => Status::resource_exhausted(msg),
+        ErrorCode::Io | ErrorCode::Poisoned | ErrorCode::Unavailable => Status::unavailable(msg),
+        ErrorCode::Corruption => Status::data_loss(msg),
+        ErrorCode::Locked | ErrorCode::Config => Status::internal(msg),
+    }
+}
+
+fn failed_condition(key: &[u8], current: u64, expected: u64) -> Status {
+    Status::failed_precondition(format!(
+        "compare-and-set failed: key {:?} is at version {current}, expected {expected}{}",
+        String::from_utf8_lossy(key),
+        if current == 0 { " (0 = absent)" } else { "" }
+    ))
+}
+
+/// Request limits enforced at the edge.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest key.
+    pub max_key_size: usize,
+    /// Largest value.
+    pub max_value_size: usize,
+}
+
+/// The KV service.
+#[derive(Clone)]
+pub struct KvService {
+    router: Arc<Router>,
+    limits: Limits,
+}
+
+impl KvService {
+    /// A service over `router`.
+    pub fn new(router: Arc<Router>, limits: Limits) -> Self {
+        KvService { router, limits }
+    }
+}
+
+fn check_key(key: &[u8], limits: &Limits) -> Result<(), Status> {
+    if key.is_empty() {
+        return Err(Status::invalid_argument("key must not be empty"));
+    }
+    if key.len() > limits.max_key_size {
+        return Err(Status::invalid_argument(format!(
+            "key of {} bytes exceeds the limit of {} bytes",
+            key.len(),
+            limits.max_key_size
+        )));
+    }
+    Ok(())
+}
+
+fn get_response(v: Option<Value>) -> GetResponse {
+    match v {
+        None => GetResponse::default(),
+        Some(v) => GetResponse {
+            found: true,
+            ttl_ms: v
+                .expires_at_ms
+                .map_or(0, |t| t.saturating_sub(now_ms()).max(1)),
+            value: v.value,
+            version: v.version,
+        },
+    }
+}
+
+fn put_op(p: PutRequest, limits: &Limits) -> Result<(Op, Option<Condition>), Status> {
+    check_key(&p.key, limits)?;
+    let cond = p.expected_version.map(|v| Condition {
+        key: p.key.clone(),
+        expected_version: v,
+    });
+    let expires_at_ms = (p.ttl_ms > 0).then(|| now_ms().saturating_add(p.ttl_ms));
+    Ok((
+        Op::Put {
+            key: p.key,
+            value: p.value,
+            expires_at_ms,
+        },
+        cond,
+    ))
+}
+
+async fn do_put(router: &Router, p: PutRequest, limits: &Limits) -> Result<PutResponse, Status> {
+    let expected = p.expected_version;
+    let (op, cond) = put_op(p, limits)?;
+    let batch = Batch {
+        ops: vec![op],
+        conditions: cond.into_iter().collect(),
+    };
+    match router.write(batch).await.map_err(status)? {
+        Outcome::Committed { version, .. } => Ok(PutResponse { version }),
+        Outcome::ConditionFailed {
+            key,
+            current_version,
+        } => Err(failed_condition(
+            &key,
+            current_version,
+            expected.unwrap_or_default(),
+        )),
+    }
+}
+
+async fn do_delete(
+    router: &Router,
+    d: DeleteRequest,
+    limits: &Limits,
+) -> Result<DeleteResponse, Status> {
+    check_key(&d.key, limits)?;
+    match router.write(Batch::delete(d.key)).await.map_err(status)? {
+        Outcome::Committed { version, removed } => Ok(DeleteResponse {
+            found: removed > 0,
+            version: if removed > 0 { version } else { 0 },
+        }),
+        Outcome::ConditionFailed { .. } => {
+            Err(Status::internal("a delete without conditions failed one"))
+        }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+const BULK_BATCH_OPS: usize = 1024;
+const BULK_BATCH_BYTES: usize = 1 << 20;
+const PIPELINE_INFLIGHT: usize = 1024;
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let key = req.into_inner().key;
+        check_key(&key, &self.limits)?;
+        Ok(Response::new(get_response(
+            self.router.get(&key).map_err(status)?,
+        )))
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        Ok(Response::new(
+            do_put(&self.router, req.into_inner(), &self.limits).await?,
+        ))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        Ok(Response::new(
+            do_delete(&self.router, req.into_inner(), &self.limits).await?,
+        ))
+    }
+
+    async fn batch_get(
+        &self,
+        req: Request<BatchGetRequest>,
+    ) -> Result<Response<BatchGetResponse>, Status> {
+        let keys = req.into_inner().keys;
+        let mut results = Vec::with_capacity(keys.len());
+        for key in keys {
+            check_key(&key, &self.limits)?;
+            results.push(get_response(self.router.get(&key).map_err(status)?));
+        }
+        Ok(Response::new(BatchGetResponse { results }))
+    }
+
+    async fn write(&self, req: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+        let mut batch = Batch::default();
+        let mut expected = Vec::new();
+        for m in req.into_inner().mutations {
+            match m.op {
+                Some(mutation::Op::Put(p)) => {
+                    let (op, cond) = put_op(p, &self.limits)?;
+                    if let Some(c) = cond {
+                        expected.push((c.key.clone(), c.expected_version));
+                        batch.conditions.push(c);
+                    }
+                    batch.ops.push(op);
+                }
+                Some(mutation::Op::Delete(d)) => {
+                    check_key(&d.key, &self.limits)?;
+                    batch.ops.push(Op::Delete { key: d.key });
+                }
+                None => return Err(Status::invalid_argument("mutation without an operation")),
+            }
+        }
+        if batch.ops.is_empty() {
+            return Err(Status::invalid_argument("write with no mutations"));
+        }
+        match self.router.write(batch).await.map_err(status)? {
+            Outcome::Committed { version, .. } => Ok(Response::new(WriteResponse { version })),
+            Outcome::ConditionFailed {
+                key,
+                current_version,
+            } => {
+                let exp = expected
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map_or(0, |(_, v)| *v);
+                Err(failed_condition(&key, current_version, exp))
+            }
+        }
+    }
+
+    type ScanStream = BoxStream<KeyValue>;
+
+    async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<Self::ScanStream>, Status> {
+        let r = req.into_inner();
+        let (lower, upper) = scan_bounds(&r.start, &r.end, &r.prefix);
+        let limit = if r.limit == 0 { u64::MAX } else { r.limit };
+        let (tx, rx) = mpsc::channel(256);
+        let router = self.router.clone();
+        tokio::spawn(async move {
+            let mut scan = router.scan(lower, upper, r.reverse, r.keys_only);
+            let mut sent = 0u64;
+            while sent < limit {
+                let item = match scan.next_item() {
+                    Ok(Some((key, v))) => Ok(KeyValue {
+                        key,
+                        value: v.value,
+                        version: v.version,
+                    }),
+                    Ok(None) => break,
+                    Err(e) => Err(status(e)),
+                };
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    break;
+                }
+                sent += 1;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn bulk_load(
+        &self,
+        req: Request<Streaming<PutRequest>>,
+    ) -> Result<Response<BulkLoadSummary>, Status> {
+        let mut stream = req.into_inner();
+        let start = Instant::now();
+        let n = self.router.shard_count();
+        let mut pending: Vec<(Vec<Op>, usize)> = (0..n).map(|_| (Vec::new(), 0)).collect();
+        let mut inflight = FuturesUnordered::new();
+        let max_inflight = 4 * n;
+        let (mut keys, mut bytes) = (0u64, 0u64);
+        let submit = |shard: usize, ops: Vec<Op>| {
+            let h = self.router.shard(shard).clone();
+            tokio::spawn(async move {
+                h.write(Batch {
+                    ops,
+                    conditions: vec![],
+                })
+                .await
+            })
+        };
+        while let Some(p) = stream.message().await? {
+            if p.expected_version.is_some() {
+                return Err(Status::invalid_argument(
+                    "BulkLoad does not take expected_version; use Put or Write",
+                ));
+            }
+            check_key(&p.key, &self.limits)?;
+            if p.value.len() > self.limits.max_value_size {
+                return Err(Status::invalid_argument(format!(
+                    "value of {} bytes exceeds the limit of {} bytes",
+                    p.value.len(),
+                    self.limits.max_value_size
+                )));
+            }
+            keys += 1;
+            bytes += (p.key.len() + p.value.len()) as u64;
+            let s = self.router.shard_of(&p.key) as usize;
+            let size = p.key.len() + p.value.len();
+            let (op, _) = put_op(p, &self.limits)?;
+            let slot = &mut pending[s];
+            slot.0.push(op);
+            slot.1 += size;
+            if slot.0.len() >= BULK_BATCH_OPS || slot.1 >= BULK_BATCH_BYTES {
+                let ops = std::mem::take(&mut slot.0);
+                slot.1 = 0;
+                inflight.push(submit(s, ops));
+                // Backpressure: stop reading the stream while enough is in flight.
+                while inflight.len() >= max_inflight {
+                    finish(inflight.next().await)?;
+                }
+            }
+        }
+        for (s, (ops, _)) in pending.into_iter().enumerate() {
+            if !ops.is_empty() {
+                inflight.push(submit(s, ops));
+            }
+        }
+        while let Some(r) = inflight.next().await {
+            finish(Some(r))?;
+        }
+        Ok(Response::new(BulkLoadSummary {
+            keys,
+            bytes,
+            elapsed_ms: start.elapsed().as_millis() as u64,
+        }))
+    }
+
+    type PipelineStream = BoxStream<PipelineResponse>;
+
+    async fn pipeline(
+        &self,
+        req: Request<Streaming<PipelineRequest>>,
+    ) -> Result<Response<Self::PipelineStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(PIPELINE_INFLIGHT);
+        let router = self.router.clone();
+        let limits = self.limits;
+        tokio::spawn(async move {
+            let router = &router;
+            let mut inflight = FuturesUnordered::new();
+            let mut open = true;
+            while open || !inflight.is_empty() {
+                tokio::select! {
+                    msg = inbound.message(), if open && inflight.len() < PIPELINE_INFLIGHT => match msg {
+                        Ok(Some(m)) => {
+                            let id = m.id;
+                            match m.op {
+                                Some(pipeline_request::Op::Get(g)) => {
+                                    let r = check_key(&g.key, &limits)
+                                        .and_then(|_| router.get(&g.key).map_err(status))
+                                        .map(|v| pipeline_response::Result::Get(get_response(v)));
+                                    if tx.send(Ok(pipeline_reply(id, r))).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Some(pipeline_request::Op::Put(p)) => inflight.push(Box::pin(async move {
+                                    (id, do_put(router, p, &limits).await.map(pipeline_response::Result::Put))
+                                }) as Pin<Box<dyn std::future::Future<Output = _> + Send>>),
+                                Some(pipeline_request::Op::Delete(d)) => inflight.push(Box::pin(async move {
+                                    (id, do_delete(router, d, &limits).await.map(pipeline_response::Result::Delete))
+                                })),
+                                None => {
+                                    let r = Err(Status::invalid_argument("pipeline request without an operation"));
+                                    if tx.send(Ok(pipeline_reply(id, r))).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                        Ok(None) => open = false,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    },
+                    Some((id, r)) = inflight.next(), if !inflight.is_empty() => {
+                        if tx.send(Ok(pipeline_reply(id, r))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn finish(r: Option<Result<crate::Result<Outcome>, tokio::task::JoinError>>) -> Result<(), Status> {
+    match r {
+        None => Ok(()),
+        Some(Ok(Ok(_))) => Ok(()),
+        Some(Ok(Err(e))) => Err(status(e)),
+        Some(Err(e)) => Err(Status::internal(format!(
+            "bulk load writer task failed: {e}"
+        ))),
+    }
+}
+
+fn pipeline_reply(id: u64, r: Result<pipeline_response::Result, Status>) -> PipelineResponse {
+    match r {
+        Ok(result) => PipelineResponse {
+            id,
+            code: 0,
+            message: String::new(),
+            result: Some(result),
+        },
+        Err(s) => PipelineResponse {
+            id,
+            code: s.code() as i32,
+            message: s.message().to_string(),
+            result: None,
+        },
+    }
+}
+
+/// The Admin service.
+#[derive(Clone)]
+pub struct AdminService {
+    router: Arc<Router>,
+    io_engine: &'static str,
+    sync: String,
+}
+
+impl AdminService {
+    /// A service over `router`; `io_engine` and `sync` are reported by Stats.
+    pub fn new(router: Arc<Router>, io_engine: &'static str, sync: String) -> Self {
+        AdminService {
+            router,
+            io_engine,
+            sync,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+        let mut shards = Vec::new();
+        for i in 0..self.router.shard_count() {
+            let s = self.router.shard(i).stats().await.map_err(status)?;
+            shards.push(ShardStats {
+                shard: i as u32,
+                keys: s.keys,
+                tombstones: s.tombstones,
+                index_bytes: s.index_bytes,
+                live_bytes: s.live_bytes,
+                dead_bytes: s.dead_bytes,
+                batches: s.batches,
+                log_writes: s.log_writes,
+                log_syncs: s.log_syncs,
+                bytes_written: s.bytes_written,
+                merges: s.merges,
+                bytes_reclaimed: s.bytes_reclaimed,
+                segments: s
+                    .segments
+                    .iter()
+                    .map(|g| SegmentStats {
+                        id: g.id,
+                        merged: g.merged,
+                        active: g.active,
+                        len: g.len,
+                        live_bytes: g.live_bytes,
+                        dead_bytes: g.dead_bytes,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(Response::new(StatsResponse {
+            shards,
+            io_engine: self.io_engine.into(),
+            sync: self.sync.clone(),
+        }))
+    }
+
+    async fn compact(
+        &self,
+        _: Request<CompactRequest>,
+    ) -> Result<Response<CompactResponse>, Status> {
+        let mut merged = 0;
+        let mut reclaimed = 0;
+        for i in 0..self.router.shard_count() {
+            let h = self.router.shard(i);
+            let before = h.stats().await.map_err(status)?.bytes_reclaimed;
+            if h.compact().await.map_err(status)? {
+                merged += 1;
+            }
+            reclaimed += h.stats().await.map_err(status)?.bytes_reclaimed - before;
+        }
+        Ok(Response::new(CompactResponse {
+            shards_merged: merged,
+            bytes_reclaimed: reclaimed,
+        }))
+    }
+
+    async fn checkpoint(
+        &self,
+        req: Request<CheckpointRequest>,
+    ) -> Result<Response<CheckpointResponse>, Status> {
+        let path = std::path::PathBuf::from(req.into_inner().path);
+        if path.as_os_str().is_empty() {
+            return Err(Status::invalid_argument(
+                "checkpoint path must not be empty",
+            ));
+        }
+        if path.exists() {
+            return Err(Status::already_exists(format!(
+                "checkpoint target {} already exists",
+                path.display()
+            )));
+        }
+        std::fs::create_dir_all(&path)
+            .map_err(|e| status(Error::io("create directory", &path, e)))?;
+        crate::shard::manifest::write(&path, self.router.partitioner()).map_err(status)?;
+        for i in 0..self.router.shard_count() {
+            self.router
+                .shard(i)
+                .checkpoint(crate::shard::runtime::shard_dir(&path, i as u32))
+                .await
+                .map_err(status)?;
+        }
+        Ok(Response::new(CheckpointResponse {}))
+    }
+
+    async fn shard_of(
+        &self,
+        req: Request<ShardOfRequest>,
+    ) -> Result<Response<ShardOfResponse>, Status> {
+        let key = req.into_inner().key;
+        if key.is_empty() {
+            return Err(Status::invalid_argument("key must not be empty"));
+        }
+        Ok(Response::new(ShardOfResponse {
+            shard: self.router.shard_of(&key),
+            shards: self.router.shard_count() as u32,
+        }))
+    }
+}

@@ -1,0 +1,3 @@
+//! The wire edges: the only places errors become protocol statuses.
+
+pub mod grpc;

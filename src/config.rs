@@ -1,0 +1,284 @@
+//! The daemon's configuration: command-line flags and an optional TOML file
+//! with the same keys (flags win), validated into a typed [`Config`].
+//! Nothing else in the crate reads flags or the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::shard::Partitioner;
+use crate::storage::{IoEngine, MergePolicy, StoreOptions, SyncPolicy};
+
+/// Command-line flags. Every flag can also be set in the `--config` file
+/// under the same name (`data-dir = "/var/lib/flashkv"`).
+#[derive(Debug, Default, Clone, Parser, Deserialize)]
+#[command(
+    name = "flashkv",
+    version,
+    about = "FlashKV: a thread-per-core key-value storage daemon"
+)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Flags {
+    /// TOML file with settings; flags given on the command line win.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Data directory (created if missing). [default: ./data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address. [default: 127.0.0.1:50051]
+    #[arg(long)]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Number of shards for a new data directory (default: one per core);
+    /// an existing directory keeps the count in its manifest.
+    #[arg(long)]
+    pub shards: Option<u32>,
+    /// Range partitioning: comma-separated split keys (N keys make N+1 shards).
+    #[arg(long, value_delimiter = ',')]
+    pub split_keys: Option<Vec<String>>,
+    /// Sync policy: always, interval:<ms>, none. [default: always]
+    #[arg(long)]
+    pub sync: Option<String>,
+    /// I/O engine: auto, io_uring, plain. [default: auto]
+    #[arg(long)]
+    pub io_engine: Option<String>,
+    /// Segment size in MiB. [default: 128]
+    #[arg(long)]
+    pub segment_size_mb: Option<u64>,
+    /// Largest key in bytes. [default: 16384]
+    #[arg(long)]
+    pub max_key_size: Option<usize>,
+    /// Largest value in bytes. [default: 16777216]
+    #[arg(long)]
+    pub max_value_size: Option<usize>,
+    /// Largest gRPC message in bytes. [default: 67108864]
+    #[arg(long)]
+    pub max_message_size: Option<usize>,
+    /// Merge a sealed segment once this share of it is garbage. [default: 0.5]
+    #[arg(long)]
+    pub merge_garbage_ratio: Option<f64>,
+    /// Merge all segments with garbage once this many MiB are reclaimable. [default: 1024]
+    #[arg(long)]
+    pub merge_reclaimable_mb: Option<u64>,
+    /// Also merge on this schedule, in seconds (0: off). [default: 0]
+    #[arg(long)]
+    pub merge_interval_secs: Option<u64>,
+    /// Merge reads at most this many MiB/s. [default: 128]
+    #[arg(long)]
+    pub merge_rate_mb: Option<u64>,
+    /// Skip damaged log ranges at start-up (reported) instead of refusing to start.
+    #[arg(long)]
+    #[serde(default)]
+    pub repair: bool,
+    /// Do not pin shard threads to cores.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_pin: bool,
+    /// Log filter (tracing syntax): error, warn, info, debug, trace. [default: info]
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+/// How the I/O engine is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoChoice {
+    /// io_uring when the kernel allows it, else plain.
+    Auto,
+    /// This engine, or fail.
+    Force(IoEngine),
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Partitioner asked for on the command line (None: directory's or default).
+    pub partitioner: Option<Partitioner>,
+    /// Storage settings (shard id filled in per shard).
+    pub store: StoreOptions,
+    /// I/O engine choice.
+    pub io: IoChoice,
+    /// Largest gRPC message.
+    pub max_message_size: usize,
+    /// Pin shard threads to cores.
+    pub pin: bool,
+    /// Log filter.
+    pub log_level: String,
+}
+
+impl Flags {
+    /// Layers: command line over the config file.
+    fn merged_with(self, file: Flags) -> Flags {
+        Flags {
+            config: self.config,
+            data_dir: self.data_dir.or(file.data_dir),
+            grpc_addr: self.grpc_addr.or(file.grpc_addr),
+            shards: self.shards.or(file.shards),
+            split_keys: self.split_keys.or(file.split_keys),
+            sync: self.sync.or(file.sync),
+            io_engine: self.io_engine.or(file.io_engine),
+            segment_size_mb: self.segment_size_mb.or(file.segment_size_mb),
+            max_key_size: self.max_key_size.or(file.max_key_size),
+            max_value_size: self.max_value_size.or(file.max_value_size),
+            max_message_size: self.max_message_size.or(file.max_message_size),
+            merge_garbage_ratio: self.merge_garbage_ratio.or(file.merge_garbage_ratio),
+            merge_reclaimable_mb: self.merge_reclaimable_mb.or(file.merge_reclaimable_mb),
+            merge_interval_secs: self.merge_interval_secs.or(file.merge_interval_secs),
+            merge_rate_mb: self.merge_rate_mb.or(file.merge_rate_mb),
+            repair: self.repair || file.repair,
+            no_pin: self.no_pin || file.no_pin,
+            log_level: self.log_level.or(file.log_level),
+        }
+    }
+}
+
+/// Reads a config file.
+pub fn read_file(path: &Path) -> Result<Flags> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read config", path, e))?;
+    toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
+impl Config {
+    /// Builds the configuration from flags (and the file they name).
+    pub fn from_flags(flags: Flags) -> Result<Config> {
+        let flags = match &flags.config {
+            Some(path) => {
+                let file = read_file(path)?;
+                flags.merged_with(file)
+            }
+            None => flags,
+        };
+        let d = StoreOptions::default();
+        let sync: SyncPolicy = flags.sync.as_deref().unwrap_or("always").parse()?;
+        let io = match flags.io_engine.as_deref().unwrap_or("auto") {
+            "auto" => IoChoice::Auto,
+            s => IoChoice::Force(IoEngine::parse(s).ok_or_else(|| {
+                Error::Config(format!(
+                    "--io-engine {s:?}: expected auto, io_uring or plain"
+                ))
+            })?),
+        };
+        let partitioner = match (&flags.split_keys, flags.shards) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "give either --shards or --split-keys, not both".into(),
+                ));
+            }
+            (Some(keys), None) => Some(Partitioner::ranges(
+                keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            )?),
+            (None, Some(n)) => Some(Partitioner::hash(n)?),
+            (None, None) => None,
+        };
+        let store = StoreOptions {
+            shard_id: 0,
+            segment_size: flags.segment_size_mb.map_or(d.segment_size, |m| m << 20),
+            max_key_size: flags.max_key_size.unwrap_or(d.max_key_size),
+            max_value_size: flags.max_value_size.unwrap_or(d.max_value_size),
+            sync,
+            repair: flags.repair,
+            merge: MergePolicy {
+                min_garbage_ratio: flags
+                    .merge_garbage_ratio
+                    .unwrap_or(d.merge.min_garbage_ratio),
+                min_reclaimable_bytes: flags
+                    .merge_reclaimable_mb
+                    .map_or(d.merge.min_reclaimable_bytes, |m| m << 20),
+                interval: flags
+                    .merge_interval_secs
+                    .filter(|s| *s > 0)
+                    .map(Duration::from_secs),
+                rate_bytes_per_sec: flags
+                    .merge_rate_mb
+                    .map_or(d.merge.rate_bytes_per_sec, |m| m << 20),
+            },
+        };
+        store.validate()?;
+        let max_message_size = flags.max_message_size.unwrap_or(64 << 20);
+        if max_message_size < store.max_key_size + store.max_value_size + 1024 {
+            return Err(Error::Config(format!(
+                "max message size {max_message_size} cannot carry the largest key and value"
+            )));
+        }
+        Ok(Config {
+            data_dir: flags.data_dir.unwrap_or_else(|| PathBuf::from("data")),
+            grpc_addr: flags
+                .grpc_addr
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
+            partitioner,
+            store,
+            io,
+            max_message_size,
+            pin: !flags.no_pin,
+            log_level: flags.log_level.unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_arguments() {
+        let c = Config::from_flags(Flags::parse_from(["flashkv"])).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.store.sync, SyncPolicy::Always);
+        assert_eq!(c.io, IoChoice::Auto);
+        assert!(c.partitioner.is_none());
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flashkv.toml");
+        std::fs::write(
+            &path,
+            "data-dir = \"/srv/kv\"\nsync = \"interval:1000\"\nshards = 3\n",
+        )
+        .unwrap();
+        let c = Config::from_flags(Flags::parse_from([
+            "flashkv",
+            "--config",
+            path.to_str().unwrap(),
+            "--sync",
+            "none",
+        ]))
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/kv"));
+        assert_eq!(c.store.sync, SyncPolicy::None);
+        assert_eq!(c.partitioner, Some(Partitioner::hash(3).unwrap()));
+        std::fs::write(&path, "no-such-key = 1\n").unwrap();
+        let err = Config::from_flags(Flags::parse_from([
+            "flashkv",
+            "--config",
+            path.to_str().unwrap(),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("no-such-key"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        for args in [
+            vec!["flashkv", "--sync", "sometimes"],
+            vec!["flashkv", "--io-engine", "magic"],
+            vec!["flashkv", "--shards", "0"],
+            vec!["flashkv", "--shards", "2", "--split-keys", "m"],
+            vec!["flashkv", "--segment-size-mb", "1"],
+        ] {
+            assert!(
+                Config::from_flags(Flags::parse_from(args.clone())).is_err(),
+                "{args:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The router: sends each request to the shard that owns its key.
+//!
+//! Reads never hop: the owning shard's index and segments are read directly
+//! from the calling thread (lock-free). Writes go to the owner's storage task
+//! through its bounded inbox (a request for a key of the local shard goes to
+//! the same task, on the same thread). Scans merge the shards' ordered
+//! streams by key.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::ops::Bound;
+
+use crate::error::{Error, Result};
+use crate::shard::partition::Partitioner;
+use crate::storage::{Batch, Outcome, StoreHandle, Value};
+
+/// Routes requests to shards. `Send + Sync`; shared by every listener.
+pub struct Router {
+    partitioner: Partitioner,
+    shards: Vec<StoreHandle>,
+}
+
+impl Router {
+    /// A router over the storage handles of every shard, in shard order.
+    pub fn new(partitioner: Partitioner, shards: Vec<StoreHandle>) -> Self {
+        assert_eq!(
+            partitioner.shards() as usize,
+            shards.len(),
+            "one handle per shard"
+        );
+        Router {
+            partitioner,
+            shards,
+        }
+    }
+
+    /// The partitioner.
+    pub fn partitioner(&self) -> &Partitioner {
+        &self.partitioner
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard owning `key`.
+    pub fn shard_of(&self, key: &[u8]) -> u32 {
+        self.partitioner.shard_of(key)
+    }
+
+    /// The storage handle of shard `i`.
+    pub fn shard(&self, i: usize) -> &StoreHandle {
+        &self.shards[i]
+    }
+
+    /// Reads `key` on its shard (no hop).
+    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        self.shards[self.shard_of(key) as usize].reader().get(key)
+    }
+
+    /// Commits a batch on the shard that owns all of its keys. A batch whose
+    /// keys live on more than one shard is refused whole.
+    pub async fn write(&self, batch: Batch) -> Result<Outcome> {
+        let mut keys = batch
+            .ops
+            .iter()
+            .map(|o| o.key())
+            .chain(batch.conditions.iter().map(|c| c.key.as_slice()));
+        let Some(first) = keys.next() else {
+            return Err(Error::InvalidArgument("empty batch".into()));
+        };
+        let shard = self.shard_of(first);
+        if let Some(other) = keys.find(|k| self.shard_of(k) != shard) {
+            return Err(Error::InvalidArgument(format!(
+                "batch spans shards {shard} and {} (key {:?}); until cross-shard transactions land, \
+                 a batch must keep to one shard (Admin.ShardOf tells which)",
+                self.shard_of(other),
+                String::from_utf8_lossy(other)
+            )));
+        }
+        self.shards[shard as usize].write(batch).await
+    }
+
+    /// A scan over every shard, merged in key order (or reverse).
+    pub fn scan(
+        &self,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        reverse: bool,
+        keys_only: bool,
+    ) -> Scan<'_> {
+        let mut shards: Vec<usize> = (0..self.shards.len()).collect();
+        if self.partitioner.is_ordered() {
+            // Range partitioning: only shards that can hold keys of the range.
+            shards.retain(|&i| self.range_may_hit(i, &lower, &upper));
+        }
+        Scan {
+            router: self,
+            cursors: shards
+                .into_iter()
+                .map(|s| ShardCursor {
+                    shard: s,
+                    buf: Vec::new().into_iter(),
+                    lower: lower.clone(),
+                    upper: upper.clone(),
+                    done: false,
+                })
+                .collect(),
+            heap: BinaryHeap::new(),
+            started: false,
+            reverse,
+            keys_only,
+        }
+    }
+
+    fn range_may_hit(&self, shard: usize, lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -> bool {
+        let Partitioner::Ranges { splits } = &self.partitioner else {
+            return true;
+        };
+        let lo = if shard == 0 {
+            None
+        } else {
+            Some(&splits[shard - 1])
+        };
+        let hi = splits.get(shard);
+        let below_upper = match (lo, upper) {
+            (Some(lo), Bound::Excluded(u)) => lo < u,
+            (Some(lo), Bound::Included(u)) => lo <= u,
+            _ => true,
+        };
+        let above_lower = match (hi, lower) {
+            (Some(hi), Bound::Included(l)) | (Some(hi), Bound::Excluded(l)) => l < hi,
+            _ => true,
+        };
+        below_upper && above_lower
+    }
+}
+
+struct ShardCursor {
+    shard: usize,
+    buf: std::vec::IntoIter<(Vec<u8>, Value)>,
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    done: bool,
+}
+
+const PAGE: usize = 256;
+
+/// A merged scan over shards; pulls pages of [`PAGE`] keys per shard.
+pub struct Scan<'r> {
+    router: &'r Router,
+    cursors: Vec<ShardCursor>,
+    heap: BinaryHeap<HeapItem>,
+    started: bool,
+    reverse: bool,
+    keys_only: bool,
+}
+
+struct HeapItem {
+    key: Vec<u8>,
+    value: Value,
+    cursor: usize,
+    reverse: bool,
+}
+
+impl PartialEq for HeapItem {
+    fn eq(&self, o: &Self) -> bool {
+        self.key == o.key
+    }
+}
+impl Eq for HeapItem {}
+impl PartialOrd for HeapItem {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for HeapItem {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        // BinaryHeap is a max-heap: forward scans pop the smallest key.
+        if self.reverse {
+            self.key.cmp(&o.key)
+        } else {
+            Reverse(&self.key).cmp(&Reverse(&o.key))
+        }
+    }
+}
+
+impl Scan<'_> {
+    fn pull(&mut self, c: usize) -> Result<Option<(Vec<u8>, Value)>> {
+        let cur = &mut self.cursors[c];
+        if let Some(item) = cur.buf.next() {
+            return Ok(Some(item));
+        }
+        if cur.done {
+            return Ok(None);
+        }
+        let lower = bound_ref(&cur.lower);
+        let upper = bound_ref(&cur.upper);
+        let page = self.router.shards[cur.shard].reader().scan(
+            lower,
+            upper,
+            self.reverse,
+            PAGE,
+            self.keys_only,
+        )?;
+        if page.len() < PAGE {
+            cur.done = true;
+        }
+        if let Some((last, _)) = page.last() {
+            if self.reverse {
+                cur.upper = Bound::Excluded(last.clone());
+            } else {
+                cur.lower = Bound::Excluded(last.clone());
+            }
+        }
+        cur.buf = page.into_iter();
+        Ok(cur.buf.next())
+    }
+
+    /// The next key in order.
+    pub fn next_item(&mut self) -> Result<Option<(Vec<u8>, Value)>> {
+        if !self.started {
+            self.started = true;
+            for c in 0..self.cursors.len() {
+                if let Some((key, value)) = self.pull(c)? {
+                    self.heap.push(HeapItem {
+                        key,
+                        value,
+                        cursor: c,
+                        reverse: self.reverse,
+                    });
+                }
+            }
+        }
+        let Some(top) = self.heap.pop() else {
+            return Ok(None);
+        };
+        if let Some((key, value)) = self.pull(top.cursor)? {
+            self.heap.push(HeapItem {
+                key,
+                value,
+                cursor: top.cursor,
+                reverse: self.reverse,
+            });
+        }
+        Ok(Some((top.key, top.value)))
+    }
+}
+
+fn bound_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(k),
+        Bound::Excluded(k) => Bound::Excluded(k),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// The bounds of a scan request: `[start, end)` intersected with the keys
+/// that have `prefix`.
+pub fn scan_bounds(start: &[u8], end: &[u8], prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let mut lower = if start.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Included(start.to_vec())
+    };
+    let mut upper = if end.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Excluded(end.to_vec())
+    };
+    if !prefix.is_empty() {
+        if start.is_empty() || start < prefix {
+            lower = Bound::Included(prefix.to_vec());
+        }
+        if let Some(succ) = prefix_successor(prefix)
+            && (end.is_empty() || end > succ.as_slice())
+        {
+            upper = Bound::Excluded(succ);
+        }
+    }
+    (lower, upper)
+}
+
+/// The smallest key greater than every key with `prefix` (None: no bound).
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut p = prefix.to_vec();
+    while let Some(last) = p.pop() {
+        if last < 0xff {
+            p.push(last + 1);
+            return Some(p);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_bounds() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(&[b'a', 0xff]), Some(b"b".to_vec()));
+        assert_eq!(prefix_successor(&[0xff, 0xff]), None);
+        let (l, u) = scan_bounds(b"", b"", b"user/");
+        assert_eq!(l, Bound::Included(b"user/".to_vec()));
+        assert_eq!(u, Bound::Excluded(b"user0".to_vec()));
+        let (l, u) = scan_bounds(b"user/5", b"user/7", b"user/");
+        assert_eq!(l, Bound::Included(b"user/5".to_vec()));
+        assert_eq!(u, Bound::Excluded(b"user/7".to_vec()));
+    }
+}

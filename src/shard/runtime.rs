@@ -1,0 +1,333 @@
+//! The thread-per-core daemon: one thread per shard, each pinned to a core
+//! and running its own current-thread runtime (tokio-uring's when io_uring is
+//! available), its storage task, and a gRPC server on a listener that every
+//! shard binds to the same port with SO_REUSEPORT — the kernel spreads
+//! connections over the shards, with no shared acceptor.
+//!
+//! Start-up: lock the data directory, read or write its manifest, bind the
+//! listeners, open every shard's store on its thread (in parallel), build the
+//! router from their handles, then serve. Shutdown (SIGTERM/SIGINT, or
+//! [`Daemon::shutdown`]): stop accepting, let in-flight requests finish,
+//! then each storage task syncs and closes its store.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::api::grpc::{AdminService, KvService, Limits, proto};
+use crate::clock::Clock;
+use crate::config::{Config, IoChoice};
+use crate::error::{Error, Result};
+use crate::shard::{Partitioner, Router, manifest};
+use crate::storage::service::{MAX_GROUP, serve};
+use crate::storage::{Io, IoEngine, RecoveryReport, Store, StoreHandle};
+
+/// Directory of shard `i` inside a data directory.
+pub fn shard_dir(data_dir: &Path, i: u32) -> PathBuf {
+    data_dir.join(format!("shard-{i:03}"))
+}
+
+/// A running daemon.
+pub struct Daemon {
+    /// Address the gRPC listeners are bound to.
+    pub grpc_addr: SocketAddr,
+    /// I/O engine in use.
+    pub engine: IoEngine,
+    /// Partitioner in use.
+    pub partitioner: Partitioner,
+    /// What recovery did on each shard.
+    pub recovery: Vec<RecoveryReport>,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<JoinHandle<Result<()>>>,
+    _lock: File,
+}
+
+fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let what = |e| Error::io("bind", addr.to_string(), e);
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(what)?;
+    s.set_reuse_address(true).map_err(what)?;
+    s.set_reuse_port(true).map_err(what)?;
+    s.set_tcp_nodelay(true).map_err(what)?;
+    s.bind(&addr.into()).map_err(what)?;
+    s.listen(1024).map_err(what)?;
+    s.set_nonblocking(true).map_err(what)?;
+    Ok(s.into())
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(core, "could not pin shard thread to its core");
+        }
+    }
+}
+
+impl Daemon {
+    /// Starts the daemon described by `cfg`.
+    pub fn start(cfg: Config) -> Result<Daemon> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| Error::io("create directory", &cfg.data_dir, e))?;
+        let lock_path = cfg.data_dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    path: cfg.data_dir.clone(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let stored = manifest::read(&cfg.data_dir)?;
+        let partitioner = manifest::reconcile(
+            &cfg.data_dir,
+            stored.clone(),
+            cfg.partitioner.clone(),
+            Partitioner::hash(cores as u32)?,
+        )?;
+        if stored.is_none() {
+            manifest::write(&cfg.data_dir, &partitioner)?;
+        }
+        let engine = match cfg.io {
+            IoChoice::Auto => IoEngine::detect(),
+            IoChoice::Force(IoEngine::Uring) if !crate::storage::io::uring_available() => {
+                return Err(Error::Config(
+                    "--io-engine io_uring: the kernel refuses io_uring here (seccomp or kernel settings); use --io-engine plain".into(),
+                ));
+            }
+            IoChoice::Force(e) => e,
+        };
+        let n = partitioner.shards();
+        let first = bind_reuseport(cfg.grpc_addr)?;
+        let grpc_addr = first
+            .local_addr()
+            .map_err(|e| Error::io("local address", cfg.grpc_addr.to_string(), e))?;
+        let mut listeners = vec![first];
+        for _ in 1..n {
+            listeners.push(bind_reuseport(grpc_addr)?);
+        }
+
+        let clock = Arc::new(Clock::new());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<(u32, Result<(StoreHandle, RecoveryReport)>)>();
+        let mut router_txs = Vec::new();
+        let mut threads = Vec::new();
+        let limits = Limits {
+            max_key_size: cfg.store.max_key_size,
+            max_value_size: cfg.store.max_value_size,
+        };
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let i = i as u32;
+            let (router_tx, router_rx) = std::sync::mpsc::channel::<Option<Arc<Router>>>();
+            router_txs.push(router_tx);
+            let ctx = ShardCtx {
+                id: i,
+                dir: shard_dir(&cfg.data_dir, i),
+                opts: crate::storage::StoreOptions {
+                    shard_id: i,
+                    ..cfg.store.clone()
+                },
+                engine,
+                clock: clock.clone(),
+                listener,
+                ready: ready_tx.clone(),
+                router: router_rx,
+                shutdown: shutdown_rx.clone(),
+                limits,
+                max_message_size: cfg.max_message_size,
+                pin: cfg.pin.then_some(i as usize % cores),
+                sync: cfg.store.sync.to_string(),
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("flashkv-shard-{i}"))
+                .spawn(move || ctx.run())
+                .map_err(|e| Error::io("spawn thread", "flashkv-shard", e))?;
+            threads.push(t);
+        }
+        drop(ready_tx);
+        let mut handles: Vec<Option<StoreHandle>> = (0..n).map(|_| None).collect();
+        let mut recovery: Vec<RecoveryReport> = vec![RecoveryReport::default(); n as usize];
+        let mut failure = None;
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok((i, Ok((h, r)))) => {
+                    handles[i as usize] = Some(h);
+                    recovery[i as usize] = r;
+                }
+                Ok((i, Err(e))) => {
+                    failure.get_or_insert(Error::Unavailable(format!(
+                        "shard {i} failed to open: {e}"
+                    )));
+                }
+                Err(_) => {
+                    failure.get_or_insert(Error::Unavailable(
+                        "a shard thread died during start-up".into(),
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            drop(handles);
+            for tx in &router_txs {
+                let _ = tx.send(None);
+            }
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(e);
+        }
+        let router = Arc::new(Router::new(
+            partitioner.clone(),
+            handles
+                .into_iter()
+                .map(|h| h.expect("every shard answered"))
+                .collect(),
+        ));
+        for tx in &router_txs {
+            let _ = tx.send(Some(router.clone()));
+        }
+        drop(router);
+        Ok(Daemon {
+            grpc_addr,
+            engine,
+            partitioner,
+            recovery,
+            shutdown,
+            threads,
+            _lock: lock,
+        })
+    }
+
+    /// Stops accepting, finishes in-flight requests, syncs, and waits for
+    /// every shard to close its store.
+    pub fn shutdown(self) -> Result<()> {
+        let _ = self.shutdown.send(true);
+        let mut first_err = None;
+        for t in self.threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(Error::Unavailable("a shard thread panicked".into()));
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+struct ShardCtx {
+    id: u32,
+    dir: PathBuf,
+    opts: crate::storage::StoreOptions,
+    engine: IoEngine,
+    clock: Arc<Clock>,
+    listener: std::net::TcpListener,
+    ready: std::sync::mpsc::Sender<(u32, Result<(StoreHandle, RecoveryReport)>)>,
+    router: std::sync::mpsc::Receiver<Option<Arc<Router>>>,
+    shutdown: watch::Receiver<bool>,
+    limits: Limits,
+    max_message_size: usize,
+    pin: Option<usize>,
+    sync: String,
+}
+
+impl ShardCtx {
+    fn run(self) -> Result<()> {
+        if let Some(core) = self.pin {
+            pin_to_core(core);
+        }
+        let engine = self.engine;
+        engine.block_on(self.serve())
+    }
+
+    async fn serve(self) -> Result<()> {
+        let io = Io::new(self.engine);
+        let (store, report) =
+            match Store::open(&self.dir, self.opts.clone(), io, self.clock.clone()).await {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = self.ready.send((self.id, Err(e)));
+                    return Ok(());
+                }
+            };
+        let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
+        let handle = StoreHandle::new(tx, store.reader());
+        let storage = tokio::task::spawn_local(serve(store, rx));
+        let _ = self.ready.send((self.id, Ok((handle, report))));
+        // Every shard has to be open before any can route; start-up only.
+        let router = match self.router.recv() {
+            Ok(Some(r)) => r,
+            _ => return join_storage(storage).await,
+        };
+        let served = self.serve_grpc(router).await;
+        // The server and every clone of the router are gone: once all shards
+        // are here, the storage tasks see their inboxes close and sync.
+        let stored = join_storage(storage).await;
+        served.and(stored)
+    }
+
+    async fn serve_grpc(&self, router: Arc<Router>) -> Result<()> {
+        use proto::admin_server::AdminServer;
+        use proto::kv_server::KvServer;
+        let std_listener = self
+            .listener
+            .try_clone()
+            .map_err(|e| Error::io("listener", "grpc", e))?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)
+            .map_err(|e| Error::io("listener", "grpc", e))?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let kv = KvServer::new(KvService::new(router.clone(), self.limits))
+            .max_decoding_message_size(self.max_message_size)
+            .max_encoding_message_size(self.max_message_size);
+        let admin = AdminServer::new(AdminService::new(
+            router,
+            self.engine.as_str(),
+            self.sync.clone(),
+        ));
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter.set_serving::<KvServer<KvService>>().await;
+        reporter.set_serving::<AdminServer<AdminService>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| Error::Config(format!("reflection service: {e}")))?;
+        let mut shutdown = self.shutdown.clone();
+        let signal = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(kv)
+            .add_service(admin)
+            .serve_with_incoming_shutdown(incoming, signal)
+            .await
+            .map_err(|e| Error::Unavailable(format!("gRPC server on shard {}: {e}", self.id)))
+    }
+}
+
+async fn join_storage(t: tokio::task::JoinHandle<Result<()>>) -> Result<()> {
+    t.await
+        .map_err(|e| Error::Unavailable(format!("storage task failed: {e}")))?
+}

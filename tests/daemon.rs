@@ -1,0 +1,578 @@
+//! Integration tests of the real `flashkv` binary over gRPC: every RPC,
+//! the three streaming kinds, errors and limits, restart with data intact,
+//! graceful shutdown, and a refused second daemon.
+
+// Test helpers unwrap: a panic is a failed test with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use flashkv::api::grpc::proto::admin_client::AdminClient;
+use flashkv::api::grpc::proto::kv_client::KvClient;
+use flashkv::api::grpc::proto::*;
+use tonic::Code;
+use tonic::transport::Channel;
+
+struct Daemon {
+    child: Child,
+    addr: String,
+}
+
+impl Daemon {
+    fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        Self::try_start(dir, extra).unwrap_or_else(|e| panic!("daemon did not start: {e}"))
+    }
+
+    fn try_start(dir: &Path, extra: &[&str]) -> Result<Daemon, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flashkv"))
+            .args([
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--no-pin",
+                "--log-level",
+                "warn",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.is_empty() {
+            let out = child.wait_with_output().unwrap();
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let addr = line
+            .split("gRPC on ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .unwrap()
+            .to_string();
+        Ok(Daemon { child, addr })
+    }
+
+    async fn kv(&self) -> KvClient<Channel> {
+        KvClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(128 << 20)
+    }
+
+    async fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    fn stop(mut self) -> i32 {
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let code = self.child.wait().unwrap().code().unwrap_or(-1);
+        std::mem::forget(self);
+        code
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn put(key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ttl_ms: 0,
+        expected_version: None,
+    }
+}
+
+#[test]
+fn every_rpc_works_against_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &["--shards", "2"]);
+    rt().block_on(async {
+        let mut kv = d.kv().await;
+        // Put / Get / Delete
+        let v1 = kv
+            .put(put("alpha", "1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .version;
+        assert!(v1 > 0);
+        let g = kv
+            .get(GetRequest {
+                key: "alpha".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (g.found, g.value.as_slice(), g.version, g.ttl_ms),
+            (true, &b"1"[..], v1, 0)
+        );
+        let missing = kv
+            .get(GetRequest { key: "nope".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!missing.found);
+        // Compare-and-set
+        let mut cas = put("alpha", "2");
+        cas.expected_version = Some(v1 + 1000);
+        let e = kv.put(cas.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(
+            e.message().contains(&format!("version {v1}")),
+            "{}",
+            e.message()
+        );
+        cas.expected_version = Some(v1);
+        let v2 = kv.put(cas).await.unwrap().into_inner().version;
+        assert!(v2 > v1);
+        let mut create = put("alpha", "3");
+        create.expected_version = Some(0);
+        assert_eq!(
+            kv.put(create).await.unwrap_err().code(),
+            Code::FailedPrecondition
+        );
+        // TTL
+        let mut ttl = put("short", "lived");
+        ttl.ttl_ms = 60_000;
+        kv.put(ttl).await.unwrap();
+        let g = kv
+            .get(GetRequest {
+                key: "short".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(g.found && g.ttl_ms > 50_000 && g.ttl_ms <= 60_000, "{g:?}");
+        let mut gone = put("gone", "soon");
+        gone.ttl_ms = 1;
+        kv.put(gone).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            !kv.get(GetRequest { key: "gone".into() })
+                .await
+                .unwrap()
+                .into_inner()
+                .found
+        );
+        // Delete
+        let del = kv
+            .delete(DeleteRequest {
+                key: "alpha".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(del.found && del.version > v2);
+        let del = kv
+            .delete(DeleteRequest {
+                key: "alpha".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!del.found);
+        // BatchGet
+        kv.put(put("b1", "x")).await.unwrap();
+        let bg = kv
+            .batch_get(BatchGetRequest {
+                keys: vec!["b1".into(), "none".into()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            bg.results.iter().map(|r| r.found).collect::<Vec<_>>(),
+            [true, false]
+        );
+        // Write: atomic batch on one shard; refused across shards.
+        let mut admin = d.admin().await;
+        let shard_of = |k: &str| {
+            let mut admin = admin.clone();
+            let k = k.to_string();
+            async move {
+                admin
+                    .shard_of(ShardOfRequest { key: k.into() })
+                    .await
+                    .unwrap()
+                    .into_inner()
+            }
+        };
+        let mut same = vec![];
+        let mut other = None;
+        let s0 = shard_of("w0").await.shard;
+        for i in 1..200 {
+            let k = format!("w{i}");
+            let s = shard_of(&k).await;
+            assert_eq!(s.shards, 2);
+            if s.shard == s0 && same.len() < 3 {
+                same.push(k);
+            } else if s.shard != s0 && other.is_none() {
+                other = Some(k);
+            }
+        }
+        let m = |k: &str| Mutation {
+            op: Some(mutation::Op::Put(put(k, "batched"))),
+        };
+        let mut muts: Vec<Mutation> = same.iter().map(|k| m(k)).collect();
+        muts.push(m("w0"));
+        muts.push(Mutation {
+            op: Some(mutation::Op::Delete(DeleteRequest { key: "w0".into() })),
+        });
+        let wv = kv
+            .write(WriteRequest { mutations: muts })
+            .await
+            .unwrap()
+            .into_inner()
+            .version;
+        for k in &same {
+            let g = kv
+                .get(GetRequest {
+                    key: k.clone().into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!((g.found, g.version), (true, wv));
+        }
+        assert!(
+            !kv.get(GetRequest { key: "w0".into() })
+                .await
+                .unwrap()
+                .into_inner()
+                .found,
+            "last write of a key wins"
+        );
+        let other = other.unwrap();
+        let e = kv
+            .write(WriteRequest {
+                mutations: vec![m("w0"), m(&other)],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("spans shards"), "{}", e.message());
+        assert!(
+            !kv.get(GetRequest {
+                key: other.clone().into()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .found,
+            "nothing of a refused batch is applied"
+        );
+        // Scan across shards in key order, with prefix, reverse, limit, keys_only.
+        for i in 0..50 {
+            kv.put(put(&format!("scan/{i:02}"), &format!("v{i}")))
+                .await
+                .unwrap();
+        }
+        let scan_client = kv.clone();
+        let collect = |req: ScanRequest| {
+            let mut kv = scan_client.clone();
+            async move {
+                let mut s = kv.scan(req).await.unwrap().into_inner();
+                let mut out = vec![];
+                while let Some(item) = s.message().await.unwrap() {
+                    out.push(item);
+                }
+                out
+            }
+        };
+        let all = collect(ScanRequest {
+            prefix: "scan/".into(),
+            ..Default::default()
+        })
+        .await;
+        let keys: Vec<String> = all
+            .iter()
+            .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
+            .collect();
+        let want: Vec<String> = (0..50).map(|i| format!("scan/{i:02}")).collect();
+        assert_eq!(keys, want);
+        assert_eq!(all[7].value, b"v7");
+        let rev = collect(ScanRequest {
+            prefix: "scan/".into(),
+            reverse: true,
+            limit: 3,
+            keys_only: true,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(
+            rev.iter().map(|x| x.key.clone()).collect::<Vec<_>>(),
+            [
+                b"scan/49".to_vec(),
+                b"scan/48".to_vec(),
+                b"scan/47".to_vec()
+            ]
+        );
+        assert!(rev.iter().all(|x| x.value.is_empty()));
+        let range = collect(ScanRequest {
+            start: "scan/10".into(),
+            end: "scan/13".into(),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(range.len(), 3);
+        // BulkLoad with a summary.
+        let items: Vec<PutRequest> = (0..20_000)
+            .map(|i| put(&format!("bulk/{i:06}"), "0123456789"))
+            .collect();
+        let summary = kv
+            .bulk_load(tokio_stream::iter(items))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(summary.keys, 20_000);
+        assert_eq!(summary.bytes, 20_000 * (11 + 10));
+        let bulk = collect(ScanRequest {
+            prefix: "bulk/".into(),
+            keys_only: true,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(bulk.len(), 20_000);
+        // Pipeline: ids come back, answers may be out of order.
+        let reqs: Vec<PipelineRequest> = (0..1000u64)
+            .map(|i| PipelineRequest {
+                id: i,
+                op: Some(match i % 3 {
+                    0 => pipeline_request::Op::Put(put(&format!("p{i}"), "pv")),
+                    1 => pipeline_request::Op::Get(GetRequest { key: "b1".into() }),
+                    _ => pipeline_request::Op::Delete(DeleteRequest {
+                        key: format!("p{}", i - 2).into(),
+                    }),
+                }),
+            })
+            .chain(std::iter::once(PipelineRequest {
+                id: 5000,
+                op: Some(pipeline_request::Op::Get(GetRequest { key: vec![] })),
+            }))
+            .collect();
+        let mut resp = kv
+            .pipeline(tokio_stream::iter(reqs))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(r) = resp.message().await.unwrap() {
+            if r.id == 5000 {
+                assert_eq!(r.code, Code::InvalidArgument as i32);
+            } else {
+                assert_eq!(r.code, 0, "{r:?}");
+                match (r.id % 3, r.result.unwrap()) {
+                    (0, pipeline_response::Result::Put(p)) => assert!(p.version > 0),
+                    (1, pipeline_response::Result::Get(g)) => assert_eq!(g.value, b"x"),
+                    (2, pipeline_response::Result::Delete(_)) => {}
+                    (m, other) => panic!("id {} (mod {m}) got {other:?}", r.id),
+                }
+            }
+            seen.insert(r.id);
+        }
+        assert_eq!(seen.len(), 1001);
+        // Admin
+        let stats = admin.stats(StatsRequest {}).await.unwrap().into_inner();
+        assert_eq!(stats.shards.len(), 2);
+        assert!(stats.shards.iter().map(|s| s.keys).sum::<u64>() >= 20_050);
+        assert_eq!(stats.sync, "always");
+        admin.compact(CompactRequest {}).await.unwrap();
+        let cp = dir.path().join("checkpoint");
+        let cp_dir = tempfile::tempdir().unwrap();
+        let target = cp_dir.path().join("cp");
+        admin
+            .checkpoint(CheckpointRequest {
+                path: target.to_str().unwrap().into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            admin
+                .checkpoint(CheckpointRequest {
+                    path: target.to_str().unwrap().into()
+                })
+                .await
+                .unwrap_err()
+                .code(),
+            Code::AlreadyExists
+        );
+        assert!(!cp.exists());
+        // The checkpoint opens as a data directory.
+        let d2 = Daemon::start(&target, &[]);
+        let mut kv2 = d2.kv().await;
+        let g = kv2
+            .get(GetRequest {
+                key: "bulk/000123".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(g.value, b"0123456789");
+        assert_eq!(d2.stop(), 0);
+    });
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &[
+            "--max-key-size",
+            "64",
+            "--max-value-size",
+            "1024",
+            "--max-message-size",
+            "65536",
+        ],
+    );
+    rt().block_on(async {
+        let mut kv = d.kv().await;
+        let e = kv.put(put("", "v")).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        let e = kv.put(put(&"k".repeat(65), "v")).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(
+            e.message().contains("exceeds the limit of 64"),
+            "{}",
+            e.message()
+        );
+        let e = kv
+            .get(GetRequest {
+                key: vec![b'k'; 65],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        let e = kv.put(put("k", &"v".repeat(1025))).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(
+            e.message().contains("value of 1025 bytes"),
+            "{}",
+            e.message()
+        );
+        let e = kv
+            .put(PutRequest {
+                key: "k".into(),
+                value: vec![0; 100_000],
+                ttl_ms: 0,
+                expected_version: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::OutOfRange, "oversized message: {e:?}");
+        assert_eq!(
+            kv.write(WriteRequest { mutations: vec![] })
+                .await
+                .unwrap_err()
+                .code(),
+            Code::InvalidArgument
+        );
+        // The daemon is still fine.
+        kv.put(put("k", "v")).await.unwrap();
+        assert!(
+            kv.get(GetRequest { key: "k".into() })
+                .await
+                .unwrap()
+                .into_inner()
+                .found
+        );
+    });
+}
+
+#[test]
+fn restart_keeps_data_and_refuses_mismatched_settings_and_second_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &["--shards", "2"]);
+    let second = Daemon::try_start(dir.path(), &[])
+        .err()
+        .expect("second daemon must be refused");
+    assert!(second.contains("locked by another process"), "{second}");
+    rt().block_on(async {
+        let mut kv = d.kv().await;
+        for i in 0..500 {
+            kv.put(put(&format!("k{i}"), &format!("v{i}")))
+                .await
+                .unwrap();
+        }
+        kv.delete(DeleteRequest { key: "k7".into() }).await.unwrap();
+    });
+    assert_eq!(d.stop(), 0, "graceful shutdown exits 0");
+    let err = Daemon::try_start(dir.path(), &["--shards", "3"])
+        .err()
+        .expect("shard count mismatch must be refused");
+    assert!(
+        err.contains("created with partitioner 'hash over 2 shards'")
+            && err.contains("Start without --shards"),
+        "{err}"
+    );
+    let d = Daemon::start(dir.path(), &[]);
+    rt().block_on(async {
+        let mut kv = d.kv().await;
+        for i in 0..500 {
+            let g = kv
+                .get(GetRequest {
+                    key: format!("k{i}").into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(g.found, i != 7, "k{i}");
+            if i != 7 {
+                assert_eq!(g.value, format!("v{i}").into_bytes());
+            }
+        }
+    });
+}
+
+#[test]
+fn health_service_reports_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    rt().block_on(async {
+        let ch = Channel::from_shared(format!("http://{}", d.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+        let r = h
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "flashkv.v1.KV".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    });
+}
