@@ -304,6 +304,10 @@ impl Inner {
     ) -> Option<&'g Node> {
         let mut x = self.head();
         let top = self.height.load(Ordering::Acquire);
+        // The node that ended the walk at level 0 is the answer. It must be
+        // the node that was compared, not a second load of the link, which a
+        // concurrent insert may have changed since.
+        let mut stop: Option<&Node> = None;
         for level in (0..MAX_HEIGHT).rev() {
             if level < top {
                 loop {
@@ -311,6 +315,7 @@ impl Inner {
                     // SAFETY: linked nodes are live while the caller holds an
                     // epoch guard (readers) or is the writer.
                     let Some(n) = (unsafe { next.as_ref() }) else {
+                        stop = None;
                         break;
                     };
                     let before = match n.key().cmp(key) {
@@ -321,6 +326,7 @@ impl Inner {
                     if before {
                         x = n;
                     } else {
+                        stop = Some(n);
                         break;
                     }
                 }
@@ -329,8 +335,7 @@ impl Inner {
                 p[level] = x;
             }
         }
-        // SAFETY: as above.
-        unsafe { x.next(0).load(Ordering::Acquire).as_ref() }
+        stop
     }
 
     /// Last node with key < `key` (or <= when `inclusive`); `None` for the
@@ -838,9 +843,14 @@ mod tests {
                     while !stop.load(Ordering::Relaxed) {
                         let guard = crossbeam_epoch::pin();
                         for i in (0..1000u32).step_by(7) {
-                            let got = index
-                                .get(format!("stable{i:04}").as_bytes(), &guard)
-                                .expect("stable key missing");
+                            let k = format!("stable{i:04}");
+                            let got = match index.get(k.as_bytes(), &guard) {
+                                Some(g) => g,
+                                None => panic!(
+                                    "{k} missing; second try: {:?}",
+                                    index.get(k.as_bytes(), &guard)
+                                ),
+                            };
                             // The writer always stores offset == version as u32.
                             assert_eq!(u64::from(got.offset), got.version % (1 << 32));
                         }
