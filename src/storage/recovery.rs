@@ -591,7 +591,7 @@ fn bulk_load(writer: &mut IndexWriter, views: &[HintView<'_>], ids: Vec<u32>) {
         return;
     }
     let mut loader = writer
-        .bulk_loader()
+        .bulk_loader(views.iter().map(|v| v.len()).sum())
         .expect("the index is empty before hints are loaded");
     if views.len() == 1 {
         let v = &views[0];
