@@ -4,16 +4,23 @@ CARGO ?= cargo
 # and release builds use it.
 TEST_FLAGS ?= --no-default-features
 
-.PHONY: all build test lint fmt clippy bench bench-quick gen-fbs check-gen test-crash
+.PHONY: all build test lint fmt clippy bench gen-fbs test-crash python-deps
 
 all: build
 
 build:
 	$(CARGO) build --release
 
-## Everything CI checks: formatting, lints, the whole test suite.
+## Everything CI checks: formatting, lints, the whole test suite (Rust, then
+## the Python grpcio client against the daemon binary the Rust tests built).
 test: lint
 	$(CARGO) test $(TEST_FLAGS) --all-targets -- --test-threads=2
+	$(CARGO) build $(TEST_FLAGS) --bin flashkv
+	python3 -m pytest -q tests/python
+
+## The Python test dependencies (grpcio and grpcio-tools from PyPI, pytest).
+python-deps:
+	python3 -m pip install --quiet -r tests/python/requirements.txt
 
 lint: fmt clippy
 

@@ -195,52 +195,56 @@ fn bench_durable(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(8));
-    let engine = IoEngine::detect();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let t = StoreThread::spawn(
-        dir.path().to_path_buf(),
-        opts(SyncPolicy::Always),
-        Io::new(engine),
-        Arc::new(Clock::new()),
-    )
-    .expect("spawn store");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    for writers in [1u64, 8, 64] {
-        g.bench_function(BenchmarkId::new("writers", writers), |b| {
-            b.iter_custom(|iters| {
-                let h = t.handle.clone();
-                let counter = counter.clone();
-                rt.block_on(async move {
-                    let start = Instant::now();
-                    let tasks: Vec<_> = (0..writers)
-                        .map(|w| {
-                            let h = h.clone();
-                            let counter = counter.clone();
-                            let n = iters / writers + u64::from(w < iters % writers);
-                            tokio::spawn(async move {
-                                for _ in 0..n {
-                                    let i =
-                                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                    h.put(&key(i % N), &VALUE).await.expect("put");
-                                }
-                            })
+    for engine in engines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = StoreThread::spawn(
+            dir.path().to_path_buf(),
+            opts(SyncPolicy::Always),
+            Io::new(engine),
+            Arc::new(Clock::new()),
+        )
+        .expect("spawn store");
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        for writers in [1u64, 8, 64] {
+            g.bench_function(
+                BenchmarkId::new(format!("{}/writers", engine.as_str()), writers),
+                |b| {
+                    b.iter_custom(|iters| {
+                        let h = t.handle.clone();
+                        let counter = counter.clone();
+                        rt.block_on(async move {
+                            let start = Instant::now();
+                            let tasks: Vec<_> = (0..writers)
+                                .map(|w| {
+                                    let h = h.clone();
+                                    let counter = counter.clone();
+                                    let n = iters / writers + u64::from(w < iters % writers);
+                                    tokio::spawn(async move {
+                                        for _ in 0..n {
+                                            let i = counter
+                                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                            h.put(&key(i % N), &VALUE).await.expect("put");
+                                        }
+                                    })
+                                })
+                                .collect();
+                            for t in tasks {
+                                t.await.expect("writer");
+                            }
+                            start.elapsed()
                         })
-                        .collect();
-                    for t in tasks {
-                        t.await.expect("writer");
-                    }
-                    start.elapsed()
-                })
-            })
-        });
+                    })
+                },
+            );
+        }
+        t.shutdown().expect("shutdown");
     }
     g.finish();
-    t.shutdown().expect("shutdown");
 }
 
 fn bench_reopen(c: &mut Criterion) {

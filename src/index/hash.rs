@@ -117,8 +117,13 @@ impl HashTable {
     pub(crate) fn insert(&self, key: &[u8], node: *const Node, guard: &Guard) {
         debug_assert_eq!(node as u64 & !PTR_MASK, 0, "pointer wider than 48 bits");
         let used = self.used.load(Ordering::Relaxed);
-        if (used + 1) * 8 > self.capacity(guard) as u64 * 7 {
-            self.grow(self.live.load(Ordering::Relaxed) as usize * 2 + 1, guard);
+        let cap = self.capacity(guard);
+        if (used + 1) * 8 > cap as u64 * 7 {
+            // Double when live entries fill half the table or more; otherwise
+            // deleted slots are the problem and a same-size rebuild clears them.
+            let live = self.live.load(Ordering::Relaxed) as usize;
+            let target = if live * 2 >= cap { cap * 2 } else { cap };
+            self.grow_to(target, guard);
         }
         // SAFETY: as in find.
         let t = unsafe { self.table.load(Ordering::Acquire, guard).deref() };
@@ -169,16 +174,16 @@ impl HashTable {
     /// Makes room for `n` live entries without growing again (bulk loads).
     pub(crate) fn reserve(&self, n: usize, guard: &Guard) {
         if n * 8 > self.capacity(guard) * 7 {
-            self.grow(n, guard);
+            self.grow_to((n * 8).div_ceil(7) + 1, guard);
         }
     }
 
-    /// Rebuilds the slots in an array sized for `live_target` entries
-    /// (deleted slots are dropped) and swaps it in.
-    fn grow(&self, live_target: usize, guard: &Guard) {
+    /// Rebuilds the slots in an array of at least `capacity` slots (a power
+    /// of two; deleted slots are dropped) and swaps it in.
+    fn grow_to(&self, capacity: usize, guard: &Guard) {
         // SAFETY: as in find.
         let old = unsafe { self.table.load(Ordering::Acquire, guard).deref() };
-        let new = Table::with_capacity((live_target * 8).div_ceil(7) + 1);
+        let new = Table::with_capacity(capacity);
         let mut live = 0u64;
         for s in old.slots.iter() {
             let s = s.load(Ordering::Relaxed);

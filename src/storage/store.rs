@@ -261,7 +261,6 @@ impl StoreReader {
     /// The newest value of `key`, unless absent, deleted or expired.
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         let guard = crossbeam_epoch::pin();
-        let now = now_ms();
         for _ in 0..1000 {
             let Some(e) = self.shared.index.get(key, &guard) else {
                 return Ok(None);
@@ -275,7 +274,7 @@ impl StoreReader {
                 continue;
             };
             let rec = read_record(seg, key, &e)?;
-            if rec.expires_at_ms.is_some_and(|t| t <= now) {
+            if rec.expires_at_ms.is_some_and(|t| t <= now_ms()) {
                 return Ok(None);
             }
             return Ok(Some(Value {
@@ -714,7 +713,9 @@ impl Store {
                         },
                     },
                 });
-                overlay.insert(op.key(), (version, !tombstone));
+                if batches.len() > next + 1 {
+                    overlay.insert(op.key(), (version, !tombstone));
+                }
             }
             results[next] = Some(Ok(Outcome::Committed { version, removed }));
             committed.push(next);
