@@ -25,18 +25,68 @@ const EMPTY: u64 = 0;
 const DELETED: u64 = 1;
 const PTR_MASK: u64 = (1 << 48) - 1;
 
+const HUGE_PAGE: usize = 2 << 20;
+
+/// A zeroed slot array. Arrays of 2 MiB or more are 2 MiB-aligned and
+/// advised to use transparent huge pages before first touch: lookups are
+/// random, and huge pages spare them most TLB misses.
 pub(crate) struct Table {
     mask: usize,
-    slots: Box<[AtomicU64]>,
+    ptr: *mut AtomicU64,
+    layout: std::alloc::Layout,
 }
+
+// SAFETY: the array is only accessed through atomics.
+unsafe impl Send for Table {}
+// SAFETY: as above.
+unsafe impl Sync for Table {}
 
 impl Table {
     fn with_capacity(cap: usize) -> Table {
         let cap = cap.next_power_of_two().max(16);
+        let size = cap * 8;
+        let align = if size >= HUGE_PAGE { HUGE_PAGE } else { 64 };
+        let layout = std::alloc::Layout::from_size_align(size, align).expect("slot array layout");
+        // SAFETY: non-zero size; zeroed memory is a valid array of EMPTY slots.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) } as *mut AtomicU64;
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        if size >= HUGE_PAGE {
+            // SAFETY: advice on memory we own; failure only means small pages.
+            unsafe { libc::madvise(ptr.cast(), size, libc::MADV_HUGEPAGE) };
+        }
         Table {
             mask: cap - 1,
-            slots: (0..cap).map(|_| AtomicU64::new(EMPTY)).collect(),
+            ptr,
+            layout,
         }
+    }
+
+    fn slots(&self) -> &[AtomicU64] {
+        // SAFETY: ptr points to mask + 1 initialized (zeroed) slots.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.mask + 1) }
+    }
+
+    /// Hints the CPU to fetch the slot for hash `h`.
+    fn prefetch(&self, h: usize) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: prefetch never faults; the address is inside the array.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch(
+                self.ptr.add(h & self.mask) as *const i8,
+                std::arch::x86_64::_MM_HINT_T0,
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = h;
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        // SAFETY: allocated in with_capacity with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.cast(), self.layout) };
     }
 }
 
@@ -86,7 +136,7 @@ impl HashTable {
                 .load(Ordering::Acquire, crossbeam_epoch::unprotected())
                 .deref()
         };
-        t.slots.len() * 8
+        t.slots().len() * 8
     }
 
     /// Finds the node whose key is `key`; `key_of` reads a node's key.
@@ -96,7 +146,7 @@ impl HashTable {
         let t = unsafe { self.table.load(Ordering::Acquire, guard).deref() };
         let mut i = h & t.mask;
         loop {
-            let s = t.slots[i].load(Ordering::Acquire);
+            let s = t.slots()[i].load(Ordering::Acquire);
             if s == EMPTY {
                 return None;
             }
@@ -115,6 +165,17 @@ impl HashTable {
     /// Adds a node for a key that is not in the table (writer only).
     /// `key_of` reads a node's key (for rehashing when the table grows).
     pub(crate) fn insert(&self, key: &[u8], node: *const Node, guard: &Guard) {
+        self.insert_hashed(hash_of(key), node, guard)
+    }
+
+    /// Prefetches the slot a later `insert_hashed(hash, ..)` will write.
+    pub(crate) fn prefetch(&self, hash: (usize, u64), guard: &Guard) {
+        // SAFETY: as in find.
+        unsafe { self.table.load(Ordering::Acquire, guard).deref() }.prefetch(hash.0);
+    }
+
+    /// `insert` with the key's hash already computed.
+    pub(crate) fn insert_hashed(&self, (h, tag): (usize, u64), node: *const Node, guard: &Guard) {
         debug_assert_eq!(node as u64 & !PTR_MASK, 0, "pointer wider than 48 bits");
         let used = self.used.load(Ordering::Relaxed);
         let cap = self.capacity(guard);
@@ -127,15 +188,14 @@ impl HashTable {
         }
         // SAFETY: as in find.
         let t = unsafe { self.table.load(Ordering::Acquire, guard).deref() };
-        let (h, tag) = hash_of(key);
         let mut i = h & t.mask;
         loop {
-            let s = t.slots[i].load(Ordering::Relaxed);
+            let s = t.slots()[i].load(Ordering::Relaxed);
             if s == EMPTY || s == DELETED {
                 if s == EMPTY {
                     self.used.fetch_add(1, Ordering::Relaxed);
                 }
-                t.slots[i].store(node as u64 | tag, Ordering::Release);
+                t.slots()[i].store(node as u64 | tag, Ordering::Release);
                 self.live.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -146,7 +206,7 @@ impl HashTable {
     fn capacity(&self, guard: &Guard) -> usize {
         // SAFETY: as in find.
         unsafe { self.table.load(Ordering::Acquire, guard).deref() }
-            .slots
+            .slots()
             .len()
     }
 
@@ -157,13 +217,13 @@ impl HashTable {
         let (h, tag) = hash_of(key);
         let mut i = h & t.mask;
         loop {
-            let s = t.slots[i].load(Ordering::Relaxed);
+            let s = t.slots()[i].load(Ordering::Relaxed);
             if s == EMPTY {
                 debug_assert!(false, "removing a node that is not in the hash table");
                 return;
             }
             if s == node as u64 | tag {
-                t.slots[i].store(DELETED, Ordering::Release);
+                t.slots()[i].store(DELETED, Ordering::Release);
                 self.live.fetch_sub(1, Ordering::Relaxed);
                 return;
             }
@@ -185,17 +245,17 @@ impl HashTable {
         let old = unsafe { self.table.load(Ordering::Acquire, guard).deref() };
         let new = Table::with_capacity(capacity);
         let mut live = 0u64;
-        for s in old.slots.iter() {
+        for s in old.slots().iter() {
             let s = s.load(Ordering::Relaxed);
             if s == EMPTY || s == DELETED {
                 continue;
             }
             let (h, _) = hash_of(key_of(untag(s)));
             let mut i = h & new.mask;
-            while new.slots[i].load(Ordering::Relaxed) != EMPTY {
+            while new.slots()[i].load(Ordering::Relaxed) != EMPTY {
                 i = (i + 1) & new.mask;
             }
-            new.slots[i].store(s, Ordering::Relaxed);
+            new.slots()[i].store(s, Ordering::Relaxed);
             live += 1;
         }
         self.used.store(live, Ordering::Relaxed);

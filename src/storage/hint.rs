@@ -64,7 +64,7 @@ pub struct HintMeta {
 
 /// Encodes a hint file. `records` is sorted by key here; keys must be unique.
 pub fn encode(meta: HintMeta, records: &mut [HintRecord<'_>]) -> Vec<u8> {
-    records.sort_unstable_by(|a, b| a.key.cmp(b.key));
+    records.sort_unstable_by(|a, b| crate::index::key_cmp(a.key, b.key));
     let key_bytes: usize = records.iter().map(|r| r.key.len()).sum();
     let mut keys = Vec::with_capacity(key_bytes);
     let mut entries = Vec::with_capacity(records.len());
@@ -221,7 +221,7 @@ pub fn decode(bytes: &[u8], segment_id: u32, segment_len: u64) -> Result<HintVie
             ));
         }
         let key = &keys[ko..ko + kl];
-        if prev.is_some_and(|p| p >= key) {
+        if prev.is_some_and(|p| crate::index::key_cmp(p, key) != std::cmp::Ordering::Less) {
             return Err(format!("hint entry {i} is out of key order"));
         }
         prev = Some(key);

@@ -23,8 +23,8 @@
 //!   offset, unless `repair` is set: then damaged ranges are skipped and
 //!   reported, and the segment is rewritten by a merge right after opening.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -34,7 +34,7 @@ use memmap2::Mmap;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::index::{Entry, IndexWriter, new_index};
+use crate::index::{Entry, IndexWriter, key_cmp, key_prefix, new_index};
 use crate::storage::format::{
     self, FLAG_EXPIRES, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind,
 };
@@ -48,6 +48,10 @@ use crate::storage::segment::{
 use crate::storage::store::{
     Active, RecoveryReport, SegState, Shared, Store, StoreStats, create_segment,
 };
+
+fn entry_len(key: &[u8], e: &Entry) -> u64 {
+    format::record_len(key.len(), e.value_len as usize, e.flags & FLAG_EXPIRES != 0) as u64
+}
 
 /// First offset at or after `from` where a valid record starts.
 pub fn next_valid_record(bytes: &[u8], from: usize) -> Option<usize> {
@@ -278,6 +282,8 @@ impl Store {
             .max();
 
         let (index, mut writer) = new_index();
+        // Live bytes per segment, kept while the index is built.
+        let mut live: BTreeMap<u32, u64> = BTreeMap::new();
         let mut loaded: Vec<Loaded> = Vec::new();
         let mut damaged = Vec::new();
 
@@ -321,40 +327,36 @@ impl Store {
                 hint::decode(m, *id, len).expect("validated above")
             })
             .collect();
-        bulk_load(
-            &mut writer,
-            &views,
-            hint_maps.iter().map(|(id, _)| *id).collect(),
-        );
         report.segments_from_hints = views.len();
-        drop(views);
-        drop(hint_maps);
 
-        // Then scan every segment without a valid hint.
+        // Then scan every segment without a valid hint, collecting its newest
+        // record per key, sorted, so that it joins the same bulk load.
         let hinted: Vec<u32> = loaded.iter().map(|l| l.id).collect();
-        for (&id, &(h, len)) in &headers {
-            if hinted.contains(&id) {
-                continue;
-            }
+        let to_scan: Vec<(u32, SegmentHeader, u64)> = headers
+            .iter()
+            .filter(|(id, _)| !hinted.contains(id))
+            .map(|(id, (h, len))| (*id, *h, *len))
+            .collect();
+        let scan_maps = to_scan
+            .iter()
+            .map(|(id, _, _)| {
+                let path = &seg_files[id];
+                map_file(path)?.ok_or_else(|| Error::corruption(path, 0, "empty segment file"))
+            })
+            .collect::<Result<Vec<Mmap>>>()?;
+        let mut scanned: Vec<(u32, Vec<ScannedRecord<'_>>)> = Vec::new();
+        for (&(id, h, len), map) in to_scan.iter().zip(&scan_maps) {
             let path = &seg_files[&id];
-            let Some(map) = map_file(path)? else {
-                return Err(Error::corruption(path, 0, "empty segment file"));
-            };
             let torn_ok = Some(id) == newest_log;
+            let mut recs: Vec<ScannedRecord<'_>> = Vec::new();
             let scan = scan_segment(
                 path,
                 &map[..len as usize],
                 id,
                 torn_ok,
                 opts.repair,
-                |key, e| match writer.get(key) {
-                    Some(old) if old.version >= e.version => {}
-                    _ => {
-                        writer.upsert(key, e);
-                    }
-                },
+                |key, e| recs.push((key_prefix(key), key, e)),
             )?;
-            drop(map);
             report.segments_scanned += 1;
             if scan.truncated > 0 {
                 tracing::warn!(
@@ -379,6 +381,15 @@ impl Store {
                 }
                 damaged.push(id);
             }
+            // Newest version of each key first, then keep only it.
+            // The prefix sits in the tuple: most comparisons touch no key bytes.
+            recs.sort_unstable_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then_with(|| a.1.cmp(b.1))
+                    .then(b.2.version.cmp(&a.2.version))
+            });
+            recs.dedup_by(|later, kept| later.1 == kept.1);
+            scanned.push((id, recs));
             loaded.push(Loaded {
                 id,
                 kind: h.kind,
@@ -392,9 +403,19 @@ impl Store {
                 has_hint: false,
             });
         }
+        let mut sources: Vec<Source<'_>> = views
+            .into_iter()
+            .zip(hint_maps.iter().map(|(id, _)| *id))
+            .map(|(v, id)| Source::Hint(v, id))
+            .collect();
+        sources.extend(scanned.into_iter().map(|(_, recs)| Source::Scanned(recs)));
+        bulk_load(&mut writer, &sources, &mut live);
+        drop(sources);
+        drop(scan_maps);
+        drop(hint_maps);
         loaded.sort_by_key(|l| l.id);
 
-        // Writer-side accounting from one pass over the index.
+        // Writer-side accounting.
         let mut segs: BTreeMap<u32, SegState> = loaded
             .iter()
             .map(|l| {
@@ -411,22 +432,9 @@ impl Store {
                 )
             })
             .collect();
-        {
-            let guard = crossbeam_epoch::pin();
-            let idx = writer.reader();
-            for (key, e) in idx.range(
-                std::ops::Bound::Unbounded,
-                std::ops::Bound::Unbounded,
-                false,
-                &guard,
-            ) {
-                if let Some(st) = segs.get_mut(&e.segment) {
-                    st.live_bytes += format::record_len(
-                        key.len(),
-                        e.value_len as usize,
-                        e.flags & FLAG_EXPIRES != 0,
-                    ) as u64;
-                }
+        for (id, bytes) in &live {
+            if let Some(st) = segs.get_mut(id) {
+                st.live_bytes = *bytes;
             }
         }
         let max_version = loaded.iter().map(|l| l.max_version).max().unwrap_or(0);
@@ -584,33 +592,78 @@ fn finish_merges(dir: &Path, io: &Io, report: &mut RecoveryReport) -> Result<()>
     Ok(())
 }
 
-/// Merges the sorted hints by key (highest version wins) and bulk-loads the
-/// result into the empty index.
-fn bulk_load(writer: &mut IndexWriter, views: &[HintView<'_>], ids: Vec<u32>) {
-    if views.is_empty() {
-        return;
+/// A scanned record: key prefix (for cheap sorting), key, entry.
+type ScannedRecord<'a> = (u64, &'a [u8], Entry);
+
+/// A sorted run of (key, entry) for the bulk load: a hint, or a scanned
+/// segment's records sorted by key.
+enum Source<'a> {
+    Hint(HintView<'a>, u32),
+    Scanned(Vec<ScannedRecord<'a>>),
+}
+
+impl<'a> Source<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Source::Hint(v, _) => v.len(),
+            Source::Scanned(r) => r.len(),
+        }
     }
+
+    fn get(&self, i: usize) -> (&'a [u8], Entry) {
+        match self {
+            Source::Hint(v, id) => {
+                let r = v.get(i);
+                (r.key, hint_entry(*id, &r))
+            }
+            Source::Scanned(r) => (r[i].1, r[i].2),
+        }
+    }
+}
+
+/// Merges the sorted sources by key (highest version wins) and bulk-loads
+/// the result into the empty index: no search per key.
+fn bulk_load(writer: &mut IndexWriter, sources: &[Source<'_>], live: &mut BTreeMap<u32, u64>) {
+    let expected = sources.iter().map(|s| s.len()).sum();
     let mut loader = writer
-        .bulk_loader(views.iter().map(|v| v.len()).sum())
-        .expect("the index is empty before hints are loaded");
-    if views.len() == 1 {
-        let v = &views[0];
-        for i in 0..v.len() {
-            let r = v.get(i);
-            loader.push(r.key, hint_entry(ids[0], &r));
+        .bulk_loader(expected)
+        .expect("the index is empty before recovery loads it");
+    let mut push = |key: &[u8], e: Entry| {
+        *live.entry(e.segment).or_default() += entry_len(key, &e);
+        loader.push(key, e);
+    };
+    if let [only] = sources {
+        for i in 0..only.len() {
+            let (k, e) = only.get(i);
+            push(k, e);
         }
         return;
     }
-    let mut heap: BinaryHeap<Reverse<(&[u8], usize, usize)>> = BinaryHeap::new();
-    for (h, v) in views.iter().enumerate() {
-        if !v.is_empty() {
-            heap.push(Reverse((v.get(0).key, h, 0)));
-        }
-    }
+    // A linear pick of the smallest head: there are only a few sources (one
+    // per segment), and it beats a heap's bookkeeping.
+    let mut pos = vec![0usize; sources.len()];
+    let mut heads: Vec<Option<(&[u8], Entry)>> = sources
+        .iter()
+        .map(|s| (s.len() > 0).then(|| s.get(0)))
+        .collect();
     let mut pending: Option<(&[u8], Entry)> = None;
-    while let Some(Reverse((key, h, i))) = heap.pop() {
-        let r = views[h].get(i);
-        let e = hint_entry(ids[h], &r);
+    loop {
+        let mut best: Option<usize> = None;
+        for (h, head) in heads.iter().enumerate() {
+            if let Some((k, _)) = head
+                && best.is_none_or(|b| {
+                    key_cmp(k, heads[b].as_ref().map_or(&[][..], |x| x.0)) == Ordering::Less
+                })
+            {
+                best = Some(h);
+            }
+        }
+        let Some(h) = best else { break };
+        let (key, e) = heads[h].take().expect("best head exists");
+        pos[h] += 1;
+        if pos[h] < sources[h].len() {
+            heads[h] = Some(sources[h].get(pos[h]));
+        }
         match &mut pending {
             Some((pk, pe)) if *pk == key => {
                 if e.version > pe.version {
@@ -619,17 +672,14 @@ fn bulk_load(writer: &mut IndexWriter, views: &[HintView<'_>], ids: Vec<u32>) {
             }
             _ => {
                 if let Some((pk, pe)) = pending.take() {
-                    loader.push(pk, pe);
+                    push(pk, pe);
                 }
                 pending = Some((key, e));
             }
         }
-        if i + 1 < views[h].len() {
-            heap.push(Reverse((views[h].get(i + 1).key, h, i + 1)));
-        }
     }
     if let Some((pk, pe)) = pending {
-        loader.push(pk, pe);
+        push(pk, pe);
     }
 }
 

@@ -574,6 +574,10 @@ impl Store {
         let mut committed: Vec<usize> = Vec::new();
         // Versions and liveness as the earlier batches of this group leave them.
         let mut overlay: HashMap<&[u8], (u64, bool)> = HashMap::new();
+        // Only a later batch with a condition or a delete reads the overlay.
+        let last_reader = batches.iter().rposition(|b| {
+            !b.conditions.is_empty() || b.ops.iter().any(|o| matches!(o, Op::Delete { .. }))
+        });
         let now = now_ms();
         let mut next = start;
         let mut need_seal = false;
@@ -657,6 +661,7 @@ impl Store {
                 break;
             }
             let version = self.clock.next();
+            let track_overlay = last_reader.is_some_and(|r| r > next);
             for (i, op) in writes.iter().enumerate() {
                 let flags = if i + 1 < writes.len() {
                     FLAG_GROUP_CONT
@@ -713,7 +718,7 @@ impl Store {
                         },
                     },
                 });
-                if batches.len() > next + 1 {
+                if track_overlay {
                     overlay.insert(op.key(), (version, !tombstone));
                 }
             }
