@@ -14,8 +14,8 @@ build:
 ## Everything CI checks: formatting, lints, the whole test suite (Rust, then
 ## the Python grpcio client against the daemon binary the Rust tests built).
 test: lint
-	$(CARGO) test $(TEST_FLAGS) --all-targets -- --test-threads=2
-	$(CARGO) build $(TEST_FLAGS) --bin flashkv
+	$(CARGO) build $(TEST_FLAGS) --workspace --bins
+	$(CARGO) test $(TEST_FLAGS) --workspace --lib --bins --tests -- --test-threads=2
 	python3 -m pytest -q tests/python
 
 ## The Python test dependencies (grpcio and grpcio-tools from PyPI, pytest).
@@ -28,7 +28,7 @@ fmt:
 	$(CARGO) fmt --all -- --check
 
 clippy:
-	$(CARGO) clippy $(TEST_FLAGS) --all-targets -- -D warnings
+	$(CARGO) clippy $(TEST_FLAGS) --workspace --all-targets -- -D warnings
 
 ## Criterion benchmarks of the storage engine (see README for the table).
 bench:

@@ -12,7 +12,9 @@
 //! | [`merge`] | compaction as a resumable, rate-limited job |
 //! | [`service`] | the shard's storage task and its `Send` handle |
 //! | [`options`] | settings and their defaults |
+//! | [`check`] | offline, read-only verification of a data directory |
 
+pub mod check;
 pub mod format;
 pub mod hint;
 #[allow(clippy::all, clippy::unwrap_used, unsafe_op_in_unsafe_fn, missing_docs, mismatched_lifetime_syntaxes)]
