@@ -4,7 +4,7 @@ CARGO ?= cargo
 # and release builds use it.
 TEST_FLAGS ?= --no-default-features
 
-.PHONY: all build test lint fmt clippy bench gen-fbs test-crash python-deps
+.PHONY: all build test lint fmt clippy bench bench-daemon gen-fbs test-crash python-deps
 
 all: build
 
@@ -33,6 +33,11 @@ clippy:
 ## Criterion benchmarks of the storage engine (see README for the table).
 bench:
 	$(CARGO) bench --bench storage
+
+## The daemon benchmarks (flashkv-bench against a release daemon).
+bench-daemon:
+	$(CARGO) build --release --workspace --bins
+	tools/bench-daemon.sh
 
 ## Longer crash sweep of the storage engine (SIGKILL of a writer process).
 test-crash:

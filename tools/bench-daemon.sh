@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The daemon benchmarks of the README: flashkv-bench against a release
+# `flashkv` on 127.0.0.1 (client and daemon share this machine's cores).
+# Usage: tools/bench-daemon.sh [seconds per run]   (make bench-daemon)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+BIN=target/release
+OUT=${BENCH_OUT:-target/bench-daemon}
+mkdir -p "$OUT"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+start() { # data-dir extra-flags...
+  local dir=$1; shift
+  "$BIN/flashkv" --data-dir "$dir" --grpc-addr 127.0.0.1:0 --log-level warn "$@" > "$work/ready" &
+  for _ in $(seq 100); do grep -q "gRPC on" "$work/ready" 2>/dev/null && break; sleep 0.1; done
+  ADDR=http://$(sed 's/.*gRPC on \([^ ]*\).*/\1/' "$work/ready")
+  head -1 "$work/ready"
+}
+stop() { kill -TERM %1; wait %1 || true; }
+bench() { # name flags...
+  local name=$1; shift
+  echo "== $name"
+  "$BIN/flashkv-bench" --addr "$ADDR" --quiet --duration "$SECS" --json "$OUT/$name.json" --svg "$OUT/$name.svg" --hist "$OUT/$name.hist" "$@"
+}
+
+start "$work/data" --sync always
+"$BIN/flashkv-bench" --addr "$ADDR" --quiet --mode bulk --connections 4 --duration 0.1 --warmup 0 --keys 1 >/dev/null # warm the connection path
+"$BIN/flashkv-bench" --addr "$ADDR" --quiet --preload --keys 1000000 --duration 0.1 --warmup 0 --read-ratio 1 >/dev/null
+bench unary-get --keys 1000000 --connections 4 --inflight 16 --read-ratio 1
+peak=$(python3 -c "import json;print(json.load(open('$OUT/unary-get.json'))['ops_per_sec'])")
+half=$(python3 -c "print(int($peak/2))")
+bench unary-get-half-rate --keys 1000000 --connections 4 --inflight 16 --read-ratio 1 --rate "$half"
+bench unary-put-always --keys 1000000 --connections 4 --inflight 16 --read-ratio 0
+bench pipeline-90-10 --mode pipeline --keys 1000000 --connections 4 --inflight 256 --read-ratio 0.9
+stop
+
+start "$work/bulk" --sync always
+bench bulkload-always --mode bulk --keys 100000000 --connections 4 --warmup 1
+stop
+
+python3 - "$OUT" <<'PY'
+import json, sys, os
+out = sys.argv[1]
+def j(n): return json.load(open(os.path.join(out, n + ".json")))
+rows = [("unary Get, 64 in flight", "unary-get"), ("unary Get at half that rate", "unary-get-half-rate"),
+        ("unary Put, sync=always, 64 in flight", "unary-put-always"), ("Pipeline, 4 streams, 90/10 get/put", "pipeline-90-10"),
+        ("BulkLoad, sync=always, 4 streams", "bulkload-always")]
+print("| measurement | ops/s | p50 us | p99 us | p99.9 us |")
+print("|---|---|---|---|---|")
+for label, name in rows:
+    d = j(name); a = d["latency"].get("all", {})
+    print(f"| {label} | {d['ops_per_sec']:,.0f} | {a.get('p50_us', '-')} | {a.get('p99_us', '-')} | {a.get('p999_us', '-')} |")
+PY
