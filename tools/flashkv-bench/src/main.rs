@@ -211,6 +211,14 @@ async fn preload(args: &Args) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.rate > 0.0 && (args.connections * args.inflight) as f64 / args.rate < 0.002 {
+        anyhow::bail!(
+            "--rate {} gives each of the {} callers less than 2 ms between calls, finer than the timer \
+             can pace; use fewer --connections/--inflight (or measure closed-loop without --rate)",
+            args.rate,
+            args.connections * args.inflight
+        );
+    }
     if args.preload && args.mode != Mode::Bulk {
         preload(&args).await?;
     }
