@@ -43,7 +43,7 @@ use crate::storage::format::{
     SegmentKind,
 };
 use crate::storage::hint::{self, HintMeta, HintRecord};
-use crate::storage::io::{DataFile, Io, tmp_path};
+use crate::storage::io::{DataFile, Io, Syncer, tmp_path};
 use crate::storage::merge::MergeJob;
 use crate::storage::options::{StoreOptions, SyncPolicy};
 use crate::storage::segment::{Segment, SegmentSet, hint_file_name, segment_file_name};
@@ -385,6 +385,19 @@ pub(crate) struct Active {
     pub id: u32,
     pub file: DataFile,
     pub len: u64,
+    /// fdatasyncs the segment without borrowing `file` (opened on first use).
+    pub syncer: Option<Syncer>,
+}
+
+/// Records written to the active segment and not yet published.
+pub(crate) struct Staged {
+    buf: Vec<u8>,
+    planned: Vec<Planned>,
+    segment: u32,
+    /// Indexes (in the group) of the batches these records commit.
+    pub(crate) committed: Vec<usize>,
+    /// Whether anything was written.
+    pub(crate) written: bool,
 }
 
 /// One shard's storage, owned by the shard thread. See the module docs for
@@ -401,6 +414,9 @@ pub struct Store {
     pub(crate) clock: Arc<Clock>,
     pub(crate) poisoned: Option<String>,
     pub(crate) unsynced: bool,
+    /// Appends issued, and how many of them a finished fdatasync covered.
+    pub(crate) writes_issued: u64,
+    pub(crate) writes_synced: u64,
     pub(crate) buf: Vec<u8>,
     pub(crate) hint_threads: Vec<JoinHandle<()>>,
     pub(crate) merge: Option<MergeJob>,
@@ -564,6 +580,35 @@ impl Store {
         start: usize,
         results: &mut [Option<Result<Outcome>>],
     ) -> Result<usize> {
+        let (staged, next, need_seal) = self.stage_subgroup(batches, start, results).await?;
+        if staged.written && self.opts.sync == SyncPolicy::Always {
+            let syncer = self.syncer()?;
+            let covered = self.writes_issued;
+            let r = syncer.sync().await;
+            if let Err(e) = self.sync_finished(covered, r) {
+                for &i in &staged.committed {
+                    results[i] = None;
+                }
+                return Err(e);
+            }
+        }
+        self.publish_staged(staged);
+        if need_seal {
+            self.rotate().await?;
+        }
+        Ok(next)
+    }
+
+    /// Encodes batches from `start` while they fit in the active segment and
+    /// writes them (no fdatasync, nothing published yet). Returns the staged
+    /// records, the index of the first batch not handled, and whether the
+    /// active segment must be sealed before that batch.
+    pub(crate) async fn stage_subgroup(
+        &mut self,
+        batches: &[Batch],
+        start: usize,
+        results: &mut [Option<Result<Outcome>>],
+    ) -> Result<(Staged, usize, bool)> {
         if let Some(p) = &self.poisoned {
             return Err(Error::Poisoned { cause: p.clone() });
         }
@@ -727,26 +772,70 @@ impl Store {
             next += 1;
         }
 
-        if !buf.is_empty() {
-            if let Err(e) = self.append(&mut buf).await {
+        let written = !buf.is_empty();
+        if written {
+            let (r, b) = self.append(std::mem::take(&mut buf)).await;
+            buf = b;
+            if let Err(e) = r {
                 for &i in &committed {
                     results[i] = None;
                 }
                 self.buf = buf;
                 return Err(e);
             }
-            let seg = self.active.id;
-            for p in &planned {
-                let key = &buf[p.key_range.0..p.key_range.1];
-                self.publish(key, p.entry, seg);
+        }
+        Ok((
+            Staged {
+                buf,
+                planned,
+                segment: self.active.id,
+                committed,
+                written,
+            },
+            next,
+            need_seal,
+        ))
+    }
+
+    /// Publishes staged records to the index (after they are durable under
+    /// `sync=always`).
+    pub(crate) fn publish_staged(&mut self, staged: Staged) {
+        for p in &staged.planned {
+            let key = &staged.buf[p.key_range.0..p.key_range.1];
+            self.publish(key, p.entry, staged.segment);
+        }
+        self.stats.batches += staged.committed.len() as u64;
+        self.buf = staged.buf;
+    }
+
+    /// A handle that fdatasyncs the active segment without borrowing the store.
+    pub(crate) fn syncer(&mut self) -> Result<Syncer> {
+        if self.active.syncer.is_none() {
+            self.active.syncer = Some(self.io.syncer(self.active.file.path())?);
+        }
+        Ok(self.active.syncer.clone().expect("just set"))
+    }
+
+    /// Books the result of an fdatasync that covered the first `covered`
+    /// writes: on failure the store refuses writes until restart.
+    pub(crate) fn sync_finished(&mut self, covered: u64, r: Result<()>) -> Result<()> {
+        self.stats.log_syncs += 1;
+        match r {
+            Ok(()) => {
+                self.writes_synced = self.writes_synced.max(covered);
+                self.unsynced = self.writes_synced < self.writes_issued;
+                Ok(())
+            }
+            Err(e) => {
+                self.poisoned = Some(e.to_string());
+                Err(e)
             }
         }
-        self.stats.batches += committed.len() as u64;
-        self.buf = buf;
-        if need_seal {
-            self.rotate().await?;
-        }
-        Ok(next)
+    }
+
+    /// Writes issued to the active segment so far (for `sync_finished`).
+    pub(crate) fn writes_issued(&self) -> u64 {
+        self.writes_issued
     }
 
     fn expired_at(&self, key: &[u8], e: &Entry, now: u64) -> bool {
@@ -759,15 +848,10 @@ impl Store {
             .is_some_and(|t| t <= now)
     }
 
-    /// Appends `buf` to the active segment (write + sync per policy).
-    async fn append(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+    /// Appends `buf` to the active segment (no fdatasync); returns the buffer.
+    async fn append(&mut self, buf: Vec<u8>) -> (Result<()>, Vec<u8>) {
         let pos = self.active.len;
-        let (r, b) = self
-            .active
-            .file
-            .write_all_at(std::mem::take(buf), pos)
-            .await;
-        *buf = b;
+        let (r, buf) = self.active.file.write_all_at(buf, pos).await;
         self.stats.log_writes += 1;
         if let Err(e) = r {
             // Cut the file back so that no part of this failed write can be
@@ -777,13 +861,10 @@ impl Store {
                     "write failed ({e}) and truncating it away failed ({te})"
                 ));
             }
-            return Err(e);
+            return (Err(e), buf);
         }
-        if self.opts.sync == SyncPolicy::Always {
-            self.sync_active().await?;
-        } else {
-            self.unsynced = true;
-        }
+        self.writes_issued += 1;
+        self.unsynced = true;
         self.active.len = pos + buf.len() as u64;
         self.stats.bytes_written += buf.len() as u64;
         let st = self
@@ -791,17 +872,14 @@ impl Store {
             .get_mut(&self.active.id)
             .expect("active segment has a state");
         st.len = self.active.len;
-        Ok(())
+        (Ok(()), buf)
     }
 
     async fn sync_active(&mut self) -> Result<()> {
-        self.stats.log_syncs += 1;
-        if let Err(e) = self.active.file.sync_data().await {
-            self.poisoned = Some(e.to_string());
-            return Err(e);
-        }
-        self.unsynced = false;
-        Ok(())
+        let syncer = self.syncer()?;
+        let covered = self.writes_issued;
+        let r = syncer.sync().await;
+        self.sync_finished(covered, r)
     }
 
     /// fdatasync of the active segment if anything was written since the last
@@ -854,6 +932,7 @@ impl Store {
                 id,
                 file,
                 len: SEGMENT_HEADER_LEN as u64,
+                syncer: None,
             },
         );
         drop(old.file);
@@ -1151,6 +1230,7 @@ pub(crate) async fn create_segment(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
+    let file = file.renamed(&path);
     let seg = Segment::map(id, kind, &path, opts.segment_size)?;
     Ok((file, seg))
 }
