@@ -66,7 +66,7 @@ fn crash_child_writer() {
     let dir = std::env::var(CHILD_ENV)
         .expect("run by the crash test with the directory in FLASHKV_CRASH_CHILD_DIR");
     let start_seq: u64 = std::env::var("FLASHKV_CRASH_SEQ").unwrap().parse().unwrap();
-    let engine = IoEngine::detect();
+    let engine = test_engine();
     let t =
         StoreThread::spawn(dir.into(), opts(), Io::new(engine), Arc::new(Clock::new())).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -105,8 +105,16 @@ fn crash_child_writer() {
     });
 }
 
+/// FLASHKV_TEST_IO_ENGINE=plain|io_uring, or what the kernel allows.
+fn test_engine() -> IoEngine {
+    std::env::var("FLASHKV_TEST_IO_ENGINE")
+        .ok()
+        .and_then(|e| IoEngine::parse(&e))
+        .unwrap_or_else(IoEngine::detect)
+}
+
 fn check(dir: &Path, acked: &HashMap<String, u64>) -> usize {
-    let engine = IoEngine::detect();
+    let engine = test_engine();
     engine.block_on(async {
         let (s, _) = Store::open(dir, opts(), Io::new(engine), Arc::new(Clock::new()))
             .await

@@ -38,6 +38,7 @@ impl Daemon {
                 "warn",
             ])
             .args(extra)
+            .args(engine_flag())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -81,6 +82,14 @@ impl Daemon {
         std::mem::forget(self);
         code
     }
+}
+
+/// `--io-engine X` when FLASHKV_TEST_IO_ENGINE=X (make test runs these
+/// tests on each engine).
+fn engine_flag() -> Vec<String> {
+    std::env::var("FLASHKV_TEST_IO_ENGINE")
+        .map(|e| vec!["--io-engine".to_string(), e])
+        .unwrap_or_default()
 }
 
 impl Drop for Daemon {

@@ -424,7 +424,12 @@ fn damaged_hint_falls_back_to_scanning() {
 /// operation and all later ones fail), reopens, and checks the contents.
 #[test]
 fn crash_at_every_step_of_merge_leaves_old_or_new_state() {
-    let engine = IoEngine::Plain;
+    for engine in engines() {
+        crash_at_every_step_of_merge_on(engine);
+    }
+}
+
+fn crash_at_every_step_of_merge_on(engine: IoEngine) {
     let src = tempfile::tempdir().unwrap();
     let opts = small_opts();
     let mut model = BTreeMap::new();
@@ -585,101 +590,102 @@ fn merge_concurrent_with_readers_and_writers_loses_nothing() {
 
 #[test]
 fn second_opener_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = small_opts();
-    IoEngine::Plain.block_on(async {
-        let s = open(dir.path(), &opts, IoEngine::Plain).await.unwrap();
-        let err = open(dir.path(), &opts, IoEngine::Plain)
-            .await
-            .err()
-            .unwrap();
-        assert_eq!(err.code(), ErrorCode::Locked);
-        assert!(err.to_string().contains("locked by another process"));
-        drop(s);
-        assert!(open(dir.path(), &opts, IoEngine::Plain).await.is_ok());
-    });
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        engine.block_on(async {
+            let s = open(dir.path(), &opts, engine).await.unwrap();
+            let err = open(dir.path(), &opts, engine).await.err().unwrap();
+            assert_eq!(err.code(), ErrorCode::Locked);
+            assert!(err.to_string().contains("locked by another process"));
+            drop(s);
+            assert!(open(dir.path(), &opts, engine).await.is_ok());
+        });
+    }
 }
 
 #[test]
 fn limits_and_conditions_are_enforced() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = small_opts();
-    IoEngine::Plain.block_on(async {
-        let mut s = open(dir.path(), &opts, IoEngine::Plain).await.unwrap();
-        let e = s.put(&vec![b'k'; 1025], b"v").await.unwrap_err();
-        assert_eq!(e.code(), ErrorCode::InvalidArgument);
-        assert!(
-            e.to_string()
-                .contains("key of 1025 bytes exceeds the limit of 1024")
-        );
-        let e = s.put(b"k", &vec![0; (16 << 10) + 1]).await.unwrap_err();
-        assert!(e.to_string().contains("value of 16385 bytes exceeds"));
-        assert_eq!(
-            s.put(b"", b"v").await.unwrap_err().code(),
-            ErrorCode::InvalidArgument
-        );
-        // Compare-and-set: 0 means "must not exist".
-        let create = |v: &str| Batch {
-            ops: vec![Op::Put {
-                key: b"cas".to_vec(),
-                value: v.as_bytes().to_vec(),
-                expires_at_ms: None,
-            }],
-            conditions: vec![Condition {
-                key: b"cas".to_vec(),
-                expected_version: 0,
-            }],
-        };
-        let v1 = match s.write(create("one")).await.unwrap() {
-            Outcome::Committed { version, .. } => version,
-            o => panic!("{o:?}"),
-        };
-        assert_eq!(
-            s.write(create("two")).await.unwrap(),
-            Outcome::ConditionFailed {
-                key: b"cas".to_vec(),
-                current_version: v1
-            }
-        );
-        let upd = Batch {
-            ops: vec![Op::Put {
-                key: b"cas".to_vec(),
-                value: b"two".to_vec(),
-                expires_at_ms: None,
-            }],
-            conditions: vec![Condition {
-                key: b"cas".to_vec(),
-                expected_version: v1,
-            }],
-        };
-        assert!(matches!(
-            s.write(upd.clone()).await.unwrap(),
-            Outcome::Committed { .. }
-        ));
-        assert!(matches!(
-            s.write(upd).await.unwrap(),
-            Outcome::ConditionFailed { .. }
-        ));
-        assert_eq!(s.reader().get(b"cas").unwrap().unwrap().value, b"two");
-        // The failed batches and invalid writes left nothing behind.
-        assert_eq!(s.reader().len(), 1);
-        // Expiry: an expired key reads as absent and can be created again.
-        s.write(Batch {
-            ops: vec![Op::Put {
-                key: b"ttl".to_vec(),
-                value: b"x".to_vec(),
-                expires_at_ms: Some(now_ms() - 1),
-            }],
-            conditions: vec![],
-        })
-        .await
-        .unwrap();
-        assert_eq!(s.reader().get(b"ttl").unwrap(), None);
-        assert!(matches!(
-            s.write(create_key(b"ttl")).await.unwrap(),
-            Outcome::Committed { .. }
-        ));
-    });
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            let e = s.put(&vec![b'k'; 1025], b"v").await.unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidArgument);
+            assert!(
+                e.to_string()
+                    .contains("key of 1025 bytes exceeds the limit of 1024")
+            );
+            let e = s.put(b"k", &vec![0; (16 << 10) + 1]).await.unwrap_err();
+            assert!(e.to_string().contains("value of 16385 bytes exceeds"));
+            assert_eq!(
+                s.put(b"", b"v").await.unwrap_err().code(),
+                ErrorCode::InvalidArgument
+            );
+            // Compare-and-set: 0 means "must not exist".
+            let create = |v: &str| Batch {
+                ops: vec![Op::Put {
+                    key: b"cas".to_vec(),
+                    value: v.as_bytes().to_vec(),
+                    expires_at_ms: None,
+                }],
+                conditions: vec![Condition {
+                    key: b"cas".to_vec(),
+                    expected_version: 0,
+                }],
+            };
+            let v1 = match s.write(create("one")).await.unwrap() {
+                Outcome::Committed { version, .. } => version,
+                o => panic!("{o:?}"),
+            };
+            assert_eq!(
+                s.write(create("two")).await.unwrap(),
+                Outcome::ConditionFailed {
+                    key: b"cas".to_vec(),
+                    current_version: v1
+                }
+            );
+            let upd = Batch {
+                ops: vec![Op::Put {
+                    key: b"cas".to_vec(),
+                    value: b"two".to_vec(),
+                    expires_at_ms: None,
+                }],
+                conditions: vec![Condition {
+                    key: b"cas".to_vec(),
+                    expected_version: v1,
+                }],
+            };
+            assert!(matches!(
+                s.write(upd.clone()).await.unwrap(),
+                Outcome::Committed { .. }
+            ));
+            assert!(matches!(
+                s.write(upd).await.unwrap(),
+                Outcome::ConditionFailed { .. }
+            ));
+            assert_eq!(s.reader().get(b"cas").unwrap().unwrap().value, b"two");
+            // The failed batches and invalid writes left nothing behind.
+            assert_eq!(s.reader().len(), 1);
+            // Expiry: an expired key reads as absent and can be created again.
+            s.write(Batch {
+                ops: vec![Op::Put {
+                    key: b"ttl".to_vec(),
+                    value: b"x".to_vec(),
+                    expires_at_ms: Some(now_ms() - 1),
+                }],
+                conditions: vec![],
+            })
+            .await
+            .unwrap();
+            assert_eq!(s.reader().get(b"ttl").unwrap(), None);
+            assert!(matches!(
+                s.write(create_key(b"ttl")).await.unwrap(),
+                Outcome::Committed { .. }
+            ));
+        });
+    }
 }
 
 fn create_key(k: &[u8]) -> Batch {
@@ -740,76 +746,80 @@ fn disk_full_fails_writes_cleanly_and_recovers() {
 /// no part of it reappears after a restart.
 #[test]
 fn failed_write_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = small_opts();
-    let faults = FaultInjector::new();
-    IoEngine::Plain.block_on(async {
-        let (mut s, _) = Store::open(
-            dir.path(),
-            opts.clone(),
-            Io::with_faults(IoEngine::Plain, faults.clone()),
-            Arc::new(Clock::new()),
-        )
-        .await
-        .unwrap();
-        s.put(b"a", b"1").await.unwrap();
-        faults.add(FaultRule {
-            op: Some(FaultOp::Write),
-            nth: 1,
-            action: FaultAction::TornWrite(60),
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        let faults = FaultInjector::new();
+        engine.block_on(async {
+            let (mut s, _) = Store::open(
+                dir.path(),
+                opts.clone(),
+                Io::with_faults(engine, faults.clone()),
+                Arc::new(Clock::new()),
+            )
+            .await
+            .unwrap();
+            s.put(b"a", b"1").await.unwrap();
+            faults.add(FaultRule {
+                op: Some(FaultOp::Write),
+                nth: 1,
+                action: FaultAction::TornWrite(60),
+            });
+            let big = Batch {
+                ops: (0..5)
+                    .map(|i| Op::Put {
+                        key: format!("b{i}").into_bytes(),
+                        value: vec![1; 10],
+                        expires_at_ms: None,
+                    })
+                    .collect(),
+                conditions: vec![],
+            };
+            assert!(s.write(big).await.is_err());
+            assert_eq!(s.reader().get(b"b0").unwrap(), None);
+            s.put(b"c", b"3").await.unwrap();
+            drop(s);
+            let s = open(dir.path(), &opts, engine).await.unwrap();
+            assert_eq!(
+                contents(&s).keys().cloned().collect::<Vec<_>>(),
+                vec![b"a".to_vec(), b"c".to_vec()]
+            );
         });
-        let big = Batch {
-            ops: (0..5)
-                .map(|i| Op::Put {
-                    key: format!("b{i}").into_bytes(),
-                    value: vec![1; 10],
-                    expires_at_ms: None,
-                })
-                .collect(),
-            conditions: vec![],
-        };
-        assert!(s.write(big).await.is_err());
-        assert_eq!(s.reader().get(b"b0").unwrap(), None);
-        s.put(b"c", b"3").await.unwrap();
-        drop(s);
-        let s = open(dir.path(), &opts, IoEngine::Plain).await.unwrap();
-        assert_eq!(
-            contents(&s).keys().cloned().collect::<Vec<_>>(),
-            vec![b"a".to_vec(), b"c".to_vec()]
-        );
-    });
+    }
 }
 
 /// After a failed fdatasync the store refuses writes until reopened.
 #[test]
 fn failed_fsync_poisons_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = small_opts();
-    let faults = FaultInjector::new();
-    IoEngine::Plain.block_on(async {
-        let (mut s, _) = Store::open(
-            dir.path(),
-            opts.clone(),
-            Io::with_faults(IoEngine::Plain, faults.clone()),
-            Arc::new(Clock::new()),
-        )
-        .await
-        .unwrap();
-        s.put(b"a", b"1").await.unwrap();
-        faults.add(FaultRule {
-            op: Some(FaultOp::Sync),
-            nth: 1,
-            action: FaultAction::Fail(libc_eio()),
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        let faults = FaultInjector::new();
+        engine.block_on(async {
+            let (mut s, _) = Store::open(
+                dir.path(),
+                opts.clone(),
+                Io::with_faults(engine, faults.clone()),
+                Arc::new(Clock::new()),
+            )
+            .await
+            .unwrap();
+            s.put(b"a", b"1").await.unwrap();
+            faults.add(FaultRule {
+                op: Some(FaultOp::Sync),
+                nth: 1,
+                action: FaultAction::Fail(libc_eio()),
+            });
+            assert!(s.put(b"b", b"2").await.is_err());
+            let e = s.put(b"c", b"3").await.unwrap_err();
+            assert_eq!(e.code(), ErrorCode::Poisoned, "{e}");
+            assert!(s.poisoned().is_some());
+            assert_eq!(s.reader().get(b"a").unwrap().unwrap().value, b"1");
+            drop(s);
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            s.put(b"c", b"3").await.unwrap();
         });
-        assert!(s.put(b"b", b"2").await.is_err());
-        let e = s.put(b"c", b"3").await.unwrap_err();
-        assert_eq!(e.code(), ErrorCode::Poisoned, "{e}");
-        assert!(s.poisoned().is_some());
-        assert_eq!(s.reader().get(b"a").unwrap().unwrap().value, b"1");
-        drop(s);
-        let mut s = open(dir.path(), &opts, IoEngine::Plain).await.unwrap();
-        s.put(b"c", b"3").await.unwrap();
-    });
+    }
 }
 
 fn libc_eio() -> i32 {
@@ -851,103 +861,107 @@ fn checkpoint_opens_as_a_data_directory_with_the_same_contents() {
 
 #[test]
 fn stats_account_live_and_dead_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = small_opts();
-    IoEngine::Plain.block_on(async {
-        let mut s = open(dir.path(), &opts, IoEngine::Plain).await.unwrap();
-        for round in 0..4u32 {
-            for i in 0..400u32 {
-                s.put(
-                    format!("k{i:04}").as_bytes(),
-                    format!("value-{round}-{i:04}").as_bytes(),
-                )
-                .await
-                .unwrap();
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            for round in 0..4u32 {
+                for i in 0..400u32 {
+                    s.put(
+                        format!("k{i:04}").as_bytes(),
+                        format!("value-{round}-{i:04}").as_bytes(),
+                    )
+                    .await
+                    .unwrap();
+                }
             }
-        }
-        let st = s.stats();
-        assert_eq!(st.keys, 400);
-        let rec = flashkv::storage::format::record_len(5, 12, false) as u64;
-        assert_eq!(st.live_bytes, 400 * rec);
-        assert_eq!(st.dead_bytes, 1200 * rec);
-        assert!(st.segments.len() >= 2);
-        assert!(st.index_bytes > 400 * 5);
-        assert_eq!(st.batches, 1600);
-        assert!(s.merge_now(true).await.unwrap());
-        let st = s.stats();
-        assert_eq!(st.keys, 400);
-        assert_eq!(st.merges, 1);
-        assert!(st.bytes_reclaimed > 0);
-        let sealed_dead: u64 = st
-            .segments
-            .iter()
-            .filter(|x| !x.active)
-            .map(|x| x.dead_bytes)
-            .sum();
-        assert_eq!(sealed_dead, 0, "{:?}", st.segments);
-        s.close().await.unwrap();
-        // Recovery computes the same accounting from hints.
-        let s = open(dir.path(), &opts, IoEngine::Plain).await.unwrap();
-        let again = s.stats();
-        assert_eq!(again.live_bytes, st.live_bytes);
-        assert_eq!(
-            again.dead_bytes, st.dead_bytes,
-            "{:?}\n{:?}",
-            st.segments, again.segments
-        );
-    });
+            let st = s.stats();
+            assert_eq!(st.keys, 400);
+            let rec = flashkv::storage::format::record_len(5, 12, false) as u64;
+            assert_eq!(st.live_bytes, 400 * rec);
+            assert_eq!(st.dead_bytes, 1200 * rec);
+            assert!(st.segments.len() >= 2);
+            assert!(st.index_bytes > 400 * 5);
+            assert_eq!(st.batches, 1600);
+            assert!(s.merge_now(true).await.unwrap());
+            let st = s.stats();
+            assert_eq!(st.keys, 400);
+            assert_eq!(st.merges, 1);
+            assert!(st.bytes_reclaimed > 0);
+            let sealed_dead: u64 = st
+                .segments
+                .iter()
+                .filter(|x| !x.active)
+                .map(|x| x.dead_bytes)
+                .sum();
+            assert_eq!(sealed_dead, 0, "{:?}", st.segments);
+            s.close().await.unwrap();
+            // Recovery computes the same accounting from hints.
+            let s = open(dir.path(), &opts, engine).await.unwrap();
+            let again = s.stats();
+            assert_eq!(again.live_bytes, st.live_bytes);
+            assert_eq!(
+                again.dead_bytes, st.dead_bytes,
+                "{:?}\n{:?}",
+                st.segments, again.segments
+            );
+        });
+    }
 }
 
 #[test]
 fn scans_are_ordered_bounded_and_reversible() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = small_opts();
-    IoEngine::Plain.block_on(async {
-        let mut s = open(dir.path(), &opts, IoEngine::Plain).await.unwrap();
-        for k in ["a", "b/1", "b/2", "b/3", "c"] {
-            s.put(k.as_bytes(), k.as_bytes()).await.unwrap();
-        }
-        s.delete(b"b/2").await.unwrap();
-        let r = s.reader();
-        let keys = |v: Vec<(Vec<u8>, flashkv::storage::Value)>| {
-            v.into_iter()
-                .map(|(k, _)| String::from_utf8(k).unwrap())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            keys(
-                r.scan(
-                    Bound::Included(b"b/"),
-                    Bound::Excluded(b"b0"),
-                    false,
-                    10,
-                    false
-                )
-                .unwrap()
-            ),
-            ["b/1", "b/3"]
-        );
-        assert_eq!(
-            keys(
-                r.scan(Bound::Unbounded, Bound::Unbounded, true, 3, true)
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            for k in ["a", "b/1", "b/2", "b/3", "c"] {
+                s.put(k.as_bytes(), k.as_bytes()).await.unwrap();
+            }
+            s.delete(b"b/2").await.unwrap();
+            let r = s.reader();
+            let keys = |v: Vec<(Vec<u8>, flashkv::storage::Value)>| {
+                v.into_iter()
+                    .map(|(k, _)| String::from_utf8(k).unwrap())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                keys(
+                    r.scan(
+                        Bound::Included(b"b/"),
+                        Bound::Excluded(b"b0"),
+                        false,
+                        10,
+                        false
+                    )
                     .unwrap()
-            ),
-            ["c", "b/3", "b/1"]
-        );
-        assert_eq!(
-            keys(
-                r.scan(
-                    Bound::Excluded(b"a"),
-                    Bound::Included(b"c"),
-                    false,
-                    100,
-                    false
-                )
-                .unwrap()
-            ),
-            ["b/1", "b/3", "c"]
-        );
-    });
+                ),
+                ["b/1", "b/3"]
+            );
+            assert_eq!(
+                keys(
+                    r.scan(Bound::Unbounded, Bound::Unbounded, true, 3, true)
+                        .unwrap()
+                ),
+                ["c", "b/3", "b/1"]
+            );
+            assert_eq!(
+                keys(
+                    r.scan(
+                        Bound::Excluded(b"a"),
+                        Bound::Included(b"c"),
+                        false,
+                        100,
+                        false
+                    )
+                    .unwrap()
+                ),
+                ["b/1", "b/3", "c"]
+            );
+        });
+    }
 }
 
 /// Concurrent writers through the storage task are committed in groups:
@@ -993,5 +1007,80 @@ fn group_commit_batches_concurrent_writers() {
             assert_eq!(h.reader().len(), 1600);
         });
         t.shutdown().unwrap();
+    }
+}
+
+/// The storage task starts merges by itself: on the garbage ratio of a
+/// sealed segment, and on a schedule.
+#[test]
+fn merge_triggers_fire_without_being_asked() {
+    use flashkv::storage::{MergePolicy, StoreThread};
+    let policies = [
+        (
+            "garbage ratio",
+            MergePolicy {
+                min_garbage_ratio: 0.3,
+                ..MergePolicy::default()
+            },
+        ),
+        (
+            "schedule",
+            MergePolicy {
+                min_garbage_ratio: 1.0,
+                min_reclaimable_bytes: u64::MAX,
+                interval: Some(std::time::Duration::from_secs(1)),
+                ..MergePolicy::default()
+            },
+        ),
+    ];
+    for engine in engines() {
+        for (what, merge) in policies.clone() {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = StoreOptions {
+                merge,
+                sync: SyncPolicy::None,
+                ..small_opts()
+            };
+            let t = StoreThread::spawn(
+                dir.path().to_path_buf(),
+                opts,
+                Io::new(engine),
+                Arc::new(Clock::new()),
+            )
+            .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let h = t.handle.clone();
+            let merged = rt.block_on(async move {
+                // Overwrite the same keys so that sealed segments fill with garbage.
+                for round in 0..6u32 {
+                    for i in 0..300u32 {
+                        h.put(
+                            format!("k{i:03}").as_bytes(),
+                            format!("round {round} {}", "x".repeat(80)).as_bytes(),
+                        )
+                        .await
+                        .unwrap();
+                    }
+                }
+                for _ in 0..60 {
+                    let st = h.stats().await.unwrap();
+                    if st.merges > 0 {
+                        assert_eq!(h.reader().len(), 300);
+                        assert_eq!(
+                            h.reader().get(b"k007").unwrap().unwrap().value,
+                            format!("round 5 {}", "x".repeat(80)).into_bytes()
+                        );
+                        return true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                false
+            });
+            assert!(merged, "{what}: no merge within 6 s on {engine:?}");
+            t.shutdown().unwrap();
+        }
     }
 }

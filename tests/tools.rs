@@ -47,6 +47,7 @@ impl Daemon {
                 "--log-level",
                 "warn",
             ])
+            .args(engine_flag())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -72,6 +73,14 @@ impl Daemon {
         assert!(self.child.wait().unwrap().success());
         std::mem::forget(self);
     }
+}
+
+/// `--io-engine X` when FLASHKV_TEST_IO_ENGINE=X (make test runs these
+/// tests on each engine).
+fn engine_flag() -> Vec<String> {
+    std::env::var("FLASHKV_TEST_IO_ENGINE")
+        .map(|e| vec!["--io-engine".to_string(), e])
+        .unwrap_or_default()
 }
 
 impl Drop for Daemon {
