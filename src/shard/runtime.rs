@@ -73,24 +73,7 @@ fn pin_to_core(core: usize) {
 impl Daemon {
     /// Starts the daemon described by `cfg`.
     pub fn start(cfg: Config) -> Result<Daemon> {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .map_err(|e| Error::io("create directory", &cfg.data_dir, e))?;
-        let lock_path = cfg.data_dir.join("LOCK");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    path: cfg.data_dir.clone(),
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
-        }
+        let lock = crate::storage::store::lock_dir(&cfg.data_dir)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let stored = manifest::read(&cfg.data_dir)?;
         let partitioner = manifest::reconcile(

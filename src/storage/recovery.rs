@@ -208,23 +208,7 @@ impl Store {
         clock: Arc<Clock>,
     ) -> Result<(Store, RecoveryReport)> {
         opts.validate()?;
-        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-        let lock_path = dir.join("LOCK");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    path: dir.to_path_buf(),
-                });
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
-        }
+        let lock = crate::storage::store::lock_dir(dir)?;
         let mut report = RecoveryReport::default();
         finish_merges(dir, &io, &mut report)?;
 
@@ -471,17 +455,7 @@ impl Store {
                 next_id += 1;
                 let (file, seg) = create_segment(dir, &io, &opts, id, SegmentKind::Log).await?;
                 table = table.with(Arc::new(seg));
-                segs.insert(
-                    id,
-                    SegState {
-                        kind: SegmentKind::Log,
-                        len: SEGMENT_HEADER_LEN as u64,
-                        live_bytes: 0,
-                        min_version: 0,
-                        max_version: 0,
-                        has_hint: false,
-                    },
-                );
+                segs.insert(id, SegState::new_log());
                 Active {
                     id,
                     file,

@@ -74,6 +74,18 @@ impl Op {
             Op::Put { key, .. } | Op::Delete { key } => key,
         }
     }
+
+    /// Bytes of the record this op writes.
+    pub fn record_len(&self) -> u64 {
+        (match self {
+            Op::Put {
+                key,
+                value,
+                expires_at_ms,
+            } => format::record_len(key.len(), value.len(), expires_at_ms.is_some()),
+            Op::Delete { key } => format::record_len(key.len(), 0, false),
+        }) as u64
+    }
 }
 
 /// A precondition of a batch: `key` must be at `expected_version`
@@ -167,6 +179,18 @@ pub(crate) struct SegState {
 }
 
 impl SegState {
+    /// The state of a freshly created log segment (header only).
+    pub(crate) fn new_log() -> SegState {
+        SegState {
+            kind: SegmentKind::Log,
+            len: SEGMENT_HEADER_LEN as u64,
+            live_bytes: 0,
+            min_version: 0,
+            max_version: 0,
+            has_hint: false,
+        }
+    }
+
     pub(crate) fn dead_bytes(&self) -> u64 {
         self.len
             .saturating_sub(SEGMENT_HEADER_LEN as u64 + self.live_bytes)
@@ -521,18 +545,7 @@ impl Store {
                 )));
             }
         }
-        let total: u64 = batch
-            .ops
-            .iter()
-            .map(|op| match op {
-                Op::Put {
-                    key,
-                    value,
-                    expires_at_ms,
-                } => format::record_len(key.len(), value.len(), expires_at_ms.is_some()),
-                Op::Delete { key } => format::record_len(key.len(), 0, false),
-            } as u64)
-            .sum();
+        let total: u64 = batch.ops.iter().map(|op| op.record_len()).sum();
         if total + SEGMENT_HEADER_LEN as u64 > self.opts.segment_size {
             return Err(Error::InvalidArgument(format!(
                 "batch of {total} bytes does not fit in one segment ({} bytes)",
@@ -690,17 +703,7 @@ impl Store {
                     }
                 })
                 .collect();
-            let size: u64 = writes
-                .iter()
-                .map(|op| match op {
-                    Op::Put {
-                        key,
-                        value,
-                        expires_at_ms,
-                    } => format::record_len(key.len(), value.len(), expires_at_ms.is_some()),
-                    Op::Delete { key } => format::record_len(key.len(), 0, false),
-                } as u64)
-                .sum();
+            let size: u64 = writes.iter().map(|op| op.record_len()).sum();
             if base + buf.len() as u64 + size > self.opts.segment_size {
                 need_seal = true;
                 break;
@@ -936,17 +939,7 @@ impl Store {
             },
         );
         drop(old.file);
-        self.segs.insert(
-            id,
-            SegState {
-                kind: SegmentKind::Log,
-                len: SEGMENT_HEADER_LEN as u64,
-                live_bytes: 0,
-                min_version: 0,
-                max_version: 0,
-                has_hint: false,
-            },
-        );
+        self.segs.insert(id, SegState::new_log());
         let guard = crossbeam_epoch::pin();
         let table = self.shared.segments.load(&guard).with(Arc::new(seg));
         self.shared.segments.replace(table, &guard);
@@ -1278,6 +1271,26 @@ pub(crate) fn build_log_hint(
         max_version: hi.max(max_version),
     };
     Ok(hint::encode(meta, &mut recs))
+}
+
+/// Takes the exclusive lock (`flock` on `LOCK`) of a directory, creating it
+/// if needed; another holder makes this fail with [`Error::Locked`].
+pub fn lock_dir(dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    let lock_path = dir.join("LOCK");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io("open", &lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", &lock_path, e)),
+    }
 }
 
 /// Temp file, write, fsync, rename, directory fsync — with std I/O, for the
