@@ -36,6 +36,20 @@ bench unary-put-always --keys 1000000 --connections 4 --inflight 16 --read-ratio
 bench pipeline-90-10 --mode pipeline --keys 1000000 --connections 4 --inflight 256 --read-ratio 0.9
 stop
 
+# Foreground latency while merge runs: a 50/50 get/put load with 32 MiB
+# segments so that overwrites leave sealed garbage, once without and once
+# with a compaction (rate-limited to the default 128 MiB/s) started 1 s into
+# the measurement.
+start "$work/merge" --sync always --segment-size-mb 32
+"$BIN/flashkv-bench" --addr "$ADDR" --quiet --preload --keys 1000000 --duration 0.1 --warmup 0 --read-ratio 1 >/dev/null
+"$BIN/flashkv-bench" --addr "$ADDR" --quiet --preload --keys 1000000 --duration 0.1 --warmup 0 --read-ratio 1 >/dev/null
+bench mixed-no-merge --keys 1000000 --connections 2 --inflight 4 --read-ratio 0.5 --warmup 1
+( sleep 2; "$BIN/flashkv-ctl" --addr "$ADDR" compact > "$OUT/compact.txt" ) &
+bench mixed-during-merge --keys 1000000 --connections 2 --inflight 4 --read-ratio 0.5 --warmup 1
+wait %2 2>/dev/null || true
+cat "$OUT/compact.txt"
+stop
+
 start "$work/bulk" --sync always
 bench bulkload-always --mode bulk --keys 100000000 --connections 4 --warmup 1
 stop
@@ -46,6 +60,7 @@ out = sys.argv[1]
 def j(n): return json.load(open(os.path.join(out, n + ".json")))
 rows = [("unary Get, 64 in flight", "unary-get"), ("unary Get, 8 in flight (about half the peak)", "unary-get-8-inflight"),
         ("unary Put, sync=always, 64 in flight", "unary-put-always"), ("Pipeline, 4 streams, 90/10 get/put", "pipeline-90-10"),
+        ("50/50 get/put, 8 in flight, no merge", "mixed-no-merge"), ("the same while a merge runs", "mixed-during-merge"),
         ("BulkLoad, sync=always, 4 streams", "bulkload-always")]
 print("| measurement | ops/s | p50 us | p99 us | p99.9 us |")
 print("|---|---|---|---|---|")
