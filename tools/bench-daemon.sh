@@ -39,8 +39,9 @@ stop
 # Foreground latency while merge runs: a 50/50 get/put load with 32 MiB
 # segments so that overwrites leave sealed garbage, once without and once
 # with a compaction (rate-limited to the default 128 MiB/s) started 1 s into
-# the measurement.
-start "$work/merge" --sync always --segment-size-mb 32
+# the measurement. Automatic merge triggers are off here, so the baseline
+# has no merge and the compaction has all the garbage to rewrite.
+start "$work/merge" --sync always --segment-size-mb 32 --merge-garbage-ratio 1 --merge-reclaimable-mb 1000000
 "$BIN/flashkv-bench" --addr "$ADDR" --quiet --preload --keys 1000000 --duration 0.1 --warmup 0 --read-ratio 1 >/dev/null
 "$BIN/flashkv-bench" --addr "$ADDR" --quiet --preload --keys 1000000 --duration 0.1 --warmup 0 --read-ratio 1 >/dev/null
 bench mixed-no-merge --keys 1000000 --connections 2 --inflight 4 --read-ratio 0.5 --warmup 1

@@ -322,55 +322,6 @@ impl Io {
     }
 }
 
-/// fdatasyncs one file without borrowing its writer. On io_uring it is a
-/// second descriptor of the file, so the storage task keeps writing while
-/// an fdatasync is in flight; on the plain engine it is a blocking call.
-#[derive(Clone)]
-pub struct Syncer {
-    inner: SyncerImpl,
-    path: PathBuf,
-    io: Io,
-}
-
-#[derive(Clone)]
-enum SyncerImpl {
-    Uring(std::rc::Rc<tokio_uring::fs::File>),
-    Plain(Arc<File>),
-}
-
-impl Io {
-    /// A [`Syncer`] for the file at `path`.
-    pub fn syncer(&self, path: &Path) -> Result<Syncer> {
-        let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
-        let inner = match self.engine {
-            IoEngine::Uring => {
-                SyncerImpl::Uring(std::rc::Rc::new(tokio_uring::fs::File::from_std(f)))
-            }
-            IoEngine::Plain => SyncerImpl::Plain(Arc::new(f)),
-        };
-        Ok(Syncer {
-            inner,
-            path: path.to_path_buf(),
-            io: self.clone(),
-        })
-    }
-}
-
-impl Syncer {
-    /// fdatasync: everything written to the file before this call is durable
-    /// when it returns Ok.
-    pub async fn sync(&self) -> Result<()> {
-        self.io.gate(FaultOp::Sync, "fdatasync", &self.path)?;
-        let r = match &self.inner {
-            SyncerImpl::Uring(f) => f.sync_data().await,
-            // A blocking call: the plain engine commits inline (handing the
-            // fdatasync to another thread measured slower).
-            SyncerImpl::Plain(f) => f.sync_data(),
-        };
-        r.map_err(|e| Error::io("fdatasync", &self.path, e))
-    }
-}
-
 /// `<path>.tmp`.
 pub fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();

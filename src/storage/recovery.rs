@@ -448,7 +448,6 @@ impl Store {
                 id,
                 file: io.open_rw(&seg_files[&id])?,
                 len,
-                syncer: None,
             },
             None => {
                 let id = next_id;
@@ -460,7 +459,6 @@ impl Store {
                     id,
                     file,
                     len: SEGMENT_HEADER_LEN as u64,
-                    syncer: None,
                 }
             }
         };
@@ -480,8 +478,6 @@ impl Store {
             clock,
             poisoned: None,
             unsynced: false,
-            writes_issued: 0,
-            writes_synced: 0,
             buf: Vec::new(),
             hint_threads: Vec::new(),
             merge: None,

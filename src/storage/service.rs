@@ -4,18 +4,9 @@
 //! The task owns the [`Store`] on the shard thread. Requests arrive on a
 //! bounded channel (backpressure: senders wait when it is full). Each turn of
 //! the loop takes one write and every other write already queued (up to
-//! [`MAX_GROUP`]) and writes them as one group with one write.
-//!
-//! Under `sync=always` on io_uring the commit is pipelined: a group is written as soon
-//! as it arrives, even while an fdatasync is in flight; when that fdatasync
-//! completes, the groups it covered are published to the index and answered,
-//! and the next fdatasync starts at once, covering every group written
-//! meanwhile. The fdatasync runs on a second io_uring descriptor of the
-//! segment, so the task keeps accepting and writing. (The plain engine
-//! writes and syncs each group inline: its fdatasync blocks, and handing it
-//! to another thread measured slower.) A batch that reads state (a condition or a delete)
-//! waits until every earlier group is published, so it never decides on
-//! writes that are not yet durable.
+//! [`MAX_GROUP`]), and commits them with one write and one fdatasync: while
+//! an fdatasync is in flight, the next group queues up behind it, so
+//! throughput grows with the number of concurrent writers.
 //!
 //! Timers in the same loop run the `interval` sync policy, merge steps (a
 //! bounded number of bytes every [`MERGE_TICK`], so merge runs at its
@@ -26,18 +17,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::future::Future;
-use std::pin::Pin;
-
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::storage::io::{Io, IoEngine};
 use crate::storage::options::{StoreOptions, SyncPolicy};
-use crate::storage::store::{
-    Batch, Op, Outcome, RecoveryReport, Staged, Store, StoreReader, StoreStats,
-};
+use crate::storage::store::{Batch, Outcome, RecoveryReport, Store, StoreReader, StoreStats};
 
 /// Most batches committed together.
 pub const MAX_GROUP: usize = 1024;
@@ -130,170 +116,6 @@ impl StoreHandle {
     }
 }
 
-type Reply = oneshot::Sender<Result<Outcome>>;
-
-/// A written group waiting for an fdatasync, with the answers it will give.
-struct Waiting {
-    staged: Staged,
-    replies: Vec<(Reply, Outcome)>,
-}
-
-/// The pipelined commit of `sync=always`; see the module docs.
-#[derive(Default)]
-struct Pipe {
-    /// Groups the in-flight fdatasync covers, and how many writes it covers.
-    syncing: Vec<Waiting>,
-    covered: u64,
-    /// Groups written since the in-flight fdatasync started.
-    next: Vec<Waiting>,
-}
-
-type SyncFuture = Pin<Box<dyn Future<Output = Result<()>>>>;
-
-impl Pipe {
-    /// Starts an fdatasync for the groups written so far, if none is running.
-    fn start(&mut self, store: &mut Store, fut: &mut Option<SyncFuture>) {
-        if fut.is_some() || self.next.is_empty() {
-            return;
-        }
-        match store.syncer() {
-            Ok(syncer) => {
-                self.covered = store.writes_issued();
-                self.syncing = std::mem::take(&mut self.next);
-                *fut = Some(Box::pin(async move { syncer.sync().await }));
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                for w in self.next.drain(..) {
-                    for (reply, _) in w.replies {
-                        let _ =
-                            reply.send(Err(Error::Unavailable(format!("cannot fdatasync: {msg}"))));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Books a finished fdatasync: publishes and answers what it covered.
-    fn finish(&mut self, store: &mut Store, r: Result<()>) {
-        match store.sync_finished(self.covered, r) {
-            Ok(()) => {
-                for w in self.syncing.drain(..) {
-                    store.publish_staged(w.staged);
-                    for (reply, outcome) in w.replies {
-                        let _ = reply.send(Ok(outcome));
-                    }
-                }
-            }
-            Err(e) => {
-                // Neither these groups nor the ones written after them can be
-                // known durable: all fail, and the store refuses writes.
-                let msg = e.to_string();
-                for w in self.syncing.drain(..).chain(self.next.drain(..)) {
-                    for (reply, _) in w.replies {
-                        let _ = reply.send(Err(Error::Poisoned { cause: msg.clone() }));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Waits until every written group is durable and published.
-    async fn drain(&mut self, store: &mut Store, fut: &mut Option<SyncFuture>) {
-        loop {
-            if let Some(f) = fut.as_mut() {
-                let r = f.await;
-                *fut = None;
-                self.finish(store, r);
-            } else if !self.next.is_empty() {
-                self.start(store, fut);
-            } else {
-                return;
-            }
-        }
-    }
-
-    /// Writes a group of batches; committed batches are answered once durable.
-    async fn write(
-        &mut self,
-        store: &mut Store,
-        fut: &mut Option<SyncFuture>,
-        batches: Vec<Batch>,
-        replies: Vec<Reply>,
-    ) {
-        let reads = batches.iter().any(|b| {
-            !b.conditions.is_empty() || b.ops.iter().any(|o| matches!(o, Op::Delete { .. }))
-        });
-        if reads {
-            self.drain(store, fut).await;
-        }
-        let mut replies: Vec<Option<Reply>> = replies.into_iter().map(Some).collect();
-        let mut results: Vec<Option<Result<Outcome>>> = (0..batches.len()).map(|_| None).collect();
-        let mut start = 0;
-        while start < batches.len() {
-            match store.stage_subgroup(&batches, start, &mut results).await {
-                Ok((staged, next, need_seal)) => {
-                    let mut waiting = Vec::new();
-                    for i in start..next {
-                        let reply = replies[i].take().expect("each batch is answered once");
-                        match results[i].take() {
-                            Some(Ok(outcome @ Outcome::Committed { .. }))
-                                if staged.committed.contains(&i) =>
-                            {
-                                waiting.push((reply, outcome));
-                            }
-                            Some(r) => {
-                                let _ = reply.send(r);
-                            }
-                            None => {
-                                let _ = reply.send(Err(Error::Unavailable(
-                                    "batch was not processed".into(),
-                                )));
-                            }
-                        }
-                    }
-                    if staged.written {
-                        self.next.push(Waiting {
-                            staged,
-                            replies: waiting,
-                        });
-                        self.start(store, fut);
-                    } else {
-                        store.publish_staged(staged);
-                        for (reply, outcome) in waiting {
-                            let _ = reply.send(Ok(outcome));
-                        }
-                    }
-                    start = next;
-                    if need_seal {
-                        self.drain(store, fut).await;
-                        if let Err(e) = store.rotate().await {
-                            fail_rest(&mut replies, start, &e);
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    fail_rest(&mut replies, start, &e);
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn fail_rest(replies: &mut [Option<Reply>], from: usize, e: &Error) {
-    let msg = e.to_string();
-    for r in replies[from..].iter_mut().filter_map(Option::take) {
-        let _ = r.send(Err(match e {
-            Error::Poisoned { cause } => Error::Poisoned {
-                cause: cause.clone(),
-            },
-            _ => Error::Unavailable(msg.clone()),
-        }));
-    }
-}
-
 /// Runs the storage task until every handle is dropped, then closes the
 /// store (syncing what is unsynced).
 pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<()> {
@@ -313,15 +135,6 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
     let schedule = store.options().merge.interval;
     let mut last_scheduled = Instant::now();
     let mut compact_waiters: Vec<oneshot::Sender<Result<bool>>> = Vec::new();
-    // Measured on this machine (benches/storage.rs durable_put, same run):
-    // pipelining gains 13% at 64 writers on io_uring, whose fdatasync is
-    // asynchronous anyway; on the plain engine the hand-off of every
-    // fdatasync to the blocking pool costs more than the overlap gains (-11%),
-    // so that engine commits inline.
-    let pipelined =
-        store.options().sync == SyncPolicy::Always && store.io().engine() == IoEngine::Uring;
-    let mut pipe = Pipe::default();
-    let mut sync_fut: Option<SyncFuture> = None;
     let mut compact_ran = false;
 
     let mut batches = Vec::with_capacity(MAX_GROUP);
@@ -344,17 +157,11 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                         next = rx.try_recv().ok();
                     }
                 }
-                if !batches.is_empty() && pipelined {
-                    pipe.write(&mut store, &mut sync_fut, std::mem::take(&mut batches), std::mem::take(&mut replies)).await;
-                } else if !batches.is_empty() {
+                if !batches.is_empty() {
                     let outcomes = store.write_group(std::mem::take(&mut batches)).await;
                     for (reply, outcome) in replies.drain(..).zip(outcomes) {
                         let _ = reply.send(outcome);
                     }
-                }
-                if !others.is_empty() {
-                    // Admin work sees every acknowledged write published.
-                    pipe.drain(&mut store, &mut sync_fut).await;
                 }
                 for cmd in others.drain(..) {
                     match cmd {
@@ -383,11 +190,6 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                         }
                     }
                 }
-            }
-            r = async { match sync_fut.as_mut() { Some(f) => f.await, None => std::future::pending().await } }, if sync_fut.is_some() => {
-                sync_fut = None;
-                pipe.finish(&mut store, r);
-                pipe.start(&mut store, &mut sync_fut);
             }
             _ = sync_tick.tick(), if sync_every.is_some() => {
                 if let Err(e) = store.sync().await {
@@ -426,7 +228,6 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
             }
         }
     }
-    pipe.drain(&mut store, &mut sync_fut).await;
     store.close().await
 }
 

@@ -43,7 +43,7 @@ use crate::storage::format::{
     SegmentKind,
 };
 use crate::storage::hint::{self, HintMeta, HintRecord};
-use crate::storage::io::{DataFile, Io, Syncer, tmp_path};
+use crate::storage::io::{DataFile, Io, tmp_path};
 use crate::storage::merge::MergeJob;
 use crate::storage::options::{StoreOptions, SyncPolicy};
 use crate::storage::segment::{Segment, SegmentSet, hint_file_name, segment_file_name};
@@ -409,8 +409,6 @@ pub(crate) struct Active {
     pub id: u32,
     pub file: DataFile,
     pub len: u64,
-    /// fdatasyncs the segment without borrowing `file` (opened on first use).
-    pub syncer: Option<Syncer>,
 }
 
 /// Records written to the active segment and not yet published.
@@ -438,9 +436,6 @@ pub struct Store {
     pub(crate) clock: Arc<Clock>,
     pub(crate) poisoned: Option<String>,
     pub(crate) unsynced: bool,
-    /// Appends issued, and how many of them a finished fdatasync covered.
-    pub(crate) writes_issued: u64,
-    pub(crate) writes_synced: u64,
     pub(crate) buf: Vec<u8>,
     pub(crate) hint_threads: Vec<JoinHandle<()>>,
     pub(crate) merge: Option<MergeJob>,
@@ -594,16 +589,14 @@ impl Store {
         results: &mut [Option<Result<Outcome>>],
     ) -> Result<usize> {
         let (staged, next, need_seal) = self.stage_subgroup(batches, start, results).await?;
-        if staged.written && self.opts.sync == SyncPolicy::Always {
-            let syncer = self.syncer()?;
-            let covered = self.writes_issued;
-            let r = syncer.sync().await;
-            if let Err(e) = self.sync_finished(covered, r) {
-                for &i in &staged.committed {
-                    results[i] = None;
-                }
-                return Err(e);
+        if staged.written
+            && self.opts.sync == SyncPolicy::Always
+            && let Err(e) = self.sync_active().await
+        {
+            for &i in &staged.committed {
+                results[i] = None;
             }
+            return Err(e);
         }
         self.publish_staged(staged);
         if need_seal {
@@ -616,7 +609,7 @@ impl Store {
     /// writes them (no fdatasync, nothing published yet). Returns the staged
     /// records, the index of the first batch not handled, and whether the
     /// active segment must be sealed before that batch.
-    pub(crate) async fn stage_subgroup(
+    async fn stage_subgroup(
         &mut self,
         batches: &[Batch],
         start: usize,
@@ -802,43 +795,13 @@ impl Store {
 
     /// Publishes staged records to the index (after they are durable under
     /// `sync=always`).
-    pub(crate) fn publish_staged(&mut self, staged: Staged) {
+    fn publish_staged(&mut self, staged: Staged) {
         for p in &staged.planned {
             let key = &staged.buf[p.key_range.0..p.key_range.1];
             self.publish(key, p.entry, staged.segment);
         }
         self.stats.batches += staged.committed.len() as u64;
         self.buf = staged.buf;
-    }
-
-    /// A handle that fdatasyncs the active segment without borrowing the store.
-    pub(crate) fn syncer(&mut self) -> Result<Syncer> {
-        if self.active.syncer.is_none() {
-            self.active.syncer = Some(self.io.syncer(self.active.file.path())?);
-        }
-        Ok(self.active.syncer.clone().expect("just set"))
-    }
-
-    /// Books the result of an fdatasync that covered the first `covered`
-    /// writes: on failure the store refuses writes until restart.
-    pub(crate) fn sync_finished(&mut self, covered: u64, r: Result<()>) -> Result<()> {
-        self.stats.log_syncs += 1;
-        match r {
-            Ok(()) => {
-                self.writes_synced = self.writes_synced.max(covered);
-                self.unsynced = self.writes_synced < self.writes_issued;
-                Ok(())
-            }
-            Err(e) => {
-                self.poisoned = Some(e.to_string());
-                Err(e)
-            }
-        }
-    }
-
-    /// Writes issued to the active segment so far (for `sync_finished`).
-    pub(crate) fn writes_issued(&self) -> u64 {
-        self.writes_issued
     }
 
     fn expired_at(&self, key: &[u8], e: &Entry, now: u64) -> bool {
@@ -866,7 +829,6 @@ impl Store {
             }
             return (Err(e), buf);
         }
-        self.writes_issued += 1;
         self.unsynced = true;
         self.active.len = pos + buf.len() as u64;
         self.stats.bytes_written += buf.len() as u64;
@@ -879,10 +841,14 @@ impl Store {
     }
 
     async fn sync_active(&mut self) -> Result<()> {
-        let syncer = self.syncer()?;
-        let covered = self.writes_issued;
-        let r = syncer.sync().await;
-        self.sync_finished(covered, r)
+        self.stats.log_syncs += 1;
+        if let Err(e) = self.active.file.sync_data().await {
+            // What reached the disk is unknown: refuse writes until restart.
+            self.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        self.unsynced = false;
+        Ok(())
     }
 
     /// fdatasync of the active segment if anything was written since the last
@@ -935,7 +901,6 @@ impl Store {
                 id,
                 file,
                 len: SEGMENT_HEADER_LEN as u64,
-                syncer: None,
             },
         );
         drop(old.file);
