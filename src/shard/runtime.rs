@@ -289,10 +289,18 @@ impl ShardCtx {
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter.set_serving::<KvServer<KvService>>().await;
         reporter.set_serving::<AdminServer<AdminService>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Reflection in both versions: grpcurl asks v1 first, older tools and
+        // grpcio-reflection speak v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
             .build_v1()
+            .map_err(|e| Error::Config(format!("reflection service: {e}")))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
             .map_err(|e| Error::Config(format!("reflection service: {e}")))?;
         let mut shutdown = self.shutdown.clone();
         let signal = async move {
@@ -301,7 +309,8 @@ impl ShardCtx {
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(health)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(kv)
             .add_service(admin)
             .serve_with_incoming_shutdown(incoming, signal)

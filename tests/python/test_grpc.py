@@ -103,3 +103,19 @@ def test_pipeline_stream(stubs):
         ids[r.id] = r
     assert len(ids) == 301
     assert all(ids[i].put.version > 0 for i in range(300))
+
+
+def test_reflection_and_health_for_stock_tools(daemon):
+    """Server reflection lists the services (what grpcurl and friends use),
+    and the standard health service reports SERVING."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    channel = grpc.insecure_channel(daemon)
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for r in responses for s in r.list_services_response.service}
+    assert {"flashkv.v1.KV", "flashkv.v1.Admin", "grpc.health.v1.Health"} <= names, names
+    health = health_pb2_grpc.HealthStub(channel)
+    status = health.Check(health_pb2.HealthCheckRequest(service="flashkv.v1.KV")).status
+    assert status == health_pb2.HealthCheckResponse.SERVING
