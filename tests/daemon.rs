@@ -99,6 +99,25 @@ impl Drop for Daemon {
     }
 }
 
+/// Every file and directory below `dir` is accessible by its owner only.
+fn assert_owner_only(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut seen = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", p.display());
+            seen += 1;
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    assert!(seen >= 6, "expected data files below {}", dir.display());
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -444,6 +463,7 @@ fn every_rpc_works_against_the_daemon() {
             .into_inner();
         assert_eq!(g.value, b"0123456789");
         assert_eq!(d2.stop(), 0);
+        assert_owner_only(&target);
     });
     assert_eq!(d.stop(), 0);
 }
@@ -534,6 +554,7 @@ fn restart_keeps_data_and_refuses_mismatched_settings_and_second_daemon() {
         kv.delete(DeleteRequest { key: "k7".into() }).await.unwrap();
     });
     assert_eq!(d.stop(), 0, "graceful shutdown exits 0");
+    assert_owner_only(dir.path());
     let err = Daemon::try_start(dir.path(), &["--shards", "3"])
         .err()
         .expect("shard count mismatch must be refused");

@@ -519,8 +519,7 @@ impl Admin for AdminService {
                 path.display()
             )));
         }
-        std::fs::create_dir_all(&path)
-            .map_err(|e| status(Error::io("create directory", &path, e)))?;
+        crate::storage::store::create_private_dir(&path).map_err(status)?;
         crate::shard::manifest::write(&path, self.router.partitioner()).map_err(status)?;
         for i in 0..self.router.shard_count() {
             self.router

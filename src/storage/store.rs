@@ -30,6 +30,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::ops::Bound;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -1002,7 +1003,7 @@ impl Store {
             )));
         }
         self.sync().await?;
-        std::fs::create_dir_all(target).map_err(|e| Error::io("create directory", target, e))?;
+        create_private_dir(target)?;
         for (&id, _) in self.segs.iter().filter(|(id, _)| **id != self.active.id) {
             for name in [segment_file_name(id), hint_file_name(id)] {
                 let src = self.dir.join(&name);
@@ -1238,12 +1239,23 @@ pub(crate) fn build_log_hint(
     Ok(hint::encode(meta, &mut recs))
 }
 
+/// Creates a directory (and its parents) readable by the owner only.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io("create directory", dir, e))
+}
+
 /// Takes the exclusive lock (`flock` on `LOCK`) of a directory, creating it
 /// if needed; another holder makes this fail with [`Error::Locked`].
 pub fn lock_dir(dir: &Path) -> Result<File> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    create_private_dir(dir)?;
     let lock_path = dir.join("LOCK");
     let lock = std::fs::OpenOptions::new()
+        .mode(0o600)
         .create(true)
         .truncate(false)
         .write(true)
@@ -1264,6 +1276,7 @@ pub(crate) fn write_file_atomic_std(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp = tmp_path(path);
     let mut f = std::fs::OpenOptions::new()
+        .mode(0o600)
         .write(true)
         .create(true)
         .truncate(true)
@@ -1283,7 +1296,12 @@ pub(crate) fn write_file_atomic_std(path: &Path, bytes: &[u8]) -> Result<()> {
 fn copy_prefix(src: &Path, dst: &Path, len: u64) -> Result<()> {
     use std::io::{Read, Write};
     let f = File::open(src).map_err(|e| Error::io("open", src, e))?;
-    let mut out = File::create(dst).map_err(|e| Error::io("create", dst, e))?;
+    let mut out = std::fs::OpenOptions::new()
+        .mode(0o600)
+        .write(true)
+        .create_new(true)
+        .open(dst)
+        .map_err(|e| Error::io("create", dst, e))?;
     let mut take = f.take(len);
     let mut buf = vec![0u8; 1 << 20];
     loop {
