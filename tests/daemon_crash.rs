@@ -1,0 +1,302 @@
+//! Crash harness of the real daemon over gRPC: several clients write
+//! (unary puts and atomic Write batches) against `flashkv --sync always`,
+//! the daemon is killed with SIGKILL at a random moment, restarted on the
+//! same directory, and every acknowledged write must be there with its
+//! value; no value appears that was never written, and every batch is all
+//! or nothing. Small segments and an eager merge trigger make seals and
+//! merges happen during the run.
+//!
+//! `FLASHKV_DAEMON_CRASH_CYCLES` sets the cycle count (default 20, the smoke
+//! run of `make test`; `make test-crash` runs 100).
+
+// Test helpers unwrap: a panic is a failed test with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flashkv::api::grpc::proto::admin_client::AdminClient;
+use flashkv::api::grpc::proto::kv_client::KvClient;
+use flashkv::api::grpc::proto::*;
+use tonic::transport::Channel;
+
+const PUT_KEYS: u64 = 200;
+const GROUPS: usize = 20;
+
+/// The daemon process, killed when dropped (also when a check fails).
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path) -> (Daemon, String) {
+    let mut args = vec![
+        "--data-dir".to_string(),
+        dir.to_str().unwrap().to_string(),
+        "--grpc-addr".into(),
+        "127.0.0.1:0".into(),
+        "--no-pin".into(),
+        "--shards".into(),
+        "2".into(),
+        "--sync".into(),
+        "always".into(),
+        "--segment-size-mb".into(),
+        "1".into(),
+        "--max-value-size".into(),
+        "65536".into(),
+        "--merge-garbage-ratio".into(),
+        "0.3".into(),
+        "--log-level".into(),
+        "error".into(),
+    ];
+    if let Ok(e) = std::env::var("FLASHKV_TEST_IO_ENGINE") {
+        args.extend(["--io-engine".to_string(), e]);
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashkv"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("gRPC on ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .expect("daemon ready line")
+        .to_string();
+    (Daemon(child), format!("http://{addr}"))
+}
+
+fn value(key: &str, seq: u64) -> Vec<u8> {
+    format!("{key}:{seq}:{}", "v".repeat((seq % 200) as usize)).into_bytes()
+}
+
+fn seq_of(key: &str, v: &[u8]) -> u64 {
+    let s = std::str::from_utf8(v).expect("UTF-8 value");
+    let mut parts = s.splitn(3, ':');
+    assert_eq!(parts.next(), Some(key), "value {s:?} under key {key}");
+    let seq: u64 = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("sequence number");
+    assert_eq!(
+        v,
+        value(key, seq).as_slice(),
+        "value of {key} was never written"
+    );
+    seq
+}
+
+/// Acknowledged state: the highest acknowledged sequence per key.
+type Acked = Arc<Mutex<HashMap<String, u64>>>;
+
+fn ack(acked: &Acked, key: &str, seq: u64) {
+    let mut m = acked.lock().unwrap();
+    let e = m.entry(key.to_string()).or_insert(0);
+    *e = (*e).max(seq);
+}
+
+/// Groups of three keys that live on one shard, for atomic batches.
+async fn batch_groups(admin: &mut AdminClient<Channel>) -> Vec<Vec<String>> {
+    let mut by_shard: HashMap<u32, Vec<String>> = HashMap::new();
+    let mut i = 0;
+    while by_shard.values().map(|v| v.len() / 3).sum::<usize>() < GROUPS {
+        let k = format!("batch-{i}");
+        let s = admin
+            .shard_of(ShardOfRequest {
+                key: k.clone().into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .shard;
+        by_shard.entry(s).or_default().push(k);
+        i += 1;
+    }
+    by_shard
+        .into_values()
+        .flat_map(|v| v.chunks_exact(3).map(|c| c.to_vec()).collect::<Vec<_>>())
+        .take(GROUPS)
+        .collect()
+}
+
+async fn verify(url: &str, acked: &Acked, groups: &[Vec<String>], batch_acked: &Acked) {
+    let mut kv = KvClient::connect(url.to_string()).await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    for (key, seq) in &acked {
+        let r = kv
+            .get(GetRequest {
+                key: key.clone().into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.found, "acknowledged key {key} (seq {seq}) is missing");
+        assert!(
+            seq_of(key, &r.value) >= *seq,
+            "{key}: acknowledged {seq}, found older"
+        );
+    }
+    let batch_acked = batch_acked.lock().unwrap().clone();
+    for g in groups {
+        let mut seqs = Vec::new();
+        for key in g {
+            let r = kv
+                .get(GetRequest {
+                    key: key.clone().into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            seqs.push(r.found.then(|| seq_of(key, &r.value)));
+        }
+        assert!(
+            seqs.iter().all(|s| *s == seqs[0]),
+            "batch {g:?} is half applied: {seqs:?}"
+        );
+        if let Some(&acked_seq) = batch_acked.get(&g[0]) {
+            assert!(
+                seqs[0].is_some_and(|s| s >= acked_seq),
+                "batch {g:?}: acknowledged {acked_seq}, found {seqs:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sigkill_of_the_daemon_loses_no_acknowledged_write() {
+    let cycles: u64 = std::env::var("FLASHKV_DAEMON_CRASH_CYCLES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let acked: Acked = Arc::default();
+    let batch_acked: Acked = Arc::default();
+    let mut groups = Vec::new();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
+    let mut total = 0u64;
+    for cycle in 0..cycles {
+        let (mut child, url) = start(dir.path());
+        rt.block_on(async {
+            if groups.is_empty() {
+                let mut admin = AdminClient::connect(url.clone()).await.unwrap();
+                groups = batch_groups(&mut admin).await;
+            }
+            // Everything acknowledged before this start must have survived.
+            verify(&url, &acked, &groups, &batch_acked).await;
+        });
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let run = Duration::from_millis(150 + rng % 500);
+        let base = (cycle + 1) * 1_000_000_000;
+        let done = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for w in 0..3u64 {
+                let mut kv = KvClient::connect(url.clone()).await.unwrap();
+                let acked = acked.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut n = 0u64;
+                    for seq in base + w * 10_000_000.. {
+                        let key = format!("put-{w}-{}", seq % PUT_KEYS);
+                        let req = PutRequest {
+                            key: key.clone().into(),
+                            value: value(&key, seq),
+                            ttl_ms: 0,
+                            expected_version: None,
+                        };
+                        if kv.put(req).await.is_err() {
+                            break; // the daemon is gone
+                        }
+                        ack(&acked, &key, seq);
+                        n += 1;
+                    }
+                    n
+                }));
+            }
+            let mut kv = KvClient::connect(url.clone()).await.unwrap();
+            let batch_acked2 = batch_acked.clone();
+            let gs = groups.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                for seq in base + 50_000_000.. {
+                    let g = &gs[(seq as usize) % gs.len()];
+                    let mutations = g
+                        .iter()
+                        .map(|k| Mutation {
+                            op: Some(mutation::Op::Put(PutRequest {
+                                key: k.clone().into(),
+                                value: value(k, seq),
+                                ttl_ms: 0,
+                                expected_version: None,
+                            })),
+                        })
+                        .collect();
+                    if kv.write(WriteRequest { mutations }).await.is_err() {
+                        break;
+                    }
+                    ack(&batch_acked2, &g[0], seq);
+                    n += 1;
+                }
+                n
+            }));
+            tokio::time::sleep(run).await;
+            child.0.kill().unwrap(); // SIGKILL
+            child.0.wait().unwrap();
+            let mut done = 0;
+            for t in tasks {
+                done += t.await.unwrap();
+            }
+            done
+        });
+        assert!(
+            done > 0,
+            "cycle {cycle}: nothing was acknowledged in {run:?}"
+        );
+        total += done;
+        eprintln!(
+            "cycle {cycle}: SIGKILL after {run:?}, {done} acknowledged writes this cycle, {total} in all"
+        );
+    }
+    // A last restart checks the final cycle, and that seals and merges did
+    // happen during the run.
+    let (child, url) = start(dir.path());
+    rt.block_on(async {
+        verify(&url, &acked, &groups, &batch_acked).await;
+        let mut admin = AdminClient::connect(url.clone()).await.unwrap();
+        let stats = admin.stats(StatsRequest {}).await.unwrap().into_inner();
+        // Segment ids only grow: every new segment, merge output and merge
+        // job takes the next one.
+        let max_id = stats
+            .shards
+            .iter()
+            .flat_map(|s| &s.segments)
+            .map(|g| g.id)
+            .max()
+            .unwrap_or(0);
+        eprintln!("after {cycles} cycles: highest segment id {max_id}");
+        if cycles >= 20 {
+            assert!(
+                max_id >= 6,
+                "the run should have sealed and merged segments (highest id {max_id})"
+            );
+        }
+    });
+    drop(child);
+}
