@@ -79,7 +79,7 @@ fn start(dir: &Path) -> (Daemon, String) {
 }
 
 fn value(key: &str, seq: u64) -> Vec<u8> {
-    format!("{key}:{seq}:{}", "v".repeat((seq % 200) as usize)).into_bytes()
+    format!("{key}:{seq}:{}", "v".repeat(500 + (seq % 500) as usize)).into_bytes()
 }
 
 fn seq_of(key: &str, v: &[u8]) -> u64 {

@@ -1084,3 +1084,47 @@ fn merge_triggers_fire_without_being_asked() {
         }
     }
 }
+
+/// A sealed segment cut exactly between two records scans cleanly, so
+/// without its seal record recovery would silently lose its tail while
+/// newer segments survive. It must refuse to start instead (hint or not).
+#[test]
+fn sealed_segment_cut_at_a_record_boundary_refuses_start() {
+    for engine in engines() {
+        for drop_hint in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = small_opts();
+            engine.block_on(async {
+                let mut s = open(dir.path(), &opts, engine).await.unwrap();
+                for i in 0..1500u32 {
+                    s.put(format!("k{i:04}").as_bytes(), &[9u8; 100])
+                        .await
+                        .unwrap();
+                }
+                s.close().await.unwrap();
+            });
+            let segs = segment_files(dir.path());
+            assert!(segs.len() >= 2);
+            let sealed = &segs[0];
+            if drop_hint {
+                std::fs::remove_file(sealed.with_extension("hint")).unwrap();
+            }
+            // Cut off the seal record: what remains ends on a record boundary.
+            let len = std::fs::metadata(sealed).unwrap().len();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(sealed)
+                .unwrap();
+            f.set_len(len - flashkv::storage::format::SEAL_LEN as u64)
+                .unwrap();
+            engine.block_on(async {
+                let err = open(dir.path(), &opts, engine)
+                    .await
+                    .err()
+                    .expect("a cut sealed segment must refuse start-up");
+                assert_eq!(err.code(), ErrorCode::Corruption, "{err}");
+                assert!(err.to_string().contains("seal"), "{err}");
+            });
+        }
+    }
+}

@@ -155,9 +155,19 @@ fn check_shard(dir: &Path, list: bool, report: &mut CheckReport) -> Result<()> {
             }
         }
         let mut pos = SEGMENT_HEADER_LEN;
+        let mut sealed = false;
         while pos < bytes.len() {
             match format::decode_record(&bytes[pos..]) {
                 Ok(rec) => {
+                    if sealed {
+                        r.damage
+                            .push((pos as u64, "a record follows the seal record".into()));
+                    }
+                    sealed = rec.kind == RecordKind::Seal;
+                    if sealed {
+                        pos += rec.len;
+                        continue;
+                    }
                     r.records += 1;
                     match rec.kind {
                         RecordKind::Put => r.puts += 1,
@@ -193,6 +203,12 @@ fn check_shard(dir: &Path, list: bool, report: &mut CheckReport) -> Result<()> {
                     }
                 }
             }
+        }
+        if !sealed && Some(id) != newest_log && r.torn_tail == 0 {
+            r.damage.push((
+                bytes.len() as u64,
+                "segment ends without its seal record (cut short?)".into(),
+            ));
         }
         let hpath = dir.join(hint_file_name(id));
         if hpath.exists() {

@@ -22,7 +22,8 @@
 //! ```text
 //! offset size field
 //!      0    4 CRC32 (crc32fast, IEEE) of every following byte of the record
-//!      4    1 kind: 1 put, 2 delete, 3 txn prepare, 4 txn commit, 5 txn abort
+//!      4    1 kind: 1 put, 2 delete, 3 txn prepare, 4 txn commit, 5 txn abort,
+//!             6 seal
 //!      5    1 flags: bit 0 GROUP_CONT (the atomic group continues with the
 //!             next record), bit 1 EXPIRES (an expiry follows the header);
 //!             other bits 0
@@ -35,6 +36,11 @@
 //!      …    K key
 //!      …    V value
 //! ```
+//!
+//! Every segment except the newest log segment ends with a *seal* record
+//! (kind 6, empty key and value, version 0): a sealed segment cut anywhere,
+//! even exactly between two records, is then recognised as damaged instead
+//! of silently losing its tail.
 //!
 //! A record is valid only if its CRC matches, its kind is known, its reserved
 //! bits are zero and it fits in the file. Records whose GROUP_CONT flag is set
@@ -76,6 +82,8 @@ pub enum RecordKind {
     TxnCommit = 4,
     /// The abort decision of a transaction.
     TxnAbort = 5,
+    /// The last record of a sealed segment.
+    Seal = 6,
 }
 
 impl RecordKind {
@@ -87,6 +95,7 @@ impl RecordKind {
             3 => RecordKind::TxnPrepare,
             4 => RecordKind::TxnCommit,
             5 => RecordKind::TxnAbort,
+            6 => RecordKind::Seal,
             _ => return None,
         })
     }
@@ -185,6 +194,25 @@ pub struct RecordSpec<'a> {
     pub key: &'a [u8],
     /// Value bytes (empty for a delete).
     pub value: &'a [u8],
+}
+
+/// Length of the seal record that ends every sealed segment.
+pub const SEAL_LEN: usize = RECORD_HEADER_LEN;
+
+/// Appends the seal record.
+pub fn encode_seal(out: &mut Vec<u8>) {
+    encode_record(
+        out,
+        &RecordSpec {
+            kind: RecordKind::Seal,
+            flags: 0,
+            version: 0,
+            txn_id: 0,
+            expires_at_ms: None,
+            key: &[],
+            value: &[],
+        },
+    );
 }
 
 /// Encoded length of a record.

@@ -225,11 +225,9 @@ impl MergeJob {
                 });
                 continue;
             }
-            if self
-                .out
-                .as_ref()
-                .is_some_and(|o| o.len + (o.buf.len() + rec.len) as u64 > store.opts.segment_size)
-            {
+            if self.out.as_ref().is_some_and(|o| {
+                o.len + (o.buf.len() + rec.len + format::SEAL_LEN) as u64 > store.opts.segment_size
+            }) {
                 self.finish_output(store).await?;
             }
             if self.out.is_none() {
@@ -295,6 +293,7 @@ impl MergeJob {
         let Some(mut out) = self.out.take() else {
             return Ok(());
         };
+        format::encode_seal(&mut out.buf);
         flush(&mut out).await?;
         out.file.sync_data().await?;
         let mut recs: Vec<HintRecord<'_>> = out
@@ -379,6 +378,7 @@ impl MergeJob {
                     min_version: f.min_version,
                     max_version: f.max_version,
                     has_hint: true,
+                    sealed: true,
                 },
             );
         }

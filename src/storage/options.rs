@@ -128,7 +128,10 @@ impl StoreOptions {
                 self.segment_size
             )));
         }
-        let largest = (SEGMENT_HEADER_LEN + RECORD_HEADER_LEN + EXPIRY_LEN) as u64
+        let largest = (SEGMENT_HEADER_LEN
+            + RECORD_HEADER_LEN
+            + EXPIRY_LEN
+            + crate::storage::format::SEAL_LEN) as u64
             + self.max_key_size as u64
             + self.max_value_size as u64;
         if largest > self.segment_size {

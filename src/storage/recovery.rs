@@ -65,6 +65,8 @@ struct Scan {
     max_version: u64,
     truncated: u64,
     dropped: Vec<(u64, u64)>,
+    /// Ends with its seal record.
+    sealed: bool,
 }
 
 /// Scans `bytes` (a whole segment file) and feeds every record of every
@@ -86,14 +88,36 @@ fn scan_segment<'a>(
         max_version: 0,
         truncated: 0,
         dropped: Vec::new(),
+        sealed: false,
     };
     while pos < bytes.len() {
         match format::decode_record(&bytes[pos..]) {
             Ok(rec) => {
-                if s.min_version == 0 || rec.version < s.min_version {
-                    s.min_version = rec.version;
+                if s.sealed {
+                    if !repair {
+                        return Err(Error::corruption(
+                            path,
+                            pos as u64,
+                            "a record follows the segment's seal record",
+                        ));
+                    }
+                    s.sealed = false;
                 }
-                s.max_version = s.max_version.max(rec.version);
+                if rec.kind == RecordKind::Seal {
+                    if !group.is_empty() && !repair {
+                        return Err(Error::corruption(
+                            path,
+                            pos as u64,
+                            "seal record inside an atomic group",
+                        ));
+                    }
+                    s.sealed = true;
+                } else {
+                    if s.min_version == 0 || rec.version < s.min_version {
+                        s.min_version = rec.version;
+                    }
+                    s.max_version = s.max_version.max(rec.version);
+                }
                 if matches!(rec.kind, RecordKind::Put | RecordKind::Delete) {
                     group.push((
                         rec.key,
@@ -166,6 +190,18 @@ fn scan_segment<'a>(
         }
     }
     s.valid_len = good_end as u64;
+    if !torn_tail_ok && !s.sealed {
+        // Only the newest log segment may lack its seal: any other one was
+        // cut short, possibly exactly between two records.
+        if !repair {
+            return Err(Error::corruption(
+                path,
+                bytes.len() as u64,
+                "segment ends without its seal record (cut short?); start with repair to keep what it holds",
+            ));
+        }
+        s.dropped.push((bytes.len() as u64, 0));
+    }
     Ok(s)
 }
 
@@ -197,6 +233,7 @@ struct Loaded {
     min_version: u64,
     max_version: u64,
     has_hint: bool,
+    sealed: bool,
 }
 
 impl Store {
@@ -293,6 +330,8 @@ impl Store {
                             min_version: meta.min_version,
                             max_version: meta.max_version,
                             has_hint: true,
+                            // Hints are written for sealed segments only.
+                            sealed: true,
                         });
                         hint_maps.push((id, m));
                     }
@@ -385,6 +424,7 @@ impl Store {
                 min_version: scan.min_version,
                 max_version: scan.max_version,
                 has_hint: false,
+                sealed: scan.sealed,
             });
         }
         let mut sources: Vec<Source<'_>> = views
@@ -412,6 +452,7 @@ impl Store {
                         min_version: l.min_version,
                         max_version: l.max_version,
                         has_hint: l.has_hint,
+                        sealed: l.sealed,
                     },
                 )
             })
@@ -441,7 +482,8 @@ impl Store {
         // Reuse the newest log segment if it has room; otherwise start a new one.
         let reuse = newest_log.and_then(|id| {
             let st = segs.get(&id)?;
-            (st.len < opts.segment_size / 2 && !damaged.contains(&id)).then_some((id, st.len))
+            (st.len < opts.segment_size / 2 && !st.sealed && !damaged.contains(&id))
+                .then_some((id, st.len))
         });
         let active = match reuse {
             Some((id, len)) => Active {

@@ -177,6 +177,8 @@ pub(crate) struct SegState {
     pub min_version: u64,
     pub max_version: u64,
     pub has_hint: bool,
+    /// Ends with its seal record (every segment but the active one).
+    pub sealed: bool,
 }
 
 impl SegState {
@@ -189,12 +191,13 @@ impl SegState {
             min_version: 0,
             max_version: 0,
             has_hint: false,
+            sealed: false,
         }
     }
 
     pub(crate) fn dead_bytes(&self) -> u64 {
-        self.len
-            .saturating_sub(SEGMENT_HEADER_LEN as u64 + self.live_bytes)
+        let fixed = SEGMENT_HEADER_LEN + if self.sealed { format::SEAL_LEN } else { 0 };
+        self.len.saturating_sub(fixed as u64 + self.live_bytes)
     }
 }
 
@@ -542,7 +545,7 @@ impl Store {
             }
         }
         let total: u64 = batch.ops.iter().map(|op| op.record_len()).sum();
-        if total + SEGMENT_HEADER_LEN as u64 > self.opts.segment_size {
+        if total + (SEGMENT_HEADER_LEN + format::SEAL_LEN) as u64 > self.opts.segment_size {
             return Err(Error::InvalidArgument(format!(
                 "batch of {total} bytes does not fit in one segment ({} bytes)",
                 self.opts.segment_size
@@ -698,7 +701,8 @@ impl Store {
                 })
                 .collect();
             let size: u64 = writes.iter().map(|op| op.record_len()).sum();
-            if base + buf.len() as u64 + size > self.opts.segment_size {
+            // Room is kept for the seal record that will end the segment.
+            if base + buf.len() as u64 + size + format::SEAL_LEN as u64 > self.opts.segment_size {
                 need_seal = true;
                 break;
             }
@@ -890,8 +894,16 @@ impl Store {
 
     /// Seals the active segment and starts a new one.
     pub(crate) async fn rotate(&mut self) -> Result<()> {
-        if self.unsynced {
-            self.sync_active().await?;
+        // The seal record ends the segment for good; then make it durable.
+        let mut seal = std::mem::take(&mut self.buf);
+        seal.clear();
+        format::encode_seal(&mut seal);
+        let (r, b) = self.append(seal).await;
+        self.buf = b;
+        r?;
+        self.sync_active().await?;
+        if let Some(st) = self.segs.get_mut(&self.active.id) {
+            st.sealed = true;
         }
         let sealed = self.active.id;
         let id = self.alloc_id();
@@ -1221,8 +1233,10 @@ pub(crate) fn build_log_hint(
                 },
             );
         }
-        lo = lo.min(rec.version);
-        hi = hi.max(rec.version);
+        if matches!(rec.kind, RecordKind::Put | RecordKind::Delete) {
+            lo = lo.min(rec.version);
+            hi = hi.max(rec.version);
+        }
         pos += rec.len;
     }
     let mut recs: Vec<HintRecord<'_>> = last.into_values().collect();
