@@ -5,99 +5,15 @@
 // Test helpers unwrap: a panic is a failed test with its message.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use flashkv::api::grpc::proto::admin_client::AdminClient;
-use flashkv::api::grpc::proto::kv_client::KvClient;
 use flashkv::api::grpc::proto::*;
 use tonic::Code;
 use tonic::transport::Channel;
 
-struct Daemon {
-    child: Child,
-    addr: String,
-}
-
-impl Daemon {
-    fn start(dir: &Path, extra: &[&str]) -> Daemon {
-        Self::try_start(dir, extra).unwrap_or_else(|e| panic!("daemon did not start: {e}"))
-    }
-
-    fn try_start(dir: &Path, extra: &[&str]) -> Result<Daemon, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flashkv"))
-            .args([
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--no-pin",
-                "--log-level",
-                "warn",
-            ])
-            .args(extra)
-            .args(engine_flag())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        if line.is_empty() {
-            let out = child.wait_with_output().unwrap();
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        let addr = line
-            .split("gRPC on ")
-            .nth(1)
-            .and_then(|s| s.split(' ').next())
-            .unwrap()
-            .to_string();
-        Ok(Daemon { child, addr })
-    }
-
-    async fn kv(&self) -> KvClient<Channel> {
-        KvClient::connect(format!("http://{}", self.addr))
-            .await
-            .unwrap()
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(128 << 20)
-    }
-
-    async fn admin(&self) -> AdminClient<Channel> {
-        AdminClient::connect(format!("http://{}", self.addr))
-            .await
-            .unwrap()
-    }
-
-    /// SIGTERM and wait; returns the exit code.
-    fn stop(mut self) -> i32 {
-        // SAFETY: sending a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let code = self.child.wait().unwrap().code().unwrap_or(-1);
-        std::mem::forget(self);
-        code
-    }
-}
-
-/// `--io-engine X` when FLASHKV_TEST_IO_ENGINE=X (make test runs these
-/// tests on each engine).
-fn engine_flag() -> Vec<String> {
-    std::env::var("FLASHKV_TEST_IO_ENGINE")
-        .map(|e| vec!["--io-engine".to_string(), e])
-        .unwrap_or_default()
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Daemon;
 
 /// Every file and directory below `dir` is accessible by its owner only.
 fn assert_owner_only(dir: &Path) {

@@ -13,9 +13,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,55 +25,28 @@ use tonic::transport::Channel;
 const PUT_KEYS: u64 = 200;
 const GROUPS: usize = 20;
 
-/// The daemon process, killed when dropped (also when a check fails).
-struct Daemon(Child);
+mod common;
+use common::Daemon;
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// The daemon with small segments and an eager merge trigger.
 fn start(dir: &Path) -> (Daemon, String) {
-    let mut args = vec![
-        "--data-dir".to_string(),
-        dir.to_str().unwrap().to_string(),
-        "--grpc-addr".into(),
-        "127.0.0.1:0".into(),
-        "--no-pin".into(),
-        "--shards".into(),
-        "2".into(),
-        "--sync".into(),
-        "always".into(),
-        "--segment-size-mb".into(),
-        "1".into(),
-        "--max-value-size".into(),
-        "65536".into(),
-        "--merge-garbage-ratio".into(),
-        "0.3".into(),
-        "--log-level".into(),
-        "error".into(),
-    ];
-    if let Ok(e) = std::env::var("FLASHKV_TEST_IO_ENGINE") {
-        args.extend(["--io-engine".to_string(), e]);
-    }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flashkv"))
-        .args(&args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("gRPC on ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .expect("daemon ready line")
-        .to_string();
-    (Daemon(child), format!("http://{addr}"))
+    let d = Daemon::start(
+        dir,
+        &[
+            "--shards",
+            "2",
+            "--sync",
+            "always",
+            "--segment-size-mb",
+            "1",
+            "--max-value-size",
+            "65536",
+            "--merge-garbage-ratio",
+            "0.3",
+        ],
+    );
+    let url = d.url();
+    (d, url)
 }
 
 fn value(key: &str, seq: u64) -> Vec<u8> {
@@ -257,8 +228,7 @@ fn sigkill_of_the_daemon_loses_no_acknowledged_write() {
                 n
             }));
             tokio::time::sleep(run).await;
-            child.0.kill().unwrap(); // SIGKILL
-            child.0.wait().unwrap();
+            child.kill(); // SIGKILL
             let mut done = 0;
             for t in tasks {
                 done += t.await.unwrap();

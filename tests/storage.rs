@@ -46,6 +46,24 @@ async fn open(dir: &Path, opts: &StoreOptions, engine: IoEngine) -> flashkv::Res
     )
 }
 
+/// Opens a store whose I/O goes through `faults`.
+async fn open_faulty(
+    dir: &Path,
+    opts: &StoreOptions,
+    engine: IoEngine,
+    faults: &Arc<FaultInjector>,
+) -> Store {
+    Store::open(
+        dir,
+        opts.clone(),
+        Io::with_faults(engine, faults.clone()),
+        Arc::new(Clock::new()),
+    )
+    .await
+    .unwrap()
+    .0
+}
+
 /// Full contents of a store (live keys and values).
 fn contents(store: &Store) -> BTreeMap<Vec<u8>, Vec<u8>> {
     store
@@ -454,14 +472,7 @@ fn crash_at_every_step_of_merge_on(engine: IoEngine) {
         copy_dir(src.path(), dir.path());
         let faults = FaultInjector::new();
         engine.block_on(async {
-            let (mut s, _) = Store::open(
-                dir.path(),
-                opts.clone(),
-                Io::with_faults(engine, faults.clone()),
-                Arc::new(Clock::new()),
-            )
-            .await
-            .unwrap();
+            let mut s = open_faulty(dir.path(), &opts, engine, &faults).await;
             let before = faults.ops();
             assert!(s.merge_now(true).await.unwrap());
             check_model(&s, &model);
@@ -474,14 +485,7 @@ fn crash_at_every_step_of_merge_on(engine: IoEngine) {
         copy_dir(src.path(), dir.path());
         let faults = FaultInjector::new();
         engine.block_on(async {
-            let (mut s, _) = Store::open(
-                dir.path(),
-                opts.clone(),
-                Io::with_faults(engine, faults.clone()),
-                Arc::new(Clock::new()),
-            )
-            .await
-            .unwrap();
+            let mut s = open_faulty(dir.path(), &opts, engine, &faults).await;
             faults.add(FaultRule {
                 op: None,
                 nth: n,
@@ -711,14 +715,7 @@ fn disk_full_fails_writes_cleanly_and_recovers() {
         let opts = small_opts();
         let faults = FaultInjector::new();
         engine.block_on(async {
-            let (mut s, _) = Store::open(
-                dir.path(),
-                opts.clone(),
-                Io::with_faults(engine, faults.clone()),
-                Arc::new(Clock::new()),
-            )
-            .await
-            .unwrap();
+            let mut s = open_faulty(dir.path(), &opts, engine, &faults).await;
             for i in 0..100u32 {
                 s.put(format!("k{i}").as_bytes(), b"before").await.unwrap();
             }
@@ -751,14 +748,7 @@ fn failed_write_leaves_nothing_behind() {
         let opts = small_opts();
         let faults = FaultInjector::new();
         engine.block_on(async {
-            let (mut s, _) = Store::open(
-                dir.path(),
-                opts.clone(),
-                Io::with_faults(engine, faults.clone()),
-                Arc::new(Clock::new()),
-            )
-            .await
-            .unwrap();
+            let mut s = open_faulty(dir.path(), &opts, engine, &faults).await;
             s.put(b"a", b"1").await.unwrap();
             faults.add(FaultRule {
                 op: Some(FaultOp::Write),
@@ -796,14 +786,7 @@ fn failed_fsync_poisons_the_store() {
         let opts = small_opts();
         let faults = FaultInjector::new();
         engine.block_on(async {
-            let (mut s, _) = Store::open(
-                dir.path(),
-                opts.clone(),
-                Io::with_faults(engine, faults.clone()),
-                Arc::new(Clock::new()),
-            )
-            .await
-            .unwrap();
+            let mut s = open_faulty(dir.path(), &opts, engine, &faults).await;
             s.put(b"a", b"1").await.unwrap();
             faults.add(FaultRule {
                 op: Some(FaultOp::Sync),

@@ -7,9 +7,8 @@
 // Test helpers unwrap: a panic is a failed test with its message.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 fn bin(name: &str) -> PathBuf {
     // target/<profile>/deps/tools-xxxx -> target/<profile>/<name>
@@ -28,72 +27,13 @@ fn bin(name: &str) -> PathBuf {
     p
 }
 
-struct Daemon {
-    child: Child,
-    url: String,
-}
-
-impl Daemon {
-    fn start(dir: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flashkv"))
-            .args([
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--no-pin",
-                "--shards",
-                "2",
-                "--log-level",
-                "warn",
-            ])
-            .args(engine_flag())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split("gRPC on ")
-            .nth(1)
-            .and_then(|s| s.split(' ').next())
-            .expect("ready line")
-            .to_string();
-        Daemon {
-            child,
-            url: format!("http://{addr}"),
-        }
-    }
-
-    fn stop(mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        assert!(self.child.wait().unwrap().success());
-        std::mem::forget(self);
-    }
-}
-
-/// `--io-engine X` when FLASHKV_TEST_IO_ENGINE=X (make test runs these
-/// tests on each engine).
-fn engine_flag() -> Vec<String> {
-    std::env::var("FLASHKV_TEST_IO_ENGINE")
-        .map(|e| vec!["--io-engine".to_string(), e])
-        .unwrap_or_default()
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Daemon;
 
 fn ctl(d: &Daemon, args: &[&str]) -> Output {
     Command::new(bin("flashkv-ctl"))
         .arg("--addr")
-        .arg(&d.url)
+        .arg(d.url())
         .args(args)
         .output()
         .unwrap()
@@ -113,7 +53,7 @@ fn ok(o: Output) -> String {
 fn ctl_commands_dump_load_and_offline_check() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("a");
-    let d = Daemon::start(&data);
+    let d = Daemon::start(&data, &["--shards", "2"]);
     assert!(ok(ctl(&d, &["put", "greeting", "hello"])).starts_with("version "));
     assert_eq!(ok(ctl(&d, &["get", "greeting"])), "hello\n");
     let missing = ctl(&d, &["get", "nothing"]);
@@ -142,7 +82,7 @@ fn ctl_commands_dump_load_and_offline_check() {
     // Dump, then load into a second daemon: same keys and values.
     let dump = dir.path().join("dump.bin");
     assert!(ok(ctl(&d, &["dump", dump.to_str().unwrap()])).contains("dumped 300 keys"));
-    let d2 = Daemon::start(&dir.path().join("b"));
+    let d2 = Daemon::start(&dir.path().join("b"), &["--shards", "2"]);
     assert!(ok(ctl(&d2, &["load", dump.to_str().unwrap()])).contains("loaded 300 keys"));
     // Same keys and values (versions are new in the second daemon).
     let pairs = |out: String| -> Vec<(String, String)> {
@@ -159,8 +99,8 @@ fn ctl_commands_dump_load_and_offline_check() {
     let bad = dir.path().join("bad.bin");
     std::fs::write(&bad, b"not a dump").unwrap();
     assert!(!ctl(&d2, &["load", bad.to_str().unwrap()]).status.success());
-    d2.stop();
-    d.stop();
+    assert_eq!(d2.stop(), 0);
+    assert_eq!(d.stop(), 0);
     // Offline check: clean, then damaged (exit 2, file and offset named).
     let check = |p: &Path| {
         Command::new(bin("flashkv-ctl"))
@@ -206,14 +146,15 @@ fn ctl_quiet(d: &Daemon, k: &str, v: &str) -> Output {
 #[test]
 fn bench_runs_every_mode_and_writes_its_reports() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(&dir.path().join("data"));
+    let d = Daemon::start(&dir.path().join("data"), &["--shards", "2"]);
+    let url = d.url();
     for mode in ["unary", "pipeline", "bulk"] {
         let json = dir.path().join(format!("{mode}.json"));
         let hist = dir.path().join(format!("{mode}.hist"));
         let svg = dir.path().join(format!("{mode}.svg"));
         let mut args = vec![
             "--addr",
-            &d.url,
+            &url,
             "--mode",
             mode,
             "--connections",
@@ -253,5 +194,5 @@ fn bench_runs_every_mode_and_writes_its_reports() {
             assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
         }
     }
-    d.stop();
+    assert_eq!(d.stop(), 0);
 }
