@@ -27,7 +27,7 @@
 //! # Not (yet) here
 //!
 //! Transactions, the Redis protocol, HTTP and replication are later steps
-//! (see the README's roadmap).
+//! (see the README's Status section).
 
 pub mod api;
 pub mod clock;
