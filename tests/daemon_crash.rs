@@ -102,17 +102,20 @@ async fn batch_groups(admin: &mut AdminClient<Channel>) -> Vec<Vec<String>> {
         .collect()
 }
 
+async fn get(kv: &mut KvClient<Channel>, key: &str) -> GetResponse {
+    kv.get(GetRequest {
+        key: key.as_bytes().to_vec(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 async fn verify(url: &str, acked: &Acked, groups: &[Vec<String>], batch_acked: &Acked) {
     let mut kv = KvClient::connect(url.to_string()).await.unwrap();
     let acked = acked.lock().unwrap().clone();
     for (key, seq) in &acked {
-        let r = kv
-            .get(GetRequest {
-                key: key.clone().into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let r = get(&mut kv, key).await;
         assert!(r.found, "acknowledged key {key} (seq {seq}) is missing");
         assert!(
             seq_of(key, &r.value) >= *seq,
@@ -123,13 +126,7 @@ async fn verify(url: &str, acked: &Acked, groups: &[Vec<String>], batch_acked: &
     for g in groups {
         let mut seqs = Vec::new();
         for key in g {
-            let r = kv
-                .get(GetRequest {
-                    key: key.clone().into(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            let r = get(&mut kv, key).await;
             seqs.push(r.found.then(|| seq_of(key, &r.value)));
         }
         assert!(

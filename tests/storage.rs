@@ -64,6 +64,19 @@ async fn open_faulty(
     .0
 }
 
+/// Closes the store, opens the directory again and checks it against the model.
+async fn reopen_and_check(
+    store: Store,
+    dir: &Path,
+    opts: &StoreOptions,
+    engine: IoEngine,
+    model: &BTreeMap<Vec<u8>, Vec<u8>>,
+) {
+    store.close().await.unwrap();
+    let store = open(dir, opts, engine).await.unwrap();
+    check_model(&store, model);
+}
+
 /// Full contents of a store (live keys and values).
 fn contents(store: &Store) -> BTreeMap<Vec<u8>, Vec<u8>> {
     store
@@ -165,9 +178,7 @@ proptest! {
                     }
                     check_model(&store, &model);
                 }
-                store.close().await.unwrap();
-                let store = open(dir.path(), &opts, engine).await.unwrap();
-                check_model(&store, &model);
+                reopen_and_check(store, dir.path(), &opts, engine, &model).await;
             });
         }
     }
@@ -585,9 +596,7 @@ fn merge_concurrent_with_readers_and_writers_loses_nothing() {
             for r in readers {
                 assert!(r.join().unwrap() > 0);
             }
-            s.close().await.unwrap();
-            let s = open(dir.path(), &opts, engine).await.unwrap();
-            check_model(&s, &model);
+            reopen_and_check(s, dir.path(), &opts, engine, &model).await;
         });
     }
 }
@@ -1164,9 +1173,7 @@ fn disk_full_during_merge_loses_nothing_and_recovers() {
             model.insert(b"new".to_vec(), b"x".to_vec());
             assert!(s.merge_now(true).await.unwrap());
             check_model(&s, &model);
-            s.close().await.unwrap();
-            let s = open(dir.path(), &opts, engine).await.unwrap();
-            check_model(&s, &model);
+            reopen_and_check(s, dir.path(), &opts, engine, &model).await;
         });
     }
 }
