@@ -33,6 +33,12 @@ pub struct Flags {
     /// gRPC listen address. [default: 127.0.0.1:50051]
     #[arg(long)]
     pub grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address. [default: 127.0.0.1:8080]
+    #[arg(long)]
+    pub http_addr: Option<SocketAddr>,
+    /// Log requests slower than this many milliseconds (0: off). [default: 500]
+    #[arg(long)]
+    pub slow_request_ms: Option<u64>,
     /// Number of shards for a new data directory (default: one per core);
     /// an existing directory keeps the count in its manifest.
     #[arg(long)]
@@ -81,6 +87,11 @@ pub struct Flags {
     /// Log filter (tracing syntax): error, warn, info, debug, trace. [default: info]
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Test hook: each shard waits this long before recovering, so tests
+    /// can observe the daemon while it recovers.
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub startup_delay_ms: Option<u64>,
 }
 
 /// How the I/O engine is chosen.
@@ -99,6 +110,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// gRPC address.
     pub grpc_addr: SocketAddr,
+    /// HTTP address.
+    pub http_addr: SocketAddr,
+    /// Requests at least this slow are logged (zero: none).
+    pub slow_request: Duration,
     /// Partitioner asked for on the command line (None: directory's or default).
     pub partitioner: Option<Partitioner>,
     /// Storage settings (shard id filled in per shard).
@@ -111,6 +126,8 @@ pub struct Config {
     pub pin: bool,
     /// Log filter.
     pub log_level: String,
+    /// Test hook: delay before each shard recovers.
+    pub startup_delay: Duration,
 }
 
 impl Flags {
@@ -120,6 +137,8 @@ impl Flags {
             config: self.config,
             data_dir: self.data_dir.or(file.data_dir),
             grpc_addr: self.grpc_addr.or(file.grpc_addr),
+            http_addr: self.http_addr.or(file.http_addr),
+            slow_request_ms: self.slow_request_ms.or(file.slow_request_ms),
             shards: self.shards.or(file.shards),
             split_keys: self.split_keys.or(file.split_keys),
             sync: self.sync.or(file.sync),
@@ -135,6 +154,7 @@ impl Flags {
             repair: self.repair || file.repair,
             no_pin: self.no_pin || file.no_pin,
             log_level: self.log_level.or(file.log_level),
+            startup_delay_ms: self.startup_delay_ms,
         }
     }
 }
@@ -212,12 +232,17 @@ impl Config {
             grpc_addr: flags
                 .grpc_addr
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
+            http_addr: flags
+                .http_addr
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            slow_request: Duration::from_millis(flags.slow_request_ms.unwrap_or(500)),
             partitioner,
             store,
             io,
             max_message_size,
             pin: !flags.no_pin,
             log_level: flags.log_level.unwrap_or_else(|| "info".into()),
+            startup_delay: Duration::from_millis(flags.startup_delay_ms.unwrap_or(0)),
         })
     }
 }
@@ -231,6 +256,7 @@ mod tests {
         let c = Config::from_flags(Flags::parse_from(["flashkv"])).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("data"));
         assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(c.store.sync, SyncPolicy::Always);
         assert_eq!(c.io, IoChoice::Auto);
         assert!(c.partitioner.is_none());

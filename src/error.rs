@@ -29,6 +29,8 @@ pub enum ErrorCode {
     Config,
     /// The shard is shutting down or gone.
     Unavailable,
+    /// The target of a create-only operation (a checkpoint directory) exists.
+    AlreadyExists,
 }
 
 impl ErrorCode {
@@ -42,6 +44,7 @@ impl ErrorCode {
             ErrorCode::Poisoned => "poisoned",
             ErrorCode::Config => "config",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::AlreadyExists => "already_exists",
         }
     }
 }
@@ -99,6 +102,10 @@ pub enum Error {
     /// The shard is shutting down or its thread is gone.
     #[error("unavailable: {0}")]
     Unavailable(String),
+
+    /// A create-only target exists already.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
 }
 
 impl Error {
@@ -130,6 +137,7 @@ impl Error {
             Error::Poisoned { .. } => ErrorCode::Poisoned,
             Error::Config(_) => ErrorCode::Config,
             Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
         }
     }
 

@@ -11,7 +11,9 @@
 //! - [`clock`] — the version clock shared by all shards.
 //! - [`shard`] — the partitioner, the data directory's manifest, the router
 //!   and the thread-per-core runtime ([`shard::runtime::Daemon`]).
-//! - [`api`] — the wire edges (gRPC); the only places errors become statuses.
+//! - [`api`] — the wire edges (gRPC, HTTP); the only places errors become
+//!   statuses.
+//! - [`metrics`] — request, connection and storage metrics for `/metrics`.
 //! - [`config`] — flags and the TOML config file, validated.
 //! - [`error`] — the crate error with stable codes.
 //!
@@ -26,7 +28,7 @@
 //!
 //! # Not (yet) here
 //!
-//! Transactions, the Redis protocol, HTTP and replication are later steps
+//! Transactions, the Redis protocol and replication are later steps
 //! (see the README's Status section).
 
 pub mod api;
@@ -34,6 +36,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod index;
+pub mod metrics;
 pub mod shard;
 pub mod storage;
 

@@ -30,6 +30,148 @@ use proto::admin_server::Admin;
 use proto::kv_server::Kv;
 use proto::*;
 
+/// A tower layer on the gRPC server that counts and times every call under
+/// its method (`KV/Get`, `grpc.health.v1.Health/Check`) and counts failures
+/// under the status code name.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetricsLayer;
+
+impl<S> tower::Layer<S> for MetricsLayer {
+    type Service = Metered<S>;
+
+    fn layer(&self, inner: S) -> Metered<S> {
+        Metered { inner }
+    }
+}
+
+/// The service [`MetricsLayer`] wraps.
+#[derive(Debug, Clone)]
+pub struct Metered<S> {
+    inner: S,
+}
+
+/// The metrics label of a gRPC path; unknown services share one label so a
+/// client cannot grow the label set.
+fn grpc_command(path: &str) -> String {
+    let path = path.trim_start_matches('/');
+    let known = ["flashkv.v1.", "grpc.health.v1.", "grpc.reflection."];
+    match known.iter().find(|k| path.starts_with(*k)) {
+        Some(&"flashkv.v1.") => path["flashkv.v1.".len()..].to_string(),
+        Some(_) => path.to_string(),
+        None => "unknown".to_string(),
+    }
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for Metered<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let command = grpc_command(req.uri().path());
+        let start = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            // A failed unary call carries its status in the headers
+            // (trailers-only); a stream's later failure is not seen here.
+            let code = match &r {
+                Ok(resp) => resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.parse::<i32>().ok())
+                    .filter(|c| *c != 0)
+                    .map(|c| format!("{:?}", tonic::Code::from(c))),
+                Err(_) => Some("transport".to_string()),
+            };
+            crate::metrics::metrics().request("grpc", &command, start, code.as_deref());
+            r
+        })
+    }
+}
+
+/// A TCP connection counted in the connection gauge while open.
+pub struct CountedStream {
+    stream: tokio::net::TcpStream,
+    _open: crate::metrics::ConnectionGuard,
+}
+
+impl CountedStream {
+    /// Counts `stream` under `protocol`.
+    pub fn new(stream: tokio::net::TcpStream, protocol: &str) -> Self {
+        CountedStream {
+            stream,
+            _open: crate::metrics::metrics().connection(protocol),
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for CountedStream {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// Maps a crate error to a gRPC status: the one place this happens.
 pub fn status(e: Error) -> Status {
     let msg = e.to_string();
@@ -39,6 +181,7 @@ pub fn status(e: Error) -> Status {
         ErrorCode::Io | ErrorCode::Poisoned | ErrorCode::Unavailable => Status::unavailable(msg),
         ErrorCode::Corruption => Status::data_loss(msg),
         ErrorCode::Locked | ErrorCode::Config => Status::internal(msg),
+        ErrorCode::AlreadyExists => Status::already_exists(msg),
     }
 }
 
@@ -446,10 +589,14 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
-        let mut shards = Vec::new();
-        for i in 0..self.router.shard_count() {
-            let s = self.router.shard(i).stats().await.map_err(status)?;
-            shards.push(ShardStats {
+        let shards = self
+            .router
+            .stats()
+            .await
+            .map_err(status)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| ShardStats {
                 shard: i as u32,
                 keys: s.keys,
                 tombstones: s.tombstones,
@@ -474,8 +621,8 @@ impl Admin for AdminService {
                         dead_bytes: g.dead_bytes,
                     })
                     .collect(),
-            });
-        }
+            })
+            .collect();
         Ok(Response::new(StatsResponse {
             shards,
             io_engine: self.io_engine.into(),
@@ -487,19 +634,10 @@ impl Admin for AdminService {
         &self,
         _: Request<CompactRequest>,
     ) -> Result<Response<CompactResponse>, Status> {
-        let mut merged = 0;
-        let mut reclaimed = 0;
-        for i in 0..self.router.shard_count() {
-            let h = self.router.shard(i);
-            let before = h.stats().await.map_err(status)?.bytes_reclaimed;
-            if h.compact().await.map_err(status)? {
-                merged += 1;
-            }
-            reclaimed += h.stats().await.map_err(status)?.bytes_reclaimed - before;
-        }
+        let (shards_merged, bytes_reclaimed) = self.router.compact().await.map_err(status)?;
         Ok(Response::new(CompactResponse {
-            shards_merged: merged,
-            bytes_reclaimed: reclaimed,
+            shards_merged,
+            bytes_reclaimed,
         }))
     }
 
@@ -508,26 +646,7 @@ impl Admin for AdminService {
         req: Request<CheckpointRequest>,
     ) -> Result<Response<CheckpointResponse>, Status> {
         let path = std::path::PathBuf::from(req.into_inner().path);
-        if path.as_os_str().is_empty() {
-            return Err(Status::invalid_argument(
-                "checkpoint path must not be empty",
-            ));
-        }
-        if path.exists() {
-            return Err(Status::already_exists(format!(
-                "checkpoint target {} already exists",
-                path.display()
-            )));
-        }
-        crate::storage::store::create_private_dir(&path).map_err(status)?;
-        crate::shard::manifest::write(&path, self.router.partitioner()).map_err(status)?;
-        for i in 0..self.router.shard_count() {
-            self.router
-                .shard(i)
-                .checkpoint(crate::shard::runtime::shard_dir(&path, i as u32))
-                .await
-                .map_err(status)?;
-        }
+        self.router.checkpoint(&path).await.map_err(status)?;
         Ok(Response::new(CheckpointResponse {}))
     }
 

@@ -1,3 +1,4 @@
 //! The wire edges: the only places errors become protocol statuses.
 
 pub mod grpc;
+pub mod http;

@@ -9,10 +9,11 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::ops::Bound;
+use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::shard::partition::Partitioner;
-use crate::storage::{Batch, Outcome, StoreHandle, Value};
+use crate::storage::{Batch, Outcome, StoreHandle, StoreStats, Value};
 
 /// Routes requests to shards. `Send + Sync`; shared by every listener.
 pub struct Router {
@@ -54,6 +55,52 @@ impl Router {
         &self.shards[i]
     }
 
+    /// Storage figures of every shard, in shard order.
+    pub async fn stats(&self) -> Result<Vec<StoreStats>> {
+        let mut all = Vec::with_capacity(self.shards.len());
+        for h in &self.shards {
+            all.push(h.stats().await?);
+        }
+        Ok(all)
+    }
+
+    /// Merges every shard's sealed segments (rate-limited), one shard after
+    /// the other; returns how many shards merged and the bytes reclaimed.
+    pub async fn compact(&self) -> Result<(u32, u64)> {
+        let (mut merged, mut reclaimed) = (0, 0);
+        for h in &self.shards {
+            let before = h.stats().await?.bytes_reclaimed;
+            if h.compact().await? {
+                merged += 1;
+            }
+            reclaimed += h.stats().await?.bytes_reclaimed - before;
+        }
+        Ok((merged, reclaimed))
+    }
+
+    /// Writes a consistent copy of every shard, with the manifest, into the
+    /// new directory `target` (which must not exist).
+    pub async fn checkpoint(&self, target: &Path) -> Result<()> {
+        if target.as_os_str().is_empty() {
+            return Err(Error::InvalidArgument(
+                "checkpoint path must not be empty".into(),
+            ));
+        }
+        if target.exists() {
+            return Err(Error::AlreadyExists(format!(
+                "checkpoint target {} already exists",
+                target.display()
+            )));
+        }
+        crate::storage::store::create_private_dir(target)?;
+        crate::shard::manifest::write(target, &self.partitioner)?;
+        for (i, h) in self.shards.iter().enumerate() {
+            h.checkpoint(crate::shard::runtime::shard_dir(target, i as u32))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Reads `key` on its shard (no hop).
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         self.shards[self.shard_of(key) as usize].reader().get(key)
@@ -79,7 +126,11 @@ impl Router {
                 String::from_utf8_lossy(other)
             )));
         }
-        self.shards[shard as usize].write(batch).await
+        let outcome = self.shards[shard as usize].write(batch).await?;
+        if matches!(outcome, Outcome::ConditionFailed { .. }) {
+            crate::metrics::metrics().abort("condition_failed");
+        }
+        Ok(outcome)
     }
 
     /// A scan over every shard, merged in key order (or reverse).

@@ -18,13 +18,15 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::api::grpc::{AdminService, KvService, Limits, proto};
+use crate::api::grpc::{AdminService, CountedStream, KvService, Limits, MetricsLayer, proto};
+use crate::api::http::HttpState;
 use crate::clock::Clock;
 use crate::config::{Config, IoChoice};
 use crate::error::{Error, Result};
 use crate::shard::{Partitioner, Router, manifest};
 use crate::storage::service::{MAX_GROUP, serve};
 use crate::storage::{Io, IoEngine, RecoveryReport, Store, StoreHandle};
+use tokio_stream::StreamExt as _;
 
 /// Directory of shard `i` inside a data directory.
 pub fn shard_dir(data_dir: &Path, i: u32) -> PathBuf {
@@ -35,6 +37,8 @@ pub fn shard_dir(data_dir: &Path, i: u32) -> PathBuf {
 pub struct Daemon {
     /// Address the gRPC listeners are bound to.
     pub grpc_addr: SocketAddr,
+    /// Address the HTTP listeners are bound to.
+    pub http_addr: SocketAddr,
     /// I/O engine in use.
     pub engine: IoEngine,
     /// Partitioner in use.
@@ -103,6 +107,21 @@ impl Daemon {
         for _ in 1..n {
             listeners.push(bind_reuseport(grpc_addr)?);
         }
+        let first = bind_reuseport(cfg.http_addr)?;
+        let http_addr = first
+            .local_addr()
+            .map_err(|e| Error::io("local address", cfg.http_addr.to_string(), e))?;
+        let mut http_listeners = vec![first];
+        for _ in 1..n {
+            http_listeners.push(bind_reuseport(http_addr)?);
+        }
+        crate::metrics::metrics().set_slow_request_threshold(cfg.slow_request);
+        let limits = Limits {
+            max_key_size: cfg.store.max_key_size,
+            max_value_size: cfg.store.max_value_size,
+        };
+        // Until every shard has recovered, HTTP answers 503 from here.
+        let interim = InterimHttp::start(&http_listeners, limits)?;
 
         let clock = Arc::new(Clock::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -110,11 +129,8 @@ impl Daemon {
             std::sync::mpsc::channel::<(u32, Result<(StoreHandle, RecoveryReport)>)>();
         let mut router_txs = Vec::new();
         let mut threads = Vec::new();
-        let limits = Limits {
-            max_key_size: cfg.store.max_key_size,
-            max_value_size: cfg.store.max_value_size,
-        };
-        for (i, listener) in listeners.into_iter().enumerate() {
+        for (i, (listener, http_listener)) in listeners.into_iter().zip(http_listeners).enumerate()
+        {
             let i = i as u32;
             let (router_tx, router_rx) = std::sync::mpsc::channel::<Option<Arc<Router>>>();
             router_txs.push(router_tx);
@@ -128,6 +144,7 @@ impl Daemon {
                 engine,
                 clock: clock.clone(),
                 listener,
+                http_listener,
                 ready: ready_tx.clone(),
                 router: router_rx,
                 shutdown: shutdown_rx.clone(),
@@ -135,6 +152,7 @@ impl Daemon {
                 max_message_size: cfg.max_message_size,
                 pin: cfg.pin.then_some(i as usize % cores),
                 sync: cfg.store.sync.to_string(),
+                startup_delay: cfg.startup_delay,
             };
             let t = std::thread::Builder::new()
                 .name(format!("flashkv-shard-{i}"))
@@ -165,6 +183,7 @@ impl Daemon {
                 }
             }
         }
+        interim.stop();
         if let Some(e) = failure {
             drop(handles);
             for tx in &router_txs {
@@ -188,6 +207,7 @@ impl Daemon {
         drop(router);
         Ok(Daemon {
             grpc_addr,
+            http_addr,
             engine,
             partitioner,
             recovery,
@@ -224,6 +244,7 @@ struct ShardCtx {
     engine: IoEngine,
     clock: Arc<Clock>,
     listener: std::net::TcpListener,
+    http_listener: std::net::TcpListener,
     ready: std::sync::mpsc::Sender<(u32, Result<(StoreHandle, RecoveryReport)>)>,
     router: std::sync::mpsc::Receiver<Option<Arc<Router>>>,
     shutdown: watch::Receiver<bool>,
@@ -231,12 +252,16 @@ struct ShardCtx {
     max_message_size: usize,
     pin: Option<usize>,
     sync: String,
+    startup_delay: std::time::Duration,
 }
 
 impl ShardCtx {
     fn run(self) -> Result<()> {
         if let Some(core) = self.pin {
             pin_to_core(core);
+        }
+        if !self.startup_delay.is_zero() {
+            std::thread::sleep(self.startup_delay);
         }
         let engine = self.engine;
         engine.block_on(self.serve())
@@ -261,7 +286,22 @@ impl ShardCtx {
             Ok(Some(r)) => r,
             _ => return join_storage(storage).await,
         };
-        let served = self.serve_grpc(router).await;
+        let http = crate::api::http::app(HttpState::ready(
+            router.clone(),
+            self.limits,
+            self.max_message_size,
+            self.engine.as_str(),
+            self.sync.clone(),
+        ));
+        let http_listener = self
+            .http_listener
+            .try_clone()
+            .map_err(|e| Error::io("listener", "http", e))?;
+        let (grpc, http) = tokio::join!(
+            self.serve_grpc(router),
+            crate::api::http::serve(http_listener, http, self.shutdown.clone())
+        );
+        let served = grpc.and(http);
         // The server and every clone of the router are gone: once all shards
         // are here, the storage tasks see their inboxes close and sync.
         let stored = join_storage(storage).await;
@@ -277,7 +317,8 @@ impl ShardCtx {
             .map_err(|e| Error::io("listener", "grpc", e))?;
         let listener = tokio::net::TcpListener::from_std(std_listener)
             .map_err(|e| Error::io("listener", "grpc", e))?;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener)
+            .map(|r| r.map(|s| CountedStream::new(s, "grpc")));
         let kv = KvServer::new(KvService::new(router.clone(), self.limits))
             .max_decoding_message_size(self.max_message_size)
             .max_encoding_message_size(self.max_message_size);
@@ -308,6 +349,7 @@ impl ShardCtx {
         };
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .layer(MetricsLayer)
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -316,6 +358,51 @@ impl ShardCtx {
             .serve_with_incoming_shutdown(incoming, signal)
             .await
             .map_err(|e| Error::Unavailable(format!("gRPC server on shard {}: {e}", self.id)))
+    }
+}
+
+/// The HTTP responder of start-up: a thread of its own that answers on the
+/// HTTP listeners while the shard threads recover (`/healthz` 200, the rest
+/// 503 "recovering"), stopped once they serve.
+struct InterimHttp {
+    stop: watch::Sender<bool>,
+    thread: JoinHandle<()>,
+}
+
+impl InterimHttp {
+    fn start(listeners: &[std::net::TcpListener], limits: Limits) -> Result<InterimHttp> {
+        let clones = listeners
+            .iter()
+            .map(|l| l.try_clone())
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::io("listener", "http", e))?;
+        let (stop, stopped) = watch::channel(false);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("runtime", "http start-up responder", e))?;
+        let thread = std::thread::Builder::new()
+            .name("flashkv-startup-http".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let app = crate::api::http::app(HttpState::recovering(limits));
+                    let servers = clones
+                        .into_iter()
+                        .map(|l| crate::api::http::serve(l, app.clone(), stopped.clone()));
+                    for r in futures::future::join_all(servers).await {
+                        if let Err(e) = r {
+                            tracing::warn!(error = %e, "start-up HTTP responder");
+                        }
+                    }
+                })
+            })
+            .map_err(|e| Error::io("spawn thread", "flashkv-startup-http", e))?;
+        Ok(InterimHttp { stop, thread })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.thread.join();
     }
 }
 

@@ -508,6 +508,7 @@ impl Store {
             index,
             segments: SegmentSet::new(table),
         });
+        let shard_id = opts.shard_id;
         let mut store = Store {
             dir: dir.to_path_buf(),
             opts,
@@ -526,6 +527,8 @@ impl Store {
             merge_blocked: None,
             damaged: damaged.clone(),
             stats: StoreStats::default(),
+            fsync_seconds: crate::metrics::metrics().fsync(shard_id),
+            group_batches: crate::metrics::metrics().group_batches(shard_id),
             _lock: lock,
         };
         // Sealed segments that were scanned get their hint now.

@@ -114,6 +114,11 @@ impl StoreHandle {
     pub async fn sync(&self) -> Result<()> {
         self.call(Command::Sync).await?
     }
+
+    /// Requests waiting in the storage task's inbox.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
 }
 
 /// Runs the storage task until every handle is dropped, then closes the

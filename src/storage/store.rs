@@ -202,7 +202,7 @@ impl SegState {
 }
 
 /// Per-segment figures of [`StoreStats`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SegmentStats {
     /// Segment id.
     pub id: u32,
@@ -221,7 +221,7 @@ pub struct SegmentStats {
 }
 
 /// Figures of one shard's storage.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StoreStats {
     /// Live keys (tombstones excluded; expired keys not yet merged included).
     pub keys: u64,
@@ -449,6 +449,10 @@ pub struct Store {
     /// Segments with damaged ranges skipped under `repair`, to be rewritten.
     pub(crate) damaged: Vec<u32>,
     pub(crate) stats: StoreStats,
+    /// fdatasync latency histogram of this shard (metrics).
+    pub(crate) fsync_seconds: prometheus::Histogram,
+    /// Batches per group-commit write (metrics).
+    pub(crate) group_batches: prometheus::Histogram,
     pub(crate) _lock: File,
 }
 
@@ -806,6 +810,9 @@ impl Store {
             self.publish(key, p.entry, staged.segment);
         }
         self.stats.batches += staged.committed.len() as u64;
+        if !staged.committed.is_empty() {
+            self.group_batches.observe(staged.committed.len() as f64);
+        }
         self.buf = staged.buf;
     }
 
@@ -847,7 +854,10 @@ impl Store {
 
     async fn sync_active(&mut self) -> Result<()> {
         self.stats.log_syncs += 1;
-        if let Err(e) = self.active.file.sync_data().await {
+        let started = std::time::Instant::now();
+        let synced = self.active.file.sync_data().await;
+        self.fsync_seconds.observe(started.elapsed().as_secs_f64());
+        if let Err(e) = synced {
             // What reached the disk is unknown: refuse writes until restart.
             self.poisoned = Some(e.to_string());
             return Err(e);

@@ -24,6 +24,8 @@ pub fn engine_flag() -> Vec<String> {
 pub struct Daemon {
     pub child: Child,
     pub addr: String,
+    /// The HTTP listen address.
+    pub http: String,
 }
 
 impl Daemon {
@@ -39,6 +41,8 @@ impl Daemon {
                 "--data-dir",
                 dir.to_str().unwrap(),
                 "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
                 "127.0.0.1:0",
                 "--no-pin",
                 "--log-level",
@@ -75,7 +79,13 @@ impl Daemon {
             .and_then(|s| s.split(' ').next())
             .unwrap()
             .to_string();
-        Ok(Daemon { child, addr })
+        let http = line
+            .split("HTTP on ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .unwrap()
+            .to_string();
+        Ok(Daemon { child, addr, http })
     }
 
     /// `http://addr`.
