@@ -31,6 +31,7 @@ pub struct Metrics {
     group_batches: HistogramVec,
     fsync: HistogramVec,
     aborts: IntCounterVec,
+    open_transactions: IntGauge,
     slow_threshold_us: AtomicU64,
 }
 
@@ -101,6 +102,11 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let open_transactions = IntGauge::new(
+            "flashkv_open_transactions",
+            "Transactions between their start and their outcome (HTTP /v1/txn).",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
@@ -109,6 +115,7 @@ impl Metrics {
             Box::new(group_batches.clone()),
             Box::new(fsync.clone()),
             Box::new(aborts.clone()),
+            Box::new(open_transactions.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
         }
@@ -121,6 +128,7 @@ impl Metrics {
             group_batches,
             fsync,
             aborts,
+            open_transactions,
             slow_threshold_us: AtomicU64::new(0),
         }
     }
@@ -177,6 +185,12 @@ impl Metrics {
     /// The fsync latency histogram of a shard.
     pub fn fsync(&self, shard: u32) -> Histogram {
         self.fsync.with_label_values(&[shard.to_string().as_str()])
+    }
+
+    /// A guard counting one open transaction while it lives.
+    pub fn transaction(&self) -> TransactionGuard {
+        self.open_transactions.inc();
+        TransactionGuard(self.open_transactions.clone())
     }
 
     /// Counts a write not applied, by reason.
@@ -304,6 +318,15 @@ pub fn resident_bytes() -> Option<u64> {
 pub struct ConnectionGuard(IntGauge);
 
 impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Counts an open transaction until dropped.
+pub struct TransactionGuard(IntGauge);
+
+impl Drop for TransactionGuard {
     fn drop(&mut self) {
         self.0.dec();
     }

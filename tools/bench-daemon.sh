@@ -16,6 +16,7 @@ start() { # data-dir extra-flags...
   "$BIN/flashkv" --data-dir "$dir" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --log-level warn "$@" > "$work/ready" &
   for _ in $(seq 100); do grep -q "gRPC on" "$work/ready" 2>/dev/null && break; sleep 0.1; done
   ADDR=http://$(sed 's/.*gRPC on \([^ ]*\).*/\1/' "$work/ready")
+  HTTP_ADDR=$(sed 's/.*HTTP on \([^ ]*\).*/\1/' "$work/ready")
   head -1 "$work/ready"
 }
 stop() { kill -TERM %1; wait %1 || true; }
@@ -32,6 +33,10 @@ bench unary-get --keys 1000000 --connections 4 --inflight 16 --read-ratio 1
 # About half the peak rate: closed loop with 8 callers (tokio's 1 ms timer
 # cannot pace 64 callers at sub-millisecond intervals without distortion).
 bench unary-get-8-inflight --keys 1000000 --connections 2 --inflight 4 --read-ratio 1
+# HTTP against gRPC, same load shape: 64 connections, one request each in
+# flight (HTTP/1.1 has no multiplexing), 100-byte values, keep-alive.
+bench grpc-get-64conn --keys 1000000 --connections 64 --inflight 1 --read-ratio 1
+bench http-get-64conn --protocol http --http-addr "$HTTP_ADDR" --keys 1000000 --connections 64 --inflight 1 --read-ratio 1
 bench unary-put-always --keys 1000000 --connections 4 --inflight 16 --read-ratio 0
 bench pipeline-90-10 --mode pipeline --keys 1000000 --connections 4 --inflight 256 --read-ratio 0.9
 stop
@@ -60,6 +65,7 @@ import json, sys, os
 out = sys.argv[1]
 def j(n): return json.load(open(os.path.join(out, n + ".json")))
 rows = [("unary Get, 64 in flight", "unary-get"), ("unary Get, 8 in flight (about half the peak)", "unary-get-8-inflight"),
+        ("gRPC unary Get, 64 connections x 1", "grpc-get-64conn"), ("HTTP GET, 64 keep-alive connections", "http-get-64conn"),
         ("unary Put, sync=always, 64 in flight", "unary-put-always"), ("Pipeline, 4 streams, 90/10 get/put", "pipeline-90-10"),
         ("50/50 get/put, 8 in flight, no merge", "mixed-no-merge"), ("the same while a merge runs", "mixed-during-merge"),
         ("BulkLoad, sync=always, 4 streams", "bulkload-always")]
@@ -68,4 +74,5 @@ print("|---|---|---|---|---|")
 for label, name in rows:
     d = j(name); a = d["latency"].get("all", {})
     print(f"| {label} | {d['ops_per_sec']:,.0f} | {a.get('p50_us', '-')} | {a.get('p99_us', '-')} | {a.get('p999_us', '-')} |")
+print(f"\nHTTP GET / gRPC Get (same run): {j('http-get-64conn')['ops_per_sec'] / j('grpc-get-64conn')['ops_per_sec']:.2f}")
 PY

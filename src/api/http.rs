@@ -773,6 +773,7 @@ fn branch(ops: Vec<OpBody>, limits: &Limits) -> ApiResult<Vec<Op>> {
 /// [`TXN_ATTEMPTS`]).
 async fn txn(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     let router = st.router()?;
+    let _open = metrics().transaction();
     let body: TxnBody = json_body(&read_body(&headers, body, st.0.max_body).await?)?;
     let limits = &st.0.limits;
     let mut compares = Vec::with_capacity(body.compare.len());
@@ -836,6 +837,7 @@ async fn txn(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Api
             Outcome::ConditionFailed { .. } => continue,
         }
     }
+    metrics().abort("txn_conflict");
     Err(ApiError::new(
         StatusCode::CONFLICT,
         "txn_conflict",

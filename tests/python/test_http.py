@@ -393,7 +393,7 @@ def test_metrics_parse_and_move(url):
     assert sample(after, "flashkv_aborts", "_total", reason="condition_failed") > sample(before, "flashkv_aborts", "_total", reason="condition_failed")
     for name in ["flashkv_keys", "flashkv_live_bytes", "flashkv_dead_bytes", "flashkv_index_memory_bytes",
                  "flashkv_shard_queue_depth", "flashkv_merges", "flashkv_merge_reclaimed_bytes",
-                 "flashkv_process_resident_memory_bytes"]:
+                 "flashkv_process_resident_memory_bytes", "flashkv_open_transactions"]:
         assert name in after, name
     assert sample(after, "flashkv_keys") > 0
     assert sample(after, "flashkv_connections", protocol="http") >= 1

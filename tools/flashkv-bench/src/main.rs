@@ -3,7 +3,9 @@
 //! Modes: `unary` (one request per call, `--connections` x `--inflight`
 //! concurrent calls), `pipeline` (one bidirectional Pipeline stream per
 //! connection with `--inflight` requests outstanding), `bulk` (BulkLoad
-//! streams, throughput only). Keys are uniform or zipfian over `--keys`;
+//! streams, throughput only). `--protocol http` runs the unary mode over
+//! the HTTP API instead (`--http-addr`; one keep-alive HTTP/1.1 connection
+//! per caller, i.e. `--connections` x `--inflight` connections). Keys are uniform or zipfian over `--keys`;
 //! values are `--value-size` bytes; `--read-ratio` sets the get/put mix.
 //! After `--warmup` seconds it measures for `--duration` seconds (or
 //! `--count` operations) and prints ops/s and p50/p90/p99/p99.9/max latency
@@ -33,6 +35,12 @@ enum Mode {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Protocol {
+    Grpc,
+    Http,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum Dist {
     Uniform,
     Zipf,
@@ -46,6 +54,12 @@ struct Args {
     addr: String,
     #[arg(long, value_enum, default_value = "unary")]
     mode: Mode,
+    /// Protocol of the unary mode (preload always uses gRPC BulkLoad).
+    #[arg(long, value_enum, default_value = "grpc")]
+    protocol: Protocol,
+    /// HTTP address of the daemon, for --protocol http.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http_addr: String,
     /// gRPC connections.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -219,6 +233,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.connections * args.inflight
         );
     }
+    if args.protocol == Protocol::Http && (args.mode != Mode::Unary || args.rate > 0.0) {
+        anyhow::bail!("--protocol http runs the closed-loop unary mode only (no --rate)");
+    }
     if args.preload && args.mode != Mode::Bulk {
         preload(&args).await?;
     }
@@ -231,6 +248,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let keygen = Arc::new(KeyGen::new(&args)?);
     let mut tasks = Vec::new();
     for c in 0..args.connections {
+        if args.protocol == Protocol::Http {
+            for _ in 0..args.inflight {
+                let conn = HttpConn::connect(&args.http_addr).await?;
+                tasks.push(tokio::spawn(unary_http(
+                    conn,
+                    args.clone(),
+                    keygen.clone(),
+                    shared.clone(),
+                )));
+            }
+            continue;
+        }
         let kv = connect(&args.addr).await?;
         match args.mode {
             Mode::Unary => {
@@ -362,6 +391,74 @@ async fn unary(
 }
 
 use rand::SeedableRng;
+
+/// One keep-alive HTTP/1.1 connection.
+struct HttpConn {
+    send: hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+    host: String,
+}
+
+impl HttpConn {
+    async fn connect(addr: &str) -> anyhow::Result<HttpConn> {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(HttpConn {
+            send,
+            host: addr.to_string(),
+        })
+    }
+
+    /// One request; whether it succeeded (2xx, body read).
+    async fn call(&mut self, method: &str, key: &[u8], body: Vec<u8>) -> anyhow::Result<bool> {
+        use http_body_util::BodyExt;
+        let path = format!("/v1/kv/{}", std::str::from_utf8(key)?);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host)
+            .body(http_body_util::Full::new(body.into()))?;
+        self.send.ready().await?;
+        let resp = self.send.send_request(req).await?;
+        let ok = resp.status().is_success();
+        resp.into_body().collect().await?;
+        Ok(ok)
+    }
+}
+
+async fn unary_http(
+    mut conn: HttpConn,
+    args: Args,
+    keygen: Arc<KeyGen>,
+    shared: Arc<Shared>,
+) -> anyhow::Result<Recorder> {
+    let mut rec = Recorder::new();
+    let mut rng = rand::rngs::SmallRng::from_os_rng();
+    let value = vec![b'v'; args.value_size];
+    while !shared.stop.load(Ordering::Relaxed) {
+        let k = key(keygen.next(&mut rng));
+        let is_put = rng.random::<f64>() >= args.read_ratio;
+        let t = Instant::now();
+        let ok = if is_put {
+            conn.call("PUT", &k, value.clone()).await?
+        } else {
+            conn.call("GET", &k, Vec::new()).await?
+        };
+        if shared.measuring.load(Ordering::Relaxed) {
+            if ok {
+                rec.record(is_put, t.elapsed().as_micros() as u64);
+            } else {
+                rec.errors += 1;
+            }
+            shared.done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(rec)
+}
 
 async fn pipeline(
     mut kv: KvClient<Channel>,
