@@ -1,10 +1,12 @@
 # The one task runner: README and .ci/run call these targets, nothing else.
 CARGO ?= cargo
+# PIPESTATUS in fuzz-smoke.
+SHELL := /bin/bash
 # Tests build without jemalloc (its C build is slow on 2 cores); benchmarks
 # and release builds use it.
 TEST_FLAGS ?= --no-default-features
 
-.PHONY: all build test lint fmt clippy bench bench-daemon gen-fbs test-crash test-damage python-deps
+.PHONY: all build test lint fmt clippy bench bench-daemon gen-fbs test-crash test-damage python-deps fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -18,6 +20,38 @@ test: lint
 	$(CARGO) test $(TEST_FLAGS) --workspace --lib --bins --tests -- --test-threads=2
 	FLASHKV_TEST_IO_ENGINE=plain $(CARGO) test $(TEST_FLAGS) --test daemon --test tools --test crash --test daemon_crash -- --test-threads=2
 	python3 -m pytest -q tests/python
+	$(MAKE) fuzz-smoke
+
+## Fuzzing (libFuzzer through libfuzzer-sys, on stable Rust; the flags are
+## the ones cargo-fuzz passes with --sanitizer none). `make fuzz` runs each
+## target FUZZ_SECS seconds and adds what it finds to tools/fuzz-corpus;
+## `make fuzz-smoke` runs each for 10 s from the committed corpus without
+## changing it. A crash leaves its input in fuzz/artifacts/<target>/.
+FUZZ_TARGETS = record_decoder hint_decoder grpc_request http_request
+FUZZ_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
+FUZZ_RUSTFLAGS = --cfg fuzzing -Cpasses=sancov-module \
+	-Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+	-Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares
+FUZZ_SECS ?= 300
+FUZZ_BIN = fuzz/target/$(FUZZ_TRIPLE)/release
+
+fuzz-build:
+	cd fuzz && RUSTFLAGS="$(FUZZ_RUSTFLAGS)" $(CARGO) build --release --bins --target $(FUZZ_TRIPLE)
+
+fuzz: fuzz-build
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p tools/fuzz-corpus/$$t fuzz/artifacts/$$t && \
+	  $(FUZZ_BIN)/$$t tools/fuzz-corpus/$$t -max_len=4096 -max_total_time=$(FUZZ_SECS) \
+	    -artifact_prefix=fuzz/artifacts/$$t/ -print_final_stats=1 || exit 1; \
+	done
+
+fuzz-smoke: fuzz-build
+	for t in $(FUZZ_TARGETS); do \
+	  scratch=$$(mktemp -d) && mkdir -p fuzz/artifacts/$$t && \
+	  $(FUZZ_BIN)/$$t $$scratch tools/fuzz-corpus/$$t -max_len=4096 -max_total_time=10 \
+	    -artifact_prefix=fuzz/artifacts/$$t/ -print_final_stats=1 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|panicked' ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; rm -rf $$scratch; \
+	done
 
 ## The Python test dependencies (grpcio and grpcio-tools from PyPI, pytest).
 python-deps:
@@ -27,6 +61,7 @@ lint: fmt clippy
 
 fmt:
 	$(CARGO) fmt --all -- --check
+	cd fuzz && $(CARGO) fmt -- --check
 
 clippy:
 	$(CARGO) clippy $(TEST_FLAGS) --workspace --all-targets -- -D warnings

@@ -664,3 +664,92 @@ impl Admin for AdminService {
         }))
     }
 }
+
+/// Entry points for the fuzz targets (fuzz/fuzz_targets/grpc_request.rs).
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+    use prost::Message;
+
+    /// Decodes `data` as every request message and runs the service's
+    /// checks on what decodes. Must never panic.
+    pub fn decode_requests(data: &[u8]) {
+        let limits = Limits {
+            max_key_size: 64,
+            max_value_size: 256,
+        };
+        let accepted = |op: &Op| {
+            assert!(!op.key().is_empty() && op.key().len() <= limits.max_key_size);
+        };
+        if let Ok(p) = PutRequest::decode(data)
+            && let Ok((op, _)) = put_op(p, &limits)
+        {
+            accepted(&op);
+        }
+        if let Ok(g) = GetRequest::decode(data) {
+            let _ = check_key(&g.key, &limits);
+        }
+        if let Ok(d) = DeleteRequest::decode(data) {
+            let _ = check_key(&d.key, &limits);
+        }
+        if let Ok(b) = BatchGetRequest::decode(data) {
+            for k in b.keys {
+                let _ = check_key(&k, &limits);
+            }
+        }
+        if let Ok(w) = WriteRequest::decode(data) {
+            for m in w.mutations {
+                match m.op {
+                    Some(mutation::Op::Put(p)) => {
+                        if let Ok((op, _)) = put_op(p, &limits) {
+                            accepted(&op);
+                        }
+                    }
+                    Some(mutation::Op::Delete(d)) => {
+                        let _ = check_key(&d.key, &limits);
+                    }
+                    None => {}
+                }
+            }
+        }
+        if let Ok(r) = ScanRequest::decode(data) {
+            let _ = scan_bounds(&r.start, &r.end, &r.prefix);
+        }
+        if let Ok(p) = PipelineRequest::decode(data) {
+            match p.op {
+                Some(pipeline_request::Op::Put(p)) => {
+                    let _ = put_op(p, &limits);
+                }
+                Some(pipeline_request::Op::Get(g)) => {
+                    let _ = check_key(&g.key, &limits);
+                }
+                Some(pipeline_request::Op::Delete(d)) => {
+                    let _ = check_key(&d.key, &limits);
+                }
+                None => {}
+            }
+        }
+        let _ = CheckpointRequest::decode(data);
+        let _ = ShardOfRequest::decode(data);
+    }
+
+    #[test]
+    fn survives_odd_inputs() {
+        let put = PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ttl_ms: u64::MAX,
+            expected_version: Some(3),
+        }
+        .encode_to_vec();
+        for input in [
+            &b""[..],
+            &put,
+            b"\xff\xff\xff\xff\x0f",
+            b"\x0a\x80\x80\x80\x80\x10",
+        ] {
+            decode_requests(input);
+        }
+    }
+}

@@ -766,16 +766,10 @@ fn branch(ops: Vec<OpBody>, limits: &Limits) -> ApiResult<Vec<Op>> {
         .collect()
 }
 
-/// `POST /v1/txn`: compare, then apply `success` if every comparison holds
-/// and `failure` otherwise — atomically. The compared keys are read, and the
-/// chosen writes commit on the condition that none of them changed since;
-/// if one did, the transaction is evaluated again (409 after
-/// [`TXN_ATTEMPTS`]).
-async fn txn(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
-    let router = st.router()?;
-    let _open = metrics().transaction();
-    let body: TxnBody = json_body(&read_body(&headers, body, st.0.max_body).await?)?;
-    let limits = &st.0.limits;
+type ParsedTxn = (Vec<(Vec<u8>, Test)>, Vec<Op>, Vec<Op>);
+
+/// Checks a txn body: comparisons, then both branches.
+fn parse_txn(body: TxnBody, limits: &Limits) -> ApiResult<ParsedTxn> {
     let mut compares = Vec::with_capacity(body.compare.len());
     for c in body.compare {
         let key = bytes_field("key", c.key, c.key_b64)?
@@ -799,6 +793,19 @@ async fn txn(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Api
     if compares.is_empty() && success.is_empty() {
         return Err(ApiError::bad("a txn needs a comparison or an op"));
     }
+    Ok((compares, success, failure))
+}
+
+/// `POST /v1/txn`: compare, then apply `success` if every comparison holds
+/// and `failure` otherwise — atomically. The compared keys are read, and the
+/// chosen writes commit on the condition that none of them changed since;
+/// if one did, the transaction is evaluated again (409 after
+/// [`TXN_ATTEMPTS`]).
+async fn txn(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    let router = st.router()?;
+    let _open = metrics().transaction();
+    let body: TxnBody = json_body(&read_body(&headers, body, st.0.max_body).await?)?;
+    let (compares, success, failure) = parse_txn(body, &st.0.limits)?;
     for _ in 0..TXN_ATTEMPTS {
         let mut held = true;
         let mut conditions = Vec::with_capacity(compares.len());
@@ -967,6 +974,68 @@ pub async fn serve(
     Ok(())
 }
 
+/// Entry points for the fuzz targets (fuzz/fuzz_targets/http_request.rs).
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Runs every request decoder on `data`, read as
+    /// `URI \n IF-MATCH-VALUE \n JSON-BODY`. Must never panic.
+    pub fn decode_request(data: &[u8]) {
+        let limits = Limits {
+            max_key_size: 64,
+            max_value_size: 256,
+        };
+        let mut parts = data.splitn(3, |b| *b == b'\n');
+        let (uri, header, body) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        if let Ok(uri) = Uri::try_from(uri) {
+            let _ = path_key(&uri, &limits);
+            let names = [
+                "prefix",
+                "start",
+                "end",
+                "limit",
+                "reverse",
+                "keys_only",
+                "ttl_ms",
+            ];
+            if let Ok(q) = query(&uri, &names) {
+                for (name, v) in q {
+                    let _ = parse_u64(&name, &v);
+                    let _ = parse_bool(&name, &v);
+                }
+            }
+        }
+        if let Ok(v) = HeaderValue::from_bytes(header) {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::IF_MATCH, v.clone());
+            let _ = if_match(&headers);
+            headers.insert(header::IF_NONE_MATCH, v);
+            let _ = if_match(&headers);
+        }
+        if let Ok(b) = json_body::<BatchBody>(body) {
+            for op in b.ops {
+                if let Ok((op, _)) = op.into_op(&limits) {
+                    assert!(!op.key().is_empty() && op.key().len() <= limits.max_key_size);
+                }
+            }
+        }
+        if let Ok(t) = json_body::<TxnBody>(body)
+            && let Ok((compares, success, failure)) = parse_txn(t, &limits)
+        {
+            assert!(!compares.is_empty() || !success.is_empty());
+            for op in success.iter().chain(&failure) {
+                assert!(!op.key().is_empty() && op.key().len() <= limits.max_key_size);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1010,6 +1079,18 @@ mod tests {
         let err = query(&uri, &["limit"]).unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
         assert!(err.message.contains("prefix"), "{}", err.message);
+    }
+
+    #[test]
+    fn fuzz_entry_point_survives_odd_inputs() {
+        for input in [
+            &b""[..],
+            b"/v1/kv/%FF%00?limit=1&reverse=x\n\"12\"\n{\"ops\":[{\"op\":\"put\",\"key\":\"k\",\"value\":\"v\"}]}",
+            b"/v1/kv?prefix=%zz\n*\n{\"compare\":[{\"key\":\"a\",\"exists\":true}]}",
+            b"\xff\xfe\n\x00\n[",
+        ] {
+            fuzzing::decode_request(input);
+        }
     }
 
     #[test]
