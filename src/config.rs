@@ -36,6 +36,15 @@ pub struct Flags {
     /// HTTP listen address. [default: 127.0.0.1:8080]
     #[arg(long)]
     pub http_addr: Option<SocketAddr>,
+    /// Most open connections per protocol (gRPC, HTTP); more are refused. [default: 10000]
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// HTTP: a request (headers read to response ready) that takes longer
+    /// than this many milliseconds is answered 503 timeout, and a client
+    /// that sends its headers more slowly is disconnected. gRPC calls honour
+    /// the client's deadline (grpc-timeout). [default: 30000]
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
     /// Log requests slower than this many milliseconds (0: off). [default: 500]
     #[arg(long)]
     pub slow_request_ms: Option<u64>,
@@ -114,6 +123,8 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Requests at least this slow are logged (zero: none).
     pub slow_request: Duration,
+    /// Connection and request limits of the network edges.
+    pub conn_limits: crate::api::ConnLimits,
     /// Partitioner asked for on the command line (None: directory's or default).
     pub partitioner: Option<Partitioner>,
     /// Storage settings (shard id filled in per shard).
@@ -139,6 +150,8 @@ impl Flags {
             grpc_addr: self.grpc_addr.or(file.grpc_addr),
             http_addr: self.http_addr.or(file.http_addr),
             slow_request_ms: self.slow_request_ms.or(file.slow_request_ms),
+            max_connections: self.max_connections.or(file.max_connections),
+            request_timeout_ms: self.request_timeout_ms.or(file.request_timeout_ms),
             shards: self.shards.or(file.shards),
             split_keys: self.split_keys.or(file.split_keys),
             sync: self.sync.or(file.sync),
@@ -236,6 +249,12 @@ impl Config {
                 .http_addr
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             slow_request: Duration::from_millis(flags.slow_request_ms.unwrap_or(500)),
+            conn_limits: crate::api::ConnLimits {
+                max_connections: flags.max_connections.unwrap_or(10_000).max(1),
+                request_timeout: Duration::from_millis(
+                    flags.request_timeout_ms.unwrap_or(30_000).max(1),
+                ),
+            },
             partitioner,
             store,
             io,

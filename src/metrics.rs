@@ -28,6 +28,7 @@ pub struct Metrics {
     errors: IntCounterVec,
     latency: HistogramVec,
     connections: IntGaugeVec,
+    refused: IntCounterVec,
     group_batches: HistogramVec,
     fsync: HistogramVec,
     aborts: IntCounterVec,
@@ -76,6 +77,14 @@ impl Metrics {
             &["protocol"],
         )
         .expect("valid metric");
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "flashkv_connections_refused_total",
+                "Connections refused because the protocol was at --max-connections.",
+            ),
+            &["protocol"],
+        )
+        .expect("valid metric");
         let group_batches = HistogramVec::new(
             HistogramOpts::new(
                 "flashkv_group_commit_batches",
@@ -112,6 +121,7 @@ impl Metrics {
             Box::new(errors.clone()),
             Box::new(latency.clone()),
             Box::new(connections.clone()),
+            Box::new(refused.clone()),
             Box::new(group_batches.clone()),
             Box::new(fsync.clone()),
             Box::new(aborts.clone()),
@@ -125,6 +135,7 @@ impl Metrics {
             errors,
             latency,
             connections,
+            refused,
             group_batches,
             fsync,
             aborts,
@@ -169,6 +180,18 @@ impl Metrics {
         let g = self.connections.with_label_values(&[protocol]);
         g.inc();
         ConnectionGuard(g)
+    }
+
+    /// A guard for a new connection of `protocol`, or None (counted as
+    /// refused) if `max` are open already.
+    pub fn admit(&self, protocol: &str, max: usize) -> Option<ConnectionGuard> {
+        let g = self.connections.with_label_values(&[protocol]);
+        if g.get() >= max as i64 {
+            self.refused.with_label_values(&[protocol]).inc();
+            return None;
+        }
+        g.inc();
+        Some(ConnectionGuard(g))
     }
 
     /// Open connections of `protocol` now.

@@ -109,12 +109,14 @@ pub struct CountedStream {
 }
 
 impl CountedStream {
-    /// Counts `stream` under `protocol`.
-    pub fn new(stream: tokio::net::TcpStream, protocol: &str) -> Self {
-        CountedStream {
+    /// Counts `stream` under `protocol`, or refuses it (None: the caller
+    /// drops, i.e. closes, it) when `max` connections are open.
+    pub fn admit(stream: tokio::net::TcpStream, protocol: &str, max: usize) -> Option<Self> {
+        let open = crate::metrics::metrics().admit(protocol, max)?;
+        Some(CountedStream {
             stream,
-            _open: crate::metrics::metrics().connection(protocol),
-        }
+            _open: open,
+        })
     }
 }
 

@@ -55,6 +55,7 @@ pub struct HttpState(Arc<Inner>);
 
 struct Inner {
     router: Option<Arc<Router>>,
+    request_timeout: Duration,
     limits: Limits,
     max_body: usize,
     io_engine: &'static str,
@@ -70,9 +71,11 @@ impl HttpState {
         max_body: usize,
         io_engine: &'static str,
         sync: String,
+        request_timeout: Duration,
     ) -> Self {
         HttpState(Arc::new(Inner {
             router: Some(router),
+            request_timeout,
             limits,
             max_body,
             io_engine,
@@ -84,6 +87,7 @@ impl HttpState {
     pub fn recovering(limits: Limits) -> Self {
         HttpState(Arc::new(Inner {
             router: None,
+            request_timeout: Duration::from_secs(30),
             limits,
             max_body: 0,
             io_engine: "",
@@ -184,12 +188,13 @@ pub fn app(state: HttpState) -> axum::Router {
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(track))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
 
-/// Counts and times every request under its method and route pattern.
-async fn track(req: Request, next: Next) -> Response {
+/// Counts and times every request under its method and route pattern, and
+/// answers 503 `timeout` when it runs past the request deadline.
+async fn track(State(st): State<HttpState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = match *req.method() {
         Method::GET => "GET",
@@ -203,7 +208,19 @@ async fn track(req: Request, next: Next) -> Response {
         Some(p) => format!("{method} {}", p.as_str()),
         None => format!("{method} unmatched"),
     };
-    let resp = next.run(req).await;
+    let deadline = st.0.request_timeout;
+    let resp = match tokio::time::timeout(deadline, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request did not finish within {} ms (--request-timeout-ms)",
+                deadline.as_millis()
+            ),
+        )
+        .into_response(),
+    };
     let error = resp.extensions().get::<ErrorTag>().map(|t| t.0);
     metrics().request("http", &command, start, error);
     resp
@@ -924,14 +941,24 @@ async fn metrics_text(State(st): State<HttpState>) -> Response {
     r
 }
 
+/// The reply to a connection beyond `--max-connections`, before closing it.
+const TOO_MANY: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 92\r\n\r\n{\"error\":{\"code\":\"too_many_connections\",\"message\":\"the server is at its connection limit\"}}\n";
+
 /// Serves `app` on `listener` until `shutdown` turns true, then lets open
 /// connections finish their current request (up to [`DRAIN`]).
+///
+/// Each connection is its own task, so a slow or stalled client holds only
+/// its own buffers (hyper's, bounded) and never blocks another; a client
+/// that takes longer than the request timeout to send its headers is
+/// disconnected; connections beyond the limit get a 503 and are closed.
 pub async fn serve(
     listener: std::net::TcpListener,
     app: axum::Router,
     mut shutdown: watch::Receiver<bool>,
+    limits: crate::api::ConnLimits,
 ) -> Result<()> {
-    use hyper_util::rt::TokioIo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tokio::io::AsyncWriteExt as _;
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(|e| Error::io("listener", "http", e))?;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -948,10 +975,19 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let open = metrics().connection("http");
+                let Some(open) = metrics().admit("http", limits.max_connections) else {
+                    tokio::spawn(async move {
+                        let mut stream = stream;
+                        let _ = stream.write_all(TOO_MANY.as_bytes()).await;
+                        let _ = stream.shutdown().await;
+                    });
+                    continue;
+                };
                 let service = hyper_util::service::TowerToHyperService::new(app.clone());
                 let conn = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.request_timeout)
                     .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

@@ -121,7 +121,7 @@ impl Daemon {
             max_value_size: cfg.store.max_value_size,
         };
         // Until every shard has recovered, HTTP answers 503 from here.
-        let interim = InterimHttp::start(&http_listeners, limits)?;
+        let interim = InterimHttp::start(&http_listeners, limits, cfg.conn_limits)?;
 
         let clock = Arc::new(Clock::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -153,6 +153,7 @@ impl Daemon {
                 pin: cfg.pin.then_some(i as usize % cores),
                 sync: cfg.store.sync.to_string(),
                 startup_delay: cfg.startup_delay,
+                conn_limits: cfg.conn_limits,
             };
             let t = std::thread::Builder::new()
                 .name(format!("flashkv-shard-{i}"))
@@ -253,6 +254,7 @@ struct ShardCtx {
     pin: Option<usize>,
     sync: String,
     startup_delay: std::time::Duration,
+    conn_limits: crate::api::ConnLimits,
 }
 
 impl ShardCtx {
@@ -292,6 +294,7 @@ impl ShardCtx {
             self.max_message_size,
             self.engine.as_str(),
             self.sync.clone(),
+            self.conn_limits.request_timeout,
         ));
         let http_listener = self
             .http_listener
@@ -299,7 +302,7 @@ impl ShardCtx {
             .map_err(|e| Error::io("listener", "http", e))?;
         let (grpc, http) = tokio::join!(
             self.serve_grpc(router),
-            crate::api::http::serve(http_listener, http, self.shutdown.clone())
+            crate::api::http::serve(http_listener, http, self.shutdown.clone(), self.conn_limits)
         );
         let served = grpc.and(http);
         // The server and every clone of the router are gone: once all shards
@@ -311,14 +314,18 @@ impl ShardCtx {
     async fn serve_grpc(&self, router: Arc<Router>) -> Result<()> {
         use proto::admin_server::AdminServer;
         use proto::kv_server::KvServer;
+        let max_connections = self.conn_limits.max_connections;
         let std_listener = self
             .listener
             .try_clone()
             .map_err(|e| Error::io("listener", "grpc", e))?;
         let listener = tokio::net::TcpListener::from_std(std_listener)
             .map_err(|e| Error::io("listener", "grpc", e))?;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener)
-            .map(|r| r.map(|s| CountedStream::new(s, "grpc")));
+        let incoming =
+            tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(move |r| match r {
+                Ok(s) => CountedStream::admit(s, "grpc", max_connections).map(Ok),
+                Err(e) => Some(Err(e)),
+            });
         let kv = KvServer::new(KvService::new(router.clone(), self.limits))
             .max_decoding_message_size(self.max_message_size)
             .max_encoding_message_size(self.max_message_size);
@@ -350,6 +357,10 @@ impl ShardCtx {
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .layer(MetricsLayer)
+            // Bounded work per connection; dead peers are found by pings.
+            .max_concurrent_streams(1024)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -370,7 +381,11 @@ struct InterimHttp {
 }
 
 impl InterimHttp {
-    fn start(listeners: &[std::net::TcpListener], limits: Limits) -> Result<InterimHttp> {
+    fn start(
+        listeners: &[std::net::TcpListener],
+        limits: Limits,
+        conn_limits: crate::api::ConnLimits,
+    ) -> Result<InterimHttp> {
         let clones = listeners
             .iter()
             .map(|l| l.try_clone())
@@ -386,9 +401,9 @@ impl InterimHttp {
             .spawn(move || {
                 rt.block_on(async move {
                     let app = crate::api::http::app(HttpState::recovering(limits));
-                    let servers = clones
-                        .into_iter()
-                        .map(|l| crate::api::http::serve(l, app.clone(), stopped.clone()));
+                    let servers = clones.into_iter().map(|l| {
+                        crate::api::http::serve(l, app.clone(), stopped.clone(), conn_limits)
+                    });
                     for r in futures::future::join_all(servers).await {
                         if let Err(e) = r {
                             tracing::warn!(error = %e, "start-up HTTP responder");

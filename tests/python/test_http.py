@@ -464,3 +464,78 @@ def test_openapi_conformance_with_schemathesis():
     finally:
         d.stop()
         shutil.rmtree(d.data, ignore_errors=True)
+
+
+def test_connection_limit_slow_clients_and_deadlines():
+    """--max-connections refuses the connection beyond the limit (HTTP: 503
+    too_many_connections; gRPC: closed) and admits again once one closes; a
+    client that dribbles its headers is cut off after the request timeout;
+    a request whose body stalls is answered 503 timeout; the stalled
+    clients never hold up the others."""
+    import socket
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    d = Daemon("--shards", "2", "--max-connections", "3", "--request-timeout-ms", "600").wait_ready_line()
+    host, port = d.url[len("http://"):].rsplit(":", 1)
+    try:
+        def conn():
+            return socket.create_connection((host, int(port)), timeout=5)
+
+        def read_all(s):
+            out = b""
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except (ConnectionResetError, socket.timeout):
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            return out
+
+        # A slow client: half a request line, then nothing.
+        slow = conn()
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        # A stalled body: 10 bytes announced, 3 sent.
+        stalled = conn()
+        stalled.sendall(b"PUT /v1/kv/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        # A third connection works while those two stall.
+        ok = conn()
+        ok.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b" 200 " in ok.recv(4096).split(b"\r\n")[0]
+        # The fourth is beyond the limit.
+        extra = conn()
+        reply = read_all(extra)
+        assert reply.startswith(b"HTTP/1.1 503"), reply
+        body = reply.split(b"\r\n\r\n", 1)[1]
+        assert requests.models.complexjson.loads(body)["error"]["code"] == "too_many_connections"
+        # After the timeout: the stalled body got 503 timeout, the slow
+        # client was disconnected.
+        reply = read_all(stalled)
+        assert reply.startswith(b"HTTP/1.1 503"), reply
+        assert b'"code":"timeout"' in reply
+        assert not read_all(slow).startswith(b"HTTP/1.1 200")
+        ok.close()
+        time.sleep(0.2)
+        # Room again.
+        assert requests.get(f"{d.url}/healthz").status_code == 200
+        m = scrape(d.url)
+        assert sample(m, "flashkv_connections_refused", "_total", protocol="http") >= 1
+        assert sample(m, "flashkv_request_errors", "_total", code="timeout") >= 1
+
+        # gRPC: three open channels fill the limit; a fourth fails.
+        chans = [grpc.insecure_channel(d.grpc, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(4)]
+        for ch in chans[:3]:
+            health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        with pytest.raises(grpc.RpcError):
+            health_pb2_grpc.HealthStub(chans[3]).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        chans[0].close()
+        time.sleep(0.3)
+        health_pb2_grpc.HealthStub(chans[3]).Check(health_pb2.HealthCheckRequest(), timeout=5, wait_for_ready=True)
+        for ch in chans[1:]:
+            ch.close()
+    finally:
+        d.stop()
+        shutil.rmtree(d.data, ignore_errors=True)
