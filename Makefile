@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # and release builds use it.
 TEST_FLAGS ?= --no-default-features
 
-.PHONY: all build test lint fmt clippy bench bench-daemon gen-fbs test-crash test-damage python-deps fuzz fuzz-build fuzz-smoke
+.PHONY: all build test lint fmt clippy bench bench-daemon gen-fbs test-crash test-damage python-deps fuzz fuzz-build fuzz-smoke soak soak-smoke
 
 all: build
 
@@ -21,6 +21,18 @@ test: lint
 	FLASHKV_TEST_IO_ENGINE=plain $(CARGO) test $(TEST_FLAGS) --test daemon --test tools --test crash --test daemon_crash -- --test-threads=2
 	python3 -m pytest -q tests/python
 	$(MAKE) fuzz-smoke
+	$(MAKE) soak-smoke
+
+## Soak: mixed gRPC unary, Pipeline and HTTP load with merges and
+## checkpoints for SOAK_SECS (release build); fails on any error or on
+## memory that keeps growing. soak-smoke: 20 s on the test build.
+SOAK_SECS ?= 600
+soak:
+	$(CARGO) build --release --workspace --bins
+	tools/soak.sh $(SOAK_SECS)
+
+soak-smoke:
+	SOAK_BIN=target/debug SOAK_OUT=target/soak-smoke SOAK_MEMCHECK=0 tools/soak.sh 20
 
 ## Fuzzing (libFuzzer through libfuzzer-sys, on stable Rust; the flags are
 ## the ones cargo-fuzz passes with --sanitizer none). `make fuzz` runs each
