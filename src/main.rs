@@ -22,6 +22,9 @@ fn run() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cfg.log_level)?)
         .with_writer(std::io::stderr)
         .init();
+    // Signal handlers first: a SIGTERM that arrives right after the ready
+    // line must shut down gracefully, not kill the process.
+    let signals = Signals::install()?;
     let daemon = Daemon::start(cfg.clone())?;
     for (i, r) in daemon.recovery.iter().enumerate() {
         if r.truncated_tail_bytes > 0
@@ -44,25 +47,42 @@ fn run() -> anyhow::Result<()> {
         cfg.store.sync,
         keys
     );
-    wait_for_signal()?;
+    signals.wait();
     tracing::info!("shutting down: no new connections, finishing requests, syncing");
     daemon.shutdown()?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
 
-fn wait_for_signal() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+/// SIGTERM and SIGINT, caught from installation on.
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        Ok(())
-    })
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (term, int) = rt.block_on(async {
+            anyhow::Ok((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
+        })?;
+        Ok(Signals { rt, term, int })
+    }
+
+    /// Blocks until one of them arrives.
+    fn wait(mut self) {
+        self.rt.block_on(async {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+        });
+    }
 }

@@ -522,3 +522,15 @@ fn health_service_reports_serving() {
         );
     });
 }
+
+/// A SIGTERM that arrives right after the ready line is a graceful
+/// shutdown (exit 0), not death by signal: the handlers are in place before
+/// the daemon says it is ready.
+#[test]
+fn sigterm_right_after_ready_is_graceful() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..10 {
+        let d = Daemon::start(dir.path(), &["--shards", "2"]);
+        assert_eq!(d.stop(), 0);
+    }
+}
