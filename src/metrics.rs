@@ -175,28 +175,19 @@ impl Metrics {
             .store(t.as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// A guard counting one open connection of `protocol` while it lives.
-    pub fn connection(&self, protocol: &str) -> ConnectionGuard {
-        let g = self.connections.with_label_values(&[protocol]);
-        g.inc();
-        ConnectionGuard(g)
-    }
-
     /// A guard for a new connection of `protocol`, or None (counted as
     /// refused) if `max` are open already.
     pub fn admit(&self, protocol: &str, max: usize) -> Option<ConnectionGuard> {
         let g = self.connections.with_label_values(&[protocol]);
-        if g.get() >= max as i64 {
+        // Count first, then check: two shard threads admitting at once can
+        // both be refused, never both let in beyond the limit.
+        g.inc();
+        if g.get() > max as i64 {
+            g.dec();
             self.refused.with_label_values(&[protocol]).inc();
             return None;
         }
-        g.inc();
         Some(ConnectionGuard(g))
-    }
-
-    /// Open connections of `protocol` now.
-    pub fn open_connections(&self, protocol: &str) -> i64 {
-        self.connections.with_label_values(&[protocol]).get()
     }
 
     /// The group-commit size histogram of a shard.

@@ -195,14 +195,7 @@ fn failed_condition(key: &[u8], current: u64, expected: u64) -> Status {
     ))
 }
 
-/// Request limits enforced at the edge.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Largest key.
-    pub max_key_size: usize,
-    /// Largest value.
-    pub max_value_size: usize,
-}
+pub use crate::api::Limits;
 
 /// The KV service.
 #[derive(Clone)]
@@ -219,17 +212,7 @@ impl KvService {
 }
 
 fn check_key(key: &[u8], limits: &Limits) -> Result<(), Status> {
-    if key.is_empty() {
-        return Err(Status::invalid_argument("key must not be empty"));
-    }
-    if key.len() > limits.max_key_size {
-        return Err(Status::invalid_argument(format!(
-            "key of {} bytes exceeds the limit of {} bytes",
-            key.len(),
-            limits.max_key_size
-        )));
-    }
-    Ok(())
+    limits.check_key(key).map_err(status)
 }
 
 fn get_response(v: Option<Value>) -> GetResponse {
@@ -441,13 +424,7 @@ impl Kv for KvService {
                 ));
             }
             check_key(&p.key, &self.limits)?;
-            if p.value.len() > self.limits.max_value_size {
-                return Err(Status::invalid_argument(format!(
-                    "value of {} bytes exceeds the limit of {} bytes",
-                    p.value.len(),
-                    self.limits.max_value_size
-                )));
-            }
+            self.limits.check_value(&p.value).map_err(status)?;
             keys += 1;
             bytes += (p.key.len() + p.value.len()) as u64;
             let s = self.router.shard_of(&p.key) as usize;

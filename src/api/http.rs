@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::api::grpc::Limits;
+use crate::api::Limits;
 use crate::error::{Error, ErrorCode, Result};
 use crate::metrics::metrics;
 use crate::shard::Router;
@@ -84,10 +84,10 @@ impl HttpState {
     }
 
     /// The state while shards recover: every data endpoint answers 503.
-    pub fn recovering(limits: Limits) -> Self {
+    pub fn recovering(limits: Limits, request_timeout: Duration) -> Self {
         HttpState(Arc::new(Inner {
             router: None,
-            request_timeout: Duration::from_secs(30),
+            request_timeout,
             limits,
             max_body: 0,
             io_engine: "",
@@ -243,17 +243,18 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 }
 
 fn check_key(key: &[u8], limits: &Limits) -> ApiResult<()> {
-    if key.is_empty() {
-        return Err(ApiError::bad("key must not be empty"));
-    }
-    if key.len() > limits.max_key_size {
-        return Err(ApiError::bad(format!(
-            "key of {} bytes exceeds the limit of {} bytes",
-            key.len(),
-            limits.max_key_size
-        )));
-    }
-    Ok(())
+    Ok(limits.check_key(key)?)
+}
+
+/// The precondition of a write with an optional expected version.
+fn version_condition(key: &[u8], expected: Option<u64>) -> Vec<Condition> {
+    expected
+        .map(|v| Condition {
+            key: key.to_vec(),
+            expected_version: v,
+        })
+        .into_iter()
+        .collect()
 }
 
 /// The key of a `/v1/kv/{key}` path, percent-decoded to bytes.
@@ -456,13 +457,7 @@ async fn kv_put(
             value: value.into(),
             expires_at_ms: (ttl_ms > 0).then(|| now_ms().saturating_add(ttl_ms)),
         }],
-        conditions: expected
-            .map(|v| Condition {
-                key: key.clone(),
-                expected_version: v,
-            })
-            .into_iter()
-            .collect(),
+        conditions: version_condition(&key, expected),
     };
     match router.write(batch).await? {
         Outcome::Committed { version, .. } => Ok(written(
@@ -492,13 +487,7 @@ async fn kv_delete(
     let expected = if_match(&headers)?;
     let batch = Batch {
         ops: vec![Op::Delete { key: key.clone() }],
-        conditions: expected
-            .map(|v| Condition {
-                key: key.clone(),
-                expected_version: v,
-            })
-            .into_iter()
-            .collect(),
+        conditions: version_condition(&key, expected),
     };
     match router.write(batch).await? {
         Outcome::Committed { removed: 0, .. } => Err(ApiError::new(
@@ -666,13 +655,7 @@ impl OpBody {
         let op = match self.op.as_str() {
             "put" => {
                 let value = value.ok_or_else(|| ApiError::bad("a put needs value or value_b64"))?;
-                if value.len() > limits.max_value_size {
-                    return Err(ApiError::bad(format!(
-                        "value of {} bytes exceeds the limit of {} bytes",
-                        value.len(),
-                        limits.max_value_size
-                    )));
-                }
+                limits.check_value(&value)?;
                 let ttl = self.ttl_ms.unwrap_or(0);
                 Op::Put {
                     key,

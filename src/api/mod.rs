@@ -4,6 +4,46 @@ use std::time::Duration;
 
 pub mod grpc;
 
+/// Request limits every edge enforces before touching storage.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest key.
+    pub max_key_size: usize,
+    /// Largest value.
+    pub max_value_size: usize,
+}
+
+impl Limits {
+    /// A key must be non-empty and within the limit.
+    pub fn check_key(&self, key: &[u8]) -> crate::Result<()> {
+        if key.is_empty() {
+            return Err(crate::Error::InvalidArgument(
+                "key must not be empty".into(),
+            ));
+        }
+        if key.len() > self.max_key_size {
+            return Err(crate::Error::InvalidArgument(format!(
+                "key of {} bytes exceeds the limit of {} bytes",
+                key.len(),
+                self.max_key_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// A value must be within the limit.
+    pub fn check_value(&self, value: &[u8]) -> crate::Result<()> {
+        if value.len() > self.max_value_size {
+            return Err(crate::Error::InvalidArgument(format!(
+                "value of {} bytes exceeds the limit of {} bytes",
+                value.len(),
+                self.max_value_size
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Limits every network edge applies to its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {

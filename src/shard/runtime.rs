@@ -400,7 +400,10 @@ impl InterimHttp {
             .name("flashkv-startup-http".into())
             .spawn(move || {
                 rt.block_on(async move {
-                    let app = crate::api::http::app(HttpState::recovering(limits));
+                    let app = crate::api::http::app(HttpState::recovering(
+                        limits,
+                        conn_limits.request_timeout,
+                    ));
                     let servers = clones.into_iter().map(|l| {
                         crate::api::http::serve(l, app.clone(), stopped.clone(), conn_limits)
                     });

@@ -46,7 +46,8 @@ class Daemon:
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(timeout=30) == 0, "graceful shutdown must exit 0"
+        code = self.proc.wait(timeout=30)
+        assert code == 0, f"graceful shutdown must exit 0, got {code}: {''.join(self.stderr[-20:])}"
 
 
 @pytest.fixture(scope="module")
@@ -458,7 +459,7 @@ def test_openapi_conformance_with_schemathesis():
              os.path.join(ROOT, "docs/openapi.yaml"), "--url", d.url, "--checks", "all",
              "--max-examples", os.environ.get("FLASHKV_SCHEMATHESIS_EXAMPLES", "50"),
              "--exclude-operation-id", "checkpoint", "--seed", "1"],
-            capture_output=True, text=True, timeout=600)
+            capture_output=True, text=True, timeout=600, cwd=tempfile.mkdtemp(prefix="flashkv-st-"))
         assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
         assert " passed" in r.stdout
     finally:
@@ -484,16 +485,18 @@ def test_connection_limit_slow_clients_and_deadlines():
             return socket.create_connection((host, int(port)), timeout=5)
 
         def read_all(s):
+            """Everything until the server closes; fails if it never does."""
             out = b""
             while True:
                 try:
                     chunk = s.recv(65536)
-                except (ConnectionResetError, socket.timeout):
-                    break
+                except ConnectionResetError:
+                    return out
+                except socket.timeout:
+                    raise AssertionError(f"the server did not close the connection; got {out!r}")
                 if not chunk:
-                    break
+                    return out
                 out += chunk
-            return out
 
         # A slow client: half a request line, then nothing.
         slow = conn()

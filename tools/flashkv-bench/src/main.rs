@@ -5,7 +5,8 @@
 //! connection with `--inflight` requests outstanding), `bulk` (BulkLoad
 //! streams, throughput only). `--protocol http` runs the unary mode over
 //! the HTTP API instead (`--http-addr`; one keep-alive HTTP/1.1 connection
-//! per caller, i.e. `--connections` x `--inflight` connections). Keys are uniform or zipfian over `--keys`;
+//! per caller, i.e. `--connections` x `--inflight` connections; the gRPC
+//! connection is then used for `--preload` only). Keys are uniform or zipfian over `--keys`;
 //! values are `--value-size` bytes; `--read-ratio` sets the get/put mix.
 //! After `--warmup` seconds it measures for `--duration` seconds (or
 //! `--count` operations) and prints ops/s and p50/p90/p99/p99.9/max latency
@@ -233,8 +234,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.connections * args.inflight
         );
     }
-    if args.protocol == Protocol::Http && (args.mode != Mode::Unary || args.rate > 0.0) {
-        anyhow::bail!("--protocol http runs the closed-loop unary mode only (no --rate)");
+    if args.protocol == Protocol::Http && args.mode != Mode::Unary {
+        anyhow::bail!("--protocol http runs the unary mode only");
     }
     if args.preload && args.mode != Mode::Bulk {
         preload(&args).await?;
@@ -248,18 +249,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let keygen = Arc::new(KeyGen::new(&args)?);
     let mut tasks = Vec::new();
     for c in 0..args.connections {
-        if args.protocol == Protocol::Http {
-            for _ in 0..args.inflight {
-                let conn = HttpConn::connect(&args.http_addr).await?;
-                tasks.push(tokio::spawn(unary_http(
-                    conn,
-                    args.clone(),
-                    keygen.clone(),
-                    shared.clone(),
-                )));
-            }
-            continue;
-        }
         let kv = connect(&args.addr).await?;
         match args.mode {
             Mode::Unary => {
@@ -267,8 +256,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     let callers = (args.connections * args.inflight) as f64;
                     let interval =
                         (args.rate > 0.0).then(|| Duration::from_secs_f64(callers / args.rate));
+                    let client = match args.protocol {
+                        Protocol::Grpc => Client::Grpc(kv.clone()),
+                        Protocol::Http => Client::Http(HttpConn::connect(&args.http_addr).await?),
+                    };
                     tasks.push(tokio::spawn(unary(
-                        kv.clone(),
+                        client,
                         args.clone(),
                         keygen.clone(),
                         shared.clone(),
@@ -334,7 +327,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn unary(
-    mut kv: KvClient<Channel>,
+    mut client: Client,
     args: Args,
     keygen: Arc<KeyGen>,
     shared: Arc<Shared>,
@@ -366,18 +359,7 @@ async fn unary(
             }
             None => Instant::now(),
         };
-        let ok = if is_put {
-            kv.put(PutRequest {
-                key: k,
-                value: value.clone(),
-                ttl_ms: 0,
-                expected_version: None,
-            })
-            .await
-            .is_ok()
-        } else {
-            kv.get(GetRequest { key: k }).await.is_ok()
-        };
+        let ok = client.call(is_put, k, &value).await?;
         if shared.measuring.load(Ordering::Relaxed) {
             if ok {
                 rec.record(is_put, t.elapsed().as_micros() as u64);
@@ -413,7 +395,7 @@ impl HttpConn {
         })
     }
 
-    /// One request; whether it succeeded (2xx, body read).
+    /// One request; whether it succeeded (2xx, or 404 for a GET; body read).
     async fn call(&mut self, method: &str, key: &[u8], body: Vec<u8>) -> anyhow::Result<bool> {
         use http_body_util::BodyExt;
         let path = format!("/v1/kv/{}", std::str::from_utf8(key)?);
@@ -424,40 +406,42 @@ impl HttpConn {
             .body(http_body_util::Full::new(body.into()))?;
         self.send.ready().await?;
         let resp = self.send.send_request(req).await?;
-        let ok = resp.status().is_success();
+        // A GET of a missing key is an answer (gRPC says found=false), not a failure.
+        let ok = resp.status().is_success()
+            || (method == "GET" && resp.status() == hyper::StatusCode::NOT_FOUND);
         resp.into_body().collect().await?;
         Ok(ok)
     }
 }
 
-async fn unary_http(
-    mut conn: HttpConn,
-    args: Args,
-    keygen: Arc<KeyGen>,
-    shared: Arc<Shared>,
-) -> anyhow::Result<Recorder> {
-    let mut rec = Recorder::new();
-    let mut rng = rand::rngs::SmallRng::from_os_rng();
-    let value = vec![b'v'; args.value_size];
-    while !shared.stop.load(Ordering::Relaxed) {
-        let k = key(keygen.next(&mut rng));
-        let is_put = rng.random::<f64>() >= args.read_ratio;
-        let t = Instant::now();
-        let ok = if is_put {
-            conn.call("PUT", &k, value.clone()).await?
-        } else {
-            conn.call("GET", &k, Vec::new()).await?
-        };
-        if shared.measuring.load(Ordering::Relaxed) {
-            if ok {
-                rec.record(is_put, t.elapsed().as_micros() as u64);
+/// What a unary caller talks through.
+enum Client {
+    Grpc(KvClient<Channel>),
+    Http(HttpConn),
+}
+
+impl Client {
+    /// One get or put; whether it succeeded. A gRPC error status and a
+    /// non-2xx HTTP reply count as failures; a broken HTTP connection ends
+    /// the run.
+    async fn call(&mut self, is_put: bool, key: Vec<u8>, value: &[u8]) -> anyhow::Result<bool> {
+        match self {
+            Client::Grpc(kv) => Ok(if is_put {
+                kv.put(PutRequest {
+                    key,
+                    value: value.to_vec(),
+                    ttl_ms: 0,
+                    expected_version: None,
+                })
+                .await
+                .is_ok()
             } else {
-                rec.errors += 1;
-            }
-            shared.done.fetch_add(1, Ordering::Relaxed);
+                kv.get(GetRequest { key }).await.is_ok()
+            }),
+            Client::Http(conn) if is_put => conn.call("PUT", &key, value.to_vec()).await,
+            Client::Http(conn) => conn.call("GET", &key, Vec::new()).await,
         }
     }
-    Ok(rec)
 }
 
 async fn pipeline(
