@@ -33,6 +33,9 @@ pub struct Flags {
     /// gRPC listen address. [default: 127.0.0.1:50051]
     #[arg(long)]
     pub grpc_addr: Option<SocketAddr>,
+    /// Redis protocol (RESP) listen address. [default: 127.0.0.1:6380]
+    #[arg(long)]
+    pub resp_addr: Option<SocketAddr>,
     /// HTTP listen address. [default: 127.0.0.1:8080]
     #[arg(long)]
     pub http_addr: Option<SocketAddr>,
@@ -121,6 +124,8 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     /// HTTP address.
     pub http_addr: SocketAddr,
+    /// RESP address.
+    pub resp_addr: SocketAddr,
     /// Requests at least this slow are logged (zero: none).
     pub slow_request: Duration,
     /// Connection and request limits of the network edges.
@@ -149,6 +154,7 @@ impl Flags {
             data_dir: self.data_dir.or(file.data_dir),
             grpc_addr: self.grpc_addr.or(file.grpc_addr),
             http_addr: self.http_addr.or(file.http_addr),
+            resp_addr: self.resp_addr.or(file.resp_addr),
             slow_request_ms: self.slow_request_ms.or(file.slow_request_ms),
             max_connections: self.max_connections.or(file.max_connections),
             request_timeout_ms: self.request_timeout_ms.or(file.request_timeout_ms),
@@ -248,6 +254,9 @@ impl Config {
             http_addr: flags
                 .http_addr
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            resp_addr: flags
+                .resp_addr
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6380))),
             slow_request: Duration::from_millis(flags.slow_request_ms.unwrap_or(500)),
             conn_limits: crate::api::ConnLimits {
                 max_connections: flags.max_connections.unwrap_or(10_000).max(1),
@@ -276,6 +285,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("data"));
         assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:50051");
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.resp_addr.to_string(), "127.0.0.1:6380");
         assert_eq!(c.store.sync, SyncPolicy::Always);
         assert_eq!(c.io, IoChoice::Auto);
         assert!(c.partitioner.is_none());

@@ -14,6 +14,7 @@
 //! - [`api`] — the wire edges (gRPC, HTTP); the only places errors become
 //!   statuses.
 //! - [`metrics`] — request, connection and storage metrics for `/metrics`.
+//! - [`resp`] — the Redis protocol edge and its commands.
 //! - [`config`] — flags and the TOML config file, validated.
 //! - [`error`] — the crate error with stable codes.
 //!
@@ -28,7 +29,7 @@
 //!
 //! # Not (yet) here
 //!
-//! Transactions, the Redis protocol and replication are later steps
+//! Transactions, the Redis data types beyond strings, and replication are later steps
 //! (see the README's Status section).
 
 pub mod api;
@@ -37,6 +38,7 @@ pub mod config;
 pub mod error;
 pub mod index;
 pub mod metrics;
+pub mod resp;
 pub mod shard;
 pub mod storage;
 

@@ -37,10 +37,11 @@ fn run() -> anyhow::Result<()> {
     let keys: usize = daemon.recovery.iter().map(|r| r.index_entries).sum();
     // One line with what was chosen; tests and scripts read the address here.
     println!(
-        "flashkv {} ready: gRPC on {} | HTTP on {} | data {} | {} | io engine {} | sync {} | {} index entries recovered",
+        "flashkv {} ready: gRPC on {} | HTTP on {} | RESP on {} | data {} | {} | io engine {} | sync {} | {} index entries recovered",
         env!("CARGO_PKG_VERSION"),
         daemon.grpc_addr,
         daemon.http_addr,
+        daemon.resp_addr,
         cfg.data_dir.display(),
         daemon.partitioner,
         daemon.engine.as_str(),

@@ -39,6 +39,8 @@ pub struct Daemon {
     pub grpc_addr: SocketAddr,
     /// Address the HTTP listeners are bound to.
     pub http_addr: SocketAddr,
+    /// Address the RESP listeners are bound to.
+    pub resp_addr: SocketAddr,
     /// I/O engine in use.
     pub engine: IoEngine,
     /// Partitioner in use.
@@ -115,6 +117,14 @@ impl Daemon {
         for _ in 1..n {
             http_listeners.push(bind_reuseport(http_addr)?);
         }
+        let first = bind_reuseport(cfg.resp_addr)?;
+        let resp_addr = first
+            .local_addr()
+            .map_err(|e| Error::io("local address", cfg.resp_addr.to_string(), e))?;
+        let mut resp_listeners = vec![first];
+        for _ in 1..n {
+            resp_listeners.push(bind_reuseport(resp_addr)?);
+        }
         crate::metrics::metrics().set_slow_request_threshold(cfg.slow_request);
         let limits = Limits {
             max_key_size: cfg.store.max_key_size,
@@ -129,7 +139,11 @@ impl Daemon {
             std::sync::mpsc::channel::<(u32, Result<(StoreHandle, RecoveryReport)>)>();
         let mut router_txs = Vec::new();
         let mut threads = Vec::new();
-        for (i, (listener, http_listener)) in listeners.into_iter().zip(http_listeners).enumerate()
+        for (i, ((listener, http_listener), resp_listener)) in listeners
+            .into_iter()
+            .zip(http_listeners)
+            .zip(resp_listeners)
+            .enumerate()
         {
             let i = i as u32;
             let (router_tx, router_rx) = std::sync::mpsc::channel::<Option<Arc<Router>>>();
@@ -145,6 +159,8 @@ impl Daemon {
                 clock: clock.clone(),
                 listener,
                 http_listener,
+                resp_listener,
+                resp_addr: resp_addr.to_string(),
                 ready: ready_tx.clone(),
                 router: router_rx,
                 shutdown: shutdown_rx.clone(),
@@ -209,6 +225,7 @@ impl Daemon {
         Ok(Daemon {
             grpc_addr,
             http_addr,
+            resp_addr,
             engine,
             partitioner,
             recovery,
@@ -246,6 +263,8 @@ struct ShardCtx {
     clock: Arc<Clock>,
     listener: std::net::TcpListener,
     http_listener: std::net::TcpListener,
+    resp_listener: std::net::TcpListener,
+    resp_addr: String,
     ready: std::sync::mpsc::Sender<(u32, Result<(StoreHandle, RecoveryReport)>)>,
     router: std::sync::mpsc::Receiver<Option<Arc<Router>>>,
     shutdown: watch::Receiver<bool>,
@@ -300,11 +319,24 @@ impl ShardCtx {
             .http_listener
             .try_clone()
             .map_err(|e| Error::io("listener", "http", e))?;
-        let (grpc, http) = tokio::join!(
+        let resp_listener = self
+            .resp_listener
+            .try_clone()
+            .map_err(|e| Error::io("listener", "resp", e))?;
+        let resp = crate::resp::Shared::new(
+            router.clone(),
+            self.limits,
+            self.sync.clone(),
+            self.engine.as_str(),
+            self.resp_addr.clone(),
+            self.conn_limits,
+        );
+        let (grpc, http, resp) = tokio::join!(
             self.serve_grpc(router),
+            crate::resp::serve(resp_listener, resp, self.shutdown.clone()),
             crate::api::http::serve(http_listener, http, self.shutdown.clone(), self.conn_limits)
         );
-        let served = grpc.and(http);
+        let served = grpc.and(http).and(resp);
         // The server and every clone of the router are gone: once all shards
         // are here, the storage tasks see their inboxes close and sync.
         let stored = join_storage(storage).await;

@@ -1,0 +1,40 @@
+//! `GETEX key [EX s|PX ms|EXAT ts|PXAT ms|PERSIST]`: the value, setting or
+//! dropping its expiry.
+
+use crate::resp::cmd::common::{Ttl, put, ttl_option};
+use crate::resp::proto::Reply;
+use crate::resp::syntax_error;
+
+command!("getex", -2, ["write", "fast"], (1, 1, 1), |cx, a| {
+    let key = &a[1];
+    let mut ttl = Ttl::Unset;
+    let mut i = 2;
+    while i < a.len() {
+        if ttl != Ttl::Unset {
+            return Err(syntax_error());
+        }
+        if let Some(t) = ttl_option(a, &mut i, "getex")? {
+            ttl = t;
+        } else if a[i].eq_ignore_ascii_case(b"PERSIST") {
+            ttl = Ttl::Persist;
+            i += 1;
+        } else {
+            return Err(syntax_error());
+        }
+    }
+    let value = cx
+        .update(key, |cur| {
+            let Some(v) = cur else {
+                return Ok((None, None));
+            };
+            let op = match ttl {
+                Ttl::Unset | Ttl::Keep => None,
+                Ttl::Persist if v.expires_at_ms.is_none() => None,
+                Ttl::Persist => Some(put(key, v.value.clone(), None)),
+                Ttl::At(t) => Some(put(key, v.value.clone(), Some(t as u64))),
+            };
+            Ok((op, Some(v.value.clone())))
+        })
+        .await?;
+    Ok(value.map_or(Reply::Null, Reply::Bulk))
+});

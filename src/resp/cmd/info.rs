@@ -1,0 +1,114 @@
+//! `INFO [section ...]`: server, clients, memory, persistence, stats,
+//! keyspace.
+
+use std::fmt::Write as _;
+
+use crate::resp::Conn;
+use crate::resp::proto::Reply;
+
+async fn section(cx: &Conn, name: &str, out: &mut String) -> Result<(), Reply> {
+    let sh = &cx.shared;
+    match name {
+        "server" => {
+            let _ = write!(
+                out,
+                "# Server\r\nredis_version:7.2.0\r\nflashkv_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nio_engine:{}\r\nshards:{}\r\n\r\n",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::process::id(),
+                sh.addr.rsplit(':').next().unwrap_or_default(),
+                sh.uptime().as_secs(),
+                sh.uptime().as_secs() / 86400,
+                sh.io_engine,
+                cx.router().shard_count()
+            );
+        }
+        "clients" => {
+            let _ = write!(
+                out,
+                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+                crate::metrics::metrics().open("resp"),
+                sh.conn_limits.max_connections
+            );
+        }
+        "memory" => {
+            let rss = crate::metrics::resident_bytes().unwrap_or(0);
+            let stats = cx
+                .router()
+                .stats()
+                .await
+                .map_err(crate::resp::error_reply)?;
+            let index: u64 = stats.iter().map(|s| s.index_bytes).sum();
+            let _ = write!(
+                out,
+                "# Memory\r\nused_memory:{rss}\r\nused_memory_rss:{rss}\r\nused_memory_human:{:.2}M\r\nindex_memory:{index}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n\r\n",
+                rss as f64 / 1048576.0
+            );
+        }
+        "persistence" => {
+            let stats = cx
+                .router()
+                .stats()
+                .await
+                .map_err(crate::resp::error_reply)?;
+            let _ = write!(
+                out,
+                "# Persistence\r\nloading:0\r\naof_enabled:1\r\nflashkv_sync:{}\r\nrdb_changes_since_last_save:0\r\nlog_bytes_written:{}\r\nlog_syncs:{}\r\nmerges:{}\r\n\r\n",
+                sh.sync,
+                stats.iter().map(|s| s.bytes_written).sum::<u64>(),
+                stats.iter().map(|s| s.log_syncs).sum::<u64>(),
+                stats.iter().map(|s| s.merges).sum::<u64>()
+            );
+        }
+        "stats" => {
+            let _ = write!(
+                out,
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\r\n",
+                sh.connections_received(),
+                sh.commands_processed()
+            );
+        }
+        "keyspace" => {
+            let stats = cx
+                .router()
+                .stats()
+                .await
+                .map_err(crate::resp::error_reply)?;
+            let keys: u64 = stats.iter().map(|s| s.keys).sum();
+            out.push_str("# Keyspace\r\n");
+            if keys > 0 {
+                let _ = write!(out, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+            }
+            out.push_str("\r\n");
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+const ALL: [&str; 6] = [
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "keyspace",
+];
+
+command!("info", -1, ["loading", "stale"], (0, 0, 0), |cx, a| {
+    let wanted: Vec<String> = a[1..]
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+        .collect();
+    let all = wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|w| w == "all" || w == "everything" || w == "default");
+    let mut out = String::new();
+    for name in ALL {
+        if all || wanted.iter().any(|w| w == name) {
+            section(cx, name, &mut out).await?;
+        }
+    }
+    Ok(Reply::text(out))
+});

@@ -1,0 +1,11 @@
+//! `MGET key [key ...]`: values (nil for absent keys).
+
+use crate::resp::proto::Reply;
+
+command!("mget", -2, ["readonly", "fast"], (1, -1, 1), |cx, a| {
+    let mut out = Vec::with_capacity(a.len() - 1);
+    for k in &a[1..] {
+        out.push(cx.get(k)?.map_or(Reply::Null, |v| Reply::Bulk(v.value)));
+    }
+    Ok(Reply::Array(out))
+});

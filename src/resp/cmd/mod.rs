@@ -1,0 +1,189 @@
+//! The commands, one per file, and their table. Each file declares its
+//! command with [`command!`]: name, arity (Redis convention: N exact, -N at
+//! least N, the name counted), flags and key positions (for COMMAND INFO),
+//! and the body, which returns `Result<Reply, Reply>` so that `?` on an
+//! error reply answers with it. Helpers shared by several commands are in
+//! [`common`].
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use futures::future::BoxFuture;
+
+use crate::resp::Conn;
+use crate::resp::proto::Reply;
+
+/// A command's entry in the table.
+pub struct Spec {
+    /// Lower-case name.
+    pub name: &'static str,
+    /// Redis arity: N = exactly N arguments, -N = at least N (name included).
+    pub arity: i32,
+    /// Redis command flags, for COMMAND INFO.
+    pub flags: &'static [&'static str],
+    /// First key, last key (-1: the last argument), step; 0,0,0 for none.
+    pub keys: (i32, i32, i32),
+    /// Runs the command.
+    pub run: for<'a> fn(&'a mut Conn, &'a [Vec<u8>]) -> BoxFuture<'a, Reply>,
+}
+
+/// Declares the command of a file as `SPEC`.
+macro_rules! command {
+    ($name:literal, $arity:expr, [$($flag:literal),*], ($f:expr, $l:expr, $s:expr),
+     |$cx:ident, $a:ident| $body:block) => {
+        /// This file's command.
+        pub static SPEC: $crate::resp::cmd::Spec = $crate::resp::cmd::Spec {
+            name: $name,
+            arity: $arity,
+            flags: &[$($flag),*],
+            keys: ($f, $l, $s),
+            run,
+        };
+
+        fn run<'a>(
+            cx: &'a mut $crate::resp::Conn,
+            args: &'a [Vec<u8>],
+        ) -> futures::future::BoxFuture<'a, $crate::resp::proto::Reply> {
+            #[allow(unused_variables, unused_mut)]
+            async fn body(
+                $cx: &mut $crate::resp::Conn,
+                $a: &[Vec<u8>],
+            ) -> Result<$crate::resp::proto::Reply, $crate::resp::proto::Reply> $body
+            Box::pin(async move { body(cx, args).await.unwrap_or_else(|e| e) })
+        }
+    };
+}
+
+pub mod common;
+
+// Connection and server.
+mod auth;
+mod client;
+mod command;
+mod config;
+mod dbsize;
+mod echo;
+mod hello;
+mod info;
+mod ping;
+mod quit;
+mod reset;
+mod select;
+mod time;
+// Keys.
+mod del;
+mod exists;
+mod expire;
+mod expireat;
+mod flushall;
+mod flushdb;
+mod keys;
+mod persist;
+mod pexpire;
+mod pexpireat;
+mod pttl;
+mod randomkey;
+mod rename;
+mod renamenx;
+mod scan;
+mod ttl;
+mod r#type;
+mod unlink;
+// Strings.
+mod append;
+mod decr;
+mod decrby;
+mod get;
+mod getdel;
+mod getex;
+mod getrange;
+mod getset;
+mod incr;
+mod incrby;
+mod incrbyfloat;
+mod mget;
+mod mset;
+mod msetnx;
+mod psetex;
+mod set;
+mod setex;
+mod setnx;
+mod setrange;
+mod strlen;
+
+/// Every command.
+pub static COMMANDS: &[&Spec] = &[
+    &auth::SPEC,
+    &client::SPEC,
+    &command::SPEC,
+    &config::SPEC,
+    &dbsize::SPEC,
+    &echo::SPEC,
+    &hello::SPEC,
+    &info::SPEC,
+    &ping::SPEC,
+    &quit::SPEC,
+    &reset::SPEC,
+    &select::SPEC,
+    &time::SPEC,
+    &del::SPEC,
+    &exists::SPEC,
+    &expire::SPEC,
+    &expireat::SPEC,
+    &flushall::SPEC,
+    &flushdb::SPEC,
+    &keys::SPEC,
+    &persist::SPEC,
+    &pexpire::SPEC,
+    &pexpireat::SPEC,
+    &pttl::SPEC,
+    &randomkey::SPEC,
+    &rename::SPEC,
+    &renamenx::SPEC,
+    &scan::SPEC,
+    &ttl::SPEC,
+    &r#type::SPEC,
+    &unlink::SPEC,
+    &append::SPEC,
+    &decr::SPEC,
+    &decrby::SPEC,
+    &get::SPEC,
+    &getdel::SPEC,
+    &getex::SPEC,
+    &getrange::SPEC,
+    &getset::SPEC,
+    &incr::SPEC,
+    &incrby::SPEC,
+    &incrbyfloat::SPEC,
+    &mget::SPEC,
+    &mset::SPEC,
+    &msetnx::SPEC,
+    &psetex::SPEC,
+    &set::SPEC,
+    &setex::SPEC,
+    &setnx::SPEC,
+    &setrange::SPEC,
+    &strlen::SPEC,
+];
+
+static BY_NAME: LazyLock<HashMap<&'static str, &'static Spec>> =
+    LazyLock::new(|| COMMANDS.iter().map(|s| (s.name, *s)).collect());
+
+/// The command named `name` (lower case).
+pub fn lookup(name: &str) -> Option<&'static Spec> {
+    BY_NAME.get(name).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_lower_case_and_arities_sane() {
+        assert_eq!(BY_NAME.len(), COMMANDS.len(), "duplicate command names");
+        for s in COMMANDS {
+            assert_eq!(s.name, s.name.to_ascii_lowercase());
+            assert!(s.arity != 0 && s.arity.abs() >= 1, "{}", s.name);
+        }
+    }
+}

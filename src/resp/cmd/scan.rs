@@ -1,0 +1,68 @@
+//! `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`: keys in order,
+//! about COUNT at a time. A cursor names the last key returned (kept in a
+//! bounded table shared by all connections); 0 starts and ends.
+
+use std::ops::Bound;
+
+use crate::resp::glob::{literal_prefix, matches};
+use crate::resp::proto::Reply;
+use crate::resp::{error_reply, int_arg, syntax_error};
+use crate::shard::router::scan_bounds;
+use crate::storage::store::now_ms;
+
+command!("scan", -2, ["readonly"], (0, 0, 0), |cx, a| {
+    let cursor = std::str::from_utf8(&a[1])
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| Reply::err("invalid cursor"))?;
+    let (mut pattern, mut count, mut only_strings) = (None, 10i64, true);
+    let mut i = 2;
+    while i < a.len() {
+        let v = a.get(i + 1).ok_or_else(syntax_error)?;
+        match a[i].to_ascii_uppercase().as_slice() {
+            b"MATCH" => pattern = Some(v.clone()),
+            b"COUNT" => {
+                count = int_arg(v)?;
+                if count < 1 {
+                    return Err(syntax_error());
+                }
+            }
+            b"TYPE" => only_strings = v.eq_ignore_ascii_case(b"string"),
+            _ => return Err(syntax_error()),
+        }
+        i += 2;
+    }
+    let prefix = pattern.as_deref().map(literal_prefix).unwrap_or_default();
+    let (mut lower, upper) = scan_bounds(b"", b"", &prefix);
+    if cursor != 0 {
+        // An unknown cursor (expired from the table) ends the iteration.
+        let Some(after) = cx.shared.cursor(cursor) else {
+            return Ok(Reply::Array(vec![Reply::text("0"), Reply::Array(vec![])]));
+        };
+        lower = Bound::Excluded(after);
+    }
+    let mut scan = cx.router().scan(lower, upper, false, true);
+    let now = now_ms();
+    let (mut seen, mut keys, mut last) = (0i64, Vec::new(), None);
+    let mut done = true;
+    while let Some((key, v)) = scan.next_item().map_err(error_reply)? {
+        seen += 1;
+        let live = v.expires_at_ms.is_none_or(|t| t > now);
+        if live && only_strings && pattern.as_deref().is_none_or(|p| matches(p, &key)) {
+            keys.push(Reply::Bulk(key.clone()));
+        }
+        last = Some(key);
+        if seen >= count {
+            done = false;
+            break;
+        }
+    }
+    let next = match (done, last) {
+        (false, Some(k)) => cx.shared.save_cursor(k),
+        _ => 0,
+    };
+    Ok(Reply::Array(vec![
+        Reply::text(next.to_string()),
+        Reply::Array(keys),
+    ]))
+});

@@ -1,0 +1,426 @@
+//! The Redis protocol edge: RESP2 and RESP3 (after `HELLO 3`) on its own
+//! port, accepted on every shard thread (SO_REUSEPORT), with pipelining.
+//!
+//! Redis strings are FlashKV keys: `SET k v` and the gRPC/HTTP `Put k v`
+//! write the same record, so every protocol sees the same data with the same
+//! durability (`--sync`). A connection parses every complete command in its
+//! input buffer, runs them in order, and writes their replies in one go.
+//! Read-modify-write commands (INCR, APPEND, SET NX, EXPIRE, ...) read the
+//! key and commit on the condition that its version has not changed, and
+//! retry if it has (optimistic concurrency on the engine's version check).
+//! Commands live one per file in [`cmd`]; the protocol is [`proto`].
+
+pub mod cmd;
+pub mod glob;
+pub mod proto;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::api::{ConnLimits, Limits};
+use crate::error::{Error, ErrorCode, Result};
+use crate::metrics::metrics;
+use crate::shard::Router;
+use crate::storage::{Batch, Condition, Op, Outcome, Value};
+use proto::Reply;
+
+/// How often a read-modify-write command re-reads a key that changed under
+/// it before giving up.
+const UPDATE_ATTEMPTS: usize = 64;
+/// Replies are flushed once this many bytes are pending, even mid-pipeline.
+const FLUSH_AT: usize = 1 << 20;
+/// Open SCAN cursors kept (oldest dropped first).
+const MAX_CURSORS: usize = 4096;
+/// Lock stripes that serialize read-modify-writes of the same key.
+const RMW_STRIPES: usize = 4096;
+
+/// What every connection shares.
+pub struct Shared {
+    /// The shards.
+    pub router: Arc<Router>,
+    /// Key and value limits.
+    pub limits: Limits,
+    /// `--sync` as text.
+    pub sync: String,
+    /// I/O engine name.
+    pub io_engine: &'static str,
+    /// The RESP listen address.
+    pub addr: String,
+    /// Connection limits.
+    pub conn_limits: ConnLimits,
+    started: Instant,
+    next_client_id: AtomicU64,
+    commands: AtomicU64,
+    connections: AtomicU64,
+    cursors: Mutex<Cursors>,
+    rmw: Box<[tokio::sync::Mutex<()>]>,
+}
+
+#[derive(Default)]
+struct Cursors {
+    next: u64,
+    by_id: HashMap<u64, Vec<u8>>,
+    order: VecDeque<u64>,
+}
+
+impl Shared {
+    /// State over `router`.
+    pub fn new(
+        router: Arc<Router>,
+        limits: Limits,
+        sync: String,
+        io_engine: &'static str,
+        addr: String,
+        conn_limits: ConnLimits,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            router,
+            limits,
+            sync,
+            io_engine,
+            addr,
+            conn_limits,
+            started: Instant::now(),
+            next_client_id: AtomicU64::new(1),
+            commands: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            cursors: Mutex::new(Cursors::default()),
+            rmw: (0..RMW_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        })
+    }
+
+    /// Seconds since the server started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Commands processed so far.
+    pub fn commands_processed(&self) -> u64 {
+        self.commands.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections_received(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// A SCAN cursor that resumes after `key`.
+    pub fn save_cursor(&self, key: Vec<u8>) -> u64 {
+        let mut c = self.cursors.lock().expect("cursor table lock");
+        c.next += 1;
+        let id = c.next;
+        c.by_id.insert(id, key);
+        c.order.push_back(id);
+        while c.order.len() > MAX_CURSORS {
+            if let Some(old) = c.order.pop_front() {
+                c.by_id.remove(&old);
+            }
+        }
+        id
+    }
+
+    /// The key a cursor resumes after (None: unknown or expired cursor).
+    pub fn cursor(&self, id: u64) -> Option<Vec<u8>> {
+        self.cursors
+            .lock()
+            .expect("cursor table lock")
+            .by_id
+            .get(&id)
+            .cloned()
+    }
+}
+
+/// One client connection.
+pub struct Conn {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// Protocol version (2, or 3 after `HELLO 3`).
+    pub proto: u8,
+    /// CLIENT ID.
+    pub id: u64,
+    /// CLIENT SETNAME.
+    pub name: Option<Vec<u8>>,
+    /// Peer address.
+    pub peer: String,
+    /// Close after this reply (QUIT).
+    pub quit: bool,
+    /// When the connection was accepted.
+    pub since: Instant,
+}
+
+/// The reply for a crate error.
+pub fn error_reply(e: Error) -> Reply {
+    match e.code() {
+        ErrorCode::Io if e.is_disk_full() => Reply::Error(format!(
+            "MISCONF FlashKV cannot write: the disk is full; reads still work ({e})"
+        )),
+        _ => Reply::err(e),
+    }
+}
+
+/// "ERR value is not an integer or out of range".
+pub fn not_integer() -> Reply {
+    Reply::err("value is not an integer or out of range")
+}
+
+/// An integer argument, or the Redis error.
+pub fn int_arg(b: &[u8]) -> std::result::Result<i64, Reply> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(not_integer)
+}
+
+/// `ERR syntax error`.
+pub fn syntax_error() -> Reply {
+    Reply::err("syntax error")
+}
+
+impl Conn {
+    /// The router.
+    pub fn router(&self) -> &Router {
+        &self.shared.router
+    }
+
+    /// Checks a key against the limits (FlashKV keys are non-empty).
+    pub fn check_key(&self, key: &[u8]) -> std::result::Result<(), Reply> {
+        self.shared.limits.check_key(key).map_err(error_reply)
+    }
+
+    /// Reads a key.
+    pub fn get(&self, key: &[u8]) -> std::result::Result<Option<Value>, Reply> {
+        self.check_key(key)?;
+        self.router().get(key).map_err(error_reply)
+    }
+
+    /// Commits a batch.
+    pub async fn write(&self, batch: Batch) -> std::result::Result<Outcome, Reply> {
+        for op in &batch.ops {
+            self.check_key(op.key())?;
+            if let Op::Put { value, .. } = op {
+                self.shared.limits.check_value(value).map_err(error_reply)?;
+            }
+        }
+        self.router().write(batch).await.map_err(error_reply)
+    }
+
+    /// Read-modify-write of one key: `f` sees the current value and says
+    /// what to write (None: nothing) and what to answer; the write commits
+    /// only if the key is still at the version `f` saw, else `f` runs again.
+    ///
+    /// Read-modify-writes of one key through this edge queue up on a lock
+    /// stripe (fair, FIFO), so contending clients take turns instead of
+    /// failing each other's version checks; the check still guards against
+    /// writers on the other protocols.
+    pub async fn update<T>(
+        &self,
+        key: &[u8],
+        mut f: impl FnMut(Option<&Value>) -> std::result::Result<(Option<Op>, T), Reply>,
+    ) -> std::result::Result<T, Reply> {
+        let stripe = xxhash_rust::xxh3::xxh3_64(key) as usize % self.shared.rmw.len();
+        let _turn = self.shared.rmw[stripe].lock().await;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get(key)?;
+            let (op, answer) = f(current.as_ref())?;
+            let Some(op) = op else {
+                return Ok(answer);
+            };
+            let batch = Batch {
+                ops: vec![op],
+                conditions: vec![Condition {
+                    key: key.to_vec(),
+                    expected_version: current.as_ref().map_or(0, |v| v.version),
+                }],
+            };
+            match self.write(batch).await? {
+                Outcome::Committed { .. } => return Ok(answer),
+                Outcome::ConditionFailed { .. } => continue,
+            }
+        }
+        Err(Reply::err(
+            "the key kept changing under a read-modify-write; retry",
+        ))
+    }
+
+    /// Refuses keys on more than one shard (until cross-shard transactions
+    /// land) with Redis Cluster's CROSSSLOT error.
+    pub fn same_shard<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+    ) -> std::result::Result<(), Reply> {
+        let mut shard = None;
+        for k in keys {
+            let s = self.router().shard_of(k);
+            if *shard.get_or_insert(s) != s {
+                return Err(Reply::Error(
+                    "CROSSSLOT Keys in request don't hash to the same slot (FlashKV: they live on \
+                     different shards; multi-key writes must keep to one shard until cross-shard \
+                     transactions land)"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs one command.
+pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
+    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    let Some(spec) = cmd::lookup(&name) else {
+        let mut msg = format!(
+            "ERR unknown command '{}', with args beginning with: ",
+            String::from_utf8_lossy(&args[0])
+        );
+        for a in args.iter().skip(1).take(8) {
+            msg.push_str(&format!("'{}' ", String::from_utf8_lossy(a)));
+        }
+        metrics().request("resp", "unknown", Instant::now(), Some("ERR"));
+        return Reply::Error(msg);
+    };
+    let n = args.len() as i32;
+    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        return Reply::err(format!(
+            "wrong number of arguments for '{}' command",
+            spec.name
+        ));
+    }
+    let start = Instant::now();
+    let reply = (spec.run)(cx, args).await;
+    cx.shared.commands.fetch_add(1, Ordering::Relaxed);
+    let code = match &reply {
+        Reply::Error(e) => Some(e.split(' ').next().unwrap_or("ERR")),
+        _ => None,
+    };
+    metrics().request("resp", spec.name, start, code);
+    reply
+}
+
+/// The input buffer a connection may hold before it is closed.
+fn query_buffer_limit(limits: &Limits) -> usize {
+    (2 * limits.max_value_size).max(64 << 20)
+}
+
+/// Serves RESP on `listener` until `shutdown`; each connection is its own
+/// task.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|e| Error::io("listener", "resp", e))?;
+    let mut stopping = shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (mut stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "RESP accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let Some(open) = metrics().admit("resp", shared.conn_limits.max_connections) else {
+                    tokio::spawn(async move {
+                        let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                        let _ = stream.shutdown().await;
+                    });
+                    continue;
+                };
+                shared.connections.fetch_add(1, Ordering::Relaxed);
+                let conn = Conn {
+                    id: shared.next_client_id.fetch_add(1, Ordering::Relaxed),
+                    shared: shared.clone(),
+                    proto: 2,
+                    name: None,
+                    peer: peer.to_string(),
+                    quit: false,
+                    since: Instant::now(),
+                };
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    let _open = open;
+                    if let Err(e) = connection(conn, stream, stop).await {
+                        tracing::debug!(error = %e, "RESP connection ended with an error");
+                    }
+                });
+            }
+            _ = stopping.wait_for(|s| *s) => break,
+        }
+    }
+    Ok(())
+}
+
+/// One connection: read, run every complete command, write the replies.
+async fn connection(
+    mut cx: Conn,
+    mut stream: tokio::net::TcpStream,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let max_bulk = cx
+        .shared
+        .limits
+        .max_value_size
+        .max(cx.shared.limits.max_key_size);
+    let limit = query_buffer_limit(&cx.shared.limits);
+    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+    let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
+    loop {
+        let mut used = 0;
+        loop {
+            match proto::parse(&buf[used..], max_bulk) {
+                Ok(Some((args, n))) => {
+                    used += n;
+                    if args.is_empty() {
+                        continue;
+                    }
+                    let reply = execute(&mut cx, &args).await;
+                    reply.encode(cx.proto, &mut out);
+                    if cx.quit {
+                        stream.write_all(&out).await?;
+                        return Ok(());
+                    }
+                    if out.len() >= FLUSH_AT {
+                        stream.write_all(&out).await?;
+                        out.clear();
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    Reply::err(format!("Protocol error: {}", e.0)).encode(cx.proto, &mut out);
+                    stream.write_all(&out).await?;
+                    return Ok(());
+                }
+            }
+        }
+        buf.drain(..used);
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        if buf.len() > limit {
+            Reply::err("Protocol error: query buffer limit exceeded").encode(cx.proto, &mut out);
+            stream.write_all(&out).await?;
+            return Ok(());
+        }
+        buf.reserve(16 << 10);
+        let n = tokio::select! {
+            r = stream.read_buf(&mut buf) => r?,
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}

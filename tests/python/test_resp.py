@@ -1,0 +1,343 @@
+"""FlashKV's Redis protocol through stock clients: redis-py from PyPI (RESP2
+and RESP3) against the real daemon binary (FLASHKV_BIN), and redis-cli and
+redis-benchmark from Debian's redis-tools when they are installed."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+import redis
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("FLASHKV_BIN", os.path.join(ROOT, "target", "debug", "flashkv"))
+
+
+class Daemon:
+    def __init__(self, *extra, data=None):
+        self.data = data or tempfile.mkdtemp(prefix="flashkv-resp-")
+        self.proc = subprocess.Popen(
+            [BIN, "--data-dir", self.data, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+             "--resp-addr", "127.0.0.1:0", "--no-pin", "--log-level", "warn", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.stderr = []
+        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
+        line = self.proc.stdout.readline()
+        assert "RESP on " in line, f"daemon did not start: {line!r} {''.join(self.stderr)}"
+        host, port = line.split("RESP on ")[1].split(" ")[0].rsplit(":", 1)
+        self.host, self.port = host, int(port)
+
+    def client(self, **kw):
+        return redis.Redis(host=self.host, port=self.port, **kw)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        assert code == 0, f"graceful shutdown must exit 0, got {code}: {''.join(self.stderr[-20:])}"
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    d = Daemon("--shards", "2", "--max-value-size", "65536")
+    yield d
+    d.stop()
+    shutil.rmtree(d.data, ignore_errors=True)
+
+
+@pytest.fixture
+def r(daemon):
+    c = daemon.client()
+    yield c
+    c.close()
+
+
+def same_shard_keys(r, prefix, n):
+    """n keys on one shard: MSET of them succeeds, of others may not."""
+    keys = [f"{prefix}0"]
+    i = 1
+    while len(keys) < n:
+        k = f"{prefix}{i}"
+        try:
+            r.mset({keys[0]: "probe", k: "probe"})
+            keys.append(k)
+        except redis.ResponseError as e:
+            assert "CROSSSLOT" in str(e)
+        i += 1
+    r.delete(*keys)
+    return keys
+
+
+def err(fn, text):
+    # redis-py raises AuthenticationError (not a ResponseError) for AUTH.
+    with pytest.raises((redis.ResponseError, redis.AuthenticationError)) as e:
+        fn()
+    assert text in str(e.value), str(e.value)
+
+
+def test_connection_commands(r, daemon):
+    assert r.ping() is True
+    assert r.echo("hi") == b"hi"
+    assert r.execute_command("SELECT", 0) is True
+    err(lambda: r.execute_command("SELECT", 1), "DB index is out of range")
+    assert r.client_setname("tester") is True
+    assert r.client_getname() == "tester"
+    assert isinstance(r.client_id(), int)
+    assert "name=tester" in r.execute_command("CLIENT", "INFO").decode()
+    err(lambda: r.execute_command("AUTH", "pw"), "without any password configured")
+    assert r.command_count() > 40
+    table = r.command()
+    assert table["get"]["arity"] == 2 and table["set"]["arity"] == -3
+    secs, micros = r.time()
+    assert abs(secs - time.time()) < 5
+    sections = r.info()
+    assert sections["redis_mode"] == "standalone" and "connected_clients" in sections
+    assert "aof_enabled" in r.info("persistence")
+    assert r.config_get("appendfsync") == {"appendfsync": "always"}
+    assert r.config_get("maxclients")["maxclients"] == "10000"
+    assert r.config_set("slowlog-log-slower-than", 200000) is True
+    err(lambda: r.config_set("maxclients", 5), "start-up only")
+    err(lambda: r.config_set("no-such", 5), "Unknown option")
+    assert r.execute_command("RESET") == "RESET"
+    c = daemon.client()
+    assert c.execute_command("QUIT") is True
+
+
+def test_exact_error_replies(r):
+    err(lambda: r.execute_command("NOSUCH", "a", "b"), "unknown command 'NOSUCH', with args beginning with: 'a' 'b'")
+    err(lambda: r.execute_command("GET"), "wrong number of arguments for 'get' command")
+    err(lambda: r.execute_command("SET", "k"), "wrong number of arguments for 'set' command")
+    r.set("e:s", "abc")
+    err(lambda: r.incr("e:s"), "value is not an integer or out of range")
+    err(lambda: r.incrbyfloat("e:s", 1), "value is not a valid float")
+    err(lambda: r.execute_command("SET", "k", "v", "EX", "x"), "value is not an integer or out of range")
+    err(lambda: r.execute_command("SET", "k", "v", "EX", "0"), "invalid expire time in 'set' command")
+    err(lambda: r.execute_command("SET", "k", "v", "NX", "XX"), "syntax error")
+    err(lambda: r.execute_command("SET", "k", "v", "BOGUS"), "syntax error")
+    err(lambda: r.execute_command("SETEX", "k", "-1", "v"), "invalid expire time in 'setex' command")
+    r.set("e:max", str(2**63 - 1))
+    err(lambda: r.incr("e:max"), "increment or decrement would overflow")
+
+
+def test_strings(r):
+    assert r.set("s:a", "1") is True
+    assert r.get("s:a") == b"1"
+    assert r.get("s:missing") is None
+    assert r.set("s:a", "2", nx=True) is None
+    assert r.set("s:new", "x", xx=True) is None
+    assert r.set("s:a", "3", xx=True) is True
+    assert r.set("s:a", "4", get=True) == b"3"
+    assert r.set("s:absent", "v", get=True) is None
+    assert r.setnx("s:a", "z") is False and r.setnx("s:nx", "z") is True
+    assert r.getset("s:a", "5") == b"4"
+    assert r.getdel("s:nx") == b"z" and r.get("s:nx") is None and r.getdel("s:nx") is None
+    assert r.incr("s:n") == 1 and r.incrby("s:n", 10) == 11 and r.decr("s:n") == 10 and r.decrby("s:n", 4) == 6
+    assert r.incrbyfloat("s:f", 10.5) == 10.5 and r.incrbyfloat("s:f", 0.1) == pytest.approx(10.6)
+    assert r.incrbyfloat("s:f", -10.6) == pytest.approx(0)
+    assert r.append("s:ap", "Hello") == 5 and r.append("s:ap", " World") == 11
+    assert r.strlen("s:ap") == 11 and r.strlen("s:missing") == 0
+    assert r.getrange("s:ap", 0, 4) == b"Hello" and r.getrange("s:ap", -5, -1) == b"World"
+    assert r.getrange("s:ap", 5, 2) == b"" and r.getrange("s:missing", 0, -1) == b""
+    assert r.setrange("s:ap", 6, "Redis") == 11 and r.get("s:ap") == b"Hello Redis"
+    assert r.setrange("s:pad", 3, "x") == 4 and r.get("s:pad") == b"\x00\x00\x00x"
+    assert r.setrange("s:none", 0, "") == 0 and r.exists("s:none") == 0
+    err(lambda: r.setrange("s:ap", -1, "x"), "offset is out of range")
+    # Binary-safe values.
+    blob = bytes(range(256)) * 4
+    r.set(b"s:\xff\x00bin", blob)
+    assert r.get(b"s:\xff\x00bin") == blob
+    assert r.mget("s:a", "s:missing", "s:n") == [b"5", None, b"6"]
+
+
+def test_multi_key_writes_keep_to_one_shard(r):
+    a, b, c = same_shard_keys(r, "m:", 3)
+    assert r.mset({a: "1", b: "2"}) is True
+    assert r.mget(a, b) == [b"1", b"2"]
+    assert r.msetnx({b: "x", c: "3"}) is False
+    assert r.get(c) is None and r.get(b) == b"2"
+    assert r.msetnx({c: "3"}) is True
+    # Keys on different shards: refused whole, nothing written.
+    for i in range(100):
+        other = f"m:other{i}"
+        try:
+            r.mset({a: "changed", other: "v"})
+            r.delete(other)
+            r.set(a, "1")
+        except redis.ResponseError as e:
+            assert "CROSSSLOT" in str(e)
+            assert r.get(a) == b"1" and r.get(other) is None
+            break
+    else:
+        pytest.fail("no key on another shard found")
+
+
+def test_keys_expiry_and_iteration(r):
+    r.set("k:a", "1")
+    r.set("k:b", "2", ex=100)
+    assert r.exists("k:a", "k:b", "k:a", "k:none") == 3
+    assert r.type("k:a") == b"string" and r.type("k:none") == b"none"
+    assert r.ttl("k:a") == -1 and r.ttl("k:none") == -2
+    assert 99 <= r.ttl("k:b") <= 100 and 99000 <= r.pttl("k:b") <= 100000
+    assert r.expire("k:a", 50) is True and 49 <= r.ttl("k:a") <= 50
+    assert r.expire("k:a", 60, nx=True) is False
+    assert r.expire("k:a", 60, gt=True) is True and r.ttl("k:a") >= 59
+    assert r.expire("k:a", 10, gt=True) is False
+    assert r.expire("k:none", 10) is False
+    assert r.pexpire("k:a", 100000) is True
+    assert r.expireat("k:a", int(time.time()) + 1000) is True
+    assert r.pexpireat("k:a", int(time.time() * 1000) + 200000) is True
+    assert r.persist("k:a") is True and r.ttl("k:a") == -1 and r.persist("k:a") is False
+    assert r.set("k:keep", "v", ex=100) and r.set("k:keep", "w", keepttl=True)
+    assert r.ttl("k:keep") > 90
+    assert r.set("k:keep", "w2") and r.ttl("k:keep") == -1
+    assert r.getex("k:keep", ex=30) == b"w2" and 29 <= r.ttl("k:keep") <= 30
+    assert r.getex("k:keep", persist=True) == b"w2" and r.ttl("k:keep") == -1
+    r.set("k:short", "v", px=100)
+    time.sleep(0.25)
+    assert r.get("k:short") is None and r.exists("k:short") == 0
+    # A time in the past deletes the key.
+    r.set("k:gone", "v")
+    assert r.expire("k:gone", -1) is True and r.exists("k:gone") == 0
+    assert sorted(r.keys("k:*")) == [b"k:a", b"k:b", b"k:keep"]
+    assert sorted(r.keys("k:[ab]")) == [b"k:a", b"k:b"]
+    for i in range(50):
+        r.set(f"it:{i:02}", i)
+    seen = list(r.scan_iter(match="it:*", count=7))
+    assert sorted(seen) == [f"it:{i:02}".encode() for i in range(50)]
+    cursor, page = r.scan(0, match="it:*", count=5)
+    assert cursor != 0 and len(page) <= 5
+    assert r.scan(0, match="it:*", count=1000, _type="hash") == (0, [])
+    assert r.randomkey() is not None
+    assert r.delete("it:00", "it:01", "it:01", "it:none") == 2
+    assert r.unlink("it:02") == 1
+    assert r.dbsize() >= 45
+
+
+def test_rename(r):
+    a, b = same_shard_keys(r, "rn:", 2)
+    r.set(a, "v", ex=100)
+    assert r.rename(a, b) is True
+    assert r.get(a) is None and r.get(b) == b"v" and r.ttl(b) > 90
+    err(lambda: r.rename(a, b), "no such key")
+    r.set(a, "w")
+    assert r.renamenx(a, b) is False and r.get(a) == b"w"
+    r.delete(b)
+    assert r.renamenx(a, b) is True and r.get(b) == b"w"
+
+
+def test_concurrent_increments_lose_nothing(daemon):
+    errors = []
+
+    def worker():
+        c = daemon.client()
+        for _ in range(50):
+            try:
+                c.incr("cc:counter")
+            except redis.RedisError as e:
+                errors.append(e)
+        c.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == []
+    assert daemon.client().get("cc:counter") == b"400"
+
+
+def test_pipelining_and_resp3(daemon):
+    c = daemon.client()
+    p = c.pipeline(transaction=False)
+    for i in range(200):
+        p.set(f"p:{i}", i)
+        p.get(f"p:{i}")
+        p.incr("p:count")
+    out = p.execute()
+    assert out[1::3] == [str(i).encode() for i in range(200)]
+    assert out[2::3] == list(range(1, 201))
+    c3 = daemon.client(protocol=3)
+    assert c3.get("p:5") == b"5" and c3.get("p:none") is None
+    assert c3.incrbyfloat("p:f", 1.25) == 1.25
+    assert c3.config_get("appendonly") == {"appendonly": "yes"}
+    hello = c3.execute_command("HELLO", 3)
+    assert hello[b"proto"] == 3 and hello[b"server"] == b"redis"
+
+
+def test_protocol_errors_close_only_that_connection(daemon):
+    bad = socket.create_connection((daemon.host, daemon.port), timeout=5)
+    bad.sendall(b"*1\r\n$abc\r\n")
+    reply = bad.recv(1000)
+    assert reply.startswith(b"-ERR Protocol error: invalid bulk length"), reply
+    assert bad.recv(1000) == b""  # closed
+    big = socket.create_connection((daemon.host, daemon.port), timeout=5)
+    big.sendall(b"*1\r\n$70000\r\n")  # over --max-value-size 65536
+    assert big.recv(1000).startswith(b"-ERR Protocol error: invalid bulk length")
+    # Inline commands work (as typed into telnet).
+    inline = socket.create_connection((daemon.host, daemon.port), timeout=5)
+    inline.sendall(b"SET inl \"a b\"\r\nGET inl\r\nPING hello\r\n")
+    time.sleep(0.2)
+    assert inline.recv(1000) == b"+OK\r\n$3\r\na b\r\n$5\r\nhello\r\n"
+    assert daemon.client().ping()
+
+
+def test_max_clients():
+    d = Daemon("--max-connections", "2")
+    try:
+        a, b = d.client(), d.client()
+        assert a.ping() and b.ping()
+        s = socket.create_connection((d.host, d.port), timeout=5)
+        assert s.recv(1000) == b"-ERR max number of clients reached\r\n"
+        a.close()
+        time.sleep(0.2)
+        assert d.client().ping()
+    finally:
+        d.stop()
+        shutil.rmtree(d.data, ignore_errors=True)
+
+
+def test_data_and_expiry_survive_restart():
+    d = Daemon("--shards", "2")
+    data = d.data
+    try:
+        c = d.client()
+        c.set("dur:a", "kept")
+        c.set("dur:ttl", "soon", px=1500)
+        c.set("dur:long", "later", ex=1000)
+        c.incrby("dur:n", 41)
+        c.incr("dur:n")
+    finally:
+        d.stop()
+    d = Daemon("--shards", "2", data=data)
+    try:
+        c = d.client()
+        assert c.get("dur:a") == b"kept" and c.get("dur:n") == b"42"
+        assert 990 <= c.ttl("dur:long") <= 1000
+        time.sleep(1.6)
+        assert c.get("dur:ttl") is None
+    finally:
+        d.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-tools not installed")
+def test_redis_cli(daemon):
+    cli = ["redis-cli", "-h", daemon.host, "-p", str(daemon.port)]
+    assert subprocess.run(cli + ["set", "cli:k", "hello"], capture_output=True, text=True).stdout == "OK\n"
+    assert subprocess.run(cli + ["get", "cli:k"], capture_output=True, text=True).stdout == "hello\n"
+    out = subprocess.run(cli, input="incr cli:n\nincr cli:n\nping\n", capture_output=True, text=True).stdout
+    assert out.split() == ["1", "2", "PONG"]
+
+
+@pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="redis-tools not installed")
+def test_redis_benchmark_set_get_incr(daemon):
+    out = subprocess.run(
+        ["redis-benchmark", "-h", daemon.host, "-p", str(daemon.port), "-t", "set,get,incr",
+         "-n", "2000", "-c", "10", "-r", "1000", "-P", "4", "-q"],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for cmd in ["SET", "GET", "INCR"]:
+        assert f"{cmd}: " in out.stdout, out.stdout
+    assert "ERR" not in out.stdout + out.stderr
