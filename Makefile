@@ -39,7 +39,7 @@ soak-smoke:
 ## target FUZZ_SECS seconds and adds what it finds to tools/fuzz-corpus;
 ## `make fuzz-smoke` runs each for 10 s from the committed corpus without
 ## changing it. A crash leaves its input in fuzz/artifacts/<target>/.
-FUZZ_TARGETS = record_decoder hint_decoder grpc_request http_request
+FUZZ_TARGETS = record_decoder hint_decoder grpc_request http_request resp_parser
 FUZZ_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 FUZZ_RUSTFLAGS = --cfg fuzzing -Cpasses=sancov-module \
 	-Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
