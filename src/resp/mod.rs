@@ -304,6 +304,63 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
     reply
 }
 
+/// A reply owed to the client, in order: ready, or a queued write.
+enum Owed {
+    Ready(Reply),
+    Set(Instant, crate::storage::service::PendingWrite),
+}
+
+/// A plain `SET key value` (no options): a blind write that can be queued
+/// behind the previous ones of the same pipeline without waiting for them.
+fn is_plain_set(args: &[Vec<u8>]) -> bool {
+    args.len() == 3 && args[0].eq_ignore_ascii_case(b"set")
+}
+
+/// Queues a plain SET on its shard.
+async fn submit_set(cx: &Conn, mut args: Vec<Vec<u8>>) -> Owed {
+    let start = Instant::now();
+    let value = args.pop().expect("three arguments");
+    let key = args.pop().expect("three arguments");
+    let checked = cx
+        .check_key(&key)
+        .and_then(|_| cx.shared.limits.check_value(&value).map_err(error_reply));
+    if let Err(reply) = checked {
+        return Owed::Ready(reply);
+    }
+    let batch = Batch {
+        ops: vec![Op::Put {
+            key,
+            value,
+            expires_at_ms: None,
+        }],
+        conditions: vec![],
+    };
+    match cx.router().submit(batch).await {
+        Ok(p) => Owed::Set(start, p),
+        Err(e) => Owed::Ready(error_reply(e)),
+    }
+}
+
+/// Encodes every owed reply, waiting for queued writes in order.
+async fn settle(cx: &Conn, owed: &mut VecDeque<Owed>, out: &mut Vec<u8>) {
+    while let Some(o) = owed.pop_front() {
+        let reply = match o {
+            Owed::Ready(r) => r,
+            Owed::Set(start, pending) => {
+                let reply = match pending.wait().await {
+                    Ok(_) => Reply::OK,
+                    Err(e) => error_reply(e),
+                };
+                cx.shared.commands.fetch_add(1, Ordering::Relaxed);
+                let code = reply.is_error().then_some("ERR");
+                metrics().request("resp", "set", start, code);
+                reply
+            }
+        };
+        reply.encode(cx.proto, out);
+    }
+}
+
 /// The input buffer a connection may hold before it is closed.
 fn query_buffer_limit(limits: &Limits) -> usize {
     (2 * limits.max_value_size).max(64 << 20)
@@ -363,6 +420,10 @@ pub async fn serve(
 }
 
 /// One connection: read, run every complete command, write the replies.
+/// Consecutive plain SETs of a pipeline are queued on their shards before
+/// any is waited for, so they share group commits (one fdatasync under
+/// `sync=always`); any other command first waits for them, so it sees
+/// their effect.
 async fn connection(
     mut cx: Conn,
     mut stream: tokio::net::TcpStream,
@@ -376,6 +437,7 @@ async fn connection(
     let limit = query_buffer_limit(&cx.shared.limits);
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
+    let mut owed: VecDeque<Owed> = VecDeque::new();
     loop {
         let mut used = 0;
         loop {
@@ -385,6 +447,11 @@ async fn connection(
                     if args.is_empty() {
                         continue;
                     }
+                    if is_plain_set(&args) {
+                        owed.push_back(submit_set(&cx, args).await);
+                        continue;
+                    }
+                    settle(&cx, &mut owed, &mut out).await;
                     let reply = execute(&mut cx, &args).await;
                     reply.encode(cx.proto, &mut out);
                     if cx.quit {
@@ -398,6 +465,7 @@ async fn connection(
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    settle(&cx, &mut owed, &mut out).await;
                     Reply::err(format!("Protocol error: {}", e.0)).encode(cx.proto, &mut out);
                     stream.write_all(&out).await?;
                     return Ok(());
@@ -405,6 +473,7 @@ async fn connection(
             }
         }
         buf.drain(..used);
+        settle(&cx, &mut owed, &mut out).await;
         if !out.is_empty() {
             stream.write_all(&out).await?;
             out.clear();

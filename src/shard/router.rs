@@ -13,6 +13,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::shard::partition::Partitioner;
+use crate::storage::service::PendingWrite;
 use crate::storage::{Batch, Outcome, StoreHandle, StoreStats, Value};
 
 /// Routes requests to shards. `Send + Sync`; shared by every listener.
@@ -109,6 +110,16 @@ impl Router {
     /// Commits a batch on the shard that owns all of its keys. A batch whose
     /// keys live on more than one shard is refused whole.
     pub async fn write(&self, batch: Batch) -> Result<Outcome> {
+        let outcome = self.submit(batch).await?.wait().await?;
+        if matches!(outcome, Outcome::ConditionFailed { .. }) {
+            crate::metrics::metrics().abort("condition_failed");
+        }
+        Ok(outcome)
+    }
+
+    /// Queues a batch on its shard without waiting for its outcome (see
+    /// [`StoreHandle::submit`]): batches submitted in order commit in order.
+    pub async fn submit(&self, batch: Batch) -> Result<PendingWrite> {
         let mut keys = batch
             .ops
             .iter()
@@ -126,11 +137,7 @@ impl Router {
                 String::from_utf8_lossy(other)
             )));
         }
-        let outcome = self.shards[shard as usize].write(batch).await?;
-        if matches!(outcome, Outcome::ConditionFailed { .. }) {
-            crate::metrics::metrics().abort("condition_failed");
-        }
-        Ok(outcome)
+        self.shards[shard as usize].submit(batch).await
     }
 
     /// A scan over every shard, merged in key order (or reverse).

@@ -46,6 +46,16 @@ pub enum Command {
     Sync(oneshot::Sender<Result<()>>),
 }
 
+/// The outcome of a submitted batch, to be awaited.
+pub struct PendingWrite(oneshot::Receiver<Result<Outcome>>);
+
+impl PendingWrite {
+    /// Waits for the outcome.
+    pub async fn wait(self) -> Result<Outcome> {
+        self.0.await.map_err(|_| gone())?
+    }
+}
+
 /// A handle to a shard's storage task; `Send + Clone`.
 #[derive(Clone)]
 pub struct StoreHandle {
@@ -76,7 +86,19 @@ impl StoreHandle {
 
     /// Commits a batch.
     pub async fn write(&self, batch: Batch) -> Result<Outcome> {
-        self.call(|tx| Command::Write(batch, tx)).await?
+        self.submit(batch).await?.wait().await
+    }
+
+    /// Queues a batch (waiting only for room in the inbox) and returns its
+    /// pending outcome. Batches submitted one after another commit in that
+    /// order, so a caller can queue several before waiting for any.
+    pub async fn submit(&self, batch: Batch) -> Result<PendingWrite> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Write(batch, tx))
+            .await
+            .map_err(|_| gone())?;
+        Ok(PendingWrite(rx))
     }
 
     /// One put; returns its version.

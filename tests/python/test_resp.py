@@ -258,6 +258,18 @@ def test_pipelining_and_resp3(daemon):
     out = p.execute()
     assert out[1::3] == [str(i).encode() for i in range(200)]
     assert out[2::3] == list(range(1, 201))
+    # Queued SETs of one pipeline apply in order, before what follows them.
+    p = c.pipeline(transaction=False)
+    for i in range(100):
+        p.set("p:same", i)
+    p.get("p:same")
+    p.set("p:k" * 10000, "too long a key")
+    p.set("p:after", "x")
+    p.append("p:after", "y")
+    out = p.execute(raise_on_error=False)
+    assert out[:100] == [True] * 100 and out[100] == b"99"
+    assert isinstance(out[101], redis.ResponseError) and "exceeds the limit" in str(out[101])
+    assert out[102] is True and out[103] == 2
     c3 = daemon.client(protocol=3)
     assert c3.get("p:5") == b"5" and c3.get("p:none") is None
     assert c3.incrbyfloat("p:f", 1.25) == 1.25
