@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # and release builds use it.
 TEST_FLAGS ?= --no-default-features
 
-.PHONY: all build test lint fmt clippy bench bench-daemon gen-fbs test-crash test-damage python-deps fuzz fuzz-build fuzz-smoke soak soak-smoke
+.PHONY: all build test lint fmt clippy bench bench-daemon gen-fbs test-crash test-damage python-deps fuzz fuzz-build fuzz-smoke soak soak-smoke bench-redis
 
 all: build
 
@@ -22,6 +22,14 @@ test: lint
 	python3 -m pytest -q tests/python
 	$(MAKE) fuzz-smoke
 	$(MAKE) soak-smoke
+
+## FlashKV against redis-server with redis-benchmark, same run, equal
+## durability (needs Debian's redis-server and redis-tools).
+bench-redis:
+	$(CARGO) build --release --workspace --bins
+	tools/bench-redis.sh $(BENCH_REDIS_N)
+
+BENCH_REDIS_N ?= 200000
 
 ## Soak: mixed gRPC unary, Pipeline and HTTP load with merges and
 ## checkpoints for SOAK_SECS (release build); fails on any error or on
