@@ -1,5 +1,6 @@
-//! Crash harness of the real daemon over gRPC: several clients write
-//! (unary puts and atomic Write batches) against `flashkv --sync always`,
+//! Crash harness of the real daemon over gRPC and RESP: several clients
+//! write (gRPC unary puts and atomic Write batches; pipelined Redis SETs and
+//! atomic MSETs) against `flashkv --sync always`,
 //! the daemon is killed with SIGKILL at a random moment, restarted on the
 //! same directory, and every acknowledged write must be there with its
 //! value; no value appears that was never written, and every batch is all
@@ -29,7 +30,7 @@ mod common;
 use common::Daemon;
 
 /// The daemon with small segments and an eager merge trigger.
-fn start(dir: &Path) -> (Daemon, String) {
+fn start(dir: &Path) -> (Daemon, String, String) {
     let d = Daemon::start(
         dir,
         &[
@@ -46,7 +47,53 @@ fn start(dir: &Path) -> (Daemon, String) {
         ],
     );
     let url = d.url();
-    (d, url)
+    let resp = d.resp.clone();
+    (d, url, resp)
+}
+
+/// A minimal RESP client (the harness needs SET and MSET and their
+/// one-line replies): commands are pipelined, replies read in order.
+struct Resp {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Resp {
+    async fn connect(addr: &str) -> std::io::Result<Resp> {
+        Ok(Resp {
+            stream: tokio::net::TcpStream::connect(addr).await?,
+            buf: Vec::new(),
+        })
+    }
+
+    async fn send(&mut self, args: &[&[u8]]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.stream.write_all(&out).await
+    }
+
+    /// The next reply line (without CRLF).
+    async fn reply(&mut self) -> std::io::Result<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = self.buf[..i].to_vec();
+                self.buf.drain(..i + 2);
+                return Ok(line);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
 }
 
 fn value(key: &str, seq: u64) -> Vec<u8> {
@@ -79,11 +126,11 @@ fn ack(acked: &Acked, key: &str, seq: u64) {
 }
 
 /// Groups of three keys that live on one shard, for atomic batches.
-async fn batch_groups(admin: &mut AdminClient<Channel>) -> Vec<Vec<String>> {
+async fn batch_groups(admin: &mut AdminClient<Channel>, prefix: &str) -> Vec<Vec<String>> {
     let mut by_shard: HashMap<u32, Vec<String>> = HashMap::new();
     let mut i = 0;
     while by_shard.values().map(|v| v.len() / 3).sum::<usize>() < GROUPS {
-        let k = format!("batch-{i}");
+        let k = format!("{prefix}{i}");
         let s = admin
             .shard_of(ShardOfRequest {
                 key: k.clone().into(),
@@ -156,18 +203,22 @@ fn sigkill_of_the_daemon_loses_no_acknowledged_write() {
         .unwrap();
     let acked: Acked = Arc::default();
     let batch_acked: Acked = Arc::default();
+    let mset_acked: Acked = Arc::default();
     let mut groups = Vec::new();
+    let mut mset_groups = Vec::new();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
     let mut total = 0u64;
     for cycle in 0..cycles {
-        let (mut child, url) = start(dir.path());
+        let (mut child, url, resp) = start(dir.path());
         rt.block_on(async {
             if groups.is_empty() {
                 let mut admin = AdminClient::connect(url.clone()).await.unwrap();
-                groups = batch_groups(&mut admin).await;
+                groups = batch_groups(&mut admin, "batch-").await;
+                mset_groups = batch_groups(&mut admin, "mset-").await;
             }
             // Everything acknowledged before this start must have survived.
             verify(&url, &acked, &groups, &batch_acked).await;
+            verify(&url, &acked, &mset_groups, &mset_acked).await;
         });
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -224,6 +275,62 @@ fn sigkill_of_the_daemon_loses_no_acknowledged_write() {
                 }
                 n
             }));
+            // Redis clients: pipelined SETs of their own keys, then an
+            // atomic MSET of a group, over and over.
+            for w in 0..2u64 {
+                let mut r = Resp::connect(&resp).await.unwrap();
+                let acked = acked.clone();
+                let mset_acked = mset_acked.clone();
+                let gs = mset_groups.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut n = 0u64;
+                    let mut seq = base + 70_000_000 + w * 10_000_000;
+                    'run: loop {
+                        let mut keys = Vec::new();
+                        for _ in 0..4 {
+                            seq += 1;
+                            let key = format!("resp-{w}-{}", seq % PUT_KEYS);
+                            let v = value(&key, seq);
+                            if r.send(&[b"SET", key.as_bytes(), &v]).await.is_err() {
+                                break 'run;
+                            }
+                            keys.push((key, seq));
+                        }
+                        for (key, s) in keys {
+                            match r.reply().await {
+                                Ok(line) if line == b"+OK" => {
+                                    ack(&acked, &key, s);
+                                    n += 1;
+                                }
+                                Ok(line) => panic!("SET {key}: {}", String::from_utf8_lossy(&line)),
+                                Err(_) => break 'run,
+                            }
+                        }
+                        seq += 1;
+                        // Each writer its own groups (even or odd), so that a
+                        // group's sequence numbers only grow.
+                        let g = &gs[(seq as usize % (gs.len() / 2)) * 2 + w as usize];
+                        let values: Vec<Vec<u8>> = g.iter().map(|k| value(k, seq)).collect();
+                        let mut args: Vec<&[u8]> = vec![b"MSET"];
+                        for (k, v) in g.iter().zip(&values) {
+                            args.push(k.as_bytes());
+                            args.push(v);
+                        }
+                        if r.send(&args).await.is_err() {
+                            break;
+                        }
+                        match r.reply().await {
+                            Ok(line) if line == b"+OK" => {
+                                ack(&mset_acked, &g[0], seq);
+                                n += 1;
+                            }
+                            Ok(line) => panic!("MSET {g:?}: {}", String::from_utf8_lossy(&line)),
+                            Err(_) => break,
+                        }
+                    }
+                    n
+                }));
+            }
             tokio::time::sleep(run).await;
             child.kill(); // SIGKILL
             let mut done = 0;
@@ -243,9 +350,26 @@ fn sigkill_of_the_daemon_loses_no_acknowledged_write() {
     }
     // A last restart checks the final cycle, and that seals and merges did
     // happen during the run.
-    let (child, url) = start(dir.path());
+    let (child, url, _) = start(dir.path());
     rt.block_on(async {
         verify(&url, &acked, &groups, &batch_acked).await;
+        verify(&url, &acked, &mset_groups, &mset_acked).await;
+        // Both protocols took part.
+        {
+            let acked = acked.lock().unwrap();
+            assert!(
+                acked.keys().any(|k| k.starts_with("put-")),
+                "no gRPC put acknowledged"
+            );
+            assert!(
+                acked.keys().any(|k| k.starts_with("resp-")),
+                "no RESP SET acknowledged"
+            );
+        }
+        assert!(
+            !mset_acked.lock().unwrap().is_empty(),
+            "no RESP MSET acknowledged"
+        );
         let mut admin = AdminClient::connect(url.clone()).await.unwrap();
         let stats = admin.stats(StatsRequest {}).await.unwrap().into_inner();
         // Segment ids only grow: every new segment, merge output and merge

@@ -26,6 +26,8 @@ pub struct Daemon {
     pub addr: String,
     /// The HTTP listen address.
     pub http: String,
+    /// The RESP listen address.
+    pub resp: String,
 }
 
 impl Daemon {
@@ -43,6 +45,8 @@ impl Daemon {
                 "--grpc-addr",
                 "127.0.0.1:0",
                 "--http-addr",
+                "127.0.0.1:0",
+                "--resp-addr",
                 "127.0.0.1:0",
                 "--no-pin",
                 "--log-level",
@@ -79,13 +83,20 @@ impl Daemon {
             .and_then(|s| s.split(' ').next())
             .unwrap()
             .to_string();
-        let http = line
-            .split("HTTP on ")
-            .nth(1)
-            .and_then(|s| s.split(' ').next())
-            .unwrap()
-            .to_string();
-        Ok(Daemon { child, addr, http })
+        let field = |name: &str| {
+            line.split(name)
+                .nth(1)
+                .and_then(|s| s.split(' ').next())
+                .unwrap()
+                .to_string()
+        };
+        let (http, resp) = (field("HTTP on "), field("RESP on "));
+        Ok(Daemon {
+            child,
+            addr,
+            http,
+            resp,
+        })
     }
 
     /// `http://addr`.
