@@ -534,3 +534,55 @@ fn sigterm_right_after_ready_is_graceful() {
         assert_eq!(d.stop(), 0);
     }
 }
+
+/// SO_REUSEPORT lets sockets of one user share a port; a second daemon on
+/// another directory but the same address must still be refused, not split
+/// the first one's traffic.
+#[test]
+fn second_daemon_on_the_same_address_is_refused() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let first = Daemon::start(a.path(), &[]);
+    for (flag, addr) in [
+        ("--grpc-addr", first.addr.clone()),
+        ("--http-addr", first.http.clone()),
+        ("--resp-addr", first.resp.clone()),
+    ] {
+        let mut args = vec![
+            "--data-dir",
+            b.path().to_str().unwrap(),
+            flag,
+            addr.as_str(),
+            "--no-pin",
+        ];
+        for (f, v) in [
+            ("--grpc-addr", "127.0.0.1:0"),
+            ("--http-addr", "127.0.0.1:0"),
+            ("--resp-addr", "127.0.0.1:0"),
+        ] {
+            if f != flag {
+                args.extend([f, v]);
+            }
+        }
+        let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_flashkv"))
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Under the old behaviour the second daemon would start and serve.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while second.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                second.kill().unwrap();
+                panic!("{flag} {addr}: a second daemon started on the address");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = second.wait_with_output().unwrap();
+        assert!(!out.status.success(), "{flag} {addr}: exited 0");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is in use"), "{flag}: {err}");
+    }
+    assert_eq!(first.stop(), 0);
+}

@@ -65,6 +65,45 @@ fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// `n` listeners on one address, one per shard thread (SO_REUSEPORT).
+///
+/// SO_REUSEPORT would also let a second daemon of the same user bind the
+/// same port and silently take half of its connections, so the address is
+/// first claimed by a socket without it: if anyone listens there, that bind
+/// fails and so does start-up. Port 0 becomes the port the claim got.
+fn bind_group(
+    addr: SocketAddr,
+    n: u32,
+    what: &str,
+) -> Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    use socket2::{Domain, Socket, Type};
+    let taken = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            Error::Config(format!(
+                "{what} address {addr} is in use (another flashkv or another program listens there); \
+                 choose another with --{}-addr",
+                what.to_ascii_lowercase()
+            ))
+        } else {
+            Error::io("bind", addr.to_string(), e)
+        }
+    };
+    let claim = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(taken)?;
+    claim.set_reuse_address(true).map_err(taken)?;
+    claim.bind(&addr.into()).map_err(taken)?;
+    claim.listen(1).map_err(taken)?;
+    let actual = claim
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| Error::Config(format!("{what} address {addr}: no local address")))?;
+    drop(claim);
+    let listeners = (0..n)
+        .map(|_| bind_reuseport(actual))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((actual, listeners))
+}
+
 fn pin_to_core(core: usize) {
     // SAFETY: plain libc calls on a zeroed cpu_set_t for the calling thread.
     unsafe {
@@ -101,30 +140,9 @@ impl Daemon {
             IoChoice::Force(e) => e,
         };
         let n = partitioner.shards();
-        let first = bind_reuseport(cfg.grpc_addr)?;
-        let grpc_addr = first
-            .local_addr()
-            .map_err(|e| Error::io("local address", cfg.grpc_addr.to_string(), e))?;
-        let mut listeners = vec![first];
-        for _ in 1..n {
-            listeners.push(bind_reuseport(grpc_addr)?);
-        }
-        let first = bind_reuseport(cfg.http_addr)?;
-        let http_addr = first
-            .local_addr()
-            .map_err(|e| Error::io("local address", cfg.http_addr.to_string(), e))?;
-        let mut http_listeners = vec![first];
-        for _ in 1..n {
-            http_listeners.push(bind_reuseport(http_addr)?);
-        }
-        let first = bind_reuseport(cfg.resp_addr)?;
-        let resp_addr = first
-            .local_addr()
-            .map_err(|e| Error::io("local address", cfg.resp_addr.to_string(), e))?;
-        let mut resp_listeners = vec![first];
-        for _ in 1..n {
-            resp_listeners.push(bind_reuseport(resp_addr)?);
-        }
+        let (grpc_addr, listeners) = bind_group(cfg.grpc_addr, n, "gRPC")?;
+        let (http_addr, http_listeners) = bind_group(cfg.http_addr, n, "HTTP")?;
+        let (resp_addr, resp_listeners) = bind_group(cfg.resp_addr, n, "RESP")?;
         crate::metrics::metrics().set_slow_request_threshold(cfg.slow_request);
         let limits = Limits {
             max_key_size: cfg.store.max_key_size,
