@@ -13,7 +13,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 start() { # data-dir extra-flags...
   local dir=$1; shift
-  "$BIN/flashkv" --data-dir "$dir" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --log-level warn "$@" > "$work/ready" &
+  "$BIN/flashkv" --data-dir "$dir" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --resp-addr 127.0.0.1:0 --log-level warn "$@" > "$work/ready" &
   for _ in $(seq 100); do grep -q "gRPC on" "$work/ready" 2>/dev/null && break; sleep 0.1; done
   ADDR=http://$(sed 's/.*gRPC on \([^ ]*\).*/\1/' "$work/ready")
   HTTP_ADDR=$(sed 's/.*HTTP on \([^ ]*\).*/\1/' "$work/ready")

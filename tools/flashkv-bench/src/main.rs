@@ -39,6 +39,7 @@ enum Mode {
 enum Protocol {
     Grpc,
     Http,
+    Resp,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
@@ -61,6 +62,9 @@ struct Args {
     /// HTTP address of the daemon, for --protocol http.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http_addr: String,
+    /// RESP address of the daemon, for --protocol resp.
+    #[arg(long, default_value = "127.0.0.1:6380")]
+    resp_addr: String,
     /// gRPC connections.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -234,8 +238,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.connections * args.inflight
         );
     }
-    if args.protocol == Protocol::Http && args.mode != Mode::Unary {
-        anyhow::bail!("--protocol http runs the unary mode only");
+    if args.protocol != Protocol::Grpc && args.mode != Mode::Unary {
+        anyhow::bail!("--protocol http and resp run the unary mode only");
     }
     if args.preload && args.mode != Mode::Bulk {
         preload(&args).await?;
@@ -259,6 +263,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     let client = match args.protocol {
                         Protocol::Grpc => Client::Grpc(kv.clone()),
                         Protocol::Http => Client::Http(HttpConn::connect(&args.http_addr).await?),
+                        Protocol::Resp => Client::Resp(RespConn::connect(&args.resp_addr).await?),
                     };
                     tasks.push(tokio::spawn(unary(
                         client,
@@ -418,6 +423,7 @@ impl HttpConn {
 enum Client {
     Grpc(KvClient<Channel>),
     Http(HttpConn),
+    Resp(RespConn),
 }
 
 impl Client {
@@ -440,6 +446,58 @@ impl Client {
             }),
             Client::Http(conn) if is_put => conn.call("PUT", &key, value.to_vec()).await,
             Client::Http(conn) => conn.call("GET", &key, Vec::new()).await,
+            Client::Resp(conn) if is_put => conn.call(&[b"SET", &key, value]).await,
+            Client::Resp(conn) => conn.call(&[b"GET", &key]).await,
+        }
+    }
+}
+
+/// One RESP connection, one command at a time.
+struct RespConn {
+    stream: tokio::io::BufStream<tokio::net::TcpStream>,
+    line: Vec<u8>,
+}
+
+impl RespConn {
+    async fn connect(addr: &str) -> anyhow::Result<RespConn> {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        Ok(RespConn {
+            stream: tokio::io::BufStream::new(stream),
+            line: Vec::new(),
+        })
+    }
+
+    /// One command; whether it succeeded (an error reply is a failure, a
+    /// nil GET a miss).
+    async fn call(&mut self, args: &[&[u8]]) -> anyhow::Result<bool> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.stream.write_all(&out).await?;
+        self.stream.flush().await?;
+        self.line.clear();
+        if self.stream.read_until(b'\n', &mut self.line).await? == 0 {
+            anyhow::bail!("the server closed the connection");
+        }
+        match self.line.first() {
+            Some(b'+') | Some(b':') => Ok(true),
+            Some(b'-') => Ok(false),
+            Some(b'$') => {
+                let n: i64 = std::str::from_utf8(&self.line[1..])?.trim().parse()?;
+                if n >= 0 {
+                    let mut body = vec![0; n as usize + 2];
+                    self.stream.read_exact(&mut body).await?;
+                }
+                Ok(true)
+            }
+            _ => anyhow::bail!("unexpected reply {:?}", String::from_utf8_lossy(&self.line)),
         }
     }
 }
