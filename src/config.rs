@@ -96,6 +96,25 @@ pub struct Flags {
     #[arg(long)]
     #[serde(default)]
     pub no_pin: bool,
+    /// TLS certificate chain (PEM) for gRPC, HTTP and RESP; with --tls-key.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM).
+    #[arg(long)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// File holding the bearer token gRPC and HTTP clients must send.
+    #[arg(long)]
+    pub auth_token_file: Option<PathBuf>,
+    /// File holding the password RESP clients must AUTH with.
+    #[arg(long)]
+    pub resp_password_file: Option<PathBuf>,
+    /// Allow listening beyond loopback without authentication.
+    #[arg(long)]
+    #[serde(default)]
+    pub insecure_no_auth: bool,
     /// Log filter (tracing syntax): error, warn, info, debug, trace. [default: info]
     #[arg(long)]
     pub log_level: Option<String>,
@@ -144,6 +163,77 @@ pub struct Config {
     pub log_level: String,
     /// Test hook: delay before each shard recovers.
     pub startup_delay: Duration,
+    /// TLS and authentication.
+    pub security: Security,
+}
+
+/// TLS and authentication settings (secrets already read from their files).
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// TLS material, if TLS is on.
+    pub tls: Option<crate::api::security::TlsFiles>,
+    /// Bearer token for gRPC and HTTP.
+    pub token: Option<crate::api::security::Secret>,
+    /// Password for RESP.
+    pub resp_password: Option<crate::api::security::Secret>,
+}
+
+impl Security {
+    fn from_flags(f: &Flags, addrs: &[(&str, SocketAddr)]) -> Result<Security> {
+        use crate::api::security::{Secret, TlsFiles};
+        let tls = match (&f.tls_cert, &f.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: f.tls_client_ca.clone(),
+            }),
+            (None, None) if f.tls_client_ca.is_some() => {
+                return Err(Error::Config(
+                    "--tls-client-ca needs --tls-cert and --tls-key".into(),
+                ));
+            }
+            (None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "give --tls-cert and --tls-key together".into(),
+                ));
+            }
+        };
+        let token = f
+            .auth_token_file
+            .as_deref()
+            .map(|p| Secret::from_file(p, "--auth-token-file"))
+            .transpose()?;
+        let resp_password = f
+            .resp_password_file
+            .as_deref()
+            .map(|p| Secret::from_file(p, "--resp-password-file"))
+            .transpose()?;
+        if !f.insecure_no_auth {
+            for (name, addr) in addrs {
+                let unprotected = match *name {
+                    "resp" => resp_password.is_none(),
+                    _ => token.is_none(),
+                };
+                if !addr.ip().is_loopback() && unprotected {
+                    return Err(Error::Config(format!(
+                        "--{name}-addr {addr} listens beyond loopback without authentication; give {} \
+                         (or --insecure-no-auth to allow it)",
+                        if *name == "resp" {
+                            "--resp-password-file"
+                        } else {
+                            "--auth-token-file"
+                        }
+                    )));
+                }
+            }
+        }
+        Ok(Security {
+            tls,
+            token,
+            resp_password,
+        })
+    }
 }
 
 impl Flags {
@@ -173,6 +263,12 @@ impl Flags {
             repair: self.repair || file.repair,
             no_pin: self.no_pin || file.no_pin,
             log_level: self.log_level.or(file.log_level),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            tls_client_ca: self.tls_client_ca.or(file.tls_client_ca),
+            auth_token_file: self.auth_token_file.or(file.auth_token_file),
+            resp_password_file: self.resp_password_file.or(file.resp_password_file),
+            insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth,
             startup_delay_ms: self.startup_delay_ms,
         }
     }
@@ -246,17 +342,28 @@ impl Config {
                 "max message size {max_message_size} cannot carry the largest key and value"
             )));
         }
+        let grpc_addr = flags
+            .grpc_addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051)));
+        let http_addr = flags
+            .http_addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let resp_addr = flags
+            .resp_addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6380)));
+        let security = Security::from_flags(
+            &flags,
+            &[
+                ("grpc", grpc_addr),
+                ("http", http_addr),
+                ("resp", resp_addr),
+            ],
+        )?;
         Ok(Config {
             data_dir: flags.data_dir.unwrap_or_else(|| PathBuf::from("data")),
-            grpc_addr: flags
-                .grpc_addr
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
-            http_addr: flags
-                .http_addr
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            resp_addr: flags
-                .resp_addr
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6380))),
+            grpc_addr,
+            http_addr,
+            resp_addr,
             slow_request: Duration::from_millis(flags.slow_request_ms.unwrap_or(500)),
             conn_limits: crate::api::ConnLimits {
                 max_connections: flags.max_connections.unwrap_or(10_000).max(1),
@@ -271,6 +378,7 @@ impl Config {
             pin: !flags.no_pin,
             log_level: flags.log_level.unwrap_or_else(|| "info".into()),
             startup_delay: Duration::from_millis(flags.startup_delay_ms.unwrap_or(0)),
+            security,
         })
     }
 }
@@ -322,6 +430,41 @@ mod tests {
     }
 
     #[test]
+    fn beyond_loopback_needs_auth_unless_waived() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t0k3n\n").unwrap();
+        let t = token.to_str().unwrap();
+        let err = Config::from_flags(Flags::parse_from([
+            "flashkv",
+            "--http-addr",
+            "0.0.0.0:8080",
+            "--resp-password-file",
+            t,
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("--auth-token-file"), "{err}");
+        let c = Config::from_flags(Flags::parse_from([
+            "flashkv",
+            "--http-addr",
+            "0.0.0.0:8080",
+            "--auth-token-file",
+            t,
+        ]))
+        .unwrap();
+        assert!(c.security.token.as_ref().unwrap().matches(b"t0k3n"));
+        // The secret never shows in the configuration's debug output.
+        assert!(!format!("{c:?}").contains("t0k3n"));
+        Config::from_flags(Flags::parse_from([
+            "flashkv",
+            "--resp-addr",
+            "0.0.0.0:6380",
+            "--insecure-no-auth",
+        ]))
+        .unwrap();
+    }
+
+    #[test]
     fn bad_values_are_refused_with_a_reason() {
         for args in [
             vec!["flashkv", "--sync", "sometimes"],
@@ -329,6 +472,10 @@ mod tests {
             vec!["flashkv", "--shards", "0"],
             vec!["flashkv", "--shards", "2", "--split-keys", "m"],
             vec!["flashkv", "--segment-size-mb", "1"],
+            vec!["flashkv", "--tls-cert", "c.pem"],
+            vec!["flashkv", "--tls-client-ca", "ca.pem"],
+            vec!["flashkv", "--grpc-addr", "0.0.0.0:1"],
+            vec!["flashkv", "--resp-addr", "0.0.0.0:1"],
         ] {
             assert!(
                 Config::from_flags(Flags::parse_from(args.clone())).is_err(),

@@ -102,21 +102,26 @@ where
     }
 }
 
-/// A TCP connection counted in the connection gauge while open.
+/// A client connection (plain or TLS) counted in the connection gauge
+/// while open.
 pub struct CountedStream {
-    stream: tokio::net::TcpStream,
+    stream: crate::api::security::BoxStream,
+    info: tonic::transport::server::TcpConnectInfo,
     _open: crate::metrics::ConnectionGuard,
 }
 
 impl CountedStream {
-    /// Counts `stream` under `protocol`, or refuses it (None: the caller
-    /// drops, i.e. closes, it) when `max` connections are open.
-    pub fn admit(stream: tokio::net::TcpStream, protocol: &str, max: usize) -> Option<Self> {
-        let open = crate::metrics::metrics().admit(protocol, max)?;
-        Some(CountedStream {
+    /// A connection admitted under `open`.
+    pub fn new(
+        stream: crate::api::security::BoxStream,
+        info: tonic::transport::server::TcpConnectInfo,
+        open: crate::metrics::ConnectionGuard,
+    ) -> Self {
+        CountedStream {
             stream,
+            info,
             _open: open,
-        })
+        }
     }
 }
 
@@ -124,7 +129,7 @@ impl tonic::transport::server::Connected for CountedStream {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.info.clone()
     }
 }
 
@@ -134,7 +139,7 @@ impl tokio::io::AsyncRead for CountedStream {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        self.stream.as_mut().poll_read(cx, buf)
     }
 }
 
@@ -144,7 +149,7 @@ impl tokio::io::AsyncWrite for CountedStream {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        self.stream.as_mut().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -152,7 +157,7 @@ impl tokio::io::AsyncWrite for CountedStream {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        self.stream.as_mut().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -163,14 +168,14 @@ impl tokio::io::AsyncWrite for CountedStream {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        self.stream.as_mut().poll_flush(cx)
     }
 
     fn poll_shutdown(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        self.stream.as_mut().poll_shutdown(cx)
     }
 }
 

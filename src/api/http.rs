@@ -56,6 +56,7 @@ pub struct HttpState(Arc<Inner>);
 struct Inner {
     router: Option<Arc<Router>>,
     request_timeout: Duration,
+    token: Option<crate::api::security::Secret>,
     limits: Limits,
     max_body: usize,
     io_engine: &'static str,
@@ -72,10 +73,12 @@ impl HttpState {
         io_engine: &'static str,
         sync: String,
         request_timeout: Duration,
+        token: Option<crate::api::security::Secret>,
     ) -> Self {
         HttpState(Arc::new(Inner {
             router: Some(router),
             request_timeout,
+            token,
             limits,
             max_body,
             io_engine,
@@ -88,6 +91,7 @@ impl HttpState {
         HttpState(Arc::new(Inner {
             router: None,
             request_timeout,
+            token: None,
             limits,
             max_body: 0,
             io_engine: "",
@@ -208,6 +212,25 @@ async fn track(State(st): State<HttpState>, req: Request, next: Next) -> Respons
         Some(p) => format!("{method} {}", p.as_str()),
         None => format!("{method} unmatched"),
     };
+    let open = matches!(req.uri().path(), "/healthz" | "/readyz");
+    if let (Some(token), false) = (&st.0.token, open) {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if !token.matches_bearer(given) {
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "missing or wrong token: send 'Authorization: Bearer <token>'",
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            metrics().request("http", &command, start, Some("unauthenticated"));
+            return r;
+        }
+    }
     let deadline = st.0.request_timeout;
     let resp = match tokio::time::timeout(deadline, next.run(req)).await {
         Ok(r) => r,
@@ -939,6 +962,7 @@ pub async fn serve(
     app: axum::Router,
     mut shutdown: watch::Receiver<bool>,
     limits: crate::api::ConnLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tokio::io::AsyncWriteExt as _;
@@ -967,15 +991,23 @@ pub async fn serve(
                     continue;
                 };
                 let service = hyper_util::service::TowerToHyperService::new(app.clone());
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits.request_timeout)
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let _open = open;
-                    if let Err(e) = conn.await {
+                    let stream = match crate::api::security::accept(stream, tls.as_ref(), limits.request_timeout).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "HTTP TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits.request_timeout)
+                        .serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "HTTP connection ended with an error");
                     }
                 });

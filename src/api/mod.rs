@@ -63,3 +63,4 @@ impl Default for ConnLimits {
     }
 }
 pub mod http;
+pub mod security;

@@ -54,6 +54,10 @@ pub struct Shared {
     pub addr: String,
     /// Connection limits.
     pub conn_limits: ConnLimits,
+    /// The password clients must AUTH with (None: no authentication).
+    pub password: Option<crate::api::security::Secret>,
+    /// TLS, if on.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     started: Instant,
     next_client_id: AtomicU64,
     commands: AtomicU64,
@@ -69,23 +73,38 @@ struct Cursors {
     order: VecDeque<u64>,
 }
 
+/// What a RESP listener is set up with.
+pub struct Settings {
+    /// The shards.
+    pub router: Arc<Router>,
+    /// Key and value limits.
+    pub limits: Limits,
+    /// `--sync` as text.
+    pub sync: String,
+    /// I/O engine name.
+    pub io_engine: &'static str,
+    /// The RESP listen address.
+    pub addr: String,
+    /// Connection limits.
+    pub conn_limits: ConnLimits,
+    /// The AUTH password, if one is required.
+    pub password: Option<crate::api::security::Secret>,
+    /// TLS, if on.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 impl Shared {
-    /// State over `router`.
-    pub fn new(
-        router: Arc<Router>,
-        limits: Limits,
-        sync: String,
-        io_engine: &'static str,
-        addr: String,
-        conn_limits: ConnLimits,
-    ) -> Arc<Shared> {
+    /// The state shared by a listener's connections.
+    pub fn new(s: Settings) -> Arc<Shared> {
         Arc::new(Shared {
-            router,
-            limits,
-            sync,
-            io_engine,
-            addr,
-            conn_limits,
+            password: s.password,
+            tls: s.tls,
+            router: s.router,
+            limits: s.limits,
+            sync: s.sync,
+            io_engine: s.io_engine,
+            addr: s.addr,
+            conn_limits: s.conn_limits,
             started: Instant::now(),
             next_client_id: AtomicU64::new(1),
             commands: AtomicU64::new(0),
@@ -152,6 +171,8 @@ pub struct Conn {
     pub peer: String,
     /// Close after this reply (QUIT).
     pub quit: bool,
+    /// Whether AUTH succeeded (or no password is configured).
+    pub authenticated: bool,
     /// When the connection was accepted.
     pub since: Instant,
 }
@@ -286,6 +307,10 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
         metrics().request("resp", "unknown", Instant::now(), Some("ERR"));
         return Reply::Error(msg);
     };
+    if !cx.authenticated && !matches!(spec.name, "auth" | "hello" | "quit" | "reset") {
+        metrics().request("resp", spec.name, Instant::now(), Some("NOAUTH"));
+        return Reply::Error("NOAUTH Authentication required.".into());
+    }
     let n = args.len() as i32;
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
         return Reply::err(format!(
@@ -379,7 +404,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (mut stream, peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::warn!(error = %e, "RESP accept failed");
@@ -390,6 +415,7 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let Some(open) = metrics().admit("resp", shared.conn_limits.max_connections) else {
                     tokio::spawn(async move {
+                        let mut stream = stream;
                         let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
                         let _ = stream.shutdown().await;
                     });
@@ -403,11 +429,21 @@ pub async fn serve(
                     name: None,
                     peer: peer.to_string(),
                     quit: false,
+                    authenticated: shared.password.is_none(),
                     since: Instant::now(),
                 };
                 let stop = shutdown.clone();
+                let tls = shared.tls.clone();
+                let timeout = shared.conn_limits.request_timeout;
                 tokio::spawn(async move {
                     let _open = open;
+                    let stream = match crate::api::security::accept(stream, tls.as_ref(), timeout).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "RESP TLS handshake failed");
+                            return;
+                        }
+                    };
                     if let Err(e) = connection(conn, stream, stop).await {
                         tracing::debug!(error = %e, "RESP connection ended with an error");
                     }
@@ -426,7 +462,7 @@ pub async fn serve(
 /// their effect.
 async fn connection(
     mut cx: Conn,
-    mut stream: tokio::net::TcpStream,
+    mut stream: crate::api::security::BoxStream,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let max_bulk = cx

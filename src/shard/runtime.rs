@@ -26,7 +26,6 @@ use crate::error::{Error, Result};
 use crate::shard::{Partitioner, Router, manifest};
 use crate::storage::service::{MAX_GROUP, serve};
 use crate::storage::{Io, IoEngine, RecoveryReport, Store, StoreHandle};
-use tokio_stream::StreamExt as _;
 
 /// Directory of shard `i` inside a data directory.
 pub fn shard_dir(data_dir: &Path, i: u32) -> PathBuf {
@@ -149,7 +148,18 @@ impl Daemon {
             max_value_size: cfg.store.max_value_size,
         };
         // Until every shard has recovered, HTTP answers 503 from here.
-        let interim = InterimHttp::start(&http_listeners, limits, cfg.conn_limits)?;
+        let tls = cfg
+            .security
+            .tls
+            .as_ref()
+            .map(crate::api::security::Tls::load)
+            .transpose()?;
+        let interim = InterimHttp::start(
+            &http_listeners,
+            limits,
+            cfg.conn_limits,
+            tls.as_ref().map(|t| t.http.clone()),
+        )?;
 
         let clock = Arc::new(Clock::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -188,6 +198,8 @@ impl Daemon {
                 sync: cfg.store.sync.to_string(),
                 startup_delay: cfg.startup_delay,
                 conn_limits: cfg.conn_limits,
+                security: cfg.security.clone(),
+                tls: tls.clone(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("flashkv-shard-{i}"))
@@ -292,6 +304,8 @@ struct ShardCtx {
     sync: String,
     startup_delay: std::time::Duration,
     conn_limits: crate::api::ConnLimits,
+    security: crate::config::Security,
+    tls: Option<crate::api::security::Tls>,
 }
 
 impl ShardCtx {
@@ -332,6 +346,7 @@ impl ShardCtx {
             self.engine.as_str(),
             self.sync.clone(),
             self.conn_limits.request_timeout,
+            self.security.token.clone(),
         ));
         let http_listener = self
             .http_listener
@@ -341,18 +356,26 @@ impl ShardCtx {
             .resp_listener
             .try_clone()
             .map_err(|e| Error::io("listener", "resp", e))?;
-        let resp = crate::resp::Shared::new(
-            router.clone(),
-            self.limits,
-            self.sync.clone(),
-            self.engine.as_str(),
-            self.resp_addr.clone(),
-            self.conn_limits,
-        );
+        let resp = crate::resp::Shared::new(crate::resp::Settings {
+            router: router.clone(),
+            limits: self.limits,
+            sync: self.sync.clone(),
+            io_engine: self.engine.as_str(),
+            addr: self.resp_addr.clone(),
+            conn_limits: self.conn_limits,
+            password: self.security.resp_password.clone(),
+            tls: self.tls.as_ref().map(|t| t.resp.clone()),
+        });
         let (grpc, http, resp) = tokio::join!(
             self.serve_grpc(router),
             crate::resp::serve(resp_listener, resp, self.shutdown.clone()),
-            crate::api::http::serve(http_listener, http, self.shutdown.clone(), self.conn_limits)
+            crate::api::http::serve(
+                http_listener,
+                http,
+                self.shutdown.clone(),
+                self.conn_limits,
+                self.tls.as_ref().map(|t| t.http.clone())
+            )
         );
         let served = grpc.and(http).and(resp);
         // The server and every clone of the router are gone: once all shards
@@ -371,19 +394,61 @@ impl ShardCtx {
             .map_err(|e| Error::io("listener", "grpc", e))?;
         let listener = tokio::net::TcpListener::from_std(std_listener)
             .map_err(|e| Error::io("listener", "grpc", e))?;
-        let incoming =
-            tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(move |r| match r {
-                Ok(s) => CountedStream::admit(s, "grpc", max_connections).map(Ok),
-                Err(e) => Some(Err(e)),
-            });
-        let kv = KvServer::new(KvService::new(router.clone(), self.limits))
-            .max_decoding_message_size(self.max_message_size)
-            .max_encoding_message_size(self.max_message_size);
-        let admin = AdminServer::new(AdminService::new(
-            router,
-            self.engine.as_str(),
-            self.sync.clone(),
-        ));
+        // Accept, admit, and hand over after the TLS handshake (each in its
+        // own task, so a slow handshake holds up no other connection).
+        let (tx, rx) = mpsc::channel::<std::io::Result<CountedStream>>(64);
+        let tls = self.tls.as_ref().map(|t| t.grpc.clone());
+        let timeout = self.conn_limits.request_timeout;
+        let mut stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, peer)) => {
+                            // Over the limit: dropped, i.e. closed.
+                            let Some(open) = crate::metrics::metrics().admit("grpc", max_connections) else {
+                                continue;
+                            };
+                            let info = tonic::transport::server::TcpConnectInfo {
+                                local_addr: stream.local_addr().ok(),
+                                remote_addr: Some(peer),
+                            };
+                            let (tx, tls) = (tx.clone(), tls.clone());
+                            tokio::spawn(async move {
+                                match crate::api::security::accept(stream, tls.as_ref(), timeout).await {
+                                    Ok(io) => {
+                                        let _ = tx.send(Ok(CountedStream::new(io, info, open))).await;
+                                    }
+                                    Err(e) => tracing::debug!(error = %e, "gRPC TLS handshake failed"),
+                                }
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "gRPC accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                    },
+                    // (The watch guard must not live across the await: Send.)
+                    _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+                }
+            }
+        });
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let auth = crate::api::security::GrpcAuth(self.security.token.clone());
+        let kv = tonic::service::interceptor::InterceptedService::new(
+            KvServer::new(KvService::new(router.clone(), self.limits))
+                .max_decoding_message_size(self.max_message_size)
+                .max_encoding_message_size(self.max_message_size),
+            auth.clone(),
+        );
+        let admin = tonic::service::interceptor::InterceptedService::new(
+            AdminServer::new(AdminService::new(
+                router,
+                self.engine.as_str(),
+                self.sync.clone(),
+            )),
+            auth,
+        );
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter.set_serving::<KvServer<KvService>>().await;
         reporter.set_serving::<AdminServer<AdminService>>().await;
@@ -435,6 +500,7 @@ impl InterimHttp {
         listeners: &[std::net::TcpListener],
         limits: Limits,
         conn_limits: crate::api::ConnLimits,
+        tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Result<InterimHttp> {
         let clones = listeners
             .iter()
@@ -455,7 +521,13 @@ impl InterimHttp {
                         conn_limits.request_timeout,
                     ));
                     let servers = clones.into_iter().map(|l| {
-                        crate::api::http::serve(l, app.clone(), stopped.clone(), conn_limits)
+                        crate::api::http::serve(
+                            l,
+                            app.clone(),
+                            stopped.clone(),
+                            conn_limits,
+                            tls.clone(),
+                        )
                     });
                     for r in futures::future::join_all(servers).await {
                         if let Err(e) = r {

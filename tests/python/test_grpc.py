@@ -32,7 +32,7 @@ def pb():
 def daemon():
     data = tempfile.mkdtemp(prefix="flashkv-py-")
     proc = subprocess.Popen(
-        [BIN, "--data-dir", data, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--shards", "2", "--no-pin", "--log-level", "warn"],
+        [BIN, "--data-dir", data, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--resp-addr", "127.0.0.1:0", "--shards", "2", "--no-pin", "--log-level", "warn"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

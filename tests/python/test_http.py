@@ -28,7 +28,7 @@ class Daemon:
     def __init__(self, *extra, data=None, http="127.0.0.1:0"):
         self.data = data or tempfile.mkdtemp(prefix="flashkv-http-")
         self.proc = subprocess.Popen(
-            [BIN, "--data-dir", self.data, "--grpc-addr", "127.0.0.1:0", "--http-addr", http,
+            [BIN, "--data-dir", self.data, "--grpc-addr", "127.0.0.1:0", "--http-addr", http, "--resp-addr", "127.0.0.1:0",
              "--no-pin", "--log-level", "warn", *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -25,9 +25,18 @@ command!(
         while i < a.len() {
             match a[i].to_ascii_uppercase().as_slice() {
                 b"AUTH" if i + 2 < a.len() => {
-                    return Err(Reply::Error(
-                        "WRONGPASS invalid username-password pair or user is disabled.".into(),
-                    ));
+                    let ok = cx
+                        .shared
+                        .password
+                        .as_ref()
+                        .is_some_and(|p| p.matches(&a[i + 2]));
+                    if !ok || a[i + 1] != b"default" {
+                        return Err(Reply::Error(
+                            "WRONGPASS invalid username-password pair or user is disabled.".into(),
+                        ));
+                    }
+                    cx.authenticated = true;
+                    i += 3;
                 }
                 b"SETNAME" if i + 1 < a.len() => {
                     name = Some(a[i + 1].clone());
@@ -40,6 +49,11 @@ command!(
                     )));
                 }
             }
+        }
+        if !cx.authenticated {
+            return Err(Reply::Error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into(),
+        ));
         }
         cx.proto = proto;
         if name.is_some() {
