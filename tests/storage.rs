@@ -1177,3 +1177,61 @@ fn disk_full_during_merge_loses_nothing_and_recovers() {
         });
     }
 }
+
+/// A failing open or read at start-up (segment headers, hints, segments to
+/// scan, the active segment reopened for appending): the store refuses to
+/// open with an I/O error naming the file, and opens intact once the fault
+/// is gone. Every such operation of the start-up is failed in turn.
+#[test]
+fn failed_open_or_read_at_start_up_refuses_and_loses_nothing() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        let mut model = BTreeMap::new();
+        engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            // Several sealed segments (with hints) and an active one.
+            for i in 0..600u32 {
+                let (k, v) = (format!("k{i:04}").into_bytes(), vec![i as u8; 300]);
+                s.put(&k, &v).await.unwrap();
+                model.insert(k, v);
+            }
+            s.close().await.unwrap();
+        });
+        for op in [FaultOp::Open, FaultOp::Read] {
+            let mut failed = 0;
+            for nth in 1.. {
+                let faults = FaultInjector::new();
+                faults.add(FaultRule {
+                    op: Some(op),
+                    nth,
+                    action: FaultAction::Fail(libc_eio()),
+                });
+                let opened = engine.block_on(Store::open(
+                    dir.path(),
+                    opts.clone(),
+                    Io::with_faults(engine, faults.clone()),
+                    Arc::new(Clock::new()),
+                ));
+                match opened {
+                    Err(e) => {
+                        assert_eq!(e.code(), ErrorCode::Io, "{op:?} #{nth}: {e}");
+                        assert!(e.to_string().contains(dir.path().to_str().unwrap()), "{e}");
+                        failed += 1;
+                        // Nothing was lost: a clean open sees everything.
+                        engine.block_on(async {
+                            let s = open(dir.path(), &opts, engine).await.unwrap();
+                            check_model(&s, &model);
+                        });
+                    }
+                    // The fault's turn never came: every operation was tried.
+                    Ok((s, _)) => {
+                        check_model(&s, &model);
+                        break;
+                    }
+                }
+            }
+            assert!(failed >= 1, "{op:?}: start-up did no such operation");
+        }
+    }
+}

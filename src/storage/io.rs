@@ -101,6 +101,12 @@ pub enum FaultOp {
     Remove,
     /// Truncating a file.
     Truncate,
+    /// Opening an existing file for writing.
+    Open,
+    /// Reading a file at start-up (segment headers, hints, segments to
+    /// scan, merge commit records). Reads while serving go through the
+    /// memory map and cannot be injected.
+    Read,
 }
 
 /// What a fault does when it fires.
@@ -237,7 +243,8 @@ impl Io {
         self.faults.as_ref().and_then(|f| f.check(op))
     }
 
-    fn gate(&self, op: FaultOp, what: &'static str, path: &Path) -> Result<()> {
+    /// A fault point: fails (or "crashes") here if a fault rule says so.
+    pub(crate) fn gate(&self, op: FaultOp, what: &'static str, path: &Path) -> Result<()> {
         match self.fault(op) {
             None => Ok(()),
             Some(FaultAction::Fail(errno)) => Err(Error::io(what, path, injected(errno))),
@@ -263,6 +270,7 @@ impl Io {
 
     /// Opens an existing file for reading and writing.
     pub fn open_rw(&self, path: &Path) -> Result<DataFile> {
+        self.gate(FaultOp::Open, "open", path)?;
         let f = OpenOptions::new()
             .read(true)
             .write(true)

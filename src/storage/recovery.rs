@@ -39,7 +39,7 @@ use crate::storage::format::{
     self, FLAG_EXPIRES, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind,
 };
 use crate::storage::hint::{self, HintView};
-use crate::storage::io::Io;
+use crate::storage::io::{FaultOp, Io};
 use crate::storage::merge::{commit_file_name, decode_commit};
 use crate::storage::options::StoreOptions;
 use crate::storage::segment::{
@@ -205,7 +205,8 @@ fn scan_segment<'a>(
     Ok(s)
 }
 
-fn read_header(path: &Path) -> Result<(SegmentHeader, u64)> {
+fn read_header(io: &Io, path: &Path) -> Result<(SegmentHeader, u64)> {
+    io.gate(FaultOp::Read, "read", path)?;
     let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let len = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
     let mut b = [0u8; SEGMENT_HEADER_LEN];
@@ -214,7 +215,8 @@ fn read_header(path: &Path) -> Result<(SegmentHeader, u64)> {
     Ok((h, len))
 }
 
-fn map_file(path: &Path) -> Result<Option<Mmap>> {
+fn map_file(io: &Io, path: &Path) -> Result<Option<Mmap>> {
+    io.gate(FaultOp::Read, "read", path)?;
     let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     if f.metadata().map_err(|e| Error::io("stat", path, e))?.len() == 0 {
         return Ok(None);
@@ -278,7 +280,7 @@ impl Store {
         // Headers: every segment must have a valid one.
         let mut headers = BTreeMap::new();
         for (&id, path) in &seg_files {
-            let (h, len) = read_header(path)?;
+            let (h, len) = read_header(&io, path)?;
             if h.segment_id != id {
                 return Err(Error::corruption(
                     path,
@@ -319,7 +321,7 @@ impl Store {
             let Some(hpath) = hint_files.get(&id) else {
                 continue;
             };
-            match map_file(hpath)? {
+            match map_file(&io, hpath)? {
                 Some(m) => match hint::decode(&m, id, len) {
                     Ok(v) => {
                         let meta = v.meta();
@@ -364,7 +366,7 @@ impl Store {
             .iter()
             .map(|(id, _, _)| {
                 let path = &seg_files[id];
-                map_file(path)?.ok_or_else(|| Error::corruption(path, 0, "empty segment file"))
+                map_file(&io, path)?.ok_or_else(|| Error::corruption(path, 0, "empty segment file"))
             })
             .collect::<Result<Vec<Mmap>>>()?;
         let mut scanned: Vec<(u32, Vec<ScannedRecord<'_>>)> = Vec::new();
@@ -575,6 +577,7 @@ fn finish_merges(dir: &Path, io: &Io, report: &mut RecoveryReport) -> Result<()>
     }
     commits.sort();
     for (id, path) in commits {
+        io.gate(FaultOp::Read, "read", &path)?;
         let bytes = fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
         let (victims, outputs) = decode_commit(&bytes)
             .ok_or_else(|| Error::corruption(&path, 0, "merge commit record fails its checks"))?;
