@@ -215,3 +215,14 @@ def test_beyond_loopback_requires_auth(pki):
         assert r.wait(timeout=30) == 0
     finally:
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-tools not installed")
+def test_redis_cli_over_tls(pki, daemon):
+    host, port = daemon.resp.rsplit(":", 1)
+    cli = ["redis-cli", "--tls", "--cacert", pki["ca"], "-h", host, "-p", port]
+    env = dict(os.environ, REDISCLI_AUTH=PASSWORD)
+    assert subprocess.run(cli + ["set", "sec:cli", "v"], capture_output=True, text=True, env=env).stdout == "OK\n"
+    assert subprocess.run(cli + ["get", "sec:cli"], capture_output=True, text=True, env=env).stdout == "v\n"
+    out = subprocess.run(cli + ["get", "sec:cli"], capture_output=True, text=True).stdout
+    assert "NOAUTH" in out
