@@ -226,3 +226,14 @@ def test_redis_cli_over_tls(pki, daemon):
     assert subprocess.run(cli + ["get", "sec:cli"], capture_output=True, text=True, env=env).stdout == "v\n"
     out = subprocess.run(cli + ["get", "sec:cli"], capture_output=True, text=True).stdout
     assert "NOAUTH" in out
+
+
+def test_flashkv_ctl_with_tls_and_token(pki, daemon):
+    ctl = os.path.join(os.path.dirname(BIN), "flashkv-ctl")
+    base = [ctl, "--addr", f"https://{daemon.grpc}", "--ca-file", pki["ca"]]
+    r = subprocess.run(base + ["--token-file", pki["token"], "put", "sec:ctl", "v"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(base + ["--token-file", pki["token"], "get", "sec:ctl"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == "v\n", r.stderr
+    r = subprocess.run(base + ["get", "sec:ctl"], capture_output=True, text=True)
+    assert r.returncode != 0 and "token" in r.stderr, r.stderr

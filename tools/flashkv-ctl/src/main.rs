@@ -18,16 +18,39 @@ use flashkv::api::grpc::proto::admin_client::AdminClient;
 use flashkv::api::grpc::proto::kv_client::KvClient;
 use flashkv::api::grpc::proto::*;
 use indicatif::{ProgressBar, ProgressStyle};
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+/// The KV client, with the token (if any) on every call.
+type Kv = KvClient<InterceptedService<Channel, Token>>;
+
+/// Adds `authorization: Bearer <token>` to every call when a token is set.
+#[derive(Clone)]
+struct Token(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
+        Ok(req)
+    }
+}
 
 const DUMP_MAGIC: &[u8; 8] = b"FKVDUMP1";
 
 #[derive(Parser)]
 #[command(name = "flashkv-ctl", version, about = "FlashKV command-line client")]
 struct Cli {
-    /// Daemon address.
+    /// Daemon address (https://... for a daemon with TLS).
     #[arg(long, default_value = "http://127.0.0.1:50051", global = true)]
     addr: String,
+    /// CA certificate (PEM) to verify the daemon's TLS certificate with.
+    #[arg(long, global = true)]
+    ca_file: Option<std::path::PathBuf>,
+    /// File holding the daemon's bearer token (--auth-token-file).
+    #[arg(long, global = true)]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -111,22 +134,59 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(online(&cli.addr, cli.cmd))
+    let Cli {
+        addr,
+        ca_file,
+        token_file,
+        cmd,
+    } = cli;
+    let conn = Connect {
+        addr,
+        ca_file,
+        token_file,
+    };
+    rt.block_on(online(&conn, cmd))
 }
 
 fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-async fn online(addr: &str, cmd: Cmd) -> anyhow::Result<i32> {
-    let channel = Channel::from_shared(addr.to_string())?
+/// How to reach the daemon.
+struct Connect {
+    addr: String,
+    ca_file: Option<std::path::PathBuf>,
+    token_file: Option<std::path::PathBuf>,
+}
+
+async fn online(cli: &Connect, cmd: Cmd) -> anyhow::Result<i32> {
+    let addr = &cli.addr;
+    let mut endpoint = Channel::from_shared(addr.to_string())?;
+    if let Some(ca) = &cli.ca_file {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("connecting to {addr}"))?;
-    let mut kv = KvClient::new(channel.clone())
+    let token = match &cli.token_file {
+        None => Token(None),
+        Some(p) => {
+            let t =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Token(Some(
+                format!("Bearer {}", t.trim_end())
+                    .parse()
+                    .context("token is not valid ASCII")?,
+            ))
+        }
+    };
+    let mut kv = KvClient::with_interceptor(channel.clone(), token.clone())
         .max_decoding_message_size(1 << 30)
         .max_encoding_message_size(1 << 30);
-    let mut admin = AdminClient::new(channel);
+    let mut admin = AdminClient::with_interceptor(channel, token);
     match cmd {
         Cmd::Get { key } => {
             let r = kv.get(GetRequest { key: key.into() }).await?.into_inner();
@@ -274,7 +334,7 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-async fn load(kv: &mut KvClient<Channel>, file: &Path) -> anyhow::Result<i32> {
+async fn load(kv: &mut Kv, file: &Path) -> anyhow::Result<i32> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let total = f.metadata()?.len();
     let mut r = BufReader::with_capacity(1 << 20, f);
@@ -340,7 +400,7 @@ async fn load(kv: &mut KvClient<Channel>, file: &Path) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-async fn dump(kv: &mut KvClient<Channel>, file: &Path, prefix: String) -> anyhow::Result<i32> {
+async fn dump(kv: &mut Kv, file: &Path, prefix: String) -> anyhow::Result<i32> {
     let f = std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
     w.write_all(DUMP_MAGIC)?;
