@@ -1235,3 +1235,58 @@ fn failed_open_or_read_at_start_up_refuses_and_loses_nothing() {
         }
     }
 }
+
+/// The active expiry sweep deletes keys whose expiry passed (a tombstone
+/// each, so they stay gone after a restart), a budget at a time with a
+/// cursor that wraps around, and leaves live keys and rewritten ones alone.
+#[test]
+fn active_sweep_deletes_expired_keys() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            let soon = flashkv::storage::store::now_ms() + 50;
+            let mut model = BTreeMap::new();
+            for i in 0..200u32 {
+                let key = format!("k{i:03}").into_bytes();
+                let expires = (i % 2 == 0).then_some(soon);
+                s.write(Batch {
+                    ops: vec![Op::Put {
+                        key: key.clone(),
+                        value: b"v".to_vec(),
+                        expires_at_ms: expires,
+                    }],
+                    conditions: vec![],
+                })
+                .await
+                .unwrap();
+                if expires.is_none() {
+                    model.insert(key, b"v".to_vec());
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            // Rewritten after it expired, without expiry: it stays.
+            s.put(b"k000", b"again").await.unwrap();
+            model.insert(b"k000".to_vec(), b"again".to_vec());
+            assert_eq!(
+                s.stats().keys,
+                200,
+                "expired keys still in the index before the sweep"
+            );
+            let mut deleted = 0;
+            for _ in 0..20 {
+                deleted += s.sweep_expired(30).await.unwrap();
+            }
+            assert_eq!(deleted, 99);
+            let stats = s.stats();
+            assert_eq!((stats.keys, stats.tombstones), (101, 99));
+            assert_eq!(
+                s.sweep_expired(1000).await.unwrap(),
+                0,
+                "nothing left to sweep"
+            );
+            reopen_and_check(s, dir.path(), &opts, engine, &model).await;
+        });
+    }
+}

@@ -531,6 +531,7 @@ impl Store {
             stats: StoreStats::default(),
             fsync_seconds: crate::metrics::metrics().fsync(shard_id),
             group_batches: crate::metrics::metrics().group_batches(shard_id),
+            sweep_cursor: None,
             _lock: lock,
         };
         // Sealed segments that were scanned get their hint now.

@@ -11,7 +11,7 @@
 //! Timers in the same loop run the `interval` sync policy, merge steps (a
 //! bounded number of bytes every [`MERGE_TICK`], so merge runs at its
 //! configured rate and foreground requests interleave with it), and the
-//! merge trigger checks.
+//! merge trigger checks, and the active expiry sweep (once a second).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub const MAX_GROUP: usize = 1024;
 /// Interval between merge steps.
 pub const MERGE_TICK: Duration = Duration::from_millis(10);
 const TRIGGER_CHECK: Duration = Duration::from_secs(1);
+/// Index entries the active expiry sweep examines per second.
+const SWEEP_BUDGET: usize = 20_000;
 
 /// A request to the storage task.
 pub enum Command {
@@ -251,6 +253,9 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                 };
                 if let Err(e) = started {
                     tracing::warn!(error = %e, "merge trigger");
+                }
+                if let Err(e) = store.sweep_expired(SWEEP_BUDGET).await {
+                    tracing::warn!(error = %e, "expiry sweep");
                 }
             }
         }

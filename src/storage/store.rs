@@ -453,6 +453,8 @@ pub struct Store {
     pub(crate) fsync_seconds: prometheus::Histogram,
     /// Batches per group-commit write (metrics).
     pub(crate) group_batches: prometheus::Histogram,
+    /// Where the active expiry sweep goes on (None: from the start).
+    pub(crate) sweep_cursor: Option<Vec<u8>>,
     pub(crate) _lock: File,
 }
 
@@ -700,7 +702,12 @@ impl Store {
                     Op::Delete { key } => {
                         let live = current(key, &overlay).1;
                         removed += u32::from(live);
-                        live
+                        // An expired key still in the index gets its
+                        // tombstone too (though it does not count as
+                        // removed), so its bytes become garbage for merge.
+                        let expired_in_index = !overlay.contains_key(key.as_slice())
+                            && self.writer.get(key).is_some_and(|e| !e.tombstone);
+                        live || expired_in_index
                     }
                 })
                 .collect();
@@ -864,6 +871,64 @@ impl Store {
         }
         self.unsynced = false;
         Ok(())
+    }
+
+    /// Active expiry: examines up to `budget` index entries from where the
+    /// last sweep stopped (wrapping around at the end) and deletes the keys
+    /// whose expiry has passed, each on the condition that it is still
+    /// expired (a key rewritten meanwhile is kept). Lazy expiry already hides
+    /// expired keys from reads; this reclaims them without a read. Returns
+    /// how many keys it deleted.
+    pub async fn sweep_expired(&mut self, budget: usize) -> Result<usize> {
+        if self.poisoned.is_some() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let mut expired = Vec::new();
+        let (mut examined, mut last) = (0usize, None);
+        {
+            let guard = crossbeam_epoch::pin();
+            let lower = match &self.sweep_cursor {
+                Some(k) => std::ops::Bound::Excluded(k.as_slice()),
+                None => std::ops::Bound::Unbounded,
+            };
+            for (key, e) in
+                self.shared
+                    .index
+                    .range(lower, std::ops::Bound::Unbounded, false, &guard)
+            {
+                examined += 1;
+                if !e.tombstone && e.flags & FLAG_EXPIRES != 0 && self.expired_at(key, &e, now) {
+                    expired.push(key.to_vec());
+                }
+                if examined >= budget {
+                    last = Some(key.to_vec());
+                    break;
+                }
+            }
+        }
+        self.sweep_cursor = last;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        // An expired key reads as absent (version 0) to a condition.
+        let batches = expired
+            .into_iter()
+            .map(|key| Batch {
+                ops: vec![Op::Delete { key: key.clone() }],
+                conditions: vec![Condition {
+                    key,
+                    expected_version: 0,
+                }],
+            })
+            .collect();
+        let mut deleted = 0;
+        for r in self.write_group(batches).await {
+            if let Outcome::Committed { .. } = r? {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     /// fdatasync of the active segment if anything was written since the last
