@@ -11,8 +11,9 @@
 //! - [`clock`] — the version clock shared by all shards.
 //! - [`shard`] — the partitioner, the data directory's manifest, the router
 //!   and the thread-per-core runtime ([`shard::runtime::Daemon`]).
-//! - [`api`] — the wire edges (gRPC, HTTP); the only places errors become
-//!   statuses.
+//! - [`api`] — the wire edges (gRPC, HTTP), their TLS and authentication
+//!   ([`api::security`]); with [`resp`], the only places errors become
+//!   protocol statuses.
 //! - [`metrics`] — request, connection and storage metrics for `/metrics`.
 //! - [`resp`] — the Redis protocol edge and its commands.
 //! - [`config`] — flags and the TOML config file, validated.
