@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # and release builds use it.
 TEST_FLAGS ?= --no-default-features
 
-.PHONY: all build test lint fmt clippy bench bench-daemon gen-fbs test-crash test-damage python-deps fuzz fuzz-build fuzz-smoke soak soak-smoke bench-redis
+.PHONY: all build test lint fmt clippy doc bench bench-daemon gen-fbs test-crash test-damage python-deps fuzz fuzz-build fuzz-smoke soak soak-smoke bench-redis
 
 all: build
 
@@ -77,7 +77,11 @@ fuzz-smoke: fuzz-build
 python-deps:
 	python3 -m pip install --quiet -r tests/python/requirements.txt
 
-lint: fmt clippy
+lint: fmt clippy doc
+
+## API docs build without warnings (broken links, stray HTML in doc comments).
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc $(TEST_FLAGS) --no-deps -p flashkv
 
 fmt:
 	$(CARGO) fmt --all -- --check

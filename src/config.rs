@@ -58,7 +58,7 @@ pub struct Flags {
     /// Range partitioning: comma-separated split keys (N keys make N+1 shards).
     #[arg(long, value_delimiter = ',')]
     pub split_keys: Option<Vec<String>>,
-    /// Sync policy: always, interval:<ms>, none. [default: always]
+    /// Sync policy: always, interval:MS (milliseconds), none. [default: always]
     #[arg(long)]
     pub sync: Option<String>,
     /// I/O engine: auto, io_uring, plain. [default: auto]

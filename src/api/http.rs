@@ -951,7 +951,7 @@ async fn metrics_text(State(st): State<HttpState>) -> Response {
 const TOO_MANY: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 92\r\n\r\n{\"error\":{\"code\":\"too_many_connections\",\"message\":\"the server is at its connection limit\"}}\n";
 
 /// Serves `app` on `listener` until `shutdown` turns true, then lets open
-/// connections finish their current request (up to [`DRAIN`]).
+/// connections finish their current request (up to ten seconds).
 ///
 /// Each connection is its own task, so a slow or stalled client holds only
 /// its own buffers (hyper's, bounded) and never blocks another; a client

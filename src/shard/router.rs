@@ -205,7 +205,7 @@ struct ShardCursor {
 
 const PAGE: usize = 256;
 
-/// A merged scan over shards; pulls pages of [`PAGE`] keys per shard.
+/// A merged scan over shards; pulls a page of keys per shard at a time.
 pub struct Scan<'r> {
     router: &'r Router,
     cursors: Vec<ShardCursor>,

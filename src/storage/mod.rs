@@ -3,7 +3,7 @@
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`format`] | the normative byte layout of segments and records |
+//! | [`format`](mod@format) | the normative byte layout of segments and records |
 //! | [`io`] | the I/O layer: io_uring and plain backends, fault injection |
 //! | [`segment`] | memory-mapped segments and the epoch-protected segment table |
 //! | [`hint`] | flatbuffers hint files |

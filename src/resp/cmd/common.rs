@@ -17,7 +17,7 @@ pub fn put(key: &[u8], value: Vec<u8>, expires_at_ms: Option<u64>) -> Op {
     }
 }
 
-/// "ERR invalid expire time in '<cmd>' command".
+/// `ERR invalid expire time in '<cmd>' command`.
 pub fn bad_expire(cmd: &str) -> Reply {
     Reply::err(format!("invalid expire time in '{cmd}' command"))
 }

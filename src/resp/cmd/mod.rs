@@ -1,5 +1,5 @@
 //! The commands, one per file, and their table. Each file declares its
-//! command with [`command!`]: name, arity (Redis convention: N exact, -N at
+//! command with `command!`: name, arity (Redis convention: N exact, -N at
 //! least N, the name counted), flags and key positions (for COMMAND INFO),
 //! and the body, which returns `Result<Reply, Reply>` so that `?` on an
 //! error reply answers with it. Helpers shared by several commands are in
