@@ -1,36 +1,276 @@
-//! The version clock: one atomic counter shared by every shard of a daemon.
+//! The version clock of a daemon, shared by every shard: commit versions,
+//! the visibility watermark snapshots start at, the registry of open
+//! snapshots, and the cross-shard settlement floor.
 //!
-//! Every committed write takes the next version. At start-up the clock is
-//! moved past the highest version found in any shard's log, so versions only
-//! ever grow across restarts.
+//! * Every committed write takes the next version. At start-up the clock is
+//!   moved past the highest version found in any shard's log, so versions
+//!   only ever grow across restarts.
+//! * A version is *visible* once everything at or below it is published in
+//!   the index. Writers announce a floor (the lowest version they may still
+//!   publish) before taking versions and withdraw it after publishing; the
+//!   watermark is the clock minus anything still in flight. A snapshot
+//!   started at the watermark therefore never sees a write appear later at
+//!   a version it already covers.
+//! * Open snapshots are registered so that the index keeps the old versions
+//!   they may read ([`Clock::horizon`]), and merge keeps what they need.
+//! * Cross-shard commits stay in flight until every participant has its part
+//!   durably; the [`Clock::settled`] floor (everything at or below it is
+//!   settled everywhere) is what recovery and merge rely on once persisted.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-/// A monotonic version counter.
+/// A monotonic version counter with visibility tracking.
 #[derive(Debug, Default)]
 pub struct Clock {
     last: AtomicU64,
+    /// Floors of writers in flight (version -> count).
+    inflight: Mutex<BTreeMap<u64, usize>>,
+    /// Cross-shard commits not yet durable on every participant.
+    unsettled: Mutex<BTreeMap<u64, usize>>,
+    /// Open snapshots (start version -> count).
+    snapshots: Mutex<BTreeMap<u64, usize>>,
+    /// Oldest open snapshot (u64::MAX: none). Read by writers on every
+    /// overwrite, so it is kept apart from the map.
+    horizon: AtomicU64,
+    /// The settled floor last made durable (recovery and merge use it).
+    persisted_settled: AtomicU64,
+    /// Whether cross-shard commits are tracked (a daemon with a floor file).
+    tracked: std::sync::atomic::AtomicBool,
+}
+
+/// A registered writer floor; dropping it withdraws the floor.
+#[must_use]
+pub struct Floor<'c> {
+    clock: &'c Clock,
+    at: u64,
+}
+
+impl Drop for Floor<'_> {
+    fn drop(&mut self) {
+        remove_one(&self.clock.inflight, self.at);
+    }
+}
+
+fn remove_one(map: &Mutex<BTreeMap<u64, usize>>, at: u64) {
+    let mut m = map.lock().expect("clock maps are never poisoned");
+    if let Some(n) = m.get_mut(&at) {
+        *n -= 1;
+        if *n == 0 {
+            m.remove(&at);
+        }
+    }
+}
+
+fn add_one(m: &mut BTreeMap<u64, usize>, at: u64) {
+    *m.entry(at).or_insert(0) += 1;
 }
 
 impl Clock {
     /// A clock whose next version is 1.
     pub fn new() -> Self {
-        Self::default()
+        Clock {
+            horizon: AtomicU64::new(u64::MAX),
+            ..Default::default()
+        }
     }
 
     /// Takes the next version.
     pub fn next(&self) -> u64 {
-        self.last.fetch_add(1, Ordering::AcqRel) + 1
+        self.last.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// The last version handed out.
     pub fn current(&self) -> u64 {
-        self.last.load(Ordering::Acquire)
+        self.last.load(Ordering::SeqCst)
     }
 
     /// Moves the clock to at least `version` (recovery).
     pub fn observe(&self, version: u64) {
-        self.last.fetch_max(version, Ordering::AcqRel);
+        self.last.fetch_max(version, Ordering::SeqCst);
+    }
+
+    /// Announces a writer that will take versions from the clock and
+    /// publish them before dropping the returned floor.
+    pub fn enter_writer(&self) -> Floor<'_> {
+        let mut m = self.inflight.lock().expect("clock maps are never poisoned");
+        let at = self.current() + 1;
+        add_one(&mut m, at);
+        Floor { clock: self, at }
+    }
+
+    /// Takes a version for a cross-shard commit, in flight (and unsettled)
+    /// until [`Clock::settle`] is called with it.
+    pub fn next_unsettled(&self) -> u64 {
+        let mut m = self.inflight.lock().expect("clock maps are never poisoned");
+        let v = self.next();
+        add_one(&mut m, v);
+        add_one(
+            &mut self
+                .unsettled
+                .lock()
+                .expect("clock maps are never poisoned"),
+            v,
+        );
+        v
+    }
+
+    /// Marks cross-shard commit `v` published and durable everywhere.
+    pub fn settle(&self, v: u64) {
+        remove_one(&self.unsettled, v);
+        remove_one(&self.inflight, v);
+    }
+
+    /// Marks cross-shard commit `v` published but not settled (a part
+    /// failed to apply; a restart re-applies it from its redo records).
+    pub fn unpublished(&self, v: u64) {
+        remove_one(&self.inflight, v);
+    }
+
+    /// The highest version below which everything is published.
+    pub fn watermark(&self) -> u64 {
+        let c = self.current();
+        let m = self.inflight.lock().expect("clock maps are never poisoned");
+        match m.keys().next() {
+            Some(&low) => c.min(low - 1),
+            None => c,
+        }
+    }
+
+    /// The highest version at or below which every cross-shard commit is
+    /// durable on all its participants.
+    pub fn settled(&self) -> u64 {
+        let c = self.current();
+        let m = self
+            .unsettled
+            .lock()
+            .expect("clock maps are never poisoned");
+        match m.keys().next() {
+            Some(&low) => c.min(low - 1),
+            None => c,
+        }
+    }
+
+    /// The settled floor as last persisted; u64::MAX where no cross-shard
+    /// commit can exist (a store opened on its own, not by a daemon).
+    pub fn persisted_settled(&self) -> u64 {
+        if self.tracked.load(Ordering::SeqCst) {
+            self.persisted_settled.load(Ordering::SeqCst)
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// Turns on settlement tracking with the floor read from disk.
+    pub fn track_settlement(&self, persisted: u64) {
+        self.persisted_settled.store(persisted, Ordering::SeqCst);
+        self.tracked.store(true, Ordering::SeqCst);
+    }
+
+    /// Records that `v` is now the durable settled floor.
+    pub fn set_persisted_settled(&self, v: u64) {
+        self.persisted_settled.fetch_max(v, Ordering::SeqCst);
+    }
+
+    /// Registers a snapshot; its start version is fixed by
+    /// [`SnapshotReg::fix`] once everything up to it is visible. Until then
+    /// writers keep every old version (the provisional start is 0).
+    pub fn open_snapshot(self: &Arc<Self>) -> SnapshotReg {
+        let mut m = self
+            .snapshots
+            .lock()
+            .expect("clock maps are never poisoned");
+        add_one(&mut m, 0);
+        self.horizon.store(0, Ordering::SeqCst);
+        drop(m);
+        // Everything a writer may have published without seeing the
+        // registration has a version at most `target`.
+        let target = self.current();
+        SnapshotReg {
+            clock: self.clone(),
+            at: 0,
+            target,
+        }
+    }
+
+    fn move_snapshot(&self, from: u64, to: u64) {
+        let mut m = self
+            .snapshots
+            .lock()
+            .expect("clock maps are never poisoned");
+        if let Some(n) = m.get_mut(&from) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&from);
+            }
+        }
+        if to != u64::MAX {
+            add_one(&mut m, to);
+        }
+        let h = m.keys().next().copied().unwrap_or(u64::MAX);
+        self.horizon.store(h, Ordering::SeqCst);
+    }
+
+    /// The oldest open snapshot's start version (u64::MAX: none). Writers
+    /// keep the old versions of keys they overwrite while it is below the
+    /// new version.
+    pub fn horizon(&self) -> u64 {
+        self.horizon.load(Ordering::SeqCst)
+    }
+
+    /// Open snapshots.
+    pub fn open_snapshots(&self) -> usize {
+        self.snapshots
+            .lock()
+            .expect("clock maps are never poisoned")
+            .values()
+            .sum()
+    }
+}
+
+/// An open snapshot registration; dropping it closes the snapshot.
+pub struct SnapshotReg {
+    clock: Arc<Clock>,
+    at: u64,
+    target: u64,
+}
+
+impl SnapshotReg {
+    /// Whether every version up to the snapshot's target is visible, so that
+    /// [`SnapshotReg::fix`] may be called.
+    pub fn ready(&self) -> bool {
+        self.clock.watermark() >= self.target
+    }
+
+    /// Waits (yielding) until ready, then fixes the start version.
+    pub async fn fixed(mut self) -> (Self, u64) {
+        while !self.ready() {
+            tokio::time::sleep(std::time::Duration::from_micros(50)).await;
+        }
+        let v = self.fix();
+        (self, v)
+    }
+
+    /// Fixes the start version (call once [`SnapshotReg::ready`]); returns it.
+    pub fn fix(&mut self) -> u64 {
+        debug_assert!(self.ready());
+        if self.at != self.target {
+            self.clock.move_snapshot(self.at, self.target);
+            self.at = self.target;
+        }
+        self.at
+    }
+
+    /// The start version (0 until fixed).
+    pub fn start(&self) -> u64 {
+        self.at
+    }
+}
+
+impl Drop for SnapshotReg {
+    fn drop(&mut self) {
+        self.clock.move_snapshot(self.at, u64::MAX);
     }
 }
 
@@ -46,5 +286,55 @@ mod tests {
         c.observe(5);
         assert_eq!(c.next(), 11);
         assert_eq!(c.current(), 11);
+    }
+
+    #[test]
+    fn watermark_stops_below_writers_in_flight() {
+        let c = Clock::new();
+        c.next();
+        let f = c.enter_writer();
+        let v = c.next();
+        assert_eq!(v, 2);
+        assert_eq!(c.watermark(), 1);
+        let x = c.next_unsettled();
+        assert_eq!(c.watermark(), 1);
+        drop(f);
+        assert_eq!(c.watermark(), x - 1);
+        assert_eq!(c.settled(), x - 1);
+        c.settle(x);
+        assert_eq!(c.watermark(), x);
+        assert_eq!(c.settled(), x);
+    }
+
+    #[test]
+    fn snapshots_set_the_horizon() {
+        let c = Arc::new(Clock::new());
+        c.observe(5);
+        assert_eq!(c.horizon(), u64::MAX);
+        let mut s = c.open_snapshot();
+        assert_eq!(c.horizon(), 0);
+        assert!(s.ready());
+        assert_eq!(s.fix(), 5);
+        assert_eq!(c.horizon(), 5);
+        c.observe(9);
+        let mut t = c.open_snapshot();
+        t.fix();
+        assert_eq!(c.horizon(), 5);
+        drop(s);
+        assert_eq!(c.horizon(), 9);
+        drop(t);
+        assert_eq!(c.horizon(), u64::MAX);
+        assert_eq!(c.open_snapshots(), 0);
+    }
+
+    #[test]
+    fn a_snapshot_waits_for_writers_that_took_versions_before_it() {
+        let c = Arc::new(Clock::new());
+        let f = c.enter_writer();
+        c.next();
+        let s = c.open_snapshot();
+        assert!(!s.ready());
+        drop(f);
+        assert!(s.ready());
     }
 }

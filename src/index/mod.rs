@@ -25,6 +25,19 @@
 //!
 //! Deleted keys stay in the index as tombstone entries until merge drops the
 //! tombstone record, so that merge can tell a live tombstone from a dead one.
+//!
+//! # Version chains
+//!
+//! Each node also heads a short chain of *old versions* of its key
+//! ([`OldVersion`]: version and value bytes, newest first), kept only while
+//! an open snapshot may read them. The writer pushes the value it overwrites
+//! when a snapshot older than the new version is open, and trims what no
+//! snapshot can read any more ([`IndexWriter::trim`]); readers at version v
+//! take the current entry if its version is <= v, else the newest old
+//! version <= v ([`Index::get_at`]). Old values are copied into memory, so
+//! a snapshot never depends on a segment that merge may delete. Chain links
+//! are published with `Release` stores and freed through the epoch, like
+//! nodes.
 
 use std::alloc::{Layout, alloc, dealloc};
 use std::cmp::Ordering as CmpOrdering;
@@ -106,6 +119,53 @@ impl Entry {
     }
 }
 
+/// An older version of a key, kept for open snapshots.
+#[derive(Debug)]
+pub struct OldVersion {
+    /// Commit version of this value.
+    pub version: u64,
+    /// The value; `None` if the key was absent (deleted) at this version.
+    pub value: Option<Box<[u8]>>,
+    /// Expiry, Unix milliseconds.
+    pub expires_at_ms: Option<u64>,
+    older: AtomicPtr<OldVersion>,
+}
+
+impl OldVersion {
+    /// An old version to push onto a chain.
+    pub fn new(version: u64, value: Option<Box<[u8]>>, expires_at_ms: Option<u64>) -> Box<Self> {
+        Box::new(OldVersion {
+            version,
+            value,
+            expires_at_ms,
+            older: AtomicPtr::new(ptr::null_mut()),
+        })
+    }
+}
+
+/// What a key held at a version: see [`Index::get_at`].
+#[derive(Debug)]
+pub enum At<'g> {
+    /// The current entry is the one (its version is <= the asked version).
+    Current(Entry),
+    /// An old version from the chain.
+    Old(&'g OldVersion),
+    /// The key did not exist at that version.
+    Absent,
+}
+
+/// Frees a chain from `p` on (unreachable by then).
+///
+/// # Safety
+/// Every element from `p` on must be unreachable by readers.
+unsafe fn free_chain(mut p: *mut OldVersion) {
+    while !p.is_null() {
+        // SAFETY: by the caller's contract the element is ours to free.
+        let b = unsafe { Box::from_raw(p) };
+        p = b.older.load(Ordering::Relaxed);
+    }
+}
+
 #[repr(C)]
 struct Node {
     /// Key length (low 24 bits) and tower height (high 8 bits); immutable.
@@ -115,6 +175,8 @@ struct Node {
     loc: AtomicU64,
     version: AtomicU64,
     meta: AtomicU64,
+    /// Old versions, newest first (null: none).
+    older: AtomicPtr<OldVersion>,
     // followed by `height` tower links (AtomicPtr<Node>) and the key bytes
 }
 
@@ -145,6 +207,7 @@ impl Node {
                     loc: AtomicU64::new(entry.loc()),
                     version: AtomicU64::new(entry.version),
                     meta: AtomicU64::new(entry.meta()),
+                    older: AtomicPtr::new(ptr::null_mut()),
                 },
             );
             for i in 0..height {
@@ -224,8 +287,10 @@ impl Node {
     /// # Safety
     /// `p` must have been allocated by [`Node::alloc`] and be unreachable.
     unsafe fn free(p: *mut Node) {
-        // SAFETY: the caller guarantees p is a live, unreachable node.
+        // SAFETY: the caller guarantees p is a live, unreachable node; its
+        // chain is reachable only through it.
         unsafe {
+            free_chain((*p).older.load(Ordering::Relaxed));
             let layout = Self::layout((*p).height(), (*p).key().len());
             dealloc(p as *mut u8, layout);
         }
@@ -403,6 +468,16 @@ impl Index {
         self.inner.hash.find(key, guard).map(|n| n.entry())
     }
 
+    /// What `key` held at version `at`: the current entry if it is that old
+    /// or older, else the newest old version <= `at` (tombstones are
+    /// returned as they are; an old version with no value is a delete).
+    pub fn get_at<'g>(&'g self, key: &[u8], at: u64, guard: &'g Guard) -> At<'g> {
+        let Some(n) = self.inner.hash.find(key, guard) else {
+            return At::Absent;
+        };
+        node_at(n, at)
+    }
+
     /// Entries in `[lower, upper]` bounds, in key order (or reverse order),
     /// tombstones included. Borrowed keys stay valid while `guard` is held.
     /// The iteration is weakly consistent: it sees every key present for its
@@ -446,6 +521,30 @@ impl Index {
         self.inner.bytes.load(Ordering::Relaxed) + self.inner.hash.memory_bytes()
     }
 }
+
+fn node_at(n: &Node, at: u64) -> At<'_> {
+    // A push stores the chain before the entry that replaces its head, so a
+    // reader that sees the newer entry sees the chain holding what it
+    // replaced.
+    let e = n.entry();
+    if e.version <= at {
+        return At::Current(e);
+    }
+    let mut p = n.older.load(Ordering::Acquire);
+    // SAFETY: chain elements are freed through the epoch only after they
+    // are unlinked; the caller's guard (or the writer) keeps them alive.
+    while let Some(v) = unsafe { p.as_ref() } {
+        if v.version <= at {
+            return At::Old(v);
+        }
+        p = v.older.load(Ordering::Acquire);
+    }
+    At::Absent
+}
+
+struct SendChain(*mut OldVersion);
+// SAFETY: only dereferenced to free an unreachable chain.
+unsafe impl Send for SendChain {}
 
 fn map_bound(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
     match b {
@@ -597,6 +696,91 @@ impl IndexWriter {
         None
     }
 
+    /// Pushes `old` as the newest old version of `key` (call right before
+    /// overwriting the key's entry with a newer one), then trims the chain
+    /// to what snapshots at or above `horizon` can read.
+    pub fn keep_old(&mut self, key: &[u8], old: Box<OldVersion>, horizon: u64, guard: &Guard) {
+        let Some(n) = self.find(key) else {
+            return;
+        };
+        let prev = n.older.load(Ordering::Relaxed);
+        old.older.store(prev, Ordering::Relaxed);
+        let (v, bytes) = (old.version, chain_bytes(&old));
+        let p = Box::into_raw(old);
+        n.older.store(p, Ordering::Release);
+        self.inner.bytes.fetch_add(bytes, Ordering::Relaxed);
+        // The entry that replaces `v` is newer than the horizon (or the
+        // caller would not keep it), so `v` itself may still be needed.
+        if v <= horizon {
+            // SAFETY: p is a live element we just linked.
+            self.cut_after(unsafe { &*p }, guard);
+        } else {
+            self.trim_from(n, horizon, u64::MAX, guard);
+        }
+    }
+
+    /// Drops the old versions of `key` that no snapshot at or above
+    /// `horizon` (u64::MAX: no snapshot) can read; returns whether any
+    /// remain.
+    pub fn trim(&mut self, key: &[u8], horizon: u64, guard: &Guard) -> bool {
+        let Some(n) = self.find(key) else {
+            return false;
+        };
+        let cur = n.entry().version;
+        self.trim_from(n, horizon, cur, guard);
+        !n.older.load(Ordering::Relaxed).is_null()
+    }
+
+    /// Whether `key` has old versions.
+    pub fn has_old(&self, key: &[u8]) -> bool {
+        self.find(key)
+            .is_some_and(|n| !n.older.load(Ordering::Relaxed).is_null())
+    }
+
+    fn trim_from(&self, n: &Node, horizon: u64, cur: u64, guard: &Guard) {
+        if cur <= horizon {
+            let head = n.older.swap(ptr::null_mut(), Ordering::Release);
+            self.retire_chain(head, guard);
+            return;
+        }
+        let mut p = n.older.load(Ordering::Relaxed);
+        // SAFETY: the writer owns the chain; elements are live until retired.
+        while let Some(v) = unsafe { p.as_ref() } {
+            if v.version <= horizon {
+                self.cut_after(v, guard);
+                return;
+            }
+            p = v.older.load(Ordering::Relaxed);
+        }
+    }
+
+    fn cut_after(&self, v: &OldVersion, guard: &Guard) {
+        let rest = v.older.swap(ptr::null_mut(), Ordering::Release);
+        self.retire_chain(rest, guard);
+    }
+
+    fn retire_chain(&self, head: *mut OldVersion, guard: &Guard) {
+        if head.is_null() {
+            return;
+        }
+        let mut bytes = 0;
+        let mut p = head;
+        // SAFETY: the chain from head is unlinked; the writer still owns it.
+        while let Some(v) = unsafe { p.as_ref() } {
+            bytes += chain_bytes(v);
+            p = v.older.load(Ordering::Relaxed);
+        }
+        self.inner.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        let c = SendChain(head);
+        // SAFETY: unlinked; readers pinned before now may still walk it.
+        unsafe {
+            guard.defer_unchecked(move || {
+                let c = c;
+                free_chain(c.0)
+            });
+        }
+    }
+
     /// Overwrites the entry of `key` only if it still points at
     /// (`segment`, `offset`); returns whether it did. Merge uses this so that
     /// a write racing with it is never undone.
@@ -620,7 +804,11 @@ impl IndexWriter {
         let Some(n) = self.inner.seek(key, true, Some(&mut preds)) else {
             return false;
         };
-        if n.key() != key || !n.entry().is_at(segment, offset) {
+        // A node with old versions stays: open snapshots still read them.
+        if n.key() != key
+            || !n.entry().is_at(segment, offset)
+            || !n.older.load(Ordering::Relaxed).is_null()
+        {
             return false;
         }
         let old = n.entry();
@@ -677,6 +865,10 @@ impl Drop for BulkLoader<'_> {
             self.w.inner.hash.insert_hashed(h, n, &self.guard);
         }
     }
+}
+
+fn chain_bytes(v: &OldVersion) -> usize {
+    size_of::<OldVersion>() + v.value.as_ref().map_or(0, |b| b.len())
 }
 
 struct SendPtr(*mut Node);

@@ -1,6 +1,7 @@
 //! Shards: the partitioner, the data directory's manifest, the router, and
 //! the thread-per-core runtime that runs every shard.
 
+pub mod floor;
 pub mod manifest;
 pub mod partition;
 pub mod router;

@@ -25,8 +25,9 @@
 //!      4    1 kind: 1 put, 2 delete, 3 txn prepare, 4 txn commit, 5 txn abort,
 //!             6 seal
 //!      5    1 flags: bit 0 GROUP_CONT (the atomic group continues with the
-//!             next record), bit 1 EXPIRES (an expiry follows the header);
-//!             other bits 0
+//!             next record), bit 1 EXPIRES (an expiry follows the header),
+//!             bit 2 REDO_DELETE (a txn prepare record that deletes its
+//!             key); other bits 0
 //!      6    2 reserved, 0
 //!      8    8 version (commit version of the write)
 //!     16    8 transaction id (0 = none)
@@ -41,6 +42,13 @@
 //! (kind 6, empty key and value, version 0): a sealed segment cut anywhere,
 //! even exactly between two records, is then recognised as damaged instead
 //! of silently losing its tail.
+//!
+//! A *txn prepare* record (kind 3) is a redo record of a cross-shard
+//! commit: the primary participant writes one for every write of the other
+//! participants in the same atomic group as its own part, at the commit
+//! version. Recovery re-applies those newer than the persisted settled floor
+//! to the shard owning the key if that shard lacks them (see
+//! `storage::txnlog`).
 //!
 //! A record is valid only if its CRC matches, its kind is known, its reserved
 //! bits are zero and it fits in the file. Records whose GROUP_CONT flag is set
@@ -66,7 +74,9 @@ pub const MAX_KEY_LEN: usize = (1 << 24) - 1;
 pub const FLAG_GROUP_CONT: u8 = 1;
 /// Flag: an 8-byte expiry follows the header.
 pub const FLAG_EXPIRES: u8 = 2;
-const KNOWN_FLAGS: u8 = FLAG_GROUP_CONT | FLAG_EXPIRES;
+/// Flag: this txn prepare (redo) record deletes its key.
+pub const FLAG_REDO_DELETE: u8 = 4;
+const KNOWN_FLAGS: u8 = FLAG_GROUP_CONT | FLAG_EXPIRES | FLAG_REDO_DELETE;
 
 /// What a record means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,7 +86,7 @@ pub enum RecordKind {
     Put = 1,
     /// Removes key (a tombstone).
     Delete = 2,
-    /// A prepared write of a cross-shard transaction (reserved for transactions).
+    /// A redo record of a cross-shard commit, written by its primary.
     TxnPrepare = 3,
     /// The commit decision of a transaction.
     TxnCommit = 4,
@@ -381,6 +391,17 @@ pub fn decode_header(buf: &[u8]) -> Result<RecordHeader, DecodeError> {
         key_len,
         value_len: le_u32(&buf[28..32]) as usize,
     })
+}
+
+/// Clears GROUP_CONT of the one whole record in `rec` and updates its CRC
+/// (merge copies records one by one, so a copy never continues a group).
+pub fn clear_group_cont(rec: &mut [u8]) {
+    if rec[5] & FLAG_GROUP_CONT == 0 {
+        return;
+    }
+    rec[5] &= !FLAG_GROUP_CONT;
+    let crc = crc32fast::hash(&rec[4..]);
+    rec[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Decodes and verifies the record at the start of `buf`.

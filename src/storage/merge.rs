@@ -116,6 +116,8 @@ pub(crate) struct MergeJob {
     job_id: u32,
     victims: Vec<(Arc<Segment>, u64)>,
     drop_below: u64,
+    /// Redo records above this version are carried over.
+    keep_redo_above: u64,
     /// Victims with damage skipped at recovery (repair mode): merge steps
     /// over damaged ranges there instead of failing.
     salvage: Vec<u32>,
@@ -151,13 +153,19 @@ impl MergeJob {
             })
             .min()
             .unwrap_or(u64::MAX)
-            .min(store.clock.current() + 1);
+            .min(store.clock.current() + 1)
+            // A redo record of an unsettled commit may still re-apply an
+            // older write of the key; a snapshot may still read below it.
+            .min(store.clock.persisted_settled().saturating_add(1))
+            .min(store.clock.horizon().saturating_add(1));
+        let keep_redo_above = store.clock.persisted_settled();
         drop(guard);
         let job_id = store.alloc_id();
         MergeJob {
             job_id,
             victims,
             drop_below,
+            keep_redo_above,
             salvage: store.damaged.clone(),
             cursor: (0, SEGMENT_HEADER_LEN),
             out: None,
@@ -204,6 +212,13 @@ impl MergeJob {
             };
             consumed += rec.len as u64;
             self.cursor = (vi, pos + rec.len);
+            if rec.kind == RecordKind::TxnPrepare && rec.version > self.keep_redo_above {
+                // Recovery may still need it: carry it over unchanged (no
+                // index entry, no hint entry).
+                self.copy_raw(store, &bytes[pos..pos + rec.len], rec.version)
+                    .await?;
+                continue;
+            }
             if !matches!(rec.kind, RecordKind::Put | RecordKind::Delete) {
                 continue;
             }
@@ -235,7 +250,10 @@ impl MergeJob {
             }
             let out = self.out.as_mut().expect("output just created");
             let offset = out.len + out.buf.len() as u64;
+            let start = out.buf.len();
             out.buf.extend_from_slice(&bytes[pos..pos + rec.len]);
+            // Copied alone, the record must not continue into the next one.
+            format::clear_group_cont(&mut out.buf[start..]);
             out.min_version = out.min_version.min(rec.version);
             out.max_version = out.max_version.max(rec.version);
             let flags = rec.flags & FLAG_EXPIRES;
@@ -265,6 +283,24 @@ impl MergeJob {
             }
         }
         Ok(false)
+    }
+
+    async fn copy_raw(&mut self, store: &mut Store, rec: &[u8], version: u64) -> Result<()> {
+        if self.out.as_ref().is_some_and(|o| {
+            o.len + (o.buf.len() + rec.len() + format::SEAL_LEN) as u64 > store.opts.segment_size
+        }) {
+            self.finish_output(store).await?;
+        }
+        if self.out.is_none() {
+            self.out = Some(self.new_output(store).await?);
+        }
+        let out = self.out.as_mut().expect("output just created");
+        // One record copied alone: it must not continue into the next.
+        let start = out.buf.len();
+        out.buf.extend_from_slice(rec);
+        format::clear_group_cont(&mut out.buf[start..]);
+        out.max_version = out.max_version.max(version);
+        Ok(())
     }
 
     async fn new_output(&mut self, store: &mut Store) -> Result<Output> {

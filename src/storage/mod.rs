@@ -21,6 +21,7 @@ pub mod hint;
 #[rustfmt::skip]
 mod hint_generated;
 pub mod io;
+pub mod lock;
 pub mod merge;
 pub mod options;
 pub mod recovery;

@@ -532,6 +532,7 @@ impl Store {
             fsync_seconds: crate::metrics::metrics().fsync(shard_id),
             group_batches: crate::metrics::metrics().group_batches(shard_id),
             sweep_cursor: None,
+            chained: Default::default(),
             _lock: lock,
         };
         // Sealed segments that were scanned get their hint now.
@@ -548,6 +549,10 @@ impl Store {
             .collect();
         for id in need_hint {
             store.spawn_hint_writer(id);
+        }
+        let floor = store.clock.persisted_settled();
+        if floor != u64::MAX {
+            report.redo = store.redo_records(floor)?;
         }
         if !damaged.is_empty() {
             // Rewrite damaged segments now so the damage is gone for good.

@@ -12,7 +12,18 @@
 //! bounded number of bytes every [`MERGE_TICK`], so merge runs at its
 //! configured rate and foreground requests interleave with it), and the
 //! merge trigger checks, and the active expiry sweep (once a second).
+//!
+//! The task is also the participant side of transactions: it owns the
+//! shard's [`LockManager`]. A cross-shard transaction locks its keys here
+//! ([`Command::Lock`], validated against its snapshot once granted), then
+//! applies its part at the commit version ([`Command::Apply`]), which
+//! releases the locks; or gives them up ([`Command::Release`]). A blocked
+//! lock request waits here until a release lets it through or its deadline
+//! passes. Writes that take no locks (plain batches and single-shard
+//! transactions, [`Command::Txn`]) wait, in arrival order, while they touch
+//! a locked key.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,8 +33,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::storage::io::{Io, IoEngine};
+use crate::storage::lock::{LockManager, LockRequest, ShardMode};
 use crate::storage::options::{StoreOptions, SyncPolicy};
-use crate::storage::store::{Batch, Outcome, RecoveryReport, Store, StoreReader, StoreStats};
+use crate::storage::store::{
+    Batch, Outcome, RecoveryReport, Store, StoreReader, StoreStats, TxnPart, WriteReq,
+};
 
 /// Most batches committed together.
 pub const MAX_GROUP: usize = 1024;
@@ -33,10 +47,60 @@ const TRIGGER_CHECK: Duration = Duration::from_secs(1);
 /// Index entries the active expiry sweep examines per second.
 const SWEEP_BUDGET: usize = 20_000;
 
+/// Where a write's outcome goes.
+pub type Reply = oneshot::Sender<Result<Outcome>>;
+
+/// The answer to a [`Command::Lock`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockOutcome {
+    /// Every lock is held and nothing read has changed since the snapshot.
+    Locked,
+    /// Granted, but `key` changed after the snapshot (now at `version`):
+    /// the locks were released again.
+    Changed {
+        /// The key.
+        key: Vec<u8>,
+        /// Its version now.
+        version: u64,
+    },
+    /// The deadline passed while transaction `holder` held a lock in the way.
+    Timeout {
+        /// The holder.
+        holder: u64,
+    },
+}
+
+/// Transaction id the checkpoint uses for its shard lock.
+const CHECKPOINT_TXN: u64 = u64::MAX;
+
 /// A request to the storage task.
 pub enum Command {
     /// Commit a batch.
-    Write(Batch, oneshot::Sender<Result<Outcome>>),
+    Write(Batch, Reply),
+    /// Validate and commit a single-shard transaction in one step.
+    Txn(Box<TxnPart>, Batch, Reply),
+    /// Lock keys for cross-shard transaction `txn` and validate its reads
+    /// against `start_version` once granted.
+    Lock {
+        /// Transaction id.
+        txn: u64,
+        /// Snapshot version of its reads.
+        start_version: u64,
+        /// What to lock (reads and ranges are also validated).
+        req: LockRequest,
+        /// Give up waiting at this time.
+        deadline: Instant,
+        /// The answer.
+        reply: oneshot::Sender<LockOutcome>,
+    },
+    /// Apply transaction `txn`'s part (its `commit_version` set), then
+    /// release its locks.
+    Apply(u64, Box<TxnPart>, Batch, Reply),
+    /// Release the locks of transaction `txn` (abort).
+    Release(u64),
+    /// Take a shard-wide lock for `txn`, waiting as long as it takes
+    /// (answered once granted).
+    LockShard(u64, ShardMode, oneshot::Sender<()>),
     /// Merge every sealed segment now (at the configured rate); answered
     /// when it is done with whether a merge ran.
     Compact(oneshot::Sender<Result<bool>>),
@@ -84,6 +148,58 @@ impl StoreHandle {
         let (tx, rx) = oneshot::channel();
         self.tx.send(make(tx)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
+    }
+
+    /// Sends a command (waiting for room in the inbox).
+    pub async fn send(&self, cmd: Command) -> Result<()> {
+        self.tx.send(cmd).await.map_err(|_| gone())
+    }
+
+    /// Runs a single-shard transaction: validates `txn`'s reads against its
+    /// snapshot and writes `batch`, in one step.
+    pub async fn commit_local(&self, txn: TxnPart, batch: Batch) -> Result<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Txn(Box::new(txn), batch, tx)).await?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Locks keys of a cross-shard transaction and validates its reads.
+    pub async fn lock(
+        &self,
+        txn: u64,
+        start_version: u64,
+        req: LockRequest,
+        deadline: Instant,
+    ) -> Result<LockOutcome> {
+        self.call(|reply| Command::Lock {
+            txn,
+            start_version,
+            req,
+            deadline,
+            reply,
+        })
+        .await
+    }
+
+    /// Applies a locked cross-shard transaction's part and releases its locks.
+    pub async fn apply(&self, txn: u64, part: TxnPart, batch: Batch) -> Result<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Apply(txn, Box::new(part), batch, tx))
+            .await?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Takes a shard-wide lock (a consistent checkpoint of every shard
+    /// takes S everywhere); waits until granted. Release it with
+    /// [`StoreHandle::release`].
+    pub async fn lock_shard(&self, txn: u64, mode: ShardMode) -> Result<()> {
+        self.call(|reply| Command::LockShard(txn, mode, reply))
+            .await
+    }
+
+    /// Releases a transaction's locks.
+    pub async fn release(&self, txn: u64) -> Result<()> {
+        self.send(Command::Release(txn)).await
     }
 
     /// Commits a batch.
@@ -166,8 +282,9 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
     let mut compact_waiters: Vec<oneshot::Sender<Result<bool>>> = Vec::new();
     let mut compact_ran = false;
 
-    let mut batches = Vec::with_capacity(MAX_GROUP);
-    let mut replies = Vec::with_capacity(MAX_GROUP);
+    let mut p = Participant::default();
+    let mut lock_tick = tokio::time::interval(Duration::from_millis(5));
+    lock_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut others = Vec::new();
     loop {
         tokio::select! {
@@ -176,25 +293,36 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                 let mut next = Some(cmd);
                 while let Some(cmd) = next.take() {
                     match cmd {
-                        Command::Write(b, reply) => {
-                            batches.push(b);
-                            replies.push(reply);
+                        Command::Write(b, reply) => p.admit(WriteReq::from(b), reply),
+                        Command::Txn(t, b, reply) => p.admit(WriteReq { batch: b, txn: Some(t) }, reply),
+                        Command::Apply(txn, t, b, reply) => {
+                            p.ready.push(WriteReq { batch: b, txn: Some(t) });
+                            p.replies.push((reply, Some(txn)));
                         }
                         other => others.push(other),
                     }
-                    if batches.len() < MAX_GROUP {
+                    if p.ready.len() < MAX_GROUP {
                         next = rx.try_recv().ok();
                     }
                 }
-                if !batches.is_empty() {
-                    let outcomes = store.write_group(std::mem::take(&mut batches)).await;
-                    for (reply, outcome) in replies.drain(..).zip(outcomes) {
-                        let _ = reply.send(outcome);
-                    }
-                }
+                p.run(&mut store).await;
                 for cmd in others.drain(..) {
                     match cmd {
-                        Command::Write(..) => unreachable!("writes are grouped above"),
+                        Command::Write(..) | Command::Txn(..) | Command::Apply(..) => {
+                            unreachable!("writes are grouped above")
+                        }
+                        Command::Lock { txn, start_version, req, deadline, reply } => {
+                            p.waiting.push_back(LockWait { txn, start_version, req, deadline, reply });
+                            p.retry_locks(&store, Instant::now());
+                        }
+                        Command::Release(txn) => {
+                            p.locks.release(txn);
+                            p.wake(&mut store).await;
+                        }
+                        Command::LockShard(txn, mode, reply) => {
+                            p.shard_waits.push_back((txn, mode, reply));
+                            p.retry_locks(&store, Instant::now());
+                        }
                         Command::Compact(reply) => match store.start_merge(true) {
                             Ok(started) => {
                                 compact_ran |= started;
@@ -209,7 +337,8 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                             }
                         },
                         Command::Checkpoint(path, reply) => {
-                            let _ = reply.send(store.checkpoint(&path).await);
+                            p.checkpoints.push_back((path, reply));
+                            p.wake(&mut store).await;
                         }
                         Command::Stats(reply) => {
                             let _ = reply.send(store.stats());
@@ -219,6 +348,9 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                         }
                     }
                 }
+            }
+            _ = lock_tick.tick(), if !p.waiting.is_empty() => {
+                p.retry_locks(&store, Instant::now());
             }
             _ = sync_tick.tick(), if sync_every.is_some() => {
                 if let Err(e) = store.sync().await {
@@ -257,10 +389,178 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                 if let Err(e) = store.sweep_expired(SWEEP_BUDGET).await {
                     tracing::warn!(error = %e, "expiry sweep");
                 }
+                store.trim_versions();
             }
         }
     }
     store.close().await
+}
+
+/// A lock request waiting for a holder to release.
+struct LockWait {
+    txn: u64,
+    start_version: u64,
+    req: LockRequest,
+    deadline: Instant,
+    reply: oneshot::Sender<LockOutcome>,
+}
+
+/// The participant state of the storage task: lock table and the requests
+/// waiting on it.
+#[derive(Default)]
+struct Participant {
+    locks: LockManager,
+    /// Writes to run in the next group, with their replies (and the
+    /// transaction whose locks to release after an apply).
+    ready: Vec<WriteReq>,
+    replies: Vec<(Reply, Option<u64>)>,
+    /// Lock-free writers waiting for locks to go, in arrival order.
+    deferred: VecDeque<(WriteReq, Reply)>,
+    /// Lock requests waiting, in arrival order.
+    waiting: VecDeque<LockWait>,
+    /// Shard-wide lock requests waiting, in arrival order.
+    shard_waits: VecDeque<(u64, ShardMode, oneshot::Sender<()>)>,
+    /// Checkpoints waiting for prepared writers to finish.
+    checkpoints: VecDeque<(PathBuf, oneshot::Sender<Result<()>>)>,
+}
+
+fn touches(req: &WriteReq) -> (Vec<&[u8]>, Vec<&[u8]>) {
+    let write = req.batch.ops.iter().map(|o| o.key()).collect();
+    let mut read: Vec<&[u8]> = req
+        .batch
+        .conditions
+        .iter()
+        .map(|c| c.key.as_slice())
+        .collect();
+    if let Some(t) = &req.txn {
+        read.extend(t.reads.iter().map(|k| k.as_slice()));
+    }
+    (write, read)
+}
+
+impl Participant {
+    fn blocked(&self, req: &WriteReq) -> bool {
+        if self.locks.is_empty() {
+            return false;
+        }
+        let (write, read) = touches(req);
+        if self.locks.blocks(write, read) {
+            return true;
+        }
+        // A single-shard transaction's scanned ranges must not hold a key
+        // a prepared transaction writes.
+        req.txn
+            .as_ref()
+            .is_some_and(|t| !t.ranges.is_empty() && self.locks.blocks_ranges(&t.ranges))
+    }
+
+    /// Queues a lock-free write, behind earlier waiting ones.
+    fn admit(&mut self, req: WriteReq, reply: Reply) {
+        if !self.deferred.is_empty() || self.blocked(&req) {
+            self.deferred.push_back((req, reply));
+        } else {
+            self.ready.push(req);
+            self.replies.push((reply, None));
+        }
+    }
+
+    /// Writes the ready group, answers it, releases applied transactions'
+    /// locks, and lets through whatever that unblocks; repeats while
+    /// anything is ready.
+    async fn run(&mut self, store: &mut Store) {
+        while !self.ready.is_empty() {
+            let outcomes = store.write_requests(std::mem::take(&mut self.ready)).await;
+            let mut released = false;
+            for ((reply, txn), outcome) in self.replies.drain(..).zip(outcomes) {
+                if let Some(t) = txn {
+                    self.locks.release(t);
+                    released = true;
+                }
+                let _ = reply.send(outcome);
+            }
+            if released {
+                self.unblock(store).await;
+            }
+        }
+    }
+
+    /// After a release: checkpoints, lock requests and deferred writes that
+    /// can go now.
+    async fn wake(&mut self, store: &mut Store) {
+        self.unblock(store).await;
+        self.run(store).await;
+    }
+
+    async fn unblock(&mut self, store: &mut Store) {
+        while let Some((path, _)) = self.checkpoints.front() {
+            // Shard-wide S: waits for every prepared writer (IX) to finish.
+            if self
+                .locks
+                .try_lock_shard(CHECKPOINT_TXN, ShardMode::S)
+                .is_err()
+            {
+                break;
+            }
+            let path = path.clone();
+            let r = store.checkpoint(&path).await;
+            self.locks.release(CHECKPOINT_TXN);
+            if let Some((_, reply)) = self.checkpoints.pop_front() {
+                let _ = reply.send(r);
+            }
+        }
+        self.retry_locks(store, Instant::now());
+        while let Some((req, _)) = self.deferred.front() {
+            if self.blocked(req) {
+                break;
+            }
+            let (req, reply) = self.deferred.pop_front().expect("front exists");
+            self.ready.push(req);
+            self.replies.push((reply, None));
+        }
+    }
+
+    /// Tries every waiting lock request in order; answers those granted or
+    /// past their deadline.
+    fn retry_locks(&mut self, store: &Store, now: Instant) {
+        while let Some((txn, mode, _)) = self.shard_waits.front() {
+            if self.locks.try_lock_shard(*txn, *mode).is_err() {
+                break;
+            }
+            let (txn, _, reply) = self.shard_waits.pop_front().expect("front exists");
+            if reply.send(()).is_err() {
+                self.locks.release(txn);
+            }
+        }
+        let mut still = VecDeque::new();
+        while let Some(w) = self.waiting.pop_front() {
+            match self.locks.try_lock(w.txn, &w.req) {
+                Ok(()) => {
+                    let part = TxnPart {
+                        start_version: w.start_version,
+                        reads: w.req.read.clone(),
+                        ranges: w.req.ranges.clone(),
+                        ..Default::default()
+                    };
+                    let answer = match store.validate_reads(&part) {
+                        None => LockOutcome::Locked,
+                        Some((key, version)) => {
+                            self.locks.release(w.txn);
+                            LockOutcome::Changed { key, version }
+                        }
+                    };
+                    if w.reply.send(answer).is_err() {
+                        // The coordinator is gone: it can never commit.
+                        self.locks.release(w.txn);
+                    }
+                }
+                Err(holder) if now >= w.deadline => {
+                    let _ = w.reply.send(LockOutcome::Timeout { holder });
+                }
+                Err(_) => still.push_back(w),
+            }
+        }
+        self.waiting = still;
+    }
 }
 
 /// A storage task running on its own thread (tests, benchmarks, tools; the

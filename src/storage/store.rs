@@ -27,7 +27,7 @@
 //! with its header, synced, renamed and the directory synced, and a
 //! background thread writes the sealed segment's hint.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::ops::Bound;
 use std::os::unix::fs::OpenOptionsExt;
@@ -38,7 +38,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::index::{Entry, Index, IndexWriter};
+use crate::index::{At, Entry, Index, IndexWriter, OldVersion};
 use crate::storage::format::{
     self, FLAG_EXPIRES, FLAG_GROUP_CONT, RecordKind, RecordSpec, SEGMENT_HEADER_LEN, SegmentHeader,
     SegmentKind,
@@ -127,6 +127,49 @@ impl Batch {
             ops: vec![Op::Delete { key: key.into() }],
             conditions: vec![],
         }
+    }
+}
+
+/// A key range a transaction scanned: (lower, upper) bounds.
+pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// The transaction side of a write: what to validate, the version to
+/// commit at, and the redo records of a cross-shard commit's primary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TxnPart {
+    /// Transaction id, stored in every record written (0: none).
+    pub txn_id: u64,
+    /// Snapshot version the transaction read at; the reads and ranges are
+    /// validated against it (nothing newer may exist) when no commit
+    /// version is given. A failed validation is
+    /// [`Outcome::ConditionFailed`] with the key that changed.
+    pub start_version: u64,
+    /// Keys read.
+    pub reads: Vec<Vec<u8>>,
+    /// Ranges scanned.
+    pub ranges: Vec<KeyRange>,
+    /// The commit version of a cross-shard commit (validated when its locks
+    /// were taken); `None`: take the next version from the clock.
+    pub commit_version: Option<u64>,
+    /// Redo records (writes of the other participants), written in the same
+    /// atomic group as txn prepare records.
+    pub redo: Vec<Op>,
+    /// fdatasync before answering whatever the sync policy.
+    pub force_sync: bool,
+}
+
+/// A batch with an optional transaction side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteReq {
+    /// The writes and their conditions.
+    pub batch: Batch,
+    /// Validation and versioning of a transaction.
+    pub txn: Option<Box<TxnPart>>,
+}
+
+impl From<Batch> for WriteReq {
+    fn from(batch: Batch) -> Self {
+        WriteReq { batch, txn: None }
     }
 }
 
@@ -270,6 +313,20 @@ pub struct RecoveryReport {
     pub index_entries: usize,
     /// Highest version seen.
     pub max_version: u64,
+    /// Redo records of cross-shard commits newer than the persisted settled
+    /// floor, for the daemon to re-apply where their shard lacks them.
+    pub redo: Vec<Redo>,
+}
+
+/// A redo record found at recovery (see `format` on txn prepare records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redo {
+    /// Commit version.
+    pub version: u64,
+    /// Transaction id.
+    pub txn_id: u64,
+    /// The write.
+    pub op: Op,
 }
 
 /// What shard readers share with the writer.
@@ -370,6 +427,76 @@ impl StoreReader {
         Ok(out)
     }
 
+    /// The value of `key` as of version `at` (a snapshot read), unless
+    /// absent, deleted or expired then. Correct for any `at` at or above the
+    /// oldest open snapshot registered with the clock.
+    pub fn get_at(&self, key: &[u8], at: u64) -> Result<Option<Value>> {
+        let guard = crossbeam_epoch::pin();
+        for _ in 0..1000 {
+            let e = match self.shared.index.get_at(key, at, &guard) {
+                At::Absent => return Ok(None),
+                At::Old(v) => {
+                    return Ok(v.value.as_ref().and_then(|b| {
+                        if v.expires_at_ms.is_some_and(|t| t <= now_ms()) {
+                            return None;
+                        }
+                        Some(Value {
+                            value: b.to_vec(),
+                            version: v.version,
+                            expires_at_ms: v.expires_at_ms,
+                        })
+                    }));
+                }
+                At::Current(e) => e,
+            };
+            if e.tombstone {
+                return Ok(None);
+            }
+            let table = self.shared.segments.load(&guard);
+            let Some(seg) = table.get(e.segment) else {
+                continue;
+            };
+            let rec = read_record(seg, key, &e)?;
+            if rec.expires_at_ms.is_some_and(|t| t <= now_ms()) {
+                return Ok(None);
+            }
+            return Ok(Some(Value {
+                value: rec.value.to_vec(),
+                version: rec.version,
+                expires_at_ms: rec.expires_at_ms,
+            }));
+        }
+        Err(Error::Unavailable(format!(
+            "index entry of key {key:?} points at a segment that is gone"
+        )))
+    }
+
+    /// Keys in the range as of version `at`, in order (or reverse), at most
+    /// `limit`: a snapshot scan (see [`StoreReader::get_at`]).
+    pub fn scan_at(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+        at: u64,
+    ) -> Result<Vec<(Vec<u8>, Value)>> {
+        let guard = crossbeam_epoch::pin();
+        let mut out = Vec::new();
+        for (key, e) in self.shared.index.range(lower, upper, reverse, &guard) {
+            if out.len() >= limit {
+                break;
+            }
+            if e.version <= at && e.tombstone {
+                continue;
+            }
+            if let Some(v) = self.get_at(key, at)? {
+                out.push((key.to_vec(), v));
+            }
+        }
+        Ok(out)
+    }
+
     /// Index entry of `key` (tombstones included): location and version.
     pub fn entry(&self, key: &[u8]) -> Option<Entry> {
         let guard = crossbeam_epoch::pin();
@@ -453,6 +580,8 @@ pub struct Store {
     pub(crate) fsync_seconds: prometheus::Histogram,
     /// Batches per group-commit write (metrics).
     pub(crate) group_batches: prometheus::Histogram,
+    /// Keys whose index node holds old versions (for trimming).
+    pub(crate) chained: HashSet<Vec<u8>>,
     /// Where the active expiry sweep goes on (None: from the start).
     pub(crate) sweep_cursor: Option<Vec<u8>>,
     pub(crate) _lock: File,
@@ -564,6 +693,13 @@ impl Store {
     /// `sync=always`) one fdatasync per segment touched, then publishes them.
     /// Outcomes come back in order.
     pub async fn write_group(&mut self, batches: Vec<Batch>) -> Vec<Result<Outcome>> {
+        self.write_requests(batches.into_iter().map(WriteReq::from).collect())
+            .await
+    }
+
+    /// Group commit of requests, some of them transactional; see
+    /// [`Store::write_group`].
+    pub async fn write_requests(&mut self, batches: Vec<WriteReq>) -> Vec<Result<Outcome>> {
         let mut results: Vec<Option<Result<Outcome>>> = (0..batches.len()).map(|_| None).collect();
         let mut start = 0;
         while start < batches.len() {
@@ -594,13 +730,19 @@ impl Store {
     /// handled (after sealing the segment if that is why it stopped).
     async fn write_subgroup(
         &mut self,
-        batches: &[Batch],
+        batches: &[WriteReq],
         start: usize,
         results: &mut [Option<Result<Outcome>>],
     ) -> Result<usize> {
+        // Versions taken from here on are published before the floor drops.
+        let clock = self.clock.clone();
+        let _floor = clock.enter_writer();
         let (staged, next, need_seal) = self.stage_subgroup(batches, start, results).await?;
+        let forced = batches[start..next]
+            .iter()
+            .any(|r| r.txn.as_ref().is_some_and(|t| t.force_sync));
         if staged.written
-            && self.opts.sync == SyncPolicy::Always
+            && (self.opts.sync == SyncPolicy::Always || forced)
             && let Err(e) = self.sync_active().await
         {
             for &i in &staged.committed {
@@ -621,7 +763,7 @@ impl Store {
     /// active segment must be sealed before that batch.
     async fn stage_subgroup(
         &mut self,
-        batches: &[Batch],
+        batches: &[WriteReq],
         start: usize,
         results: &mut [Option<Result<Outcome>>],
     ) -> Result<(Staged, usize, bool)> {
@@ -636,14 +778,17 @@ impl Store {
         // Versions and liveness as the earlier batches of this group leave them.
         let mut overlay: HashMap<&[u8], (u64, bool)> = HashMap::new();
         // Only a later batch with a condition or a delete reads the overlay.
-        let last_reader = batches.iter().rposition(|b| {
-            !b.conditions.is_empty() || b.ops.iter().any(|o| matches!(o, Op::Delete { .. }))
+        let last_reader = batches.iter().rposition(|r| {
+            r.txn.is_some()
+                || !r.batch.conditions.is_empty()
+                || r.batch.ops.iter().any(|o| matches!(o, Op::Delete { .. }))
         });
         let now = now_ms();
         let mut next = start;
         let mut need_seal = false;
         while next < batches.len() {
-            let batch = &batches[next];
+            let batch = &batches[next].batch;
+            let txn = batches[next].txn.as_deref();
             if let Err(e) = self.check_limits(batch) {
                 results[next] = Some(Err(e));
                 next += 1;
@@ -674,6 +819,18 @@ impl Store {
                 results[next] = Some(Ok(Outcome::ConditionFailed {
                     key: c.key.clone(),
                     current_version: if live { v } else { 0 },
+                }));
+                next += 1;
+                continue;
+            }
+            if let Some(t) = txn
+                && t.commit_version.is_none()
+                && t.start_version > 0
+                && let Some((key, current_version)) = self.validate(t, &overlay)
+            {
+                results[next] = Some(Ok(Outcome::ConditionFailed {
+                    key,
+                    current_version,
                 }));
                 next += 1;
                 continue;
@@ -711,14 +868,47 @@ impl Store {
                     }
                 })
                 .collect();
-            let size: u64 = writes.iter().map(|op| op.record_len()).sum();
+            let redo: &[Op] = txn.map_or(&[], |t| t.redo.as_slice());
+            let size: u64 = writes.iter().map(|op| op.record_len()).sum::<u64>()
+                + redo.iter().map(|op| op.record_len()).sum::<u64>();
             // Room is kept for the seal record that will end the segment.
             if base + buf.len() as u64 + size + format::SEAL_LEN as u64 > self.opts.segment_size {
                 need_seal = true;
                 break;
             }
-            let version = self.clock.next();
+            let version = match txn.and_then(|t| t.commit_version) {
+                Some(v) => v,
+                None => self.clock.next(),
+            };
+            let txn_id = txn.map_or(0, |t| t.txn_id);
             let track_overlay = last_reader.is_some_and(|r| r > next);
+            for (i, op) in redo.iter().enumerate() {
+                let (key, value, expires_at_ms, flags) = match op {
+                    Op::Put {
+                        key,
+                        value,
+                        expires_at_ms,
+                    } => (key, value.as_slice(), *expires_at_ms, 0),
+                    Op::Delete { key } => (key, &[][..], None, format::FLAG_REDO_DELETE),
+                };
+                let cont = if i + 1 < redo.len() || !writes.is_empty() {
+                    FLAG_GROUP_CONT
+                } else {
+                    0
+                };
+                format::encode_record(
+                    &mut buf,
+                    &RecordSpec {
+                        kind: RecordKind::TxnPrepare,
+                        flags: flags | cont,
+                        version,
+                        txn_id,
+                        expires_at_ms,
+                        key,
+                        value,
+                    },
+                );
+            }
             for (i, op) in writes.iter().enumerate() {
                 let flags = if i + 1 < writes.len() {
                     FLAG_GROUP_CONT
@@ -736,7 +926,7 @@ impl Store {
                             kind: RecordKind::Put,
                             flags,
                             version,
-                            txn_id: 0,
+                            txn_id,
                             expires_at_ms: *expires_at_ms,
                             key,
                             value,
@@ -748,7 +938,7 @@ impl Store {
                             kind: RecordKind::Delete,
                             flags,
                             version,
-                            txn_id: 0,
+                            txn_id,
                             expires_at_ms: None,
                             key,
                             value: &[],
@@ -944,12 +1134,150 @@ impl Store {
         }
     }
 
+    /// Checks a transaction's reads and scanned ranges against its start
+    /// version: returns the first key with a newer version (deletes
+    /// included), or `None` if nothing it read has changed.
+    fn validate(
+        &self,
+        t: &TxnPart,
+        overlay: &HashMap<&[u8], (u64, bool)>,
+    ) -> Option<(Vec<u8>, u64)> {
+        for key in &t.reads {
+            let v = match overlay.get(key.as_slice()) {
+                Some(&(v, _)) => v,
+                None => self.writer.get(key).map_or(0, |e| e.version),
+            };
+            if v > t.start_version {
+                return Some((key.clone(), v));
+            }
+        }
+        if t.ranges.is_empty() {
+            return None;
+        }
+        let guard = crossbeam_epoch::pin();
+        for (lo, hi) in &t.ranges {
+            let in_range = |k: &[u8]| {
+                (match lo {
+                    Bound::Included(l) => k >= l.as_slice(),
+                    Bound::Excluded(l) => k > l.as_slice(),
+                    Bound::Unbounded => true,
+                }) && (match hi {
+                    Bound::Included(h) => k <= h.as_slice(),
+                    Bound::Excluded(h) => k < h.as_slice(),
+                    Bound::Unbounded => true,
+                })
+            };
+            if let Some((k, &(v, _))) = overlay.iter().find(|(k, _)| in_range(k)) {
+                return Some((k.to_vec(), v));
+            }
+            for (k, e) in self
+                .shared
+                .index
+                .range(bound_ref(lo), bound_ref(hi), false, &guard)
+            {
+                if e.version > t.start_version {
+                    return Some((k.to_vec(), e.version));
+                }
+            }
+        }
+        None
+    }
+
+    /// Redo records newer than `above` in every segment that may hold one.
+    pub(crate) fn redo_records(&self, above: u64) -> Result<Vec<Redo>> {
+        let guard = crossbeam_epoch::pin();
+        let table = self.shared.segments.load(&guard);
+        let mut out = Vec::new();
+        for (id, st) in &self.segs {
+            if st.max_version <= above && st.max_version != 0 {
+                continue;
+            }
+            let Some(seg) = table.get(*id) else { continue };
+            let bytes = &seg.bytes()[..(st.len as usize).min(seg.bytes().len())];
+            let mut pos = SEGMENT_HEADER_LEN;
+            while pos < bytes.len() {
+                let Ok(rec) = format::decode_record(&bytes[pos..]) else {
+                    break;
+                };
+                if rec.kind == RecordKind::TxnPrepare && rec.version > above {
+                    let key = rec.key.to_vec();
+                    out.push(Redo {
+                        version: rec.version,
+                        txn_id: rec.txn_id,
+                        op: if rec.flags & format::FLAG_REDO_DELETE != 0 {
+                            Op::Delete { key }
+                        } else {
+                            Op::Put {
+                                key,
+                                value: rec.value.to_vec(),
+                                expires_at_ms: rec.expires_at_ms,
+                            }
+                        },
+                    });
+                }
+                pos += rec.len;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Validates a transaction's reads and ranges against the index (see
+    /// [`TxnPart::start_version`]): the first key that changed, if any.
+    pub fn validate_reads(&self, t: &TxnPart) -> Option<(Vec<u8>, u64)> {
+        self.validate(t, &HashMap::new())
+    }
+
+    /// Drops old versions no open snapshot can read any more (all of them
+    /// once no snapshot is open).
+    pub fn trim_versions(&mut self) {
+        if self.chained.is_empty() {
+            return;
+        }
+        let horizon = self.clock.horizon();
+        let guard = crossbeam_epoch::pin();
+        let writer = &mut self.writer;
+        self.chained.retain(|k| writer.trim(k, horizon, &guard));
+    }
+
     fn publish(&mut self, key: &[u8], entry: Entry, seg: u32) {
         let len = format::record_len(
             key.len(),
             entry.value_len as usize,
             entry.flags & FLAG_EXPIRES != 0,
         ) as u64;
+        let horizon = self.clock.horizon();
+        if horizon < entry.version
+            && let Some(o) = self.writer.get(key)
+        {
+            // An open snapshot may read what this write replaces: keep it.
+            let old = if o.tombstone {
+                Some(OldVersion::new(o.version, None, None))
+            } else {
+                let guard = crossbeam_epoch::pin();
+                let table = self.shared.segments.load(&guard);
+                table
+                    .get(o.segment)
+                    .and_then(|seg| read_record(seg, key, &o).ok())
+                    .map(|r| {
+                        OldVersion::new(
+                            o.version,
+                            Some(r.value.to_vec().into_boxed_slice()),
+                            r.expires_at_ms,
+                        )
+                    })
+            };
+            if let Some(old) = old {
+                let guard = crossbeam_epoch::pin();
+                self.writer.keep_old(key, old, horizon, &guard);
+                if !self.chained.contains(key) {
+                    self.chained.insert(key.to_vec());
+                }
+            }
+        } else if horizon == u64::MAX && !self.chained.is_empty() && self.chained.contains(key) {
+            let guard = crossbeam_epoch::pin();
+            self.writer.trim(key, horizon, &guard);
+            self.chained.remove(key);
+        }
         let old = self.writer.upsert(key, entry);
         let st = self.segs.get_mut(&seg).expect("active segment has a state");
         st.live_bytes += len;
@@ -1310,6 +1638,11 @@ pub(crate) fn build_log_hint(
         }
         if matches!(rec.kind, RecordKind::Put | RecordKind::Delete) {
             lo = lo.min(rec.version);
+        }
+        if matches!(
+            rec.kind,
+            RecordKind::Put | RecordKind::Delete | RecordKind::TxnPrepare
+        ) {
             hi = hi.max(rec.version);
         }
         pos += rec.len;
@@ -1326,6 +1659,14 @@ pub(crate) fn build_log_hint(
         max_version: hi.max(max_version),
     };
     Ok(hint::encode(meta, &mut recs))
+}
+
+fn bound_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
 }
 
 /// Creates a directory (and its parents) readable by the owner only.

@@ -1,0 +1,387 @@
+//! The lock table of one shard: the 2PL half of FlashKV's transactions.
+//!
+//! Owned by the shard's storage task (one thread, so no latch is needed).
+//! Two levels, as in a classic multiple-granularity scheme:
+//!
+//! * the shard: intention locks IS and IX, taken by every transaction that
+//!   locks keys here, and S and X for shard-wide operations (a checkpoint
+//!   takes S, so it waits for prepared writers and keeps them out);
+//! * keys: S (a key read) and X (a key written), plus S on key ranges (the
+//!   ranges a transaction scanned, so no phantom can appear in them before
+//!   it commits).
+//!
+//! Requests are all-or-nothing: either every lock of a request is granted or
+//! none is, and the caller learns which transaction is in the way. Waiting
+//! is the storage task's business (it queues blocked requests and retries
+//! them after a release); a transaction locks one shard at a time in
+//! ascending shard order, with all its keys in one request, so waits cannot
+//! form a cycle. Writers that take no locks (plain writes and single-shard
+//! transactions, which run whole inside the storage task) ask
+//! [`LockManager::blocks`] first and wait while it says yes.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+
+use crate::storage::store::KeyRange;
+
+/// A lock mode on the shard level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardMode {
+    /// Intention to read keys.
+    IS,
+    /// Intention to write keys.
+    IX,
+    /// Read the whole shard.
+    S,
+    /// Write the whole shard.
+    X,
+}
+
+impl ShardMode {
+    fn compatible(self, other: ShardMode) -> bool {
+        use ShardMode::*;
+        matches!(
+            (self, other),
+            (IS, IS) | (IS, IX) | (IS, S) | (IX, IS) | (IX, IX) | (S, IS) | (S, S)
+        )
+    }
+}
+
+/// What a transaction asks to lock on this shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockRequest {
+    /// Keys to write (X).
+    pub write: Vec<Vec<u8>>,
+    /// Keys read (S).
+    pub read: Vec<Vec<u8>>,
+    /// Ranges scanned (S on the range).
+    pub ranges: Vec<KeyRange>,
+}
+
+impl LockRequest {
+    fn shard_mode(&self) -> ShardMode {
+        if self.write.is_empty() {
+            ShardMode::IS
+        } else {
+            ShardMode::IX
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct KeyLock {
+    x: Option<u64>,
+    s: Vec<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    shard: Option<ShardMode>,
+    keys: Vec<Vec<u8>>,
+}
+
+/// The lock table; see the module docs.
+#[derive(Debug, Default)]
+pub struct LockManager {
+    shard: Vec<(u64, ShardMode)>,
+    keys: HashMap<Vec<u8>, KeyLock>,
+    ranges: Vec<(u64, KeyRange)>,
+    held: HashMap<u64, Held>,
+}
+
+fn in_range(k: &[u8], r: &KeyRange) -> bool {
+    (match &r.0 {
+        Bound::Included(l) => k >= l.as_slice(),
+        Bound::Excluded(l) => k > l.as_slice(),
+        Bound::Unbounded => true,
+    }) && (match &r.1 {
+        Bound::Included(h) => k <= h.as_slice(),
+        Bound::Excluded(h) => k < h.as_slice(),
+        Bound::Unbounded => true,
+    })
+}
+
+impl LockManager {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether no lock is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Transactions holding locks.
+    pub fn holders(&self) -> usize {
+        self.held.len()
+    }
+
+    fn shard_blocker(&self, txn: u64, mode: ShardMode) -> Option<u64> {
+        self.shard
+            .iter()
+            .find(|(t, m)| *t != txn && !mode.compatible(*m))
+            .map(|(t, _)| *t)
+    }
+
+    /// Grants every lock of `req` to `txn`, or none: `Err` names a
+    /// transaction in the way.
+    pub fn try_lock(&mut self, txn: u64, req: &LockRequest) -> Result<(), u64> {
+        if let Some(t) = self.shard_blocker(txn, req.shard_mode()) {
+            return Err(t);
+        }
+        for k in &req.write {
+            if let Some(l) = self.keys.get(k) {
+                if let Some(t) = l.x.filter(|t| *t != txn) {
+                    return Err(t);
+                }
+                if let Some(t) = l.s.iter().find(|t| **t != txn) {
+                    return Err(*t);
+                }
+            }
+            if let Some((t, _)) = self
+                .ranges
+                .iter()
+                .find(|(t, r)| *t != txn && in_range(k, r))
+            {
+                return Err(*t);
+            }
+        }
+        for k in &req.read {
+            if let Some(t) = self.keys.get(k).and_then(|l| l.x).filter(|t| *t != txn) {
+                return Err(t);
+            }
+        }
+        for r in &req.ranges {
+            if let Some(t) = self
+                .keys
+                .iter()
+                .find(|(k, l)| l.x.is_some_and(|t| t != txn) && in_range(k, r))
+                .and_then(|(_, l)| l.x)
+            {
+                return Err(t);
+            }
+        }
+        // Granted: record everything.
+        let held = self.held.entry(txn).or_default();
+        let mode = req.shard_mode();
+        match held.shard {
+            Some(ShardMode::IX) => {}
+            Some(_) if mode == ShardMode::IS => {}
+            _ => {
+                self.shard.retain(|(t, _)| *t != txn);
+                self.shard.push((txn, mode));
+                held.shard = Some(mode);
+            }
+        }
+        for k in &req.write {
+            let l = self.keys.entry(k.clone()).or_default();
+            if l.x.is_none() {
+                l.x = Some(txn);
+                held.keys.push(k.clone());
+            }
+        }
+        for k in &req.read {
+            let l = self.keys.entry(k.clone()).or_default();
+            if l.x != Some(txn) && !l.s.contains(&txn) {
+                l.s.push(txn);
+                held.keys.push(k.clone());
+            }
+        }
+        for r in &req.ranges {
+            self.ranges.push((txn, r.clone()));
+        }
+        Ok(())
+    }
+
+    /// Takes a shard-wide lock (checkpoint: S), or names who is in the way.
+    pub fn try_lock_shard(&mut self, txn: u64, mode: ShardMode) -> Result<(), u64> {
+        if let Some(t) = self.shard_blocker(txn, mode) {
+            return Err(t);
+        }
+        self.shard.retain(|(t, _)| *t != txn);
+        self.shard.push((txn, mode));
+        self.held.entry(txn).or_default().shard = Some(mode);
+        Ok(())
+    }
+
+    /// Releases everything `txn` holds (the shrinking phase, all at once).
+    pub fn release(&mut self, txn: u64) {
+        let Some(held) = self.held.remove(&txn) else {
+            return;
+        };
+        self.shard.retain(|(t, _)| *t != txn);
+        self.ranges.retain(|(t, _)| *t != txn);
+        for k in held.keys {
+            if let Some(l) = self.keys.get_mut(&k) {
+                if l.x == Some(txn) {
+                    l.x = None;
+                }
+                l.s.retain(|t| *t != txn);
+                if l.x.is_none() && l.s.is_empty() {
+                    self.keys.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Whether a writer that takes no locks must wait: it writes `write`
+    /// and read `read`, which must not touch what a lock holder read or
+    /// writes. A shard-wide S or X blocks every writer.
+    pub fn blocks<'a>(
+        &self,
+        write: impl IntoIterator<Item = &'a [u8]>,
+        read: impl IntoIterator<Item = &'a [u8]>,
+    ) -> bool {
+        if self.held.is_empty() {
+            return false;
+        }
+        if self
+            .shard
+            .iter()
+            .any(|(_, m)| matches!(m, ShardMode::S | ShardMode::X))
+        {
+            return true;
+        }
+        for k in write {
+            if self.keys.contains_key(k) || self.ranges.iter().any(|(_, r)| in_range(k, r)) {
+                return true;
+            }
+        }
+        for k in read {
+            if self.keys.get(k).is_some_and(|l| l.x.is_some()) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether a key some holder writes lies in one of `ranges`.
+    pub fn blocks_ranges(&self, ranges: &[KeyRange]) -> bool {
+        self.keys
+            .iter()
+            .any(|(k, l)| l.x.is_some() && ranges.iter().any(|r| in_range(k, r)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(keys: &[&str]) -> LockRequest {
+        LockRequest {
+            write: keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn r(keys: &[&str]) -> LockRequest {
+        LockRequest {
+            read: keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn exclusive_locks_exclude_and_shared_locks_share() {
+        let mut m = LockManager::new();
+        m.try_lock(1, &w(&["a", "b"])).unwrap();
+        assert_eq!(m.try_lock(2, &w(&["b"])), Err(1));
+        assert_eq!(m.try_lock(2, &r(&["a"])), Err(1));
+        m.try_lock(2, &r(&["c"])).unwrap();
+        m.try_lock(3, &r(&["c"])).unwrap();
+        assert_eq!(m.try_lock(4, &w(&["c"])), Err(2));
+        m.release(2);
+        assert_eq!(m.try_lock(4, &w(&["c"])), Err(3));
+        m.release(3);
+        m.try_lock(4, &w(&["c"])).unwrap();
+        m.release(1);
+        m.release(4);
+        assert!(m.is_empty());
+        assert!(m.keys.is_empty() && m.ranges.is_empty() && m.shard.is_empty());
+    }
+
+    #[test]
+    fn requests_are_all_or_nothing() {
+        let mut m = LockManager::new();
+        m.try_lock(1, &w(&["b"])).unwrap();
+        assert_eq!(m.try_lock(2, &w(&["a", "b"])), Err(1));
+        // Nothing of the refused request is held: "a" is free.
+        m.try_lock(3, &w(&["a"])).unwrap();
+        assert_eq!(m.holders(), 2);
+    }
+
+    #[test]
+    fn a_transaction_does_not_block_itself() {
+        let mut m = LockManager::new();
+        m.try_lock(1, &r(&["a"])).unwrap();
+        // Upgrading S to X is granted when no one else shares the key.
+        assert_eq!(m.try_lock(1, &w(&["a"])), Ok(()));
+        m.try_lock(1, &w(&["b"])).unwrap();
+        m.try_lock(1, &r(&["b"])).unwrap();
+        m.release(1);
+        assert!(m.keys.is_empty());
+    }
+
+    #[test]
+    fn range_locks_stop_phantoms() {
+        let mut m = LockManager::new();
+        let range = (
+            Bound::Included(b"k1".to_vec()),
+            Bound::Excluded(b"k5".to_vec()),
+        );
+        m.try_lock(
+            1,
+            &LockRequest {
+                ranges: vec![range.clone()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(m.try_lock(2, &w(&["k3"])), Err(1));
+        m.try_lock(2, &w(&["k5"])).unwrap();
+        assert!(m.blocks([b"k2".as_slice()], []));
+        assert!(!m.blocks([b"k9".as_slice()], []));
+        // A range over a key someone writes waits for it.
+        assert_eq!(
+            m.try_lock(
+                3,
+                &LockRequest {
+                    ranges: vec![(Bound::Included(b"k5".to_vec()), Bound::Unbounded)],
+                    ..Default::default()
+                }
+            ),
+            Err(2)
+        );
+    }
+
+    #[test]
+    fn intention_locks_conflict_with_shard_locks() {
+        let mut m = LockManager::new();
+        m.try_lock(1, &w(&["a"])).unwrap(); // IX
+        assert_eq!(m.try_lock_shard(9, ShardMode::S), Err(1));
+        m.release(1);
+        m.try_lock(2, &r(&["a"])).unwrap(); // IS
+        m.try_lock_shard(9, ShardMode::S).unwrap();
+        assert_eq!(m.try_lock(3, &w(&["z"])), Err(9));
+        assert!(m.blocks([b"z".as_slice()], []));
+        m.try_lock(4, &r(&["z"])).unwrap();
+        m.release(9);
+        m.try_lock(3, &w(&["z"])).unwrap_err();
+        m.release(4);
+        m.try_lock(3, &w(&["z"])).unwrap();
+        assert_eq!(m.try_lock_shard(9, ShardMode::X), Err(2));
+    }
+
+    #[test]
+    fn plain_writers_wait_only_for_what_they_touch() {
+        let mut m = LockManager::new();
+        assert!(!m.blocks([b"a".as_slice()], [b"a".as_slice()]));
+        m.try_lock(1, &r(&["a"])).unwrap();
+        assert!(m.blocks([b"a".as_slice()], []));
+        assert!(!m.blocks([], [b"a".as_slice()]));
+        m.try_lock(2, &w(&["b"])).unwrap();
+        assert!(m.blocks([], [b"b".as_slice()]));
+        assert!(!m.blocks([b"c".as_slice()], [b"d".as_slice()]));
+    }
+}
