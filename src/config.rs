@@ -51,6 +51,14 @@ pub struct Flags {
     /// Log requests slower than this many milliseconds (0: off). [default: 500]
     #[arg(long)]
     pub slow_request_ms: Option<u64>,
+    /// A transaction's commit waits at most this many milliseconds for a
+    /// lock held by another one, then aborts (retryable). [default: 2000]
+    #[arg(long)]
+    pub lock_timeout_ms: Option<u64>,
+    /// A Txn-service transaction left idle this many milliseconds is rolled
+    /// back. [default: 60000]
+    #[arg(long)]
+    pub txn_idle_timeout_ms: Option<u64>,
     /// Number of shards for a new data directory (default: one per core);
     /// an existing directory keeps the count in its manifest.
     #[arg(long)]
@@ -147,6 +155,8 @@ pub struct Config {
     pub resp_addr: SocketAddr,
     /// Requests at least this slow are logged (zero: none).
     pub slow_request: Duration,
+    /// Transaction timeouts.
+    pub txn: crate::txn::TxnOptions,
     /// Connection and request limits of the network edges.
     pub conn_limits: crate::api::ConnLimits,
     /// Partitioner asked for on the command line (None: directory's or default).
@@ -246,6 +256,8 @@ impl Flags {
             http_addr: self.http_addr.or(file.http_addr),
             resp_addr: self.resp_addr.or(file.resp_addr),
             slow_request_ms: self.slow_request_ms.or(file.slow_request_ms),
+            lock_timeout_ms: self.lock_timeout_ms.or(file.lock_timeout_ms),
+            txn_idle_timeout_ms: self.txn_idle_timeout_ms.or(file.txn_idle_timeout_ms),
             max_connections: self.max_connections.or(file.max_connections),
             request_timeout_ms: self.request_timeout_ms.or(file.request_timeout_ms),
             shards: self.shards.or(file.shards),
@@ -365,6 +377,12 @@ impl Config {
             http_addr,
             resp_addr,
             slow_request: Duration::from_millis(flags.slow_request_ms.unwrap_or(500)),
+            txn: crate::txn::TxnOptions {
+                lock_timeout: Duration::from_millis(flags.lock_timeout_ms.unwrap_or(2000).max(1)),
+                idle_timeout: Duration::from_millis(
+                    flags.txn_idle_timeout_ms.unwrap_or(60_000).max(1),
+                ),
+            },
             conn_limits: crate::api::ConnLimits {
                 max_connections: flags.max_connections.unwrap_or(10_000).max(1),
                 request_timeout: Duration::from_millis(

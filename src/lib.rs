@@ -8,7 +8,11 @@
 //!   [`storage::io`] (io_uring or plain system calls, with fault injection).
 //! - [`index`] — the lock-free ordered index (single writer, any number of
 //!   readers, epoch-reclaimed).
-//! - [`clock`] — the version clock shared by all shards.
+//! - [`clock`] — the version clock shared by all shards: commit versions,
+//!   the visibility watermark, open snapshots, the settled floor.
+//! - [`txn`] — serializable transactions, the coordinator side (above the
+//!   router); the participant side (lock table, validation) lives in the
+//!   shard's storage task ([`storage::lock`], [`storage::service`]).
 //! - [`shard`] — the partitioner, the data directory's manifest, the router
 //!   and the thread-per-core runtime ([`shard::runtime::Daemon`]).
 //! - [`api`] — the wire edges (gRPC, HTTP), their TLS and authentication
@@ -42,5 +46,6 @@ pub mod metrics;
 pub mod resp;
 pub mod shard;
 pub mod storage;
+pub mod txn;
 
 pub use error::{Error, ErrorCode, Result};

@@ -113,7 +113,7 @@ impl Metrics {
         .expect("valid metric");
         let open_transactions = IntGauge::new(
             "flashkv_open_transactions",
-            "Transactions between their start and their outcome (HTTP /v1/txn).",
+            "Transactions between their start and their outcome (Txn service, HTTP /v1/txn, batches across shards).",
         )
         .expect("valid metric");
         for m in [

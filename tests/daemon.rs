@@ -212,24 +212,53 @@ fn every_rpc_works_against_the_daemon() {
                 .found,
             "last write of a key wins"
         );
+        // A batch across shards commits atomically (two-phase, as a
+        // transaction): both keys at the one commit version.
         let other = other.unwrap();
-        let e = kv
+        let xv = kv
             .write(WriteRequest {
                 mutations: vec![m("w0"), m(&other)],
             })
             .await
+            .unwrap()
+            .into_inner()
+            .version;
+        for k in ["w0".to_string(), other.clone()] {
+            let g = kv
+                .get(GetRequest { key: k.into() })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!((g.found, g.version), (true, xv));
+        }
+        // A failed condition on one shard leaves the other shard untouched.
+        let mut conditional = put("w0", "never");
+        conditional.expected_version = Some(1);
+        let e = kv
+            .write(WriteRequest {
+                mutations: vec![
+                    Mutation {
+                        op: Some(mutation::Op::Put(conditional)),
+                    },
+                    Mutation {
+                        op: Some(mutation::Op::Delete(DeleteRequest {
+                            key: other.clone().into(),
+                        })),
+                    },
+                ],
+            })
+            .await
             .unwrap_err();
-        assert_eq!(e.code(), Code::InvalidArgument);
-        assert!(e.message().contains("spans shards"), "{}", e.message());
+        assert_eq!(e.code(), Code::FailedPrecondition);
         assert!(
-            !kv.get(GetRequest {
+            kv.get(GetRequest {
                 key: other.clone().into()
             })
             .await
             .unwrap()
             .into_inner()
             .found,
-            "nothing of a refused batch is applied"
+            "nothing of a failed batch is applied"
         );
         // Scan across shards in key order, with prefix, reverse, limit, keys_only.
         for i in 0..50 {

@@ -1,6 +1,7 @@
-//! The gRPC edge (`flashkv.v1.KV` and `flashkv.v1.Admin`): decodes requests,
-//! checks them, calls the router, and maps errors to status codes in one
-//! function ([`status`]).
+//! The gRPC edge (`flashkv.v1.KV` and `flashkv.v1.Admin`; `Txn` is in
+//! [`crate::api::txn`]): decodes requests, checks them, calls the router
+//! (or the transaction coordinator for `Write`), and maps errors to status
+//! codes in one function ([`status`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -206,13 +207,18 @@ pub use crate::api::Limits;
 #[derive(Clone)]
 pub struct KvService {
     router: Arc<Router>,
+    coord: Arc<crate::txn::Coordinator>,
     limits: Limits,
 }
 
 impl KvService {
-    /// A service over `router`.
-    pub fn new(router: Arc<Router>, limits: Limits) -> Self {
-        KvService { router, limits }
+    /// A service over `coord` (and its router).
+    pub fn new(coord: Arc<crate::txn::Coordinator>, limits: Limits) -> Self {
+        KvService {
+            router: coord.router().clone(),
+            coord,
+            limits,
+        }
     }
 }
 
@@ -355,7 +361,7 @@ impl Kv for KvService {
         if batch.ops.is_empty() {
             return Err(Status::invalid_argument("write with no mutations"));
         }
-        match self.router.write(batch).await.map_err(status)? {
+        match self.coord.write_batch(batch).await.map_err(status)? {
             Outcome::Committed { version, .. } => Ok(Response::new(WriteResponse { version })),
             Outcome::ConditionFailed {
                 key,

@@ -64,3 +64,4 @@ impl Default for ConnLimits {
 }
 pub mod http;
 pub mod security;
+pub mod txn;

@@ -11,20 +11,31 @@ use std::collections::BinaryHeap;
 use std::ops::Bound;
 use std::path::Path;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::shard::partition::Partitioner;
+use crate::storage::lock::ShardMode;
 use crate::storage::service::PendingWrite;
 use crate::storage::{Batch, Outcome, StoreHandle, StoreStats, Value};
+
+/// Lock ids of checkpoints count down from here (below the storage task's
+/// own checkpoint id, u64::MAX).
+const CHECKPOINT_LOCK: u64 = u64::MAX - 1;
+static CHECKPOINTS: AtomicU64 = AtomicU64::new(0);
 
 /// Routes requests to shards. `Send + Sync`; shared by every listener.
 pub struct Router {
     partitioner: Partitioner,
     shards: Vec<StoreHandle>,
+    clock: Arc<Clock>,
 }
 
 impl Router {
     /// A router over the storage handles of every shard, in shard order.
-    pub fn new(partitioner: Partitioner, shards: Vec<StoreHandle>) -> Self {
+    pub fn new(partitioner: Partitioner, shards: Vec<StoreHandle>, clock: Arc<Clock>) -> Self {
         assert_eq!(
             partitioner.shards() as usize,
             shards.len(),
@@ -33,6 +44,7 @@ impl Router {
         Router {
             partitioner,
             shards,
+            clock,
         }
     }
 
@@ -95,11 +107,42 @@ impl Router {
         }
         crate::storage::store::create_private_dir(target)?;
         crate::shard::manifest::write(target, &self.partitioner)?;
-        for (i, h) in self.shards.iter().enumerate() {
-            h.checkpoint(crate::shard::runtime::shard_dir(target, i as u32))
-                .await?;
+        // S on every shard (in shard order, like transactions lock): no
+        // cross-shard commit is half-way while the shards are copied, so
+        // the copies agree with each other.
+        let id = CHECKPOINT_LOCK - CHECKPOINTS.fetch_add(1, Ordering::Relaxed) % 1024;
+        let mut locked = 0;
+        let mut r = Ok(());
+        for h in &self.shards {
+            if let Err(e) = h.lock_shard(id, ShardMode::S).await {
+                r = Err(e);
+                break;
+            }
+            locked += 1;
         }
-        Ok(())
+        if r.is_ok() {
+            for (i, h) in self.shards.iter().enumerate() {
+                r = h
+                    .checkpoint(crate::shard::runtime::shard_dir(target, i as u32))
+                    .await;
+                if r.is_err() {
+                    break;
+                }
+            }
+        }
+        if r.is_ok() && self.clock.persisted_settled() != u64::MAX {
+            // Nothing is half-way: everything up to now is settled.
+            r = crate::shard::floor::write(target, self.clock.settled());
+        }
+        for h in &self.shards[..locked] {
+            let _ = h.release(id).await;
+        }
+        r
+    }
+
+    /// The version clock.
+    pub fn clock(&self) -> &Arc<Clock> {
+        &self.clock
     }
 
     /// Reads `key` on its shard (no hop).

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::shard::{Partitioner, Router, manifest};
 use crate::storage::service::{MAX_GROUP, serve};
 use crate::storage::{Io, IoEngine, RecoveryReport, Store, StoreHandle};
+use crate::txn::Coordinator;
 
 /// Directory of shard `i` inside a data directory.
 pub fn shard_dir(data_dir: &Path, i: u32) -> PathBuf {
@@ -46,8 +47,13 @@ pub struct Daemon {
     pub partitioner: Partitioner,
     /// What recovery did on each shard.
     pub recovery: Vec<RecoveryReport>,
+    /// Cross-shard writes re-applied from redo records at start-up.
+    pub redone: usize,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<Result<()>>>,
+    persister: Option<crate::shard::floor::Persister>,
+    clock: Arc<Clock>,
+    data_dir: PathBuf,
     _lock: File,
 }
 
@@ -162,6 +168,7 @@ impl Daemon {
         )?;
 
         let clock = Arc::new(Clock::new());
+        clock.track_settlement(crate::shard::floor::read(&cfg.data_dir)?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready_rx) =
             std::sync::mpsc::channel::<(u32, Result<(StoreHandle, RecoveryReport)>)>();
@@ -174,7 +181,7 @@ impl Daemon {
             .enumerate()
         {
             let i = i as u32;
-            let (router_tx, router_rx) = std::sync::mpsc::channel::<Option<Arc<Router>>>();
+            let (router_tx, router_rx) = std::sync::mpsc::channel::<Option<Arc<Coordinator>>>();
             router_txs.push(router_tx);
             let ctx = ShardCtx {
                 id: i,
@@ -247,11 +254,52 @@ impl Daemon {
                 .into_iter()
                 .map(|h| h.expect("every shard answered"))
                 .collect(),
+            clock.clone(),
         ));
-        for tx in &router_txs {
-            let _ = tx.send(Some(router.clone()));
+        // Cross-shard commits whose parts did not all reach their shards
+        // before the crash are completed from the primaries' redo records.
+        let redo: Vec<_> = recovery
+            .iter_mut()
+            .flat_map(|r| std::mem::take(&mut r.redo))
+            .collect();
+        let redone = match futures::executor::block_on(crate::txn::apply_redo(&router, redo)) {
+            Ok(n) => n,
+            Err(e) => {
+                drop(router);
+                for tx in &router_txs {
+                    let _ = tx.send(None);
+                }
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(Error::Unavailable(format!(
+                    "re-applying cross-shard commits at start-up failed: {e}"
+                )));
+            }
+        };
+        if redone > 0 {
+            tracing::info!(
+                writes = redone,
+                "re-applied cross-shard commit parts from redo records"
+            );
         }
-        drop(router);
+        crate::shard::floor::persist(&cfg.data_dir, &clock)?;
+        let coordinator = Arc::new(Coordinator::new(router, clock.clone(), cfg.txn));
+        let persister = {
+            let c = coordinator.clone();
+            crate::shard::floor::Persister::start(
+                cfg.data_dir.clone(),
+                clock.clone(),
+                std::time::Duration::from_secs(1),
+                move || {
+                    c.registry.expire();
+                },
+            )?
+        };
+        for tx in &router_txs {
+            let _ = tx.send(Some(coordinator.clone()));
+        }
+        drop(coordinator);
         Ok(Daemon {
             grpc_addr,
             http_addr,
@@ -259,16 +307,23 @@ impl Daemon {
             engine,
             partitioner,
             recovery,
+            redone,
             shutdown,
             threads,
+            persister: Some(persister),
+            clock,
+            data_dir: cfg.data_dir.clone(),
             _lock: lock,
         })
     }
 
     /// Stops accepting, finishes in-flight requests, syncs, and waits for
     /// every shard to close its store.
-    pub fn shutdown(self) -> Result<()> {
+    pub fn shutdown(mut self) -> Result<()> {
         let _ = self.shutdown.send(true);
+        // The persister's registry sweep holds the coordinator, and with it
+        // every storage handle: it must go for the storage tasks to end.
+        drop(self.persister.take());
         let mut first_err = None;
         for t in self.threads {
             match t.join() {
@@ -280,6 +335,10 @@ impl Daemon {
                     first_err.get_or_insert(Error::Unavailable("a shard thread panicked".into()));
                 }
             }
+        }
+        // Everything is applied and synced: the floor can catch up.
+        if let Err(e) = crate::shard::floor::persist(&self.data_dir, &self.clock) {
+            first_err.get_or_insert(e);
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -296,7 +355,7 @@ struct ShardCtx {
     resp_listener: std::net::TcpListener,
     resp_addr: String,
     ready: std::sync::mpsc::Sender<(u32, Result<(StoreHandle, RecoveryReport)>)>,
-    router: std::sync::mpsc::Receiver<Option<Arc<Router>>>,
+    router: std::sync::mpsc::Receiver<Option<Arc<Coordinator>>>,
     shutdown: watch::Receiver<bool>,
     limits: Limits,
     max_message_size: usize,
@@ -335,10 +394,11 @@ impl ShardCtx {
         let storage = tokio::task::spawn_local(serve(store, rx));
         let _ = self.ready.send((self.id, Ok((handle, report))));
         // Every shard has to be open before any can route; start-up only.
-        let router = match self.router.recv() {
-            Ok(Some(r)) => r,
+        let coordinator = match self.router.recv() {
+            Ok(Some(c)) => c,
             _ => return join_storage(storage).await,
         };
+        let router = coordinator.router().clone();
         let http = crate::api::http::app(HttpState::ready(
             router.clone(),
             self.limits,
@@ -367,7 +427,7 @@ impl ShardCtx {
             tls: self.tls.as_ref().map(|t| t.resp.clone()),
         });
         let (grpc, http, resp) = tokio::join!(
-            self.serve_grpc(router),
+            self.serve_grpc(coordinator),
             crate::resp::serve(resp_listener, resp, self.shutdown.clone()),
             crate::api::http::serve(
                 http_listener,
@@ -378,15 +438,19 @@ impl ShardCtx {
             )
         );
         let served = grpc.and(http).and(resp);
+        drop(router);
         // The server and every clone of the router are gone: once all shards
         // are here, the storage tasks see their inboxes close and sync.
         let stored = join_storage(storage).await;
         served.and(stored)
     }
 
-    async fn serve_grpc(&self, router: Arc<Router>) -> Result<()> {
+    async fn serve_grpc(&self, coordinator: Arc<Coordinator>) -> Result<()> {
+        let router = coordinator.router().clone();
+        use crate::api::txn::TxnService;
         use proto::admin_server::AdminServer;
         use proto::kv_server::KvServer;
+        use proto::txn_server::TxnServer;
         let max_connections = self.conn_limits.max_connections;
         let std_listener = self
             .listener
@@ -436,7 +500,13 @@ impl ShardCtx {
         let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
         let auth = crate::api::security::GrpcAuth(self.security.token.clone());
         let kv = tonic::service::interceptor::InterceptedService::new(
-            KvServer::new(KvService::new(router.clone(), self.limits))
+            KvServer::new(KvService::new(coordinator.clone(), self.limits))
+                .max_decoding_message_size(self.max_message_size)
+                .max_encoding_message_size(self.max_message_size),
+            auth.clone(),
+        );
+        let txn = tonic::service::interceptor::InterceptedService::new(
+            TxnServer::new(TxnService::new(coordinator.clone(), self.limits))
                 .max_decoding_message_size(self.max_message_size)
                 .max_encoding_message_size(self.max_message_size),
             auth.clone(),
@@ -452,6 +522,7 @@ impl ShardCtx {
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter.set_serving::<KvServer<KvService>>().await;
         reporter.set_serving::<AdminServer<AdminService>>().await;
+        reporter.set_serving::<TxnServer<TxnService>>().await;
         // Reflection in both versions: grpcurl asks v1 first, older tools and
         // grpcio-reflection speak v1alpha.
         let reflection = || {
@@ -480,6 +551,7 @@ impl ShardCtx {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(kv)
+            .add_service(txn)
             .add_service(admin)
             .serve_with_incoming_shutdown(incoming, signal)
             .await

@@ -1,0 +1,659 @@
+//! Serializable transactions: the coordinator side (DESIGN.md §3).
+//!
+//! A transaction reads at a snapshot (its start version, fixed by the clock
+//! once everything up to it is visible) through the lock-free index's
+//! version chains, and records its read set and the ranges it scanned;
+//! writes are buffered (its own reads see them). At commit:
+//!
+//! * A read-only transaction commits at once: its reads were a consistent
+//!   snapshot.
+//! * If every key it read or wrote lives on one shard (and it scanned no
+//!   range, or there is one shard), the *fast path*: one message to that
+//!   shard's storage task, which validates the reads and writes the batch in
+//!   one step (no other write can come between), without any cross-core
+//!   traffic beyond the request itself.
+//! * Otherwise two-phase locking with a durable decision: the coordinator
+//!   locks each participant shard in ascending order (X on keys written, S on
+//!   keys read and on scanned ranges, IX/IS on the shard), each shard
+//!   validating the reads against the snapshot once its locks are granted
+//!   (the growing phase). Then it takes a commit version and has the
+//!   *primary* (the lowest shard that writes) write its part together with
+//!   redo records of every other part, fdatasync'ed: that write is the
+//!   commit point. The other participants then write their parts, also
+//!   synced, and release their locks (the shrinking phase).
+//!
+//! Waits cannot form a cycle (shards are locked in one order, each shard's
+//! keys in one request), and a lock wait past the lock timeout aborts the
+//! transaction, retryably. After a crash, recovery re-applies the redo
+//! records of every commit not yet known to be settled on every shard
+//! ([`apply_redo`]), so a cross-shard commit is all-or-nothing.
+//!
+//! A commit that fails after its commit point is reported as an error whose
+//! outcome is unknown, never as an abort.
+
+pub mod registry;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::clock::{Clock, SnapshotReg};
+use crate::error::{Error, Result};
+use crate::shard::router::Router;
+use crate::storage::lock::LockRequest;
+use crate::storage::service::LockOutcome;
+use crate::storage::store::{KeyRange, Redo, TxnPart};
+use crate::storage::{Batch, Op, Outcome, Value};
+
+/// Why a transaction was aborted. Every reason is retryable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Abort {
+    /// Something it read (or a range it scanned) changed after its snapshot:
+    /// `key` is now at `version`.
+    Conflict {
+        /// The key that changed.
+        key: Vec<u8>,
+        /// Its version now.
+        version: u64,
+    },
+    /// A lock it needed stayed held by another transaction past the lock
+    /// timeout (a deadlock victim would end here too).
+    LockTimeout,
+    /// A compare-and-set condition of a batch did not hold.
+    ConditionFailed {
+        /// The key.
+        key: Vec<u8>,
+        /// Its version now (0: absent).
+        current_version: u64,
+    },
+}
+
+impl Abort {
+    /// A stable name for metrics and error bodies.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Abort::Conflict { .. } => "conflict",
+            Abort::LockTimeout => "lock_timeout",
+            Abort::ConditionFailed { .. } => "condition_failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Abort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Abort::Conflict { key, version } => write!(
+                f,
+                "conflict: key {:?} changed after the transaction's snapshot (now at version {version}); retry the transaction",
+                String::from_utf8_lossy(key)
+            ),
+            Abort::LockTimeout => write!(
+                f,
+                "lock timeout: another transaction held a needed lock too long; retry the transaction"
+            ),
+            Abort::ConditionFailed {
+                key,
+                current_version,
+            } => write!(
+                f,
+                "condition failed on key {:?} (current version {current_version})",
+                String::from_utf8_lossy(key)
+            ),
+        }
+    }
+}
+
+/// The result of a commit: conflicts are outcomes, not errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Commit {
+    /// Committed at `version` (a read-only transaction: its snapshot).
+    Committed {
+        /// Commit version.
+        version: u64,
+    },
+    /// Nothing was written.
+    Aborted(Abort),
+}
+
+/// Settings of the coordinator.
+#[derive(Debug, Clone, Copy)]
+pub struct TxnOptions {
+    /// How long a commit waits for a lock before it aborts.
+    pub lock_timeout: Duration,
+    /// How long an idle transaction (gRPC `Txn`) lives before it is rolled back.
+    pub idle_timeout: Duration,
+}
+
+impl Default for TxnOptions {
+    fn default() -> Self {
+        TxnOptions {
+            lock_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Runs transactions over a router. `Send + Sync`; one per daemon.
+pub struct Coordinator {
+    router: Arc<Router>,
+    clock: Arc<Clock>,
+    next_id: AtomicU64,
+    opts: TxnOptions,
+    /// Open transactions of clients that hold them across requests.
+    pub registry: registry::Registry,
+}
+
+/// A write buffered by a transaction: `None` deletes.
+type Buffered = Option<(Vec<u8>, Option<u64>)>;
+
+/// An open transaction. Dropping it rolls it back (it holds no lock until
+/// commit; dropping releases its snapshot).
+pub struct Txn {
+    id: u64,
+    start: u64,
+    _snapshot: SnapshotReg,
+    reads: BTreeSet<Vec<u8>>,
+    ranges: Vec<KeyRange>,
+    writes: BTreeMap<Vec<u8>, Buffered>,
+    _open: crate::metrics::TransactionGuard,
+}
+
+impl Txn {
+    /// The transaction id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The snapshot version its reads see.
+    pub fn read_version(&self) -> u64 {
+        self.start
+    }
+
+    /// Buffers a put (seen by this transaction's later reads).
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>, expires_at_ms: Option<u64>) {
+        self.writes.insert(key, Some((value, expires_at_ms)));
+    }
+
+    /// Buffers a delete.
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+
+    /// Whether it has buffered writes.
+    pub fn is_read_only(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+fn in_range(k: &[u8], lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
+    (match lo {
+        Bound::Included(l) => k >= l.as_slice(),
+        Bound::Excluded(l) => k > l.as_slice(),
+        Bound::Unbounded => true,
+    }) && (match hi {
+        Bound::Included(h) => k <= h.as_slice(),
+        Bound::Excluded(h) => k < h.as_slice(),
+        Bound::Unbounded => true,
+    })
+}
+
+fn bref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(k),
+        Bound::Excluded(k) => Bound::Excluded(k),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+fn op_of(key: &[u8], w: &Buffered) -> Op {
+    match w {
+        Some((value, expires_at_ms)) => Op::Put {
+            key: key.to_vec(),
+            value: value.clone(),
+            expires_at_ms: *expires_at_ms,
+        },
+        None => Op::Delete { key: key.to_vec() },
+    }
+}
+
+impl Coordinator {
+    /// A coordinator over `router`, taking versions from `clock`.
+    pub fn new(router: Arc<Router>, clock: Arc<Clock>, opts: TxnOptions) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1);
+        Coordinator {
+            router,
+            clock,
+            // Ids differ across restarts: the high bits come from the time.
+            next_id: AtomicU64::new((seed << 20) | 1),
+            opts,
+            registry: registry::Registry::new(opts.idle_timeout),
+        }
+    }
+
+    /// The router.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<Clock> {
+        &self.clock
+    }
+
+    /// The settings.
+    pub fn options(&self) -> TxnOptions {
+        self.opts
+    }
+
+    fn new_id(&self) -> u64 {
+        // Never 0 (no transaction) nor u64::MAX (the checkpoint's lock).
+        loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 && id != u64::MAX {
+                return id;
+            }
+        }
+    }
+
+    /// Starts a transaction at the newest visible version.
+    pub async fn begin(&self) -> Txn {
+        let (snapshot, start) = self.clock.open_snapshot().fixed().await;
+        Txn {
+            id: self.new_id(),
+            start,
+            _snapshot: snapshot,
+            reads: BTreeSet::new(),
+            ranges: Vec::new(),
+            writes: BTreeMap::new(),
+            _open: crate::metrics::metrics().transaction(),
+        }
+    }
+
+    /// Reads `key` in `txn`: its own write if any, else the snapshot.
+    pub fn get(&self, txn: &mut Txn, key: &[u8]) -> Result<Option<Value>> {
+        if let Some(w) = txn.writes.get(key) {
+            return Ok(w.as_ref().map(|(v, exp)| Value {
+                value: v.clone(),
+                version: 0,
+                expires_at_ms: *exp,
+            }));
+        }
+        let shard = self.router.shard_of(key) as usize;
+        let v = self.router.shard(shard).reader().get_at(key, txn.start)?;
+        if !txn.reads.contains(key) {
+            txn.reads.insert(key.to_vec());
+        }
+        Ok(v)
+    }
+
+    /// Scans `[lower, upper]` in `txn` (own writes merged in), at most
+    /// `limit` keys; records the range read so a later insert into it
+    /// conflicts (no phantoms).
+    pub fn scan(
+        &self,
+        txn: &mut Txn,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Value)>> {
+        let own_deletes = txn
+            .writes
+            .iter()
+            .filter(|(k, w)| w.is_none() && in_range(k, &lower, &upper))
+            .count();
+        let fetch = limit.saturating_add(own_deletes);
+        let mut merged: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
+        for i in 0..self.router.shard_count() {
+            for (k, v) in self.router.shard(i).reader().scan_at(
+                bref(&lower),
+                bref(&upper),
+                reverse,
+                fetch,
+                txn.start,
+            )? {
+                merged.insert(k, v);
+            }
+        }
+        for (k, w) in txn
+            .writes
+            .iter()
+            .filter(|(k, _)| in_range(k, &lower, &upper))
+        {
+            match w {
+                Some((v, exp)) => {
+                    merged.insert(
+                        k.clone(),
+                        Value {
+                            value: v.clone(),
+                            version: 0,
+                            expires_at_ms: *exp,
+                        },
+                    );
+                }
+                None => {
+                    merged.remove(k);
+                }
+            }
+        }
+        let mut out: Vec<(Vec<u8>, Value)> = if reverse {
+            merged.into_iter().rev().take(limit).collect()
+        } else {
+            merged.into_iter().take(limit).collect()
+        };
+        out.truncate(limit);
+        // The range read ends where the result was cut short.
+        let (mut lo, mut hi) = (lower, upper);
+        if out.len() == limit
+            && let Some((last, _)) = out.last()
+        {
+            if reverse {
+                lo = Bound::Included(last.clone());
+            } else {
+                hi = Bound::Included(last.clone());
+            }
+        }
+        txn.ranges.push((lo, hi));
+        Ok(out)
+    }
+
+    /// Commits `txn`; see the module docs. The commit runs to its end even
+    /// if the caller stops waiting.
+    pub async fn commit(self: &Arc<Self>, txn: Txn) -> Result<Commit> {
+        if txn.writes.is_empty() {
+            return Ok(Commit::Committed { version: txn.start });
+        }
+        let me = self.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _ = tx.send(me.commit_inner(txn).await);
+        });
+        rx.await.map_err(|_| {
+            Error::Unavailable("the commit task stopped; the outcome is unknown".into())
+        })?
+    }
+
+    async fn commit_inner(&self, txn: Txn) -> Result<Commit> {
+        let n = self.router.shard_count();
+        let mut writes: BTreeMap<usize, Vec<Op>> = BTreeMap::new();
+        for (k, w) in &txn.writes {
+            writes
+                .entry(self.router.shard_of(k) as usize)
+                .or_default()
+                .push(op_of(k, w));
+        }
+        let mut reads: BTreeMap<usize, Vec<Vec<u8>>> = BTreeMap::new();
+        for k in &txn.reads {
+            reads
+                .entry(self.router.shard_of(k) as usize)
+                .or_default()
+                .push(k.clone());
+        }
+        let mut shards: BTreeSet<usize> = writes.keys().chain(reads.keys()).copied().collect();
+        if !txn.ranges.is_empty() {
+            shards.extend(0..n);
+        }
+        let outcome = if shards.len() == 1 {
+            let s = *shards.iter().next().expect("one shard");
+            let part = TxnPart {
+                txn_id: txn.id,
+                start_version: txn.start,
+                reads: reads.remove(&s).unwrap_or_default(),
+                ranges: txn.ranges.clone(),
+                ..Default::default()
+            };
+            let batch = Batch {
+                ops: writes.remove(&s).unwrap_or_default(),
+                conditions: vec![],
+            };
+            match self.router.shard(s).commit_local(part, batch).await? {
+                Outcome::Committed { version, .. } => Commit::Committed { version },
+                Outcome::ConditionFailed {
+                    key,
+                    current_version,
+                } => Commit::Aborted(Abort::Conflict {
+                    key,
+                    version: current_version,
+                }),
+            }
+        } else {
+            self.commit_cross(&txn, shards, writes, reads).await?
+        };
+        if let Commit::Aborted(a) = &outcome {
+            crate::metrics::metrics().abort(a.as_str());
+        }
+        Ok(outcome)
+    }
+
+    async fn commit_cross(
+        &self,
+        txn: &Txn,
+        shards: BTreeSet<usize>,
+        mut writes: BTreeMap<usize, Vec<Op>>,
+        mut reads: BTreeMap<usize, Vec<Vec<u8>>>,
+    ) -> Result<Commit> {
+        let deadline = Instant::now() + self.opts.lock_timeout;
+        // Growing phase: one shard at a time, in ascending order.
+        let mut locked: Vec<usize> = Vec::new();
+        let mut abort = None;
+        for &s in &shards {
+            let req = LockRequest {
+                write: writes
+                    .get(&s)
+                    .map(|ops| ops.iter().map(|o| o.key().to_vec()).collect())
+                    .unwrap_or_default(),
+                read: reads.remove(&s).unwrap_or_default(),
+                ranges: txn.ranges.clone(),
+            };
+            match self
+                .router
+                .shard(s)
+                .lock(txn.id, txn.start, req, deadline)
+                .await
+            {
+                Ok(LockOutcome::Locked) => locked.push(s),
+                Ok(LockOutcome::Changed { key, version }) => {
+                    abort = Some(Ok(Abort::Conflict { key, version }));
+                    break;
+                }
+                Ok(LockOutcome::Timeout { .. }) => {
+                    abort = Some(Ok(Abort::LockTimeout));
+                    break;
+                }
+                Err(e) => {
+                    abort = Some(Err(e));
+                    break;
+                }
+            }
+        }
+        if let Some(a) = abort {
+            for s in locked {
+                let _ = self.router.shard(s).release(txn.id).await;
+            }
+            return a.map(Commit::Aborted);
+        }
+        // The commit point: the primary's part and everyone's redo, synced.
+        let primary = *writes.keys().next().expect("a writing transaction");
+        let version = self.clock.next_unsettled();
+        let redo: Vec<Op> = writes
+            .iter()
+            .filter(|(s, _)| **s != primary)
+            .flat_map(|(_, ops)| ops.iter().cloned())
+            .collect();
+        let primary_ops = writes.remove(&primary).unwrap_or_default();
+        let decided = self
+            .router
+            .shard(primary)
+            .apply(
+                txn.id,
+                TxnPart {
+                    txn_id: txn.id,
+                    commit_version: Some(version),
+                    redo,
+                    force_sync: true,
+                    ..Default::default()
+                },
+                Batch {
+                    ops: primary_ops,
+                    conditions: vec![],
+                },
+            )
+            .await;
+        if let Err(e) = decided {
+            // The decision may or may not be on disk: recovery settles it.
+            self.clock.unpublished(version);
+            for s in locked.into_iter().filter(|s| *s != primary) {
+                let _ = self.router.shard(s).release(txn.id).await;
+            }
+            return Err(Error::Unavailable(format!(
+                "commit of transaction {} failed at its commit point; its outcome is unknown until restart: {e}",
+                txn.id
+            )));
+        }
+        // Shrinking phase: the other participants apply and release.
+        let mut applies = Vec::new();
+        for s in locked.into_iter().filter(|s| *s != primary) {
+            let ops = writes.remove(&s).unwrap_or_default();
+            let h = self.router.shard(s).clone();
+            let id = txn.id;
+            applies.push(async move {
+                if ops.is_empty() {
+                    return h.release(id).await;
+                }
+                h.apply(
+                    id,
+                    TxnPart {
+                        txn_id: id,
+                        commit_version: Some(version),
+                        force_sync: true,
+                        ..Default::default()
+                    },
+                    Batch {
+                        ops,
+                        conditions: vec![],
+                    },
+                )
+                .await
+                .map(|_| ())
+            });
+        }
+        let results = futures::future::join_all(applies).await;
+        if let Some(e) = results.into_iter().find_map(|r| r.err()) {
+            // Committed (the decision is durable), but a part is not applied
+            // here: it stays unsettled, and a restart re-applies it.
+            self.clock.unpublished(version);
+            tracing::error!(txn = txn.id, error = %e, "a committed transaction's part failed to apply; a restart re-applies it");
+            return Ok(Commit::Committed { version });
+        }
+        self.clock.settle(version);
+        Ok(Commit::Committed { version })
+    }
+
+    /// Commits a batch of writes with compare-and-set conditions atomically,
+    /// across shards if it must (the `Write` RPC, HTTP `/v1/batch`).
+    pub async fn write_batch(self: &Arc<Self>, batch: Batch) -> Result<Outcome> {
+        let mut keys = batch
+            .ops
+            .iter()
+            .map(|o| o.key())
+            .chain(batch.conditions.iter().map(|c| c.key.as_slice()));
+        let Some(first) = keys.next() else {
+            return Err(Error::InvalidArgument("empty batch".into()));
+        };
+        let shard = self.router.shard_of(first);
+        if keys.all(|k| self.router.shard_of(k) == shard) {
+            return self.router.write(batch).await;
+        }
+        for _ in 0..16 {
+            let mut txn = self.begin().await;
+            for c in &batch.conditions {
+                let v = self.get(&mut txn, &c.key)?.map_or(0, |v| v.version);
+                if v != c.expected_version {
+                    crate::metrics::metrics().abort("condition_failed");
+                    return Ok(Outcome::ConditionFailed {
+                        key: c.key.clone(),
+                        current_version: v,
+                    });
+                }
+            }
+            let mut removed = 0;
+            for op in &batch.ops {
+                match op {
+                    Op::Put {
+                        key,
+                        value,
+                        expires_at_ms,
+                    } => txn.put(key.clone(), value.clone(), *expires_at_ms),
+                    Op::Delete { key } => {
+                        if !txn.writes.contains_key(key.as_slice())
+                            && self
+                                .router
+                                .shard(self.router.shard_of(key) as usize)
+                                .reader()
+                                .get_at(key, txn.start)?
+                                .is_some()
+                        {
+                            removed += 1;
+                        }
+                        txn.delete(key.clone())
+                    }
+                }
+            }
+            // Without conditions the batch read nothing: it cannot conflict
+            // on a read, only wait for locks; with conditions, retry on a
+            // conflict like any client would (the conditions are re-read).
+            match self.commit(txn).await? {
+                Commit::Committed { version } => {
+                    return Ok(Outcome::Committed { version, removed });
+                }
+                Commit::Aborted(_) => continue,
+            }
+        }
+        Err(Error::Unavailable(
+            "the batch kept meeting conflicting transactions; retry it".into(),
+        ))
+    }
+}
+
+/// Re-applies the redo records found at recovery to the shards that lack
+/// them (their index holds an older version of the key, or none), synced.
+/// Returns how many writes were re-applied.
+pub async fn apply_redo(router: &Router, found: Vec<Redo>) -> Result<usize> {
+    // Per shard and transaction, in version order.
+    let mut by: BTreeMap<(usize, u64, u64), Vec<Op>> = BTreeMap::new();
+    for r in found {
+        let s = router.shard_of(r.op.key()) as usize;
+        let have = router.shard(s).reader().entry(r.op.key());
+        if have.is_some_and(|e| e.version >= r.version) {
+            continue;
+        }
+        by.entry((s, r.version, r.txn_id)).or_default().push(r.op);
+    }
+    let mut n = 0;
+    for ((s, version, txn_id), ops) in by {
+        n += ops.len();
+        let part = TxnPart {
+            txn_id,
+            commit_version: Some(version),
+            force_sync: true,
+            ..Default::default()
+        };
+        router
+            .shard(s)
+            .apply(
+                txn_id,
+                part,
+                Batch {
+                    ops,
+                    conditions: vec![],
+                },
+            )
+            .await?;
+    }
+    Ok(n)
+}

@@ -1,0 +1,516 @@
+//! Transactions, in process: the classic isolation anomalies (each with its
+//! keys on one shard and on two), snapshot reads against concurrent writers,
+//! lock waits and timeouts, a concurrent bank-transfer run, and redo of
+//! cross-shard commits after a restart.
+//!
+//! Every anomaly test drives a fixed interleaving through the coordinator
+//! and asserts that only a serializable outcome comes out: the second
+//! committer aborts, or a reader sees one consistent snapshot.
+
+#![allow(clippy::unwrap_used)]
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashkv::clock::Clock;
+use flashkv::shard::{Partitioner, Router};
+use flashkv::storage::{Io, IoEngine, StoreOptions, StoreThread, SyncPolicy};
+use flashkv::txn::{Abort, Commit, Coordinator, Txn, TxnOptions};
+
+struct Db {
+    coord: Arc<Coordinator>,
+    threads: Vec<StoreThread>,
+}
+
+impl Db {
+    fn open(dir: &Path, shards: u32, sync: SyncPolicy) -> Db {
+        let clock = Arc::new(Clock::new());
+        clock.track_settlement(flashkv::shard::floor::read(dir).unwrap());
+        let engine = match std::env::var("FLASHKV_TEST_IO").as_deref() {
+            Ok("plain") => IoEngine::Plain,
+            _ => IoEngine::detect(),
+        };
+        let threads: Vec<StoreThread> = (0..shards)
+            .map(|i| {
+                StoreThread::spawn(
+                    dir.join(format!("shard-{i}")),
+                    StoreOptions {
+                        shard_id: i,
+                        sync,
+                        segment_size: 1 << 20,
+                        max_value_size: 64 << 10,
+                        ..Default::default()
+                    },
+                    Io::new(engine),
+                    clock.clone(),
+                )
+                .unwrap()
+            })
+            .collect();
+        let redo: Vec<_> = threads.iter().flat_map(|t| t.report.redo.clone()).collect();
+        let router = Arc::new(Router::new(
+            Partitioner::hash(shards).unwrap(),
+            threads.iter().map(|t| t.handle.clone()).collect(),
+            clock.clone(),
+        ));
+        futures::executor::block_on(flashkv::txn::apply_redo(&router, redo)).unwrap();
+        let coord = Arc::new(Coordinator::new(
+            router,
+            clock,
+            TxnOptions {
+                lock_timeout: Duration::from_millis(300),
+                ..Default::default()
+            },
+        ));
+        Db { coord, threads }
+    }
+
+    fn close(self) {
+        let Db { coord, threads } = self;
+        drop(coord);
+        for t in threads {
+            t.shutdown().unwrap();
+        }
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Two keys with a common prefix: on the same shard or on different ones.
+fn keys(router: &Router, tag: &str, same: bool) -> (Vec<u8>, Vec<u8>) {
+    let x = format!("{tag}/x").into_bytes();
+    let sx = router.shard_of(&x);
+    for i in 0.. {
+        let y = format!("{tag}/y{i}").into_bytes();
+        if (router.shard_of(&y) == sx) == same {
+            return (x, y);
+        }
+    }
+    unreachable!()
+}
+
+fn int(v: Option<flashkv::storage::Value>) -> i64 {
+    v.map_or(0, |v| String::from_utf8(v.value).unwrap().parse().unwrap())
+}
+
+async fn get_i(c: &Coordinator, t: &mut Txn, k: &[u8]) -> i64 {
+    int(c.get(t, k).unwrap())
+}
+
+fn put_i(t: &mut Txn, k: &[u8], v: i64) {
+    t.put(k.to_vec(), v.to_string().into_bytes(), None);
+}
+
+async fn set(c: &Arc<Coordinator>, pairs: &[(&[u8], i64)]) {
+    let mut t = c.begin().await;
+    for (k, v) in pairs {
+        put_i(&mut t, k, *v);
+    }
+    assert!(matches!(
+        c.commit(t).await.unwrap(),
+        Commit::Committed { .. }
+    ));
+}
+
+fn aborted(c: &Commit) -> bool {
+    matches!(c, Commit::Aborted(Abort::Conflict { .. }))
+}
+
+/// Runs `f` twice: keys on one shard, then on two.
+fn both(
+    f: impl Fn(&Arc<Coordinator>, bool) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>,
+) {
+    for same in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), 2, SyncPolicy::None);
+        rt().block_on(f(&db.coord, same));
+        db.close();
+    }
+}
+
+#[test]
+fn dirty_write_g0_never_interleaves_two_writers() {
+    both(|c, same| {
+        Box::pin(async move {
+            let (x, y) = keys(c.router(), "g0", same);
+            let mut t1 = c.begin().await;
+            let mut t2 = c.begin().await;
+            put_i(&mut t1, &x, 1);
+            put_i(&mut t2, &x, 2);
+            put_i(&mut t2, &y, 2);
+            put_i(&mut t1, &y, 1);
+            c.commit(t1).await.unwrap();
+            c.commit(t2).await.unwrap();
+            let mut r = c.begin().await;
+            let (vx, vy) = (get_i(c, &mut r, &x).await, get_i(c, &mut r, &y).await);
+            assert_eq!(vx, vy, "x and y come from one transaction");
+        })
+    });
+}
+
+#[test]
+fn aborted_read_g1a_is_never_seen() {
+    both(|c, same| {
+        Box::pin(async move {
+            let (x, y) = keys(c.router(), "g1a", same);
+            set(c, &[(&x, 1), (&y, 1)]).await;
+            let mut t1 = c.begin().await;
+            put_i(&mut t1, &x, 99);
+            put_i(&mut t1, &y, 99);
+            drop(t1); // rolled back
+            // A conflicting writer makes a second one abort for real.
+            let mut t2 = c.begin().await;
+            let _ = get_i(c, &mut t2, &x).await;
+            put_i(&mut t2, &x, 50);
+            set(c, &[(&x, 7)]).await;
+            assert!(aborted(&c.commit(t2).await.unwrap()));
+            let mut r = c.begin().await;
+            assert_eq!(get_i(c, &mut r, &x).await, 7);
+            assert_eq!(get_i(c, &mut r, &y).await, 1);
+        })
+    });
+}
+
+#[test]
+fn intermediate_read_g1b_is_never_seen() {
+    both(|c, same| {
+        Box::pin(async move {
+            let (x, y) = keys(c.router(), "g1b", same);
+            let mut t1 = c.begin().await;
+            put_i(&mut t1, &x, 1);
+            put_i(&mut t1, &y, 1);
+            put_i(&mut t1, &x, 2);
+            // Own writes are visible inside, the last one wins.
+            assert_eq!(get_i(c, &mut t1, &x).await, 2);
+            let mut r0 = c.begin().await;
+            assert_eq!(get_i(c, &mut r0, &x).await, 0);
+            c.commit(t1).await.unwrap();
+            let mut r = c.begin().await;
+            assert_eq!(get_i(c, &mut r, &x).await, 2);
+            // The snapshot taken before the commit still sees nothing.
+            assert_eq!(get_i(c, &mut r0, &y).await, 0);
+        })
+    });
+}
+
+#[test]
+fn lost_update_p4_aborts_the_second_committer() {
+    both(|c, same| {
+        Box::pin(async move {
+            let (x, y) = keys(c.router(), "p4", same);
+            set(c, &[(&x, 10), (&y, 0)]).await;
+            let mut t1 = c.begin().await;
+            let mut t2 = c.begin().await;
+            let a = get_i(c, &mut t1, &x).await;
+            let b = get_i(c, &mut t2, &x).await;
+            put_i(&mut t1, &x, a + 1);
+            put_i(&mut t1, &y, 1);
+            put_i(&mut t2, &x, b + 1);
+            put_i(&mut t2, &y, 2);
+            assert!(matches!(
+                c.commit(t1).await.unwrap(),
+                Commit::Committed { .. }
+            ));
+            assert!(aborted(&c.commit(t2).await.unwrap()));
+            let mut r = c.begin().await;
+            assert_eq!(get_i(c, &mut r, &x).await, 11);
+        })
+    });
+}
+
+#[test]
+fn read_skew_g_single_sees_one_snapshot() {
+    both(|c, same| {
+        Box::pin(async move {
+            let (x, y) = keys(c.router(), "rs", same);
+            set(c, &[(&x, 50), (&y, 50)]).await;
+            let mut t1 = c.begin().await;
+            let vx = get_i(c, &mut t1, &x).await;
+            // Transfer 30 from x to y, committed between t1's two reads.
+            set(c, &[(&x, 20), (&y, 80)]).await;
+            let vy = get_i(c, &mut t1, &y).await;
+            assert_eq!(vx + vy, 100, "t1 read {vx} + {vy}");
+            // Read-only: commits at its snapshot.
+            assert!(matches!(
+                c.commit(t1).await.unwrap(),
+                Commit::Committed { .. }
+            ));
+            // A read-write transaction with the same reads must abort.
+            let mut t2 = c.begin().await;
+            let _ = get_i(c, &mut t2, &x).await;
+            set(c, &[(&x, 10), (&y, 90)]).await;
+            let _ = get_i(c, &mut t2, &y).await;
+            put_i(&mut t2, &x, 0);
+            assert!(aborted(&c.commit(t2).await.unwrap()));
+        })
+    });
+}
+
+#[test]
+fn write_skew_g2_item_aborts_one_of_the_two() {
+    both(|c, same| {
+        Box::pin(async move {
+            // Invariant: x + y >= 1 (one doctor on call).
+            let (x, y) = keys(c.router(), "ws", same);
+            set(c, &[(&x, 1), (&y, 1)]).await;
+            let mut t1 = c.begin().await;
+            let mut t2 = c.begin().await;
+            let s1 = get_i(c, &mut t1, &x).await + get_i(c, &mut t1, &y).await;
+            let s2 = get_i(c, &mut t2, &x).await + get_i(c, &mut t2, &y).await;
+            assert_eq!((s1, s2), (2, 2));
+            put_i(&mut t1, &x, 0);
+            put_i(&mut t2, &y, 0);
+            let r1 = c.commit(t1).await.unwrap();
+            let r2 = c.commit(t2).await.unwrap();
+            assert!(matches!(r1, Commit::Committed { .. }));
+            assert!(aborted(&r2), "write skew let both commit: {r2:?}");
+            let mut r = c.begin().await;
+            assert!(get_i(c, &mut r, &x).await + get_i(c, &mut r, &y).await >= 1);
+        })
+    });
+}
+
+#[test]
+fn phantom_write_skew_g2_aborts_the_second_inserter() {
+    both(|c, same| {
+        Box::pin(async move {
+            // Invariant: at most one key under the prefix. x and y decide
+            // which shards the two inserts land on.
+            let (x, y) = keys(c.router(), "ph", same);
+            let lo = Bound::Included(b"ph/".to_vec());
+            let hi = Bound::Excluded(b"ph0".to_vec());
+            let mut t1 = c.begin().await;
+            let mut t2 = c.begin().await;
+            assert!(
+                c.scan(&mut t1, lo.clone(), hi.clone(), false, 100)
+                    .unwrap()
+                    .is_empty()
+            );
+            assert!(
+                c.scan(&mut t2, lo.clone(), hi.clone(), false, 100)
+                    .unwrap()
+                    .is_empty()
+            );
+            put_i(&mut t1, &x, 1);
+            put_i(&mut t2, &y, 1);
+            assert!(matches!(
+                c.commit(t1).await.unwrap(),
+                Commit::Committed { .. }
+            ));
+            assert!(aborted(&c.commit(t2).await.unwrap()));
+            let mut r = c.begin().await;
+            assert_eq!(c.scan(&mut r, lo, hi, false, 100).unwrap().len(), 1);
+        })
+    });
+}
+
+#[test]
+fn observed_transaction_vanishes_otv_never_happens() {
+    both(|c, same| {
+        Box::pin(async move {
+            let (x, y) = keys(c.router(), "otv", same);
+            set(c, &[(&x, 1), (&y, 1)]).await;
+            let mut r = c.begin().await;
+            set(c, &[(&x, 2), (&y, 2)]).await;
+            let mut r2 = c.begin().await;
+            assert_eq!(get_i(c, &mut r2, &x).await, 2);
+            set(c, &[(&x, 3), (&y, 3)]).await;
+            // r2 saw the second writer: it must keep seeing all of it.
+            assert_eq!(get_i(c, &mut r2, &y).await, 2);
+            assert_eq!(get_i(c, &mut r, &y).await, 1);
+            assert_eq!(get_i(c, &mut r, &x).await, 1);
+        })
+    });
+}
+
+#[test]
+fn snapshot_scans_and_own_writes_merge() {
+    both(|c, same| {
+        Box::pin(async move {
+            let (x, y) = keys(c.router(), "sc", same);
+            set(c, &[(&x, 1), (&y, 2)]).await;
+            let mut t = c.begin().await;
+            set(c, &[(&x, 5)]).await;
+            t.delete(y.clone());
+            put_i(&mut t, b"sc/a", 3);
+            let lo = Bound::Included(b"sc/".to_vec());
+            let hi = Bound::Excluded(b"sc0".to_vec());
+            let got = c.scan(&mut t, lo.clone(), hi.clone(), false, 10).unwrap();
+            let got: Vec<(Vec<u8>, i64)> =
+                got.into_iter().map(|(k, v)| (k, int(Some(v)))).collect();
+            assert_eq!(got, vec![(b"sc/a".to_vec(), 3), (x.clone(), 1)]);
+            let rev = c.scan(&mut t, lo, hi, true, 1).unwrap();
+            assert_eq!(rev[0].0, x);
+        })
+    });
+}
+
+#[test]
+fn a_blocked_lock_times_out_as_a_retryable_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), 2, SyncPolicy::None);
+    let c = db.coord.clone();
+    rt().block_on(async move {
+        let (x, y) = keys(c.router(), "lk", false);
+        // Hold x's lock by hand, as a prepared transaction would.
+        let s = c.router().shard_of(&x) as usize;
+        let h = c.router().shard(s).clone();
+        let req = flashkv::storage::lock::LockRequest {
+            write: vec![x.clone()],
+            ..Default::default()
+        };
+        let out = h
+            .lock(
+                7,
+                0,
+                req,
+                std::time::Instant::now() + Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out, flashkv::storage::service::LockOutcome::Locked);
+        let mut t = c.begin().await;
+        put_i(&mut t, &x, 1);
+        put_i(&mut t, &y, 1);
+        assert_eq!(
+            c.commit(t).await.unwrap(),
+            Commit::Aborted(Abort::LockTimeout)
+        );
+        // A plain write of x waits for the lock, then goes through.
+        let c2 = c.clone();
+        let x2 = x.clone();
+        let w = tokio::spawn(async move {
+            c2.router()
+                .write(flashkv::storage::Batch::put(x2, b"9".to_vec()))
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!w.is_finished(), "a plain write went past a held lock");
+        h.release(7).await.unwrap();
+        w.await.unwrap().unwrap();
+        assert_eq!(c.router().get(&x).unwrap().unwrap().value, b"9");
+    });
+    db.close();
+}
+
+#[test]
+fn concurrent_transfers_keep_the_total_on_one_and_two_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), 2, SyncPolicy::None);
+    let c = db.coord.clone();
+    const ACCOUNTS: usize = 8;
+    rt().block_on(async move {
+        let acct = |i: usize| format!("bank/{i:03}").into_bytes();
+        let init: Vec<(Vec<u8>, i64)> = (0..ACCOUNTS).map(|i| (acct(i), 100)).collect();
+        let refs: Vec<(&[u8], i64)> = init.iter().map(|(k, v)| (k.as_slice(), *v)).collect();
+        set(&c, &refs).await;
+        let mut tasks = Vec::new();
+        for w in 0..8usize {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                let (mut done, mut aborts) = (0, 0);
+                let mut seed = w as u64 * 7919 + 1;
+                while done < 40 {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let a = (seed >> 33) as usize % ACCOUNTS;
+                    let b = (a + 1 + (seed >> 40) as usize % (ACCOUNTS - 1)) % ACCOUNTS;
+                    let mut t = c.begin().await;
+                    let va = get_i(&c, &mut t, &acct(a)).await;
+                    let vb = get_i(&c, &mut t, &acct(b)).await;
+                    put_i(&mut t, &acct(a), va - 3);
+                    put_i(&mut t, &acct(b), vb + 3);
+                    match c.commit(t).await.unwrap() {
+                        Commit::Committed { .. } => done += 1,
+                        Commit::Aborted(_) => aborts += 1,
+                    }
+                    tokio::task::yield_now().await;
+                }
+                aborts
+            }));
+        }
+        let reader = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for _ in 0..200 {
+                    let mut t = c.begin().await;
+                    let lo = Bound::Included(b"bank/".to_vec());
+                    let hi = Bound::Excluded(b"bank0".to_vec());
+                    let all = c.scan(&mut t, lo, hi, false, 100).unwrap();
+                    let sum: i64 = all.into_iter().map(|(_, v)| int(Some(v))).sum();
+                    assert_eq!(sum, 100 * ACCOUNTS as i64, "a snapshot saw a half transfer");
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        for t in tasks {
+            t.await.unwrap();
+        }
+        reader.await.unwrap();
+        let mut t = c.begin().await;
+        let mut sum = 0;
+        for i in 0..ACCOUNTS {
+            sum += get_i(&c, &mut t, &acct(i)).await;
+        }
+        assert_eq!(sum, 100 * ACCOUNTS as i64);
+    });
+    db.close();
+}
+
+#[test]
+fn a_cross_shard_commit_is_redone_from_the_primary_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), 2, SyncPolicy::Always);
+    let (x, y) = keys(db.coord.router(), "redo", false);
+    let c = db.coord.clone();
+    let version = rt().block_on(async {
+        let mut t = c.begin().await;
+        put_i(&mut t, &x, 1);
+        put_i(&mut t, &y, 2);
+        match c.commit(t).await.unwrap() {
+            Commit::Committed { version } => version,
+            other => panic!("{other:?}"),
+        }
+    });
+    let primary = c.router().shard_of(&x).min(c.router().shard_of(&y));
+    let other_key = if c.router().shard_of(&x) == primary {
+        y.clone()
+    } else {
+        x.clone()
+    };
+    drop(c);
+    db.close();
+    // Simulate the crash window: the other participant's part never reached
+    // its log. Cut its segment back to before the part.
+    let other = 1 - primary;
+    let seg_dir = dir.path().join(format!("shard-{other}"));
+    let seg = std::fs::read_dir(&seg_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(32)
+        .unwrap();
+    // The floor on disk (written only by a daemon) is 0: everything is redone.
+    let db = Db::open(dir.path(), 2, SyncPolicy::Always);
+    let got = db.coord.router().get(&other_key).unwrap().unwrap();
+    assert_eq!(got.version, version);
+    let mut want = 1;
+    if other_key == y {
+        want = 2;
+    }
+    assert_eq!(got.value, want.to_string().into_bytes());
+    db.close();
+}
