@@ -102,8 +102,8 @@ bench-daemon:
 ## Longer crash sweeps: SIGKILL of a writer process (storage engine) and of
 ## the real daemon under gRPC load, on both I/O engines.
 test-crash:
-	FLASHKV_CRASH_CYCLES=50 FLASHKV_DAEMON_CRASH_CYCLES=100 $(CARGO) test $(TEST_FLAGS) --test crash --test daemon_crash -- --nocapture
-	FLASHKV_TEST_IO_ENGINE=plain FLASHKV_CRASH_CYCLES=50 FLASHKV_DAEMON_CRASH_CYCLES=100 $(CARGO) test $(TEST_FLAGS) --test crash --test daemon_crash -- --nocapture
+	FLASHKV_CRASH_CYCLES=50 FLASHKV_DAEMON_CRASH_CYCLES=100 FLASHKV_TXN_CRASH_CYCLES=20 $(CARGO) test $(TEST_FLAGS) --test crash --test daemon_crash --test daemon_txn -- --nocapture
+	FLASHKV_TEST_IO_ENGINE=plain FLASHKV_CRASH_CYCLES=50 FLASHKV_DAEMON_CRASH_CYCLES=100 FLASHKV_TXN_CRASH_CYCLES=20 $(CARGO) test $(TEST_FLAGS) --test crash --test daemon_crash --test daemon_txn -- --nocapture
 
 ## The full log damage sweep: every offset of the last 4 KiB of the newest
 ## segment and 200 random damages of each kind.

@@ -181,7 +181,8 @@ impl Daemon {
             .enumerate()
         {
             let i = i as u32;
-            let (router_tx, router_rx) = std::sync::mpsc::channel::<Option<Arc<Coordinator>>>();
+            let (router_tx, router_rx) =
+                tokio::sync::oneshot::channel::<Option<Arc<Coordinator>>>();
             router_txs.push(router_tx);
             let ctx = ShardCtx {
                 id: i,
@@ -240,7 +241,7 @@ impl Daemon {
         interim.stop();
         if let Some(e) = failure {
             drop(handles);
-            for tx in &router_txs {
+            for tx in router_txs.drain(..) {
                 let _ = tx.send(None);
             }
             for t in threads {
@@ -266,7 +267,7 @@ impl Daemon {
             Ok(n) => n,
             Err(e) => {
                 drop(router);
-                for tx in &router_txs {
+                for tx in router_txs.drain(..) {
                     let _ = tx.send(None);
                 }
                 for t in threads {
@@ -296,7 +297,7 @@ impl Daemon {
                 },
             )?
         };
-        for tx in &router_txs {
+        for tx in router_txs.drain(..) {
             let _ = tx.send(Some(coordinator.clone()));
         }
         drop(coordinator);
@@ -355,7 +356,7 @@ struct ShardCtx {
     resp_listener: std::net::TcpListener,
     resp_addr: String,
     ready: std::sync::mpsc::Sender<(u32, Result<(StoreHandle, RecoveryReport)>)>,
-    router: std::sync::mpsc::Receiver<Option<Arc<Coordinator>>>,
+    router: tokio::sync::oneshot::Receiver<Option<Arc<Coordinator>>>,
     shutdown: watch::Receiver<bool>,
     limits: Limits,
     max_message_size: usize,
@@ -379,7 +380,7 @@ impl ShardCtx {
         engine.block_on(self.serve())
     }
 
-    async fn serve(self) -> Result<()> {
+    async fn serve(mut self) -> Result<()> {
         let io = Io::new(self.engine);
         let (store, report) =
             match Store::open(&self.dir, self.opts.clone(), io, self.clock.clone()).await {
@@ -394,7 +395,10 @@ impl ShardCtx {
         let storage = tokio::task::spawn_local(serve(store, rx));
         let _ = self.ready.send((self.id, Ok((handle, report))));
         // Every shard has to be open before any can route; start-up only.
-        let coordinator = match self.router.recv() {
+        // Awaited, not blocked on: the storage task must run meanwhile (the
+        // redo of cross-shard commits at start-up goes through it).
+        let router_rx = std::mem::replace(&mut self.router, tokio::sync::oneshot::channel().1);
+        let coordinator = match router_rx.await {
             Ok(Some(c)) => c,
             _ => return join_storage(storage).await,
         };
