@@ -38,6 +38,8 @@ pub struct Clock {
     persisted_settled: AtomicU64,
     /// Whether cross-shard commits are tracked (a daemon with a floor file).
     tracked: std::sync::atomic::AtomicBool,
+    /// The change feed of every shard (Watch); ordered by these versions.
+    pub feed: crate::storage::feed::Feed,
 }
 
 /// A registered writer floor; dropping it withdraws the floor.

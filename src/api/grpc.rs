@@ -203,6 +203,55 @@ fn failed_condition(key: &[u8], current: u64, expected: u64) -> Status {
 
 pub use crate::api::Limits;
 
+/// Which keys a watch covers.
+enum WatchFilter {
+    All,
+    Key(Vec<u8>),
+    Range(std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>),
+}
+
+impl WatchFilter {
+    fn new(key: Vec<u8>, prefix: Vec<u8>, start: Vec<u8>, end: Vec<u8>) -> Result<Self, Status> {
+        let given = [
+            !key.is_empty(),
+            !prefix.is_empty(),
+            !start.is_empty() || !end.is_empty(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(Status::invalid_argument(
+                "give at most one of key, prefix and start/end",
+            ));
+        }
+        Ok(if !key.is_empty() {
+            WatchFilter::Key(key)
+        } else if prefix.is_empty() && start.is_empty() && end.is_empty() {
+            WatchFilter::All
+        } else {
+            let (lo, hi) = scan_bounds(&start, &end, &prefix);
+            WatchFilter::Range(lo, hi)
+        })
+    }
+
+    fn matches(&self, k: &[u8]) -> bool {
+        use std::ops::Bound;
+        match self {
+            WatchFilter::All => true,
+            WatchFilter::Key(key) => key.as_slice() == k,
+            WatchFilter::Range(lo, hi) => {
+                (match lo {
+                    Bound::Included(l) => k >= l.as_slice(),
+                    Bound::Excluded(l) => k > l.as_slice(),
+                    Bound::Unbounded => true,
+                }) && (match hi {
+                    Bound::Included(h) => k <= h.as_slice(),
+                    Bound::Excluded(h) => k < h.as_slice(),
+                    Bound::Unbounded => true,
+                })
+            }
+        }
+    }
+}
+
 /// The KV service.
 #[derive(Clone)]
 pub struct KvService {
@@ -374,6 +423,108 @@ impl Kv for KvService {
                 Err(failed_condition(&key, current_version, exp))
             }
         }
+    }
+
+    type WatchStream = BoxStream<WatchEvent>;
+
+    async fn watch(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let r = req.into_inner();
+        let filter = WatchFilter::new(r.key, r.prefix, r.start, r.end)?;
+        let clock = self.coord.clock().clone();
+        let (tx, rx) = mpsc::channel(1024);
+        // Registered before answering, so nothing after the start is missed.
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let feed = &clock.feed;
+            let mut w = feed.watch(&clock).await;
+            let floor = feed.complete_after();
+            let start = if r.start_version == 0 {
+                clock.watermark() + 1
+            } else {
+                r.start_version
+            };
+            if start <= floor {
+                let _ = first_tx.send(Err(Status::out_of_range(format!(
+                    "history starts after version {floor}: watch from {} or later (or 0 for now on)",
+                    floor + 1
+                ))));
+                return;
+            }
+            let _ = first_tx.send(Ok(()));
+            let mut pending: std::collections::BTreeMap<
+                (u64, Vec<u8>),
+                Arc<crate::storage::feed::Change>,
+            > = feed
+                .history_from(start)
+                .into_iter()
+                .filter(|c| filter.matches(&c.key))
+                .map(|c| ((c.version, c.key.clone()), c))
+                .collect();
+            let mut next = start;
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(5));
+            loop {
+                tokio::select! {
+                    got = w.rx.recv() => match got {
+                        Ok(c) => {
+                            if c.version >= next && filter.matches(&c.key) {
+                                pending.insert((c.version, c.key.clone()), c);
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            let _ = tx.send(Err(Status::resource_exhausted(format!(
+                                "watcher fell behind the change feed; resume with start_version {next}"
+                            )))).await;
+                            return;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = tick.tick() => {}
+                    _ = tx.closed() => return,
+                }
+                // Everything at or below the watermark has been recorded,
+                // so after draining the channel it can go out in order.
+                let mark = clock.watermark();
+                loop {
+                    match w.rx.try_recv() {
+                        Ok(c) => {
+                            if c.version >= next && filter.matches(&c.key) {
+                                pending.insert((c.version, c.key.clone()), c);
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                            let _ = tx.send(Err(Status::resource_exhausted(format!(
+                                "watcher fell behind the change feed; resume with start_version {next}"
+                            )))).await;
+                            return;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                while let Some(entry) = pending.first_entry() {
+                    if entry.key().0 > mark {
+                        break;
+                    }
+                    let c = entry.remove();
+                    let ev = WatchEvent {
+                        key: c.key.clone(),
+                        deleted: c.value.is_none(),
+                        value: c.value.clone().unwrap_or_default(),
+                        version: c.version,
+                    };
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+                next = next.max(mark + 1);
+            }
+        });
+        first_rx
+            .await
+            .map_err(|_| Status::unavailable("the watch task stopped"))??;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type ScanStream = BoxStream<KeyValue>;

@@ -15,6 +15,7 @@
 //! | [`check`] | offline, read-only verification of a data directory |
 
 pub mod check;
+pub mod feed;
 pub mod format;
 pub mod hint;
 #[allow(clippy::all, clippy::unwrap_used, unsafe_op_in_unsafe_fn, missing_docs, mismatched_lifetime_syntaxes)]

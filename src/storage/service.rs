@@ -390,6 +390,7 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                     tracing::warn!(error = %e, "expiry sweep");
                 }
                 store.trim_versions();
+                store.clock().feed.maybe_off();
             }
         }
     }

@@ -1002,6 +1002,28 @@ impl Store {
     /// Publishes staged records to the index (after they are durable under
     /// `sync=always`).
     fn publish_staged(&mut self, staged: Staged) {
+        if self.clock.feed.is_on() {
+            let changes = staged
+                .planned
+                .iter()
+                .map(|p| {
+                    let (k0, k1) = p.key_range;
+                    let expires_at_ms = (p.entry.flags & FLAG_EXPIRES != 0).then(|| {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&staged.buf[k0 - 8..k0]);
+                        u64::from_le_bytes(b)
+                    });
+                    crate::storage::feed::Change {
+                        version: p.entry.version,
+                        key: staged.buf[k0..k1].to_vec(),
+                        value: (!p.entry.tombstone)
+                            .then(|| staged.buf[k1..k1 + p.entry.value_len as usize].to_vec()),
+                        expires_at_ms,
+                    }
+                })
+                .collect();
+            self.clock.feed.record(changes);
+        }
         for p in &staged.planned {
             let key = &staged.buf[p.key_range.0..p.key_range.1];
             self.publish(key, p.entry, staged.segment);

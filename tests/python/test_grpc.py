@@ -119,3 +119,58 @@ def test_reflection_and_health_for_stock_tools(daemon):
     health = health_pb2_grpc.HealthStub(channel)
     status = health.Check(health_pb2.HealthCheckRequest(service="flashkv.v1.KV")).status
     assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.fixture(scope="module")
+def txn(pb, daemon):
+    pb2, pb2_grpc = pb
+    channel = grpc.insecure_channel(daemon)
+    grpc.channel_ready_future(channel).result(timeout=10)
+    return pb2, pb2_grpc.TxnStub(channel), pb2_grpc.KVStub(channel)
+
+
+def test_transactions_commit_conflict_and_rollback(txn):
+    pb2, tx, kv = txn
+    kv.Write(pb2.WriteRequest(mutations=[
+        pb2.Mutation(put=pb2.PutRequest(key=b"py:acct:a", value=b"100")),
+        pb2.Mutation(put=pb2.PutRequest(key=b"py:acct:b", value=b"0")),
+    ]))
+    t1 = tx.Begin(pb2.BeginRequest())
+    t2 = tx.Begin(pb2.BeginRequest())
+    assert t1.txn_id != t2.txn_id and t1.read_version > 0
+    for t in (t1, t2):
+        a = int(tx.Get(pb2.TxnGetRequest(txn_id=t.txn_id, key=b"py:acct:a")).value)
+        b = int(tx.Get(pb2.TxnGetRequest(txn_id=t.txn_id, key=b"py:acct:b")).value)
+        tx.Put(pb2.TxnPutRequest(txn_id=t.txn_id, key=b"py:acct:a", value=str(a - 10).encode()))
+        tx.Put(pb2.TxnPutRequest(txn_id=t.txn_id, key=b"py:acct:b", value=str(b + 10).encode()))
+    # Reads see the transaction's own writes.
+    assert tx.Get(pb2.TxnGetRequest(txn_id=t1.txn_id, key=b"py:acct:a")).value == b"90"
+    version = tx.Commit(pb2.CommitRequest(txn_id=t1.txn_id)).version
+    assert version > t1.read_version
+    with pytest.raises(grpc.RpcError) as e:
+        tx.Commit(pb2.CommitRequest(txn_id=t2.txn_id))
+    assert e.value.code() == grpc.StatusCode.ABORTED
+    assert "conflict" in e.value.details()
+    # The committed transfer is there, whole; the aborted one is not.
+    assert kv.Get(pb2.GetRequest(key=b"py:acct:a")).value == b"90"
+    assert kv.Get(pb2.GetRequest(key=b"py:acct:b")).value == b"10"
+    # Scan at a snapshot, then roll back; the id is gone afterwards.
+    t3 = tx.Begin(pb2.BeginRequest())
+    items = tx.Scan(pb2.TxnScanRequest(txn_id=t3.txn_id, prefix=b"py:acct:")).items
+    assert [i.key for i in items] == [b"py:acct:a", b"py:acct:b"]
+    assert tx.Rollback(pb2.RollbackRequest(txn_id=t3.txn_id)).found
+    with pytest.raises(grpc.RpcError) as e:
+        tx.Get(pb2.TxnGetRequest(txn_id=t3.txn_id, key=b"py:acct:a"))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_watch_streams_changes(txn):
+    pb2, _, kv = txn
+    stream = kv.Watch(pb2.WatchRequest(prefix=b"py:watch:"))
+    v = kv.Put(pb2.PutRequest(key=b"py:watch:1", value=b"x")).version
+    kv.Delete(pb2.DeleteRequest(key=b"py:watch:1"))
+    first = next(stream)
+    second = next(stream)
+    assert (first.key, first.value, first.version, first.deleted) == (b"py:watch:1", b"x", v, False)
+    assert (second.key, second.deleted) == (b"py:watch:1", True) and second.version > v
+    stream.cancel()
