@@ -287,3 +287,147 @@ fn bank_transfers_survive_sigkill_whole() {
     );
     assert_eq!(d.stop(), 0);
 }
+
+#[test]
+fn watch_streams_changes_in_version_order_and_resumes() {
+    use tokio_stream::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut kv = d.kv().await;
+        let put = |k: &str, v: &str| PutRequest {
+            key: k.as_bytes().to_vec(),
+            value: v.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        // A watch from "now" sees only later changes under its prefix.
+        kv.put(put("w/before", "x")).await.unwrap();
+        let mut stream = kv
+            .watch(WatchRequest {
+                prefix: b"w/".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let v1 = kv.put(put("w/a", "1")).await.unwrap().into_inner().version;
+        kv.put(put("other", "1")).await.unwrap();
+        kv.delete(DeleteRequest {
+            key: b"w/a".to_vec(),
+        })
+        .await
+        .unwrap();
+        // An atomic batch across shards: its changes share one version.
+        let muts = ["w/b", "w/c", "w/d", "w/e"]
+            .iter()
+            .map(|k| Mutation {
+                op: Some(mutation::Op::Put(put(k, "2"))),
+            })
+            .collect();
+        let bv = kv
+            .write(WriteRequest { mutations: muts })
+            .await
+            .unwrap()
+            .into_inner()
+            .version;
+        let mut got = Vec::new();
+        while got.len() < 6 {
+            let ev = tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .expect("an event within 5 s")
+                .unwrap()
+                .unwrap();
+            got.push(ev);
+        }
+        assert_eq!(got[0].key, b"w/a");
+        assert_eq!(
+            (got[0].version, got[0].value.as_slice(), got[0].deleted),
+            (v1, b"1".as_slice(), false)
+        );
+        assert_eq!(
+            (got[1].key.as_slice(), got[1].deleted),
+            (b"w/a".as_slice(), true)
+        );
+        assert!(
+            got.windows(2).all(|w| w[0].version <= w[1].version),
+            "in version order"
+        );
+        assert!(got[2..].iter().all(|e| e.version == bv));
+        drop(stream);
+        // Resume after a disconnect from the last version seen + 1.
+        kv.put(put("w/f", "3")).await.unwrap();
+        let mut resumed = kv
+            .watch(WatchRequest {
+                prefix: b"w/".to_vec(),
+                start_version: bv + 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let ev = tokio::time::timeout(Duration::from_secs(5), resumed.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.key, b"w/f");
+        // One key; from before the history: refused with where it starts.
+        let e = kv
+            .watch(WatchRequest {
+                key: b"w/a".to_vec(),
+                start_version: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::OutOfRange, "{}", e.message());
+        let e = kv
+            .watch(WatchRequest {
+                key: b"w/a".to_vec(),
+                prefix: b"w/".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        // A watcher that does not read is cut off once it falls behind,
+        // told where to resume.
+        let mut slow = kv
+            .watch(WatchRequest {
+                prefix: b"bulk/".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let big = "v".repeat(2000);
+        let puts: Vec<PutRequest> = (0..40_000)
+            .map(|i| put(&format!("bulk/{i:06}"), &big))
+            .collect();
+        kv.bulk_load(tokio_stream::iter(puts)).await.unwrap();
+        let mut seen = 0u64;
+        let end = loop {
+            match tokio::time::timeout(Duration::from_secs(10), slow.next())
+                .await
+                .unwrap_or_else(|_| panic!("the stream stalled after {seen} events"))
+            {
+                Some(Ok(_)) => seen += 1,
+                Some(Err(s)) => break s,
+                None => panic!("the slow watcher's stream ended without a status"),
+            }
+        };
+        assert_eq!(end.code(), Code::ResourceExhausted, "{}", end.message());
+        assert!(
+            end.message().contains("resume with start_version"),
+            "{}",
+            end.message()
+        );
+        assert!(seen < 40_000, "saw {seen}");
+    });
+    assert_eq!(d.stop(), 0);
+}

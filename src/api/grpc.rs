@@ -346,7 +346,9 @@ async fn do_delete(
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 const BULK_BATCH_OPS: usize = 1024;
-const BULK_BATCH_BYTES: usize = 1 << 20;
+/// Kept well below the smallest segment (1 MiB), so that a batch always
+/// fits in one; a record larger than this goes in a batch of its own.
+const BULK_BATCH_BYTES: usize = 256 << 10;
 const PIPELINE_INFLIGHT: usize = 1024;
 
 #[tonic::async_trait]
@@ -593,6 +595,11 @@ impl Kv for KvService {
             let size = p.key.len() + p.value.len();
             let (op, _) = put_op(p, &self.limits)?;
             let slot = &mut pending[s];
+            if !slot.0.is_empty() && slot.1 + size > BULK_BATCH_BYTES {
+                let ops = std::mem::take(&mut slot.0);
+                slot.1 = 0;
+                inflight.push(submit(s, ops));
+            }
             slot.0.push(op);
             slot.1 += size;
             if slot.0.len() >= BULK_BATCH_OPS || slot.1 >= BULK_BATCH_BYTES {
