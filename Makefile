@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # and release builds use it.
 TEST_FLAGS ?= --no-default-features
 
-.PHONY: all build test lint fmt clippy doc bench bench-daemon gen-fbs test-crash test-damage python-deps fuzz fuzz-build fuzz-smoke soak soak-smoke bench-redis
+.PHONY: all build test lint fmt clippy doc bench bench-txn bench-daemon gen-fbs test-crash test-damage python-deps fuzz fuzz-build fuzz-smoke soak soak-smoke bench-redis
 
 all: build
 
@@ -93,6 +93,10 @@ clippy:
 ## Criterion benchmarks of the storage engine (see README for the table).
 bench:
 	$(CARGO) bench --bench storage
+
+## Transaction benchmarks (commit rates, aborts, snapshot reads).
+bench-txn:
+	$(CARGO) bench --bench txn
 
 ## The daemon benchmarks (flashkv-bench against a release daemon).
 bench-daemon:

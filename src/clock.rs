@@ -40,6 +40,10 @@ pub struct Clock {
     tracked: std::sync::atomic::AtomicBool,
     /// The change feed of every shard (Watch); ordered by these versions.
     pub feed: crate::storage::feed::Feed,
+    /// Woken whenever the watermark may have moved.
+    visible: tokio::sync::Notify,
+    /// Highest version any writer has started to publish.
+    publishing: AtomicU64,
 }
 
 /// A registered writer floor; dropping it withdraws the floor.
@@ -52,6 +56,7 @@ pub struct Floor<'c> {
 impl Drop for Floor<'_> {
     fn drop(&mut self) {
         remove_one(&self.clock.inflight, self.at);
+        self.clock.visible.notify_waiters();
     }
 }
 
@@ -91,6 +96,7 @@ impl Clock {
     /// Moves the clock to at least `version` (recovery).
     pub fn observe(&self, version: u64) {
         self.last.fetch_max(version, Ordering::SeqCst);
+        self.publishing.fetch_max(version, Ordering::SeqCst);
     }
 
     /// Announces a writer that will take versions from the clock and
@@ -122,12 +128,33 @@ impl Clock {
     pub fn settle(&self, v: u64) {
         remove_one(&self.unsettled, v);
         remove_one(&self.inflight, v);
+        self.visible.notify_waiters();
     }
 
     /// Marks cross-shard commit `v` published but not settled (a part
     /// failed to apply; a restart re-applies it from its redo records).
     pub fn unpublished(&self, v: u64) {
         remove_one(&self.inflight, v);
+        self.visible.notify_waiters();
+    }
+
+    /// Waits until the watermark reaches `v`.
+    pub async fn visible(&self, v: u64) {
+        loop {
+            let woken = self.visible.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.watermark() >= v {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    /// Announces that versions up to `v` are being published (call before
+    /// checking [`Clock::horizon`] for them).
+    pub fn publishing(&self, v: u64) {
+        self.publishing.fetch_max(v, Ordering::SeqCst);
     }
 
     /// The highest version below which everything is published.
@@ -175,7 +202,8 @@ impl Clock {
         self.persisted_settled.fetch_max(v, Ordering::SeqCst);
     }
 
-    /// Registers a snapshot; its start version is fixed by
+    /// Registers a snapshot; its start version (the highest version a
+    /// writer had begun to publish when it registered) is fixed by
     /// [`SnapshotReg::fix`] once everything up to it is visible. Until then
     /// writers keep every old version (the provisional start is 0).
     pub fn open_snapshot(self: &Arc<Self>) -> SnapshotReg {
@@ -186,9 +214,10 @@ impl Clock {
         add_one(&mut m, 0);
         self.horizon.store(0, Ordering::SeqCst);
         drop(m);
-        // Everything a writer may have published without seeing the
-        // registration has a version at most `target`.
-        let target = self.current();
+        // A writer announces what it publishes before it checks the
+        // horizon, so everything published without seeing the registration
+        // has a version at most `target`.
+        let target = self.publishing.load(Ordering::SeqCst);
         SnapshotReg {
             clock: self.clone(),
             at: 0,
@@ -247,9 +276,7 @@ impl SnapshotReg {
 
     /// Waits (yielding) until ready, then fixes the start version.
     pub async fn fixed(mut self) -> (Self, u64) {
-        while !self.ready() {
-            tokio::time::sleep(std::time::Duration::from_micros(50)).await;
-        }
+        self.clock.visible(self.target).await;
         let v = self.fix();
         (self, v)
     }
@@ -330,13 +357,19 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_waits_for_writers_that_took_versions_before_it() {
+    fn a_snapshot_waits_for_writers_that_publish_before_it() {
         let c = Arc::new(Clock::new());
         let f = c.enter_writer();
-        c.next();
-        let s = c.open_snapshot();
-        assert!(!s.ready());
+        let v = c.next();
+        // Taken but not being published: the snapshot starts below it.
+        let mut early = c.open_snapshot();
+        assert!(early.ready());
+        assert_eq!(early.fix(), 0);
+        c.publishing(v);
+        let mut s = c.open_snapshot();
+        assert!(!s.ready(), "a writer may have published without seeing it");
         drop(f);
         assert!(s.ready());
+        assert_eq!(s.fix(), v);
     }
 }

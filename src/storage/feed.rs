@@ -150,9 +150,7 @@ impl Feed {
             // up to `c` at most; once those are published, the history is
             // complete above `c`.
             let c = clock.current();
-            while clock.watermark() < c {
-                tokio::time::sleep(Duration::from_micros(100)).await;
-            }
+            clock.visible(c).await;
             let mut h = self.history.lock().expect("feed lock");
             h.complete_after = h.complete_after.min(c);
             if h.complete_after == u64::MAX {

@@ -1002,6 +1002,9 @@ impl Store {
     /// Publishes staged records to the index (after they are durable under
     /// `sync=always`).
     fn publish_staged(&mut self, staged: Staged) {
+        if let Some(v) = staged.planned.iter().map(|p| p.entry.version).max() {
+            self.clock.publishing(v);
+        }
         if self.clock.feed.is_on() {
             let changes = staged
                 .planned
