@@ -55,6 +55,7 @@ pub struct HttpState(Arc<Inner>);
 
 struct Inner {
     router: Option<Arc<Router>>,
+    coord: Option<Arc<crate::txn::Coordinator>>,
     request_timeout: Duration,
     token: Option<crate::api::security::Secret>,
     limits: Limits,
@@ -67,7 +68,7 @@ impl HttpState {
     /// The state of a running daemon. `max_body` bounds JSON request bodies
     /// (`/v1/batch`, `/v1/txn`).
     pub fn ready(
-        router: Arc<Router>,
+        coord: Arc<crate::txn::Coordinator>,
         limits: Limits,
         max_body: usize,
         io_engine: &'static str,
@@ -76,7 +77,8 @@ impl HttpState {
         token: Option<crate::api::security::Secret>,
     ) -> Self {
         HttpState(Arc::new(Inner {
-            router: Some(router),
+            router: Some(coord.router().clone()),
+            coord: Some(coord),
             request_timeout,
             token,
             limits,
@@ -90,6 +92,7 @@ impl HttpState {
     pub fn recovering(limits: Limits, request_timeout: Duration) -> Self {
         HttpState(Arc::new(Inner {
             router: None,
+            coord: None,
             request_timeout,
             token: None,
             limits,
@@ -97,6 +100,16 @@ impl HttpState {
             io_engine: "",
             sync: String::new(),
         }))
+    }
+
+    fn coord(&self) -> std::result::Result<&Arc<crate::txn::Coordinator>, ApiError> {
+        self.0.coord.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "recovering",
+                "the daemon is recovering its data; retry shortly",
+            )
+        })
     }
 
     fn router(&self) -> std::result::Result<&Arc<Router>, ApiError> {
@@ -446,6 +459,7 @@ async fn kv_get(State(st): State<HttpState>, uri: Uri) -> ApiResult<Response> {
     );
     h.insert(header::ETAG, etag(v.version));
     h.insert("x-flashkv-version", v.version.into());
+    h.insert("x-flashkv-shard", router.shard_of(&key).into());
     if let Some(t) = v.expires_at_ms {
         h.insert("x-flashkv-ttl-ms", t.saturating_sub(now_ms()).max(1).into());
     }
@@ -710,7 +724,7 @@ struct BatchBody {
 
 /// `POST /v1/batch`: puts and deletes applied atomically.
 async fn batch(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
-    let router = st.router()?;
+    let coord = st.coord()?;
     let body: BatchBody = json_body(&read_body(&headers, body, st.0.max_body).await?)?;
     if body.ops.is_empty() {
         return Err(ApiError::bad("a batch needs at least one op"));
@@ -725,7 +739,7 @@ async fn batch(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> A
         }
         batch.ops.push(op);
     }
-    match router.write(batch).await? {
+    match coord.write_batch(batch).await? {
         Outcome::Committed { version, .. } => {
             Ok(axum::Json(json!({ "version": version })).into_response())
         }
@@ -825,7 +839,8 @@ fn parse_txn(body: TxnBody, limits: &Limits) -> ApiResult<ParsedTxn> {
 /// if one did, the transaction is evaluated again (409 after
 /// [`TXN_ATTEMPTS`]).
 async fn txn(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
-    let router = st.router()?;
+    let coord = st.coord()?;
+    let router = coord.router();
     let _open = metrics().transaction();
     let body: TxnBody = json_body(&read_body(&headers, body, st.0.max_body).await?)?;
     let (compares, success, failure) = parse_txn(body, &st.0.limits)?;
@@ -851,8 +866,8 @@ async fn txn(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Api
             return Ok(axum::Json(json!({ "succeeded": held, "version": null })).into_response());
         }
         let wrote = !ops.is_empty();
-        match router
-            .write(Batch {
+        match coord
+            .write_batch(Batch {
                 ops: ops.clone(),
                 conditions,
             })

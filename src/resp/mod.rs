@@ -44,6 +44,8 @@ const RMW_STRIPES: usize = 4096;
 pub struct Shared {
     /// The shards.
     pub router: Arc<Router>,
+    /// The transaction coordinator (multi-key writes).
+    pub coord: Arc<crate::txn::Coordinator>,
     /// Key and value limits.
     pub limits: Limits,
     /// `--sync` as text.
@@ -75,8 +77,8 @@ struct Cursors {
 
 /// What a RESP listener is set up with.
 pub struct Settings {
-    /// The shards.
-    pub router: Arc<Router>,
+    /// The transaction coordinator (and through it the shards).
+    pub coord: Arc<crate::txn::Coordinator>,
     /// Key and value limits.
     pub limits: Limits,
     /// `--sync` as text.
@@ -99,7 +101,8 @@ impl Shared {
         Arc::new(Shared {
             password: s.password,
             tls: s.tls,
-            router: s.router,
+            router: s.coord.router().clone(),
+            coord: s.coord,
             limits: s.limits,
             sync: s.sync,
             io_engine: s.io_engine,
@@ -230,7 +233,11 @@ impl Conn {
                 self.shared.limits.check_value(value).map_err(error_reply)?;
             }
         }
-        self.router().write(batch).await.map_err(error_reply)
+        self.shared
+            .coord
+            .write_batch(batch)
+            .await
+            .map_err(error_reply)
     }
 
     /// Read-modify-write of one key: `f` sees the current value and says
@@ -269,27 +276,6 @@ impl Conn {
         Err(Reply::err(
             "the key kept changing under a read-modify-write; retry",
         ))
-    }
-
-    /// Refuses keys on more than one shard (until cross-shard transactions
-    /// land) with Redis Cluster's CROSSSLOT error.
-    pub fn same_shard<'k>(
-        &self,
-        keys: impl IntoIterator<Item = &'k [u8]>,
-    ) -> std::result::Result<(), Reply> {
-        let mut shard = None;
-        for k in keys {
-            let s = self.router().shard_of(k);
-            if *shard.get_or_insert(s) != s {
-                return Err(Reply::Error(
-                    "CROSSSLOT Keys in request don't hash to the same slot (FlashKV: they live on \
-                     different shards; multi-key writes must keep to one shard until cross-shard \
-                     transactions land)"
-                        .into(),
-                ));
-            }
-        }
-        Ok(())
     }
 }
 

@@ -404,7 +404,7 @@ impl ShardCtx {
         };
         let router = coordinator.router().clone();
         let http = crate::api::http::app(HttpState::ready(
-            router.clone(),
+            coordinator.clone(),
             self.limits,
             self.max_message_size,
             self.engine.as_str(),
@@ -421,7 +421,7 @@ impl ShardCtx {
             .try_clone()
             .map_err(|e| Error::io("listener", "resp", e))?;
         let resp = crate::resp::Shared::new(crate::resp::Settings {
-            router: router.clone(),
+            coord: coordinator.clone(),
             limits: self.limits,
             sync: self.sync.clone(),
             io_engine: self.engine.as_str(),

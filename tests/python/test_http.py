@@ -183,13 +183,8 @@ def test_listing(url):
 def test_large_listing_is_streamed(url):
     value = "v" * 1000
     ops = [{"op": "put", "key": "s:%05d" % i, "value": value} for i in range(3000)]
-    # One shard per batch: keys chosen by shard.
-    by_shard = {}
-    for op in ops:
-        s = shard_of(url, op["key"])
-        by_shard.setdefault(s, []).append(op)
-    for shard_ops in by_shard.values():
-        requests.post(f"{url}/v1/batch", json={"ops": shard_ops}).raise_for_status()
+    # One batch across both shards, atomic.
+    requests.post(f"{url}/v1/batch", json={"ops": ops}).raise_for_status()
     r = requests.get(f"{url}/v1/kv", params={"prefix": "s:"}, stream=True)
     assert r.headers.get("transfer-encoding") == "chunked"
     chunks = list(r.iter_content(chunk_size=None))
@@ -202,11 +197,12 @@ _shards = {}
 
 
 def shard_of(url, key):
-    """Which shard owns a key, found by probing a cross-shard batch against a
-    key pinned to shard 0 (the HTTP API has no ShardOf; gRPC does)."""
+    """Which shard owns a key: GET answers it in X-FlashKV-Shard."""
     if key not in _shards:
-        r = requests.post(f"{url}/v1/txn", json={"compare": [{"key": "anchor", "exists": True}, {"key": key, "exists": True}]})
-        _shards[key] = 0 if r.status_code == 200 else 1
+        requests.put(kv(url, key.encode()), data=b"probe").raise_for_status()
+        r = requests.get(kv(url, key.encode()))
+        _shards[key] = int(r.headers["x-flashkv-shard"])
+        requests.delete(kv(url, key.encode())).raise_for_status()
     return _shards[key]
 
 
@@ -243,13 +239,19 @@ def test_batch(url):
     ]}), 412, "version_mismatch")
     assert body["current_version"] == v
     assert requests.get(kv(url, a.encode())).content == b"1"
-    # Keys on two shards are refused whole, until cross-shard transactions.
+    # Keys on two shards: atomic too, at one version; a failed condition on
+    # one shard applies nothing on the other.
     other = key_on_other_shard(url, a, "b:x")
+    va = int(requests.get(kv(url, a.encode())).headers["x-flashkv-version"])
     body = err(requests.post(f"{url}/v1/batch", json={"ops": [
-        {"op": "delete", "key": a}, {"op": "put", "key": other, "value": "x"}]}), 400, "invalid_argument")
-    assert "spans shards" in body["message"]
+        {"op": "delete", "key": a}, {"op": "put", "key": other, "value": "x", "expected_version": 12345678}]}), 412, "version_mismatch")
     assert requests.get(kv(url, a.encode())).status_code == 200
     assert requests.get(kv(url, other.encode())).status_code == 404
+    r = requests.post(f"{url}/v1/batch", json={"ops": [
+        {"op": "put", "key": a, "value": "2", "expected_version": va}, {"op": "put", "key": other, "value": "x"}]})
+    assert r.status_code == 200, r.text
+    assert requests.get(kv(url, a.encode())).headers["x-flashkv-version"] == str(r.json()["version"])
+    assert requests.get(kv(url, other.encode())).headers["x-flashkv-version"] == str(r.json()["version"])
     for bad in [b"not json", b'{"ops": []}', b'{"ops": [{"op": "put", "key": "k"}]}',
                 b'{"ops": [{"op": "zap", "key": "k"}]}', b'{"ops": [{"op": "delete", "key": "k", "value": "v"}]}',
                 b'{"ops": [{"op": "put", "key": "k", "key_b64": "aw==", "value": "v"}]}',
@@ -286,8 +288,11 @@ def test_txn_compare_then_write(url):
     err(t({}), 400, "invalid_argument")
     err(t({"compare": [{"key": a, "exists": True, "version": 1}]}), 400, "invalid_argument")
     err(t({"compare": [{"key": a, "exists": True}], "success": [{"op": "put", "key": a, "value": "v", "expected_version": 3}]}), 400, "invalid_argument")
+    # Across shards: compare on one, write on the other, atomically.
     other = key_on_other_shard(url, a, "t:x")
-    err(t({"compare": [{"key": a, "exists": True}], "success": [{"op": "put", "key": other, "value": "v"}]}), 400, "invalid_argument")
+    r = t({"compare": [{"key": a, "exists": True}], "success": [{"op": "put", "key": other, "value": "v"}]})
+    assert r.json()["succeeded"] is True
+    assert requests.get(kv(url, other.encode())).content == b"v"
 
 
 def test_txn_is_atomic_under_concurrent_increments(url):

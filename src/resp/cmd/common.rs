@@ -1,8 +1,6 @@
 //! Helpers several commands share: expiry arithmetic, the INCR family,
 //! the EXPIRE family, TTL, deletes grouped by shard, SET-style options.
 
-use std::collections::BTreeMap;
-
 use crate::resp::proto::Reply;
 use crate::resp::{Conn, int_arg, not_integer, syntax_error};
 use crate::storage::store::now_ms;
@@ -144,30 +142,25 @@ pub fn ttl(cx: &Conn, key: &[u8], ms: bool) -> Result<Reply, Reply> {
 /// Deletes keys (grouped per shard, one atomic batch per shard); returns how
 /// many existed.
 pub async fn delete(cx: &Conn, keys: &[Vec<u8>]) -> Result<Reply, Reply> {
-    let mut by_shard: BTreeMap<u32, Vec<Op>> = BTreeMap::new();
+    let mut ops = Vec::with_capacity(keys.len());
     for k in keys {
         cx.check_key(k)?;
-        by_shard
-            .entry(cx.router().shard_of(k))
-            .or_default()
-            .push(Op::Delete { key: k.clone() });
+        ops.push(Op::Delete { key: k.clone() });
     }
-    let mut removed = 0i64;
-    for (_, mut ops) in by_shard {
-        // A key named twice is removed once.
-        ops.sort_by(|a, b| a.key().cmp(b.key()));
-        ops.dedup_by(|a, b| a.key() == b.key());
-        if let Outcome::Committed { removed: r, .. } = cx
-            .write(Batch {
-                ops,
-                conditions: vec![],
-            })
-            .await?
-        {
-            removed += i64::from(r);
-        }
+    // A key named twice is removed once.
+    ops.sort_by(|a, b| a.key().cmp(b.key()));
+    ops.dedup_by(|a, b| a.key() == b.key());
+    // One atomic batch, across shards if it must.
+    match cx
+        .write(Batch {
+            ops,
+            conditions: vec![],
+        })
+        .await?
+    {
+        Outcome::Committed { removed, .. } => Ok(Reply::Int(i64::from(removed))),
+        Outcome::ConditionFailed { .. } => unreachable!("a batch without conditions"),
     }
-    Ok(Reply::Int(removed))
 }
 
 /// The expiry options of SET and GETEX.

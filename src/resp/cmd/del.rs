@@ -1,5 +1,5 @@
-//! `DEL key [key ...]`: how many existed. Keys on one shard go in one
-//! atomic batch; keys on several shards are deleted shard by shard.
+//! `DEL key [key ...]`: how many existed. One atomic batch, across shards
+//! if the keys live on several (a transaction).
 
 use crate::resp::cmd::common::delete;
 

@@ -1,5 +1,5 @@
-//! `MSET key value [key value ...]`: atomic, in one batch; the keys must
-//! live on one shard until cross-shard transactions land (CROSSSLOT).
+//! `MSET key value [key value ...]`: atomic, in one batch (a transaction
+//! when the keys live on several shards).
 
 use crate::resp::cmd::common::put;
 use crate::resp::proto::Reply;
@@ -9,7 +9,6 @@ command!("mset", -3, ["write"], (1, -1, 2), |cx, a| {
     if a.len().is_multiple_of(2) {
         return Err(Reply::err("wrong number of arguments for 'mset' command"));
     }
-    cx.same_shard(a[1..].iter().step_by(2).map(|k| k.as_slice()))?;
     let ops = a[1..]
         .chunks(2)
         .map(|p| put(&p[0], p[1].clone(), None))

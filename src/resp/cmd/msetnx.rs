@@ -1,5 +1,5 @@
 //! `MSETNX key value [key value ...]`: sets all (1) only if none exists,
-//! else nothing (0); atomic, keys on one shard.
+//! else nothing (0); atomic, on any number of shards.
 
 use crate::resp::cmd::common::put;
 use crate::resp::proto::Reply;
@@ -9,7 +9,6 @@ command!("msetnx", -3, ["write"], (1, -1, 2), |cx, a| {
     if a.len().is_multiple_of(2) {
         return Err(Reply::err("wrong number of arguments for 'msetnx' command"));
     }
-    cx.same_shard(a[1..].iter().step_by(2).map(|k| k.as_slice()))?;
     let ops = a[1..]
         .chunks(2)
         .map(|p| put(&p[0], p[1].clone(), None))

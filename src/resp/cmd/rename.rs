@@ -1,5 +1,5 @@
-//! `RENAME key newkey`: atomic (one batch; both keys must live on one
-//! shard until cross-shard transactions land), keeping the TTL.
+//! `RENAME key newkey`: atomic (one batch, a transaction when the keys
+//! live on two shards), keeping the TTL.
 
 use crate::resp::cmd::common::put;
 use crate::resp::proto::Reply;
@@ -11,7 +11,6 @@ const OK_REPLY: Reply = Reply::OK;
 command!("rename", 3, ["write"], (1, 2, 1), |cx, a| {
     let (src, dst) = (&a[1], &a[2]);
     cx.check_key(dst)?;
-    cx.same_shard([src.as_slice(), dst.as_slice()])?;
     for _ in 0..64 {
         let Some(v) = cx.get(src)? else {
             return Err(Reply::err("no such key"));

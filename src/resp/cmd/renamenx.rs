@@ -10,7 +10,6 @@ const OK_REPLY: Reply = Reply::Int(1);
 command!("renamenx", 3, ["write", "fast"], (1, 2, 1), |cx, a| {
     let (src, dst) = (&a[1], &a[2]);
     cx.check_key(dst)?;
-    cx.same_shard([src.as_slice(), dst.as_slice()])?;
     for _ in 0..64 {
         let Some(v) = cx.get(src)? else {
             return Err(Reply::err("no such key"));
