@@ -431,3 +431,52 @@ fn watch_streams_changes_in_version_order_and_resumes() {
     });
     assert_eq!(d.stop(), 0);
 }
+
+#[test]
+fn an_idle_transaction_is_rolled_back_after_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &["--shards", "2", "--txn-idle-timeout-ms", "300"],
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = txn(&d).await;
+        let busy = c.begin(BeginRequest {}).await.unwrap().into_inner().txn_id;
+        let idle = c.begin(BeginRequest {}).await.unwrap().into_inner().txn_id;
+        // Used every 100 ms: stays open; left alone: rolled back.
+        for _ in 0..15 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c.get(TxnGetRequest {
+                txn_id: busy,
+                key: b"k".to_vec(),
+            })
+            .await
+            .unwrap();
+        }
+        let e = c
+            .get(TxnGetRequest {
+                txn_id: idle,
+                key: b"k".to_vec(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{}", e.message());
+        c.put(TxnPutRequest {
+            txn_id: busy,
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ttl_ms: 0,
+        })
+        .await
+        .unwrap();
+        c.commit(CommitRequest { txn_id: busy }).await.unwrap();
+        let e = c.commit(CommitRequest { txn_id: busy }).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "a transaction commits once");
+    });
+    assert_eq!(d.stop(), 0);
+}
