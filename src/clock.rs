@@ -44,6 +44,9 @@ pub struct Clock {
     visible: tokio::sync::Notify,
     /// Highest version any writer has started to publish.
     publishing: AtomicU64,
+    /// Lowest unsettled cross-shard commit version (u64::MAX: none), kept
+    /// in step with `unsettled` so plain reads check it without a lock.
+    min_unsettled: AtomicU64,
 }
 
 /// A registered writer floor; dropping it withdraws the floor.
@@ -79,6 +82,7 @@ impl Clock {
     pub fn new() -> Self {
         Clock {
             horizon: AtomicU64::new(u64::MAX),
+            min_unsettled: AtomicU64::new(u64::MAX),
             ..Default::default()
         }
     }
@@ -114,21 +118,53 @@ impl Clock {
         let mut m = self.inflight.lock().expect("clock maps are never poisoned");
         let v = self.next();
         add_one(&mut m, v);
-        add_one(
-            &mut self
-                .unsettled
-                .lock()
-                .expect("clock maps are never poisoned"),
-            v,
-        );
+        let mut u = self
+            .unsettled
+            .lock()
+            .expect("clock maps are never poisoned");
+        add_one(&mut u, v);
+        self.min_unsettled
+            .store(*u.keys().next().expect("just added"), Ordering::SeqCst);
         v
     }
 
     /// Marks cross-shard commit `v` published and durable everywhere.
     pub fn settle(&self, v: u64) {
-        remove_one(&self.unsettled, v);
+        {
+            let mut u = self
+                .unsettled
+                .lock()
+                .expect("clock maps are never poisoned");
+            if let Some(n) = u.get_mut(&v) {
+                *n -= 1;
+                if *n == 0 {
+                    u.remove(&v);
+                }
+            }
+            self.min_unsettled.store(
+                u.keys().next().copied().unwrap_or(u64::MAX),
+                Ordering::SeqCst,
+            );
+        }
         remove_one(&self.inflight, v);
         self.visible.notify_waiters();
+    }
+
+    /// The lowest unsettled cross-shard commit version (u64::MAX: none).
+    pub fn min_unsettled(&self) -> u64 {
+        let m = self.min_unsettled.load(Ordering::SeqCst);
+        if m == 0 { u64::MAX } else { m }
+    }
+
+    /// Whether cross-shard commit `v` is not settled yet (its parts stay
+    /// hidden from plain reads).
+    pub fn is_unsettled(&self, v: u64) -> bool {
+        v >= self.min_unsettled()
+            && self
+                .unsettled
+                .lock()
+                .expect("clock maps are never poisoned")
+                .contains_key(&v)
     }
 
     /// Marks cross-shard commit `v` published but not settled (a part

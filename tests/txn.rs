@@ -514,3 +514,44 @@ fn a_cross_shard_commit_is_redone_from_the_primary_after_a_restart() {
     assert_eq!(got.value, want.to_string().into_bytes());
     db.close();
 }
+
+#[test]
+fn plain_reads_see_a_cross_shard_commit_all_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), 2, SyncPolicy::Always);
+    let c = db.coord.clone();
+    let (x, y) = keys(c.router(), "vis", false);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (c, x, y, stop) = (c.clone(), x.clone(), y.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut checks = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Read in both orders: whichever shard applies first, the
+                // second read must not be older than the first.
+                let (a, b) = if checks.is_multiple_of(2) {
+                    (&x, &y)
+                } else {
+                    (&y, &x)
+                };
+                let va = int(c.router().get(a).unwrap());
+                let vb = int(c.router().get(b).unwrap());
+                assert!(
+                    vb >= va,
+                    "read {va} then {vb}: a cross-shard commit was half visible"
+                );
+                checks += 1;
+            }
+            checks
+        })
+    };
+    rt().block_on(async {
+        for i in 1..=150 {
+            set(&c, &[(&x, i), (&y, i)]).await;
+        }
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    drop(c);
+    db.close();
+}

@@ -74,6 +74,11 @@ pub fn key_prefix(k: &[u8]) -> u64 {
     u64::from_be_bytes(p)
 }
 
+/// Index-only entry flag (never written to the log): the entry is a part
+/// of a cross-shard commit, hidden from plain reads while that commit is
+/// unsettled (the value it replaced is first in its version chain).
+pub const ENTRY_XSHARD: u8 = 0x80;
+
 /// Where a key's newest record is and what it says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
@@ -463,6 +468,26 @@ impl Inner {
 }
 
 impl Index {
+    /// The newest version of `key` older than `below`, from its chain (an
+    /// element with no value: absent then). `None` if the chain has none.
+    pub fn older_than<'g>(
+        &'g self,
+        key: &[u8],
+        below: u64,
+        guard: &'g Guard,
+    ) -> Option<&'g OldVersion> {
+        let n = self.inner.hash.find(key, guard)?;
+        let mut p = n.older.load(Ordering::Acquire);
+        // SAFETY: as in node_at.
+        while let Some(v) = unsafe { p.as_ref() } {
+            if v.version < below {
+                return Some(v);
+            }
+            p = v.older.load(Ordering::Acquire);
+        }
+        None
+    }
+
     /// The entry for `key`, tombstones included.
     pub fn get(&self, key: &[u8], guard: &Guard) -> Option<Entry> {
         self.inner.hash.find(key, guard).map(|n| n.entry())
@@ -663,7 +688,37 @@ impl IndexWriter {
 
     /// Inserts or overwrites; returns the previous entry.
     pub fn upsert(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
-        if let Some(n) = self.find(key) {
+        self.upsert_inner(key, entry, None, 0, None)
+    }
+
+    /// Inserts or overwrites with `old` pushed first on the key's version
+    /// chain (for a new key, the chain is in place before the node is
+    /// linked, so no reader sees the node without it); the chain is then
+    /// trimmed to what snapshots at or above `horizon` can read.
+    pub fn upsert_keeping(
+        &mut self,
+        key: &[u8],
+        entry: Entry,
+        old: Box<OldVersion>,
+        horizon: u64,
+        guard: &Guard,
+    ) -> Option<Entry> {
+        self.upsert_inner(key, entry, Some(old), horizon, Some(guard))
+    }
+
+    fn upsert_inner(
+        &mut self,
+        key: &[u8],
+        entry: Entry,
+        keep: Option<Box<OldVersion>>,
+        horizon: u64,
+        guard: Option<&Guard>,
+    ) -> Option<Entry> {
+        if self.find(key).is_some() {
+            if let (Some(k), Some(g)) = (keep, guard) {
+                self.keep_old(key, k, horizon, g);
+            }
+            let n = self.find(key).expect("found just above");
             let old = n.entry();
             n.set_entry(&entry);
             self.account(Some(&old), Some(&entry));
@@ -673,6 +728,13 @@ impl IndexWriter {
         self.inner.seek(key, true, Some(&mut preds));
         let height = self.random_height();
         let node = Node::alloc(height, key, &entry);
+        if let Some(k) = keep {
+            self.inner
+                .bytes
+                .fetch_add(chain_bytes(&k), Ordering::Relaxed);
+            // SAFETY: node is fresh and private.
+            unsafe { (*node).older.store(Box::into_raw(k), Ordering::Relaxed) };
+        }
         // SAFETY: node is fresh and private; preds are live nodes of this list
         // whose towers reach `level` (head has every level).
         unsafe {

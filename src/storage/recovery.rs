@@ -509,6 +509,7 @@ impl Store {
         let shared = Arc::new(Shared {
             index,
             segments: SegmentSet::new(table),
+            clock: clock.clone(),
         });
         let shard_id = opts.shard_id;
         let mut store = Store {

@@ -296,8 +296,11 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                         Command::Write(b, reply) => p.admit(WriteReq::from(b), reply),
                         Command::Txn(t, b, reply) => p.admit(WriteReq { batch: b, txn: Some(t) }, reply),
                         Command::Apply(txn, t, b, reply) => {
+                            // A cross-shard part keeps its locks until the
+                            // coordinator releases them (after settling).
+                            let release = (!t.keep_locks).then_some(txn);
                             p.ready.push(WriteReq { batch: b, txn: Some(t) });
-                            p.replies.push((reply, Some(txn)));
+                            p.replies.push((reply, release));
                         }
                         other => others.push(other),
                     }

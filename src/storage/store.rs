@@ -156,6 +156,9 @@ pub struct TxnPart {
     pub redo: Vec<Op>,
     /// fdatasync before answering whatever the sync policy.
     pub force_sync: bool,
+    /// (`Apply`) keep the transaction's locks after writing; the
+    /// coordinator releases them once the commit is settled everywhere.
+    pub keep_locks: bool,
 }
 
 /// A batch with an optional transaction side.
@@ -333,6 +336,8 @@ pub struct Redo {
 pub(crate) struct Shared {
     pub index: Index,
     pub segments: SegmentSet,
+    /// Says which cross-shard commits are still unsettled (hidden).
+    pub clock: Arc<Clock>,
 }
 
 /// The read side of a store: `Send + Sync`, cheap to clone, never blocks on
@@ -343,13 +348,48 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
-    /// The newest value of `key`, unless absent, deleted or expired.
+    /// What a plain read of a cross-shard commit's part sees while that
+    /// commit is unsettled: the value it replaced. `None` if `e` is visible.
+    fn hidden(
+        &self,
+        key: &[u8],
+        e: &Entry,
+        guard: &crossbeam_epoch::Guard,
+    ) -> Option<Option<Value>> {
+        if e.flags & crate::index::ENTRY_XSHARD == 0 || !self.shared.clock.is_unsettled(e.version) {
+            return None;
+        }
+        let now = now_ms();
+        Some(
+            self.shared
+                .index
+                .older_than(key, e.version, guard)
+                .and_then(|v| {
+                    let b = v.value.as_ref()?;
+                    if v.expires_at_ms.is_some_and(|t| t <= now) {
+                        return None;
+                    }
+                    Some(Value {
+                        value: b.to_vec(),
+                        version: v.version,
+                        expires_at_ms: v.expires_at_ms,
+                    })
+                }),
+        )
+    }
+
+    /// The newest value of `key`, unless absent, deleted or expired. A
+    /// cross-shard commit becomes visible to these reads all at once, when
+    /// it is settled on every shard.
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         let guard = crossbeam_epoch::pin();
         for _ in 0..1000 {
             let Some(e) = self.shared.index.get(key, &guard) else {
                 return Ok(None);
             };
+            if let Some(v) = self.hidden(key, &e, &guard) {
+                return Ok(v);
+            }
             if e.tombstone {
                 return Ok(None);
             }
@@ -390,6 +430,15 @@ impl StoreReader {
         for (key, e) in self.shared.index.range(lower, upper, reverse, &guard) {
             if out.len() >= limit {
                 break;
+            }
+            if let Some(v) = self.hidden(key, &e, &guard) {
+                if let Some(mut v) = v {
+                    if keys_only {
+                        v.value.clear();
+                    }
+                    out.push((key.to_vec(), v));
+                }
+                continue;
             }
             if e.tombstone {
                 continue;
@@ -590,6 +639,8 @@ pub struct Store {
 struct Planned {
     key_range: (usize, usize),
     entry: Entry,
+    /// Part of a cross-shard commit: hidden from plain reads until settled.
+    xshard: bool,
 }
 
 impl Store {
@@ -951,6 +1002,7 @@ impl Store {
                     + if spec.expires_at_ms.is_some() { 8 } else { 0 };
                 format::encode_record(&mut buf, &spec);
                 planned.push(Planned {
+                    xshard: txn.is_some_and(|t| t.commit_version.is_some()),
                     key_range: (key_start, key_start + spec.key.len()),
                     entry: Entry {
                         segment: self.active.id,
@@ -1029,7 +1081,7 @@ impl Store {
         }
         for p in &staged.planned {
             let key = &staged.buf[p.key_range.0..p.key_range.1];
-            self.publish(key, p.entry, staged.segment);
+            self.publish(key, p.entry, staged.segment, p.xshard);
         }
         self.stats.batches += staged.committed.len() as u64;
         if !staged.committed.is_empty() {
@@ -1258,52 +1310,79 @@ impl Store {
         if self.chained.is_empty() {
             return;
         }
-        let horizon = self.clock.horizon();
+        let horizon = self.keep_horizon();
         let guard = crossbeam_epoch::pin();
         let writer = &mut self.writer;
         self.chained.retain(|k| writer.trim(k, horizon, &guard));
     }
 
-    fn publish(&mut self, key: &[u8], entry: Entry, seg: u32) {
+    /// What old versions must stay readable: those of open snapshots and
+    /// those that unsettled cross-shard commits hide from plain reads.
+    fn keep_horizon(&self) -> u64 {
+        self.clock
+            .horizon()
+            .min(self.clock.min_unsettled().saturating_sub(1))
+    }
+
+    /// The value `o` (the entry `key` has now) as an old version.
+    fn old_version(&self, key: &[u8], o: &Entry) -> Option<Box<OldVersion>> {
+        if o.tombstone {
+            return Some(OldVersion::new(o.version, None, None));
+        }
+        let guard = crossbeam_epoch::pin();
+        let table = self.shared.segments.load(&guard);
+        table
+            .get(o.segment)
+            .and_then(|seg| read_record(seg, key, o).ok())
+            .map(|r| {
+                OldVersion::new(
+                    o.version,
+                    Some(r.value.to_vec().into_boxed_slice()),
+                    r.expires_at_ms,
+                )
+            })
+    }
+
+    fn publish(&mut self, key: &[u8], mut entry: Entry, seg: u32, xshard: bool) {
         let len = format::record_len(
             key.len(),
             entry.value_len as usize,
             entry.flags & FLAG_EXPIRES != 0,
         ) as u64;
-        let horizon = self.clock.horizon();
-        if horizon < entry.version
-            && let Some(o) = self.writer.get(key)
-        {
-            // An open snapshot may read what this write replaces: keep it.
-            let old = if o.tombstone {
-                Some(OldVersion::new(o.version, None, None))
-            } else {
-                let guard = crossbeam_epoch::pin();
-                let table = self.shared.segments.load(&guard);
-                table
-                    .get(o.segment)
-                    .and_then(|seg| read_record(seg, key, &o).ok())
-                    .map(|r| {
-                        OldVersion::new(
-                            o.version,
-                            Some(r.value.to_vec().into_boxed_slice()),
-                            r.expires_at_ms,
-                        )
-                    })
-            };
-            if let Some(old) = old {
-                let guard = crossbeam_epoch::pin();
-                self.writer.keep_old(key, old, horizon, &guard);
+        let horizon = self.keep_horizon();
+        let guard = crossbeam_epoch::pin();
+        let old = if xshard {
+            // A part of a cross-shard commit: plain readers keep seeing what
+            // it replaces (absent: version 0) until the commit is settled on
+            // every shard, so the commit becomes visible all at once.
+            entry.flags |= crate::index::ENTRY_XSHARD;
+            let keep = match self.writer.get(key) {
+                Some(o) => self.old_version(key, &o),
+                None => None,
+            }
+            .unwrap_or_else(|| OldVersion::new(0, None, None));
+            self.chained.insert(key.to_vec());
+            let horizon = horizon.min(entry.version - 1);
+            self.writer
+                .upsert_keeping(key, entry, keep, horizon, &guard)
+        } else {
+            if horizon < entry.version
+                && let Some(o) = self.writer.get(key)
+                && let Some(keep) = self.old_version(key, &o)
+            {
+                // An open snapshot may read what this write replaces.
+                self.writer.keep_old(key, keep, horizon, &guard);
                 if !self.chained.contains(key) {
                     self.chained.insert(key.to_vec());
                 }
+            } else if horizon == u64::MAX && !self.chained.is_empty() && self.chained.contains(key)
+            {
+                self.writer.trim(key, horizon, &guard);
+                self.chained.remove(key);
             }
-        } else if horizon == u64::MAX && !self.chained.is_empty() && self.chained.contains(key) {
-            let guard = crossbeam_epoch::pin();
-            self.writer.trim(key, horizon, &guard);
-            self.chained.remove(key);
-        }
-        let old = self.writer.upsert(key, entry);
+            self.writer.upsert(key, entry)
+        };
+        drop(guard);
         let st = self.segs.get_mut(&seg).expect("active segment has a state");
         st.live_bytes += len;
         if st.min_version == 0 {

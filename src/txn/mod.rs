@@ -496,6 +496,7 @@ impl Coordinator {
                     commit_version: Some(version),
                     redo,
                     force_sync: true,
+                    keep_locks: true,
                     ..Default::default()
                 },
                 Batch {
@@ -507,7 +508,7 @@ impl Coordinator {
         if let Err(e) = decided {
             // The decision may or may not be on disk: recovery settles it.
             self.clock.unpublished(version);
-            for s in locked.into_iter().filter(|s| *s != primary) {
+            for s in locked {
                 let _ = self.router.shard(s).release(txn.id).await;
             }
             return Err(Error::Unavailable(format!(
@@ -515,15 +516,16 @@ impl Coordinator {
                 txn.id
             )));
         }
-        // Shrinking phase: the other participants apply and release.
+        // The other participants apply; every shard keeps its locks until
+        // the commit is settled, so no later write can be seen before it.
         let mut applies = Vec::new();
-        for s in locked.into_iter().filter(|s| *s != primary) {
+        for &s in locked.iter().filter(|s| **s != primary) {
             let ops = writes.remove(&s).unwrap_or_default();
             let h = self.router.shard(s).clone();
             let id = txn.id;
             applies.push(async move {
                 if ops.is_empty() {
-                    return h.release(id).await;
+                    return Ok(());
                 }
                 h.apply(
                     id,
@@ -531,6 +533,7 @@ impl Coordinator {
                         txn_id: id,
                         commit_version: Some(version),
                         force_sync: true,
+                        keep_locks: true,
                         ..Default::default()
                     },
                     Batch {
@@ -543,14 +546,19 @@ impl Coordinator {
             });
         }
         let results = futures::future::join_all(applies).await;
-        if let Some(e) = results.into_iter().find_map(|r| r.err()) {
+        let failed = results.into_iter().find_map(|r| r.err());
+        if let Some(e) = &failed {
             // Committed (the decision is durable), but a part is not applied
-            // here: it stays unsettled, and a restart re-applies it.
+            // here: it stays unsettled (hidden), and a restart re-applies it.
             self.clock.unpublished(version);
             tracing::error!(txn = txn.id, error = %e, "a committed transaction's part failed to apply; a restart re-applies it");
-            return Ok(Commit::Committed { version });
+        } else {
+            self.clock.settle(version);
         }
-        self.clock.settle(version);
+        // Shrinking phase: every lock goes at once.
+        for s in locked {
+            let _ = self.router.shard(s).release(txn.id).await;
+        }
         Ok(Commit::Committed { version })
     }
 
