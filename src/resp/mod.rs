@@ -178,6 +178,22 @@ pub struct Conn {
     pub authenticated: bool,
     /// When the connection was accepted.
     pub since: Instant,
+    /// Commands queued since MULTI (None: not in MULTI).
+    pub multi: Option<Multi>,
+    /// WATCHed keys with the version each had (0: absent).
+    pub watched: Vec<(Vec<u8>, u64)>,
+    /// The transaction EXEC runs its queue in: reads and writes of the
+    /// commands go through it while it is set.
+    pub txn: std::sync::Mutex<Option<crate::txn::Txn>>,
+}
+
+/// A MULTI block being queued.
+#[derive(Debug, Default)]
+pub struct Multi {
+    /// The queued commands.
+    pub queued: Vec<Vec<Vec<u8>>>,
+    /// A command was refused while queuing: EXEC answers EXECABORT.
+    pub failed: bool,
 }
 
 /// The reply for a crate error.
@@ -222,16 +238,50 @@ impl Conn {
     /// Reads a key.
     pub fn get(&self, key: &[u8]) -> std::result::Result<Option<Value>, Reply> {
         self.check_key(key)?;
+        if let Some(t) = self.txn.lock().expect("txn lock").as_mut() {
+            return self.shared.coord.get(t, key).map_err(error_reply);
+        }
         self.router().get(key).map_err(error_reply)
     }
 
-    /// Commits a batch.
+    /// Commits a batch (inside EXEC: buffers it in the transaction).
     pub async fn write(&self, batch: Batch) -> std::result::Result<Outcome, Reply> {
         for op in &batch.ops {
             self.check_key(op.key())?;
             if let Op::Put { value, .. } = op {
                 self.shared.limits.check_value(value).map_err(error_reply)?;
             }
+        }
+        if let Some(t) = self.txn.lock().expect("txn lock").as_mut() {
+            let coord = &self.shared.coord;
+            for c in &batch.conditions {
+                let current = coord.get(t, &c.key).map_err(error_reply)?;
+                let v = current.map_or(0, |v| v.version);
+                if v != c.expected_version {
+                    return Ok(Outcome::ConditionFailed {
+                        key: c.key.clone(),
+                        current_version: v,
+                    });
+                }
+            }
+            let mut removed = 0;
+            for op in batch.ops {
+                match op {
+                    Op::Put {
+                        key,
+                        value,
+                        expires_at_ms,
+                    } => t.put(key, value, expires_at_ms),
+                    Op::Delete { key } => {
+                        removed += u32::from(coord.get(t, &key).map_err(error_reply)?.is_some());
+                        t.delete(key);
+                    }
+                }
+            }
+            return Ok(Outcome::Committed {
+                version: 0,
+                removed,
+            });
         }
         self.shared
             .coord
@@ -290,6 +340,9 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
         for a in args.iter().skip(1).take(8) {
             msg.push_str(&format!("'{}' ", String::from_utf8_lossy(a)));
         }
+        if let Some(m) = cx.multi.as_mut() {
+            m.failed = true;
+        }
         metrics().request("resp", "unknown", Instant::now(), Some("ERR"));
         return Reply::Error(msg);
     };
@@ -299,10 +352,22 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
     }
     let n = args.len() as i32;
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        if let Some(m) = cx.multi.as_mut() {
+            m.failed = true;
+        }
         return Reply::err(format!(
             "wrong number of arguments for '{}' command",
             spec.name
         ));
+    }
+    if let Some(m) = cx.multi.as_mut()
+        && !matches!(
+            spec.name,
+            "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+        )
+    {
+        m.queued.push(args.to_vec());
+        return Reply::Simple("QUEUED");
     }
     let start = Instant::now();
     let reply = (spec.run)(cx, args).await;
@@ -417,6 +482,9 @@ pub async fn serve(
                     quit: false,
                     authenticated: shared.password.is_none(),
                     since: Instant::now(),
+                    multi: None,
+                    watched: Vec::new(),
+                    txn: std::sync::Mutex::new(None),
                 };
                 let stop = shutdown.clone();
                 let tls = shared.tls.clone();
@@ -469,7 +537,7 @@ async fn connection(
                     if args.is_empty() {
                         continue;
                     }
-                    if is_plain_set(&args) {
+                    if cx.multi.is_none() && is_plain_set(&args) {
                         owed.push_back(submit_set(&cx, args).await);
                         continue;
                     }

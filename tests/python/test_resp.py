@@ -57,19 +57,20 @@ def r(daemon):
 
 
 def same_shard_keys(r, prefix, n):
-    """n keys on one shard: MSET of them succeeds, of others may not."""
-    keys = [f"{prefix}0"]
-    i = 1
-    while len(keys) < n:
-        k = f"{prefix}{i}"
-        try:
-            r.mset({keys[0]: "probe", k: "probe"})
-            keys.append(k)
-        except redis.ResponseError as e:
-            assert "CROSSSLOT" in str(e)
-        i += 1
+    """n fresh keys (multi-key commands no longer need them on one shard)."""
+    keys = [f"{prefix}{i}" for i in range(n)]
     r.delete(*keys)
     return keys
+
+
+def raw(c, *args):
+    """A command and its reply as the server sent it (no redis-py callback);
+    `c` must be a single-connection client."""
+    c.connection.send_command(*args)
+    try:
+        return c.connection.read_response()
+    except redis.ResponseError as e:
+        return e
 
 
 def err(fn, text):
@@ -350,3 +351,82 @@ def test_redis_benchmark_set_get_incr(daemon):
     for cmd in ["SET", "GET", "INCR"]:
         assert f"{cmd}: " in out.stdout, out.stdout
     assert "ERR" not in out.stdout + out.stderr
+
+
+def test_multi_exec_is_atomic_and_serializable(r, daemon):
+    # redis-py pipelines are MULTI/EXEC transactions by default.
+    with r.pipeline() as p:
+        p.set("tx:a", "1").incr("tx:a").set("tx:b", "x").get("tx:a").mget("tx:a", "tx:b")
+        assert p.execute() == [True, 2, True, b"2", [b"2", b"x"]]
+    # Errors while queuing abort the whole transaction.
+    c = daemon.client(single_connection_client=True)
+    assert raw(c, "MULTI") == b"OK"
+    assert raw(c, "SET", "tx:c", "1") == b"QUEUED"
+    assert "unknown command" in str(raw(c, "NOSUCHCOMMAND"))
+    assert "wrong number of arguments" in str(raw(c, "GET"))
+    assert isinstance(raw(c, "EXEC"), redis.exceptions.ExecAbortError)  # the EXECABORT code
+    assert r.get("tx:c") is None
+    # Errors while running are replies in the array; the rest commits.
+    raw(c, "SET", "tx:s", "notanumber")
+    raw(c, "MULTI")
+    raw(c, "INCR", "tx:s")
+    raw(c, "SET", "tx:d", "1")
+    out = raw(c, "EXEC")
+    assert isinstance(out[0], redis.ResponseError) and "not an integer" in str(out[0])
+    assert out[1] == b"OK" and r.get("tx:d") == b"1"
+    # The protocol's own errors, as Redis words them.
+    assert "EXEC without MULTI" in str(raw(c, "EXEC"))
+    assert "DISCARD without MULTI" in str(raw(c, "DISCARD"))
+    raw(c, "MULTI")
+    assert "MULTI calls can not be nested" in str(raw(c, "MULTI"))
+    assert "WATCH inside MULTI is not allowed" in str(raw(c, "WATCH", "x"))
+    assert raw(c, "DISCARD") == b"OK"
+    assert raw(c, "GET", "tx:c") is None
+
+
+def test_watch_is_optimistic_locking(r, daemon):
+    r.set("tx:w", "0")
+    c = daemon.client(single_connection_client=True)
+    raw(c, "WATCH", "tx:w")
+    r.set("tx:w", "changed")  # another client
+    raw(c, "MULTI")
+    raw(c, "SET", "tx:w", "mine")
+    assert raw(c, "EXEC") is None  # nil: nothing written
+    assert r.get("tx:w") == b"changed"
+    # After UNWATCH a change does not matter.
+    raw(c, "WATCH", "tx:w")
+    raw(c, "UNWATCH")
+    r.set("tx:w", "again")
+    raw(c, "MULTI")
+    raw(c, "SET", "tx:w", "mine")
+    assert raw(c, "EXEC") == [b"OK"]
+    assert r.get("tx:w") == b"mine"
+
+    # The classic check-and-set loop from 8 threads, keys on both shards:
+    # no increment is lost and the two counters never disagree.
+    r.mset({"tx:n1": 0, "tx:n2": 0})
+
+    def worker():
+        c = daemon.client()
+        for _ in range(25):
+            with c.pipeline() as p:
+                while True:
+                    try:
+                        p.watch("tx:n1", "tx:n2")
+                        # Two plain reads: a commit may land between them;
+                        # EXEC then fails on the WATCH.
+                        n1, n2 = int(p.get("tx:n1")), int(p.get("tx:n2"))
+                        p.multi()
+                        p.set("tx:n1", n1 + 1)
+                        p.set("tx:n2", n1 + 1)
+                        p.execute()
+                        break
+                    except redis.WatchError:
+                        continue
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert r.mget("tx:n1", "tx:n2") == [b"200", b"200"]

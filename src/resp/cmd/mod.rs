@@ -68,8 +68,14 @@ mod info;
 mod ping;
 mod quit;
 mod reset;
+// transactions
+mod discard;
+mod exec;
+mod multi;
 mod select;
 mod time;
+mod unwatch;
+mod watch;
 // Keys.
 mod del;
 mod exists;
@@ -124,6 +130,11 @@ pub static COMMANDS: &[&Spec] = &[
     &ping::SPEC,
     &quit::SPEC,
     &reset::SPEC,
+    &multi::SPEC,
+    &exec::SPEC,
+    &discard::SPEC,
+    &watch::SPEC,
+    &unwatch::SPEC,
     &select::SPEC,
     &time::SPEC,
     &del::SPEC,

@@ -1,4 +1,4 @@
-//! `RESET`: back to RESP2, no name.
+//! `RESET`: back to RESP2, no name, no MULTI, no WATCH.
 
 use crate::resp::proto::Reply;
 
@@ -10,6 +10,8 @@ command!(
     |cx, a| {
         cx.proto = 2;
         cx.name = None;
+        cx.multi = None;
+        cx.watched.clear();
         Ok(Reply::Simple("RESET"))
     }
 );
