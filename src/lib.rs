@@ -32,9 +32,13 @@
 //! survives `kill -9`; the OS decides when it reaches the disk. A batch is
 //! atomic under every policy: after any crash, all of it or none of it.
 //!
+//! A batch and a transaction are atomic under every policy too; a
+//! transaction across shards is fdatasync'ed at its commit point whatever
+//! the policy (see [`txn`]).
+//!
 //! # Not (yet) here
 //!
-//! Transactions, the Redis data types beyond strings, and replication are later steps
+//! The Redis data types beyond strings, and replication, are later steps
 //! (see the README's Status section).
 
 pub mod api;
