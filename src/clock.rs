@@ -44,9 +44,12 @@ pub struct Clock {
     visible: tokio::sync::Notify,
     /// Highest version any writer has started to publish.
     publishing: AtomicU64,
-    /// Lowest unsettled cross-shard commit version (u64::MAX: none), kept
-    /// in step with `unsettled` so plain reads check it without a lock.
-    min_unsettled: AtomicU64,
+    /// Cross-shard commits whose parts are not all applied yet: hidden
+    /// from plain reads.
+    hidden: Mutex<BTreeMap<u64, usize>>,
+    /// Lowest hidden version (u64::MAX: none), kept in step with `hidden`
+    /// so plain reads check it without a lock.
+    min_hidden: AtomicU64,
 }
 
 /// A registered writer floor; dropping it withdraws the floor.
@@ -82,7 +85,7 @@ impl Clock {
     pub fn new() -> Self {
         Clock {
             horizon: AtomicU64::new(u64::MAX),
-            min_unsettled: AtomicU64::new(u64::MAX),
+            min_hidden: AtomicU64::new(u64::MAX),
             ..Default::default()
         }
     }
@@ -112,37 +115,39 @@ impl Clock {
         Floor { clock: self, at }
     }
 
-    /// Takes a version for a cross-shard commit, in flight (and unsettled)
-    /// until [`Clock::settle`] is called with it.
+    /// Takes a version for a cross-shard commit: in flight and hidden until
+    /// [`Clock::reveal`], unsettled until [`Clock::settle_durable`].
     pub fn next_unsettled(&self) -> u64 {
         let mut m = self.inflight.lock().expect("clock maps are never poisoned");
         let v = self.next();
         add_one(&mut m, v);
-        let mut u = self
-            .unsettled
-            .lock()
-            .expect("clock maps are never poisoned");
-        add_one(&mut u, v);
-        self.min_unsettled
-            .store(*u.keys().next().expect("just added"), Ordering::SeqCst);
+        add_one(
+            &mut self
+                .unsettled
+                .lock()
+                .expect("clock maps are never poisoned"),
+            v,
+        );
+        let mut h = self.hidden.lock().expect("clock maps are never poisoned");
+        add_one(&mut h, v);
+        self.min_hidden
+            .store(*h.keys().next().expect("just added"), Ordering::SeqCst);
         v
     }
 
-    /// Marks cross-shard commit `v` published and durable everywhere.
-    pub fn settle(&self, v: u64) {
+    /// Every part of cross-shard commit `v` is applied: it becomes visible
+    /// to plain reads, all at once.
+    pub fn reveal(&self, v: u64) {
         {
-            let mut u = self
-                .unsettled
-                .lock()
-                .expect("clock maps are never poisoned");
-            if let Some(n) = u.get_mut(&v) {
+            let mut h = self.hidden.lock().expect("clock maps are never poisoned");
+            if let Some(n) = h.get_mut(&v) {
                 *n -= 1;
                 if *n == 0 {
-                    u.remove(&v);
+                    h.remove(&v);
                 }
             }
-            self.min_unsettled.store(
-                u.keys().next().copied().unwrap_or(u64::MAX),
+            self.min_hidden.store(
+                h.keys().next().copied().unwrap_or(u64::MAX),
                 Ordering::SeqCst,
             );
         }
@@ -150,18 +155,29 @@ impl Clock {
         self.visible.notify_waiters();
     }
 
-    /// The lowest unsettled cross-shard commit version (u64::MAX: none).
-    pub fn min_unsettled(&self) -> u64 {
-        let m = self.min_unsettled.load(Ordering::SeqCst);
+    /// Every part of cross-shard commit `v` is durable: the settled floor
+    /// may pass it.
+    pub fn settle_durable(&self, v: u64) {
+        remove_one(&self.unsettled, v);
+    }
+
+    /// [`Clock::reveal`] and [`Clock::settle_durable`] at once.
+    pub fn settle(&self, v: u64) {
+        self.settle_durable(v);
+        self.reveal(v);
+    }
+
+    /// The lowest hidden cross-shard commit version (u64::MAX: none).
+    pub fn min_hidden(&self) -> u64 {
+        let m = self.min_hidden.load(Ordering::SeqCst);
         if m == 0 { u64::MAX } else { m }
     }
 
-    /// Whether cross-shard commit `v` is not settled yet (its parts stay
-    /// hidden from plain reads).
-    pub fn is_unsettled(&self, v: u64) -> bool {
-        v >= self.min_unsettled()
+    /// Whether cross-shard commit `v` is still hidden from plain reads.
+    pub fn is_hidden(&self, v: u64) -> bool {
+        v >= self.min_hidden()
             && self
-                .unsettled
+                .hidden
                 .lock()
                 .expect("clock maps are never poisoned")
                 .contains_key(&v)

@@ -356,7 +356,7 @@ impl StoreReader {
         e: &Entry,
         guard: &crossbeam_epoch::Guard,
     ) -> Option<Option<Value>> {
-        if e.flags & crate::index::ENTRY_XSHARD == 0 || !self.shared.clock.is_unsettled(e.version) {
+        if e.flags & crate::index::ENTRY_XSHARD == 0 || !self.shared.clock.is_hidden(e.version) {
             return None;
         }
         let now = now_ms();
@@ -1321,7 +1321,7 @@ impl Store {
     fn keep_horizon(&self) -> u64 {
         self.clock
             .horizon()
-            .min(self.clock.min_unsettled().saturating_sub(1))
+            .min(self.clock.min_hidden().saturating_sub(1))
     }
 
     /// The value `o` (the entry `key` has now) as an old version.

@@ -19,8 +19,11 @@
 //!   (the growing phase). Then it takes a commit version and has the
 //!   *primary* (the lowest shard that writes) write its part together with
 //!   redo records of every other part, fdatasync'ed: that write is the
-//!   commit point. The other participants then write their parts, also
-//!   synced, and release their locks (the shrinking phase).
+//!   commit point. The other participants then write their parts (synced
+//!   by their own policy), the commit is revealed to plain reads at once,
+//!   and every shard releases its locks (the shrinking phase). The parts
+//!   are made durable in the background; only then does the settled floor
+//!   pass the commit (until then recovery can redo them from the primary).
 //!
 //! Waits cannot form a cycle (shards are locked in one order, each shard's
 //! keys in one request), and a lock wait past the lock timeout aborts the
@@ -479,6 +482,7 @@ impl Coordinator {
         }
         // The commit point: the primary's part and everyone's redo, synced.
         let primary = *writes.keys().next().expect("a writing transaction");
+        let writes_on: BTreeSet<usize> = writes.keys().copied().collect();
         let version = self.clock.next_unsettled();
         let redo: Vec<Op> = writes
             .iter()
@@ -527,12 +531,14 @@ impl Coordinator {
                 if ops.is_empty() {
                     return Ok(());
                 }
+                // Synced by its shard's policy; made durable below before
+                // the commit counts as settled (the primary's redo covers
+                // it until then).
                 h.apply(
                     id,
                     TxnPart {
                         txn_id: id,
                         commit_version: Some(version),
-                        force_sync: true,
                         keep_locks: true,
                         ..Default::default()
                     },
@@ -553,11 +559,31 @@ impl Coordinator {
             self.clock.unpublished(version);
             tracing::error!(txn = txn.id, error = %e, "a committed transaction's part failed to apply; a restart re-applies it");
         } else {
-            self.clock.settle(version);
+            self.clock.reveal(version);
         }
         // Shrinking phase: every lock goes at once.
-        for s in locked {
+        for &s in &locked {
             let _ = self.router.shard(s).release(txn.id).await;
+        }
+        if failed.is_none() {
+            // The other parts become durable (a no-op where the shard's
+            // policy already synced them); then the redo is no longer
+            // needed and the settled floor may pass this commit.
+            let others: Vec<_> = locked
+                .into_iter()
+                .filter(|s| *s != primary && writes_on.contains(s))
+                .map(|s| self.router.shard(s).clone())
+                .collect();
+            let clock = self.clock.clone();
+            tokio::spawn(async move {
+                for h in others {
+                    if let Err(e) = h.sync().await {
+                        tracing::warn!(error = %e, version, "a cross-shard part could not be synced; its redo stays until a restart");
+                        return;
+                    }
+                }
+                clock.settle_durable(version);
+            });
         }
         Ok(Commit::Committed { version })
     }
