@@ -28,10 +28,11 @@ impl Db {
     fn open(dir: &Path, shards: u32, sync: SyncPolicy) -> Db {
         let clock = Arc::new(Clock::new());
         clock.track_settlement(flashkv::shard::floor::read(dir).unwrap());
-        let engine = match std::env::var("FLASHKV_TEST_IO").as_deref() {
-            Ok("plain") => IoEngine::Plain,
-            _ => IoEngine::detect(),
-        };
+        // make test runs this file again with FLASHKV_TEST_IO_ENGINE=plain.
+        let engine = std::env::var("FLASHKV_TEST_IO_ENGINE")
+            .ok()
+            .and_then(|e| IoEngine::parse(&e))
+            .unwrap_or_else(IoEngine::detect);
         let threads: Vec<StoreThread> = (0..shards)
             .map(|i| {
                 StoreThread::spawn(
