@@ -556,3 +556,44 @@ fn plain_reads_see_a_cross_shard_commit_all_at_once() {
     drop(c);
     db.close();
 }
+
+#[test]
+fn the_expiry_sweep_waits_while_a_transaction_holds_locks() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), 1, SyncPolicy::None);
+    let c = db.coord.clone();
+    rt().block_on(async {
+        let h = c.router().shard(0).clone();
+        h.write(flashkv::storage::Batch {
+            ops: vec![flashkv::storage::Op::Put {
+                key: b"exp".to_vec(),
+                value: b"v".to_vec(),
+                expires_at_ms: Some(1),
+            }],
+            conditions: vec![],
+        })
+        .await
+        .unwrap();
+        let req = flashkv::storage::lock::LockRequest {
+            write: vec![b"exp".to_vec()],
+            ..Default::default()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        h.lock(7, 0, req, deadline).await.unwrap();
+        // The sweep runs every second; with the lock held it must not
+        // write the expired key's tombstone.
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        assert!(
+            !h.reader().entry(b"exp").unwrap().tombstone,
+            "the sweep wrote under a lock"
+        );
+        h.release(7).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        assert!(
+            h.reader().entry(b"exp").unwrap().tombstone,
+            "the sweep did not resume"
+        );
+    });
+    drop(c);
+    db.close();
+}
