@@ -564,6 +564,15 @@ fn the_expiry_sweep_waits_while_a_transaction_holds_locks() {
     let c = db.coord.clone();
     rt().block_on(async {
         let h = c.router().shard(0).clone();
+        // Any lock on the shard holds the sweep back; taken first, so no
+        // sweep can come between the expired write and the lock.
+        let req = flashkv::storage::lock::LockRequest {
+            write: vec![b"held".to_vec()],
+            ..Default::default()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        let locked = h.lock(7, 0, req, deadline).await.unwrap();
+        assert_eq!(locked, flashkv::storage::service::LockOutcome::Locked);
         h.write(flashkv::storage::Batch {
             ops: vec![flashkv::storage::Op::Put {
                 key: b"exp".to_vec(),
@@ -574,12 +583,6 @@ fn the_expiry_sweep_waits_while_a_transaction_holds_locks() {
         })
         .await
         .unwrap();
-        let req = flashkv::storage::lock::LockRequest {
-            write: vec![b"exp".to_vec()],
-            ..Default::default()
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        h.lock(7, 0, req, deadline).await.unwrap();
         // The sweep runs every second; with the lock held it must not
         // write the expired key's tombstone.
         tokio::time::sleep(Duration::from_millis(2300)).await;

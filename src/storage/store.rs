@@ -349,33 +349,36 @@ pub struct StoreReader {
 
 impl StoreReader {
     /// What a plain read of a cross-shard commit's part sees while that
-    /// commit is unsettled: the value it replaced. `None` if `e` is visible.
+    /// commit is hidden: the value it replaced. `None` if `e` is visible;
+    /// `Some(Err(()))` if the chain has moved on since `e` was read (the
+    /// commit was revealed and the key written again meanwhile): read again.
+    #[allow(clippy::type_complexity)]
     fn hidden(
         &self,
         key: &[u8],
         e: &Entry,
         guard: &crossbeam_epoch::Guard,
-    ) -> Option<Option<Value>> {
+    ) -> Option<std::result::Result<Option<Value>, ()>> {
         if e.flags & crate::index::ENTRY_XSHARD == 0 || !self.shared.clock.is_hidden(e.version) {
             return None;
         }
+        // A hidden part always has what it replaced in its chain (an
+        // "absent" element for a new key); if that is gone, the part was
+        // revealed and the key written again since `e` was read.
+        let Some(v) = self.shared.index.older_than(key, e.version, guard) else {
+            return Some(Err(()));
+        };
         let now = now_ms();
-        Some(
-            self.shared
-                .index
-                .older_than(key, e.version, guard)
-                .and_then(|v| {
-                    let b = v.value.as_ref()?;
-                    if v.expires_at_ms.is_some_and(|t| t <= now) {
-                        return None;
-                    }
-                    Some(Value {
-                        value: b.to_vec(),
-                        version: v.version,
-                        expires_at_ms: v.expires_at_ms,
-                    })
-                }),
-        )
+        Some(Ok(v.value.as_ref().and_then(|b| {
+            if v.expires_at_ms.is_some_and(|t| t <= now) {
+                return None;
+            }
+            Some(Value {
+                value: b.to_vec(),
+                version: v.version,
+                expires_at_ms: v.expires_at_ms,
+            })
+        })))
     }
 
     /// The newest value of `key`, unless absent, deleted or expired. A
@@ -387,8 +390,10 @@ impl StoreReader {
             let Some(e) = self.shared.index.get(key, &guard) else {
                 return Ok(None);
             };
-            if let Some(v) = self.hidden(key, &e, &guard) {
-                return Ok(v);
+            match self.hidden(key, &e, &guard) {
+                None => {}
+                Some(Ok(v)) => return Ok(v),
+                Some(Err(())) => continue,
             }
             if e.tombstone {
                 return Ok(None);
@@ -431,14 +436,22 @@ impl StoreReader {
             if out.len() >= limit {
                 break;
             }
-            if let Some(v) = self.hidden(key, &e, &guard) {
-                if let Some(mut v) = v {
-                    if keys_only {
-                        v.value.clear();
+            match self.hidden(key, &e, &guard) {
+                None => {}
+                Some(v) => {
+                    // A chain that moved on: a plain get reads it again.
+                    let v = match v {
+                        Ok(v) => v,
+                        Err(()) => self.get(key)?,
+                    };
+                    if let Some(mut v) = v {
+                        if keys_only {
+                            v.value.clear();
+                        }
+                        out.push((key.to_vec(), v));
                     }
-                    out.push((key.to_vec(), v));
+                    continue;
                 }
-                continue;
             }
             if e.tombstone {
                 continue;
