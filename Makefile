@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # and release builds use it.
 TEST_FLAGS ?= --no-default-features
 
-.PHONY: all build test lint fmt clippy doc bench bench-txn bench-daemon gen-fbs test-crash test-damage python-deps fuzz fuzz-build fuzz-smoke soak soak-smoke bench-redis
+.PHONY: all build test test-shuttle lint fmt clippy doc bench bench-txn bench-daemon gen-fbs test-crash test-damage python-deps fuzz fuzz-build fuzz-smoke soak soak-smoke bench-redis
 
 all: build
 
@@ -19,6 +19,7 @@ test: lint
 	$(CARGO) build $(TEST_FLAGS) --workspace --bins
 	$(CARGO) test $(TEST_FLAGS) --workspace --lib --bins --tests -- --test-threads=2
 	FLASHKV_TEST_IO_ENGINE=plain $(CARGO) test $(TEST_FLAGS) --test daemon --test tools --test crash --test daemon_crash --test txn --test daemon_txn -- --test-threads=2
+	$(MAKE) test-shuttle
 	python3 -m pytest -q tests/python
 	$(MAKE) fuzz-smoke
 	$(MAKE) soak-smoke
@@ -93,6 +94,12 @@ clippy:
 ## Criterion benchmarks of the storage engine (see README for the table).
 bench:
 	$(CARGO) bench --bench storage
+
+## Shuttle model tests: the index's version chains under random and PCT
+## schedules of every atomic operation, and the shard-ordered locking
+## protocol (exclusive, deadlock-free; any other order deadlocks).
+test-shuttle:
+	$(CARGO) test $(TEST_FLAGS) --features shuttle --lib shuttle -- --test-threads=1
 
 ## Transaction benchmarks (commit rates, aborts, snapshot reads).
 bench-txn:

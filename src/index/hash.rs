@@ -15,7 +15,7 @@
 //!
 //! The table holds no keys of its own: the key bytes live in the node.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use super::sync::{AtomicU64, Ordering};
 
 use crossbeam_epoch::{Atomic, Guard, Owned};
 
@@ -44,13 +44,19 @@ unsafe impl Sync for Table {}
 impl Table {
     fn with_capacity(cap: usize) -> Table {
         let cap = cap.next_power_of_two().max(16);
-        let size = cap * 8;
+        let size = cap * std::mem::size_of::<AtomicU64>();
         let align = if size >= HUGE_PAGE { HUGE_PAGE } else { 64 };
         let layout = std::alloc::Layout::from_size_align(size, align).expect("slot array layout");
         // SAFETY: non-zero size; zeroed memory is a valid array of EMPTY slots.
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) } as *mut AtomicU64;
         if ptr.is_null() {
             std::alloc::handle_alloc_error(layout);
+        }
+        // Shuttle's atomics (model tests) are not valid when zeroed.
+        #[cfg(feature = "shuttle")]
+        for i in 0..cap {
+            // SAFETY: i < cap slots were allocated above.
+            unsafe { ptr.add(i).write(AtomicU64::new(0)) };
         }
         if size >= HUGE_PAGE {
             // SAFETY: advice on memory we own; failure only means small pages.

@@ -46,7 +46,31 @@ use std::mem::size_of;
 use std::ops::Bound;
 use std::ptr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+
+use self::sync::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+
+/// The atomics of the index: std's, or Shuttle's under the `shuttle`
+/// feature, so that model tests control every interleaving point.
+pub(crate) mod sync {
+    #[cfg(feature = "shuttle")]
+    pub(crate) use shuttle::sync::atomic::{
+        AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+    };
+    #[cfg(not(feature = "shuttle"))]
+    pub(crate) use std::sync::atomic::{
+        AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+    };
+
+    /// A spin-wait step: under Shuttle, a yield, so the scheduler runs the
+    /// thread being waited for.
+    #[inline]
+    pub(crate) fn spin() {
+        #[cfg(feature = "shuttle")]
+        shuttle::thread::yield_now();
+        #[cfg(not(feature = "shuttle"))]
+        std::hint::spin_loop();
+    }
+}
 
 use crossbeam_epoch::Guard;
 
@@ -166,8 +190,10 @@ pub enum At<'g> {
 unsafe fn free_chain(mut p: *mut OldVersion) {
     while !p.is_null() {
         // SAFETY: by the caller's contract the element is ours to free.
-        let b = unsafe { Box::from_raw(p) };
-        p = b.older.load(Ordering::Relaxed);
+        let mut b = unsafe { Box::from_raw(p) };
+        // Owned: read the link without an atomic operation (this may run
+        // on any thread that collects epoch garbage).
+        p = *b.older.get_mut();
     }
 }
 
@@ -265,7 +291,7 @@ impl Node {
         loop {
             let s1 = self.seq.load(Ordering::Acquire);
             if s1 & 1 == 1 {
-                std::hint::spin_loop();
+                sync::spin();
                 continue;
             }
             let loc = self.loc.load(Ordering::Relaxed);
@@ -295,7 +321,7 @@ impl Node {
         // SAFETY: the caller guarantees p is a live, unreachable node; its
         // chain is reachable only through it.
         unsafe {
-            free_chain((*p).older.load(Ordering::Relaxed));
+            free_chain(*(*p).older.get_mut());
             let layout = Self::layout((*p).height(), (*p).key().len());
             dealloc(p as *mut u8, layout);
         }
@@ -1206,5 +1232,122 @@ mod tests {
         for r in readers {
             assert!(r.join().unwrap() > 0);
         }
+    }
+}
+
+/// Shuttle model tests of the version chains: a writer overwrites a key
+/// (pushing and trimming old versions as the store does) while readers at
+/// an open snapshot and plain readers run, under randomly chosen
+/// interleavings of every atomic operation (`make test-shuttle`).
+#[cfg(all(test, feature = "shuttle"))]
+#[allow(clippy::unwrap_used)]
+mod shuttle_tests {
+    use super::*;
+    use shuttle::sync::Arc as SArc;
+    use shuttle::thread;
+
+    fn entry(version: u64) -> Entry {
+        // The offset stands for the value: it equals the version.
+        Entry {
+            segment: 1,
+            offset: version as u32,
+            value_len: 8,
+            version,
+            tombstone: false,
+            flags: 0,
+        }
+    }
+
+    fn old(version: u64) -> Box<OldVersion> {
+        OldVersion::new(version, Some(version.to_le_bytes().into()), None)
+    }
+
+    /// The newest version <= `at` that `key` has, as a reader sees it.
+    fn read_at(index: &Index, at: u64) -> Option<u64> {
+        let guard = crossbeam_epoch::pin();
+        match index.get_at(b"k", at, &guard) {
+            At::Current(e) => {
+                assert_eq!(u64::from(e.offset), e.version, "a torn entry");
+                Some(e.version)
+            }
+            At::Old(v) => {
+                let bytes: [u8; 8] = v.value.as_deref().unwrap().try_into().unwrap();
+                assert_eq!(
+                    u64::from_le_bytes(bytes),
+                    v.version,
+                    "an old value of another version"
+                );
+                Some(v.version)
+            }
+            At::Absent => None,
+        }
+    }
+
+    fn chains_under_a_snapshot() {
+        const SNAPSHOT: u64 = 2;
+        const LAST: u64 = 6;
+        let (index, mut w) = new_index();
+        w.upsert(b"k", entry(1));
+        let index = SArc::new(index);
+        let writer = thread::spawn(move || {
+            for v in 2..=LAST {
+                // What Store::publish does with a snapshot open at SNAPSHOT.
+                let guard = crossbeam_epoch::pin();
+                let prev = w.get(b"k").unwrap();
+                if SNAPSHOT >= v {
+                    w.upsert(b"k", entry(v));
+                } else if v % 3 == 0 {
+                    // The cross-shard path: push and overwrite in one call.
+                    w.upsert_keeping(b"k", entry(v), old(prev.version), SNAPSHOT, &guard);
+                } else {
+                    w.keep_old(b"k", old(prev.version), SNAPSHOT, &guard);
+                    w.upsert(b"k", entry(v));
+                }
+                if v % 2 == 0 {
+                    w.trim(b"k", SNAPSHOT, &guard);
+                }
+            }
+            w
+        });
+        let mut readers = Vec::new();
+        for _ in 0..2 {
+            let index = index.clone();
+            readers.push(thread::spawn(move || {
+                let mut newest = 0;
+                for _ in 0..4 {
+                    // Plain reads never go back in time.
+                    let now = read_at(&index, u64::MAX).unwrap();
+                    assert!(now >= newest, "read {now} after {newest}");
+                    newest = now;
+                    // Once version 2 is there, the snapshot sees exactly it.
+                    let seen = read_at(&index, SNAPSHOT).expect("the key exists since version 1");
+                    if now >= SNAPSHOT {
+                        assert_eq!(seen, SNAPSHOT, "snapshot read after {now} was published");
+                    } else {
+                        assert!(seen <= SNAPSHOT, "snapshot read version {seen}");
+                    }
+                }
+            }));
+        }
+        for r in readers {
+            r.join().unwrap();
+        }
+        let mut w = writer.join().unwrap();
+        assert_eq!(read_at(&index, SNAPSHOT), Some(SNAPSHOT));
+        assert_eq!(read_at(&index, u64::MAX), Some(LAST));
+        // The snapshot closes: everything old goes.
+        let guard = crossbeam_epoch::pin();
+        assert!(!w.trim(b"k", u64::MAX, &guard));
+        assert_eq!(read_at(&index, SNAPSHOT), None);
+    }
+
+    #[test]
+    fn version_chains_serve_snapshots_under_any_interleaving() {
+        shuttle::check_random(chains_under_a_snapshot, 2000);
+    }
+
+    #[test]
+    fn version_chains_under_pct_scheduling() {
+        shuttle::check_pct(chains_under_a_snapshot, 2000, 3);
     }
 }

@@ -385,3 +385,90 @@ mod tests {
         assert!(!m.blocks([b"c".as_slice()], [b"d".as_slice()]));
     }
 }
+
+/// Shuttle model tests of the locking protocol the coordinator follows:
+/// transactions lock shards in ascending order (all of one shard's keys in
+/// one all-or-nothing request), waiting while a request is refused. Under
+/// randomly chosen interleavings no two transactions ever hold conflicting
+/// locks and no one waits forever; locking in any other order deadlocks
+/// (`make test-shuttle`).
+#[cfg(all(test, feature = "shuttle"))]
+#[allow(clippy::unwrap_used)]
+mod shuttle_tests {
+    use super::*;
+    use shuttle::sync::{Arc, Mutex};
+    use shuttle::thread;
+
+    /// Waits this many turns for a refused request before calling it a
+    /// deadlock (the scheduler runs the holder long before that).
+    const PATIENCE: usize = 2000;
+
+    fn run(orders: Vec<Vec<(usize, &'static str)>>) {
+        let shards: Arc<Vec<Mutex<LockManager>>> =
+            Arc::new((0..2).map(|_| Mutex::new(LockManager::new())).collect());
+        // Who holds X on each key, checked on every grant.
+        let owners: Arc<Mutex<HashMap<&'static str, u64>>> = Arc::default();
+        let mut threads = Vec::new();
+        for (t, order) in orders.into_iter().enumerate() {
+            let shards = shards.clone();
+            let owners = owners.clone();
+            threads.push(thread::spawn(move || {
+                let txn = t as u64 + 1;
+                for &(shard, key) in &order {
+                    let req = LockRequest {
+                        write: vec![key.as_bytes().to_vec()],
+                        ..Default::default()
+                    };
+                    let mut waited = 0;
+                    while shards[shard].lock().unwrap().try_lock(txn, &req).is_err() {
+                        waited += 1;
+                        assert!(
+                            waited < PATIENCE,
+                            "transaction {txn} waits forever: a deadlock"
+                        );
+                        thread::yield_now();
+                    }
+                    let prev = owners.lock().unwrap().insert(key, txn);
+                    assert!(
+                        prev.is_none(),
+                        "{key} granted to {txn} while {prev:?} holds it"
+                    );
+                }
+                // Commit, then the shrinking phase: everything goes.
+                for &(shard, key) in &order {
+                    owners.lock().unwrap().remove(key);
+                    shards[shard].lock().unwrap().release(txn);
+                }
+            }));
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        for s in shards.iter() {
+            assert!(s.lock().unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn ascending_shard_order_is_exclusive_and_deadlock_free() {
+        shuttle::check_random(
+            || {
+                run(vec![
+                    vec![(0, "a"), (1, "b")],
+                    vec![(0, "a"), (1, "c")],
+                    vec![(0, "d"), (1, "b")],
+                ])
+            },
+            2000,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn any_other_order_can_deadlock() {
+        shuttle::check_random(
+            || run(vec![vec![(0, "a"), (1, "b")], vec![(1, "b"), (0, "a")]]),
+            2000,
+        );
+    }
+}
