@@ -233,21 +233,10 @@ impl WatchFilter {
     }
 
     fn matches(&self, k: &[u8]) -> bool {
-        use std::ops::Bound;
         match self {
             WatchFilter::All => true,
             WatchFilter::Key(key) => key.as_slice() == k,
-            WatchFilter::Range(lo, hi) => {
-                (match lo {
-                    Bound::Included(l) => k >= l.as_slice(),
-                    Bound::Excluded(l) => k > l.as_slice(),
-                    Bound::Unbounded => true,
-                }) && (match hi {
-                    Bound::Included(h) => k <= h.as_slice(),
-                    Bound::Excluded(h) => k < h.as_slice(),
-                    Bound::Unbounded => true,
-                })
-            }
+            WatchFilter::Range(lo, hi) => crate::storage::store::key_in_range(k, lo, hi),
         }
     }
 }

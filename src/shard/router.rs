@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::shard::partition::Partitioner;
 use crate::storage::lock::ShardMode;
 use crate::storage::service::PendingWrite;
+use crate::storage::store::bound_ref;
 use crate::storage::{Batch, Outcome, StoreHandle, StoreStats, Value};
 
 /// Lock ids of checkpoints count down from here (below the storage task's
@@ -346,14 +347,6 @@ impl Scan<'_> {
             });
         }
         Ok(Some((top.key, top.value)))
-    }
-}
-
-fn bound_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match b {
-        Bound::Included(k) => Bound::Included(k),
-        Bound::Excluded(k) => Bound::Excluded(k),
-        Bound::Unbounded => Bound::Unbounded,
     }
 }
 

@@ -20,9 +20,8 @@
 //! [`LockManager::blocks`] first and wait while it says yes.
 
 use std::collections::HashMap;
-use std::ops::Bound;
 
-use crate::storage::store::KeyRange;
+use crate::storage::store::{KeyRange, key_in_range};
 
 /// A lock mode on the shard level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,15 +89,7 @@ pub struct LockManager {
 }
 
 fn in_range(k: &[u8], r: &KeyRange) -> bool {
-    (match &r.0 {
-        Bound::Included(l) => k >= l.as_slice(),
-        Bound::Excluded(l) => k > l.as_slice(),
-        Bound::Unbounded => true,
-    }) && (match &r.1 {
-        Bound::Included(h) => k <= h.as_slice(),
-        Bound::Excluded(h) => k < h.as_slice(),
-        Bound::Unbounded => true,
-    })
+    key_in_range(k, &r.0, &r.1)
 }
 
 impl LockManager {
@@ -267,6 +258,7 @@ impl LockManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ops::Bound;
 
     fn w(keys: &[&str]) -> LockRequest {
         LockRequest {

@@ -133,6 +133,28 @@ impl Batch {
 /// A key range a transaction scanned: (lower, upper) bounds.
 pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
+/// Whether `k` lies between the bounds `lo` and `hi`.
+pub fn key_in_range(k: &[u8], lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
+    (match lo {
+        Bound::Included(l) => k >= l.as_slice(),
+        Bound::Excluded(l) => k > l.as_slice(),
+        Bound::Unbounded => true,
+    }) && (match hi {
+        Bound::Included(h) => k <= h.as_slice(),
+        Bound::Excluded(h) => k < h.as_slice(),
+        Bound::Unbounded => true,
+    })
+}
+
+/// A borrowed view of an owned bound.
+pub fn bound_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
 /// The transaction side of a write: what to validate, the version to
 /// commit at, and the redo records of a cross-shard commit's primary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -395,27 +417,37 @@ impl StoreReader {
                 Some(Ok(v)) => return Ok(v),
                 Some(Err(())) => continue,
             }
-            if e.tombstone {
-                return Ok(None);
+            if let Some(v) = self.read_entry(key, &e, &guard)? {
+                return Ok(v);
             }
-            let table = self.shared.segments.load(&guard);
-            // A merge may have moved the entry between the two loads: read again.
-            let Some(seg) = table.get(e.segment) else {
-                continue;
-            };
-            let rec = read_record(seg, key, &e)?;
-            if rec.expires_at_ms.is_some_and(|t| t <= now_ms()) {
-                return Ok(None);
-            }
-            return Ok(Some(Value {
-                value: rec.value.to_vec(),
-                version: rec.version,
-                expires_at_ms: rec.expires_at_ms,
-            }));
         }
-        Err(Error::Unavailable(format!(
-            "index entry of key {key:?} points at a segment that is gone"
-        )))
+        Err(gone_segment(key))
+    }
+
+    /// The value an index entry points at (`None` inside: deleted or
+    /// expired), or `None` if a merge moved the entry since it was read.
+    fn read_entry(
+        &self,
+        key: &[u8],
+        e: &Entry,
+        guard: &crossbeam_epoch::Guard,
+    ) -> Result<Option<Option<Value>>> {
+        if e.tombstone {
+            return Ok(Some(None));
+        }
+        let table = self.shared.segments.load(guard);
+        let Some(seg) = table.get(e.segment) else {
+            return Ok(None);
+        };
+        let rec = read_record(seg, key, e)?;
+        if rec.expires_at_ms.is_some_and(|t| t <= now_ms()) {
+            return Ok(Some(None));
+        }
+        Ok(Some(Some(Value {
+            value: rec.value.to_vec(),
+            version: rec.version,
+            expires_at_ms: rec.expires_at_ms,
+        })))
     }
 
     /// Live keys in the range, in key order (or reverse), at most `limit`,
@@ -511,26 +543,12 @@ impl StoreReader {
                 }
                 At::Current(e) => e,
             };
-            if e.tombstone {
-                return Ok(None);
+            // A merge may have moved the entry meanwhile: read again.
+            if let Some(v) = self.read_entry(key, &e, &guard)? {
+                return Ok(v);
             }
-            let table = self.shared.segments.load(&guard);
-            let Some(seg) = table.get(e.segment) else {
-                continue;
-            };
-            let rec = read_record(seg, key, &e)?;
-            if rec.expires_at_ms.is_some_and(|t| t <= now_ms()) {
-                return Ok(None);
-            }
-            return Ok(Some(Value {
-                value: rec.value.to_vec(),
-                version: rec.version,
-                expires_at_ms: rec.expires_at_ms,
-            }));
         }
-        Err(Error::Unavailable(format!(
-            "index entry of key {key:?} points at a segment that is gone"
-        )))
+        Err(gone_segment(key))
     }
 
     /// Keys in the range as of version `at`, in order (or reverse), at most
@@ -574,6 +592,12 @@ impl StoreReader {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn gone_segment(key: &[u8]) -> Error {
+    Error::Unavailable(format!(
+        "index entry of key {key:?} points at a segment that is gone"
+    ))
 }
 
 fn read_record<'a>(seg: &'a Segment, key: &[u8], e: &Entry) -> Result<format::Record<'a>> {
@@ -1246,18 +1270,7 @@ impl Store {
         }
         let guard = crossbeam_epoch::pin();
         for (lo, hi) in &t.ranges {
-            let in_range = |k: &[u8]| {
-                (match lo {
-                    Bound::Included(l) => k >= l.as_slice(),
-                    Bound::Excluded(l) => k > l.as_slice(),
-                    Bound::Unbounded => true,
-                }) && (match hi {
-                    Bound::Included(h) => k <= h.as_slice(),
-                    Bound::Excluded(h) => k < h.as_slice(),
-                    Bound::Unbounded => true,
-                })
-            };
-            if let Some((k, &(v, _))) = overlay.iter().find(|(k, _)| in_range(k)) {
+            if let Some((k, &(v, _))) = overlay.iter().find(|(k, _)| key_in_range(k, lo, hi)) {
                 return Some((k.to_vec(), v));
             }
             for (k, e) in self
@@ -1776,14 +1789,6 @@ pub(crate) fn build_log_hint(
         max_version: hi.max(max_version),
     };
     Ok(hint::encode(meta, &mut recs))
-}
-
-fn bound_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match b {
-        Bound::Included(k) => Bound::Included(k.as_slice()),
-        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
-        Bound::Unbounded => Bound::Unbounded,
-    }
 }
 
 /// Creates a directory (and its parents) readable by the owner only.

@@ -47,7 +47,7 @@ use crate::error::{Error, Result};
 use crate::shard::router::Router;
 use crate::storage::lock::LockRequest;
 use crate::storage::service::LockOutcome;
-use crate::storage::store::{KeyRange, Redo, TxnPart};
+use crate::storage::store::{KeyRange, Redo, TxnPart, bound_ref, key_in_range};
 use crate::storage::{Batch, Op, Outcome, Value};
 
 /// Why a transaction was aborted. Every reason is retryable.
@@ -190,26 +190,6 @@ impl Txn {
     }
 }
 
-fn in_range(k: &[u8], lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
-    (match lo {
-        Bound::Included(l) => k >= l.as_slice(),
-        Bound::Excluded(l) => k > l.as_slice(),
-        Bound::Unbounded => true,
-    }) && (match hi {
-        Bound::Included(h) => k <= h.as_slice(),
-        Bound::Excluded(h) => k < h.as_slice(),
-        Bound::Unbounded => true,
-    })
-}
-
-fn bref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match b {
-        Bound::Included(k) => Bound::Included(k),
-        Bound::Excluded(k) => Bound::Excluded(k),
-        Bound::Unbounded => Bound::Unbounded,
-    }
-}
-
 fn op_of(key: &[u8], w: &Buffered) -> Op {
     match w {
         Some((value, expires_at_ms)) => Op::Put {
@@ -308,14 +288,14 @@ impl Coordinator {
         let own_deletes = txn
             .writes
             .iter()
-            .filter(|(k, w)| w.is_none() && in_range(k, &lower, &upper))
+            .filter(|(k, w)| w.is_none() && key_in_range(k, &lower, &upper))
             .count();
         let fetch = limit.saturating_add(own_deletes);
         let mut merged: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
         for i in 0..self.router.shard_count() {
             for (k, v) in self.router.shard(i).reader().scan_at(
-                bref(&lower),
-                bref(&upper),
+                bound_ref(&lower),
+                bound_ref(&upper),
                 reverse,
                 fetch,
                 txn.start,
@@ -326,7 +306,7 @@ impl Coordinator {
         for (k, w) in txn
             .writes
             .iter()
-            .filter(|(k, _)| in_range(k, &lower, &upper))
+            .filter(|(k, _)| key_in_range(k, &lower, &upper))
         {
             match w {
                 Some((v, exp)) => {
