@@ -264,7 +264,8 @@ fn check_key(key: &[u8], limits: &Limits) -> Result<(), Status> {
     limits.check_key(key).map_err(status)
 }
 
-fn get_response(v: Option<Value>) -> GetResponse {
+/// The Get answer for a value read (or not found).
+pub(crate) fn get_response(v: Option<Value>) -> GetResponse {
     match v {
         None => GetResponse::default(),
         Some(v) => GetResponse {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::api::Limits;
-use crate::api::grpc::{proto, status};
+use crate::api::grpc::{get_response, proto, status};
 use crate::shard::router::scan_bounds;
 use crate::storage::store::now_ms;
 use crate::txn::{Commit, Coordinator, registry::Handle};
@@ -41,20 +41,6 @@ fn gone(id: u64) -> Status {
     ))
 }
 
-fn value_response(v: Option<crate::storage::Value>) -> GetResponse {
-    match v {
-        None => GetResponse::default(),
-        Some(v) => GetResponse {
-            found: true,
-            ttl_ms: v
-                .expires_at_ms
-                .map_or(0, |t| t.saturating_sub(now_ms()).max(1)),
-            value: v.value,
-            version: v.version,
-        },
-    }
-}
-
 #[tonic::async_trait]
 impl Txn for TxnService {
     async fn begin(&self, _: Request<BeginRequest>) -> Result<Response<BeginResponse>, Status> {
@@ -74,7 +60,7 @@ impl Txn for TxnService {
         let mut g = h.lock().await;
         let txn = g.as_mut().ok_or_else(|| gone(r.txn_id))?;
         let v = self.coord.get(txn, &r.key).map_err(status)?;
-        Ok(Response::new(value_response(v)))
+        Ok(Response::new(get_response(v)))
     }
 
     async fn scan(
