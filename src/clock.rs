@@ -342,11 +342,6 @@ impl SnapshotReg {
         }
         self.at
     }
-
-    /// The start version (0 until fixed).
-    pub fn start(&self) -> u64 {
-        self.at
-    }
 }
 
 impl Drop for SnapshotReg {

@@ -819,12 +819,6 @@ impl IndexWriter {
         !n.older.load(Ordering::Relaxed).is_null()
     }
 
-    /// Whether `key` has old versions.
-    pub fn has_old(&self, key: &[u8]) -> bool {
-        self.find(key)
-            .is_some_and(|n| !n.older.load(Ordering::Relaxed).is_null())
-    }
-
     fn trim_from(&self, n: &Node, horizon: u64, cur: u64, guard: &Guard) {
         if cur <= horizon {
             let head = n.older.swap(ptr::null_mut(), Ordering::Release);

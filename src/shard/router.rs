@@ -164,6 +164,19 @@ impl Router {
     /// Queues a batch on its shard without waiting for its outcome (see
     /// [`StoreHandle::submit`]): batches submitted in order commit in order.
     pub async fn submit(&self, batch: Batch) -> Result<PendingWrite> {
+        let Some(shard) = self.batch_shard(&batch)? else {
+            return Err(Error::InvalidArgument(
+                "batch spans shards; a batch across shards commits through the transaction \
+                 coordinator"
+                    .into(),
+            ));
+        };
+        self.shards[shard as usize].submit(batch).await
+    }
+
+    /// The one shard every key of `batch` (writes and conditions) lives on,
+    /// or `None` if they span shards; an empty batch is an error.
+    pub fn batch_shard(&self, batch: &Batch) -> Result<Option<u32>> {
         let mut keys = batch
             .ops
             .iter()
@@ -173,15 +186,7 @@ impl Router {
             return Err(Error::InvalidArgument("empty batch".into()));
         };
         let shard = self.shard_of(first);
-        if let Some(other) = keys.find(|k| self.shard_of(k) != shard) {
-            return Err(Error::InvalidArgument(format!(
-                "batch spans shards {shard} and {} (key {:?}); until cross-shard transactions land, \
-                 a batch must keep to one shard (Admin.ShardOf tells which)",
-                self.shard_of(other),
-                String::from_utf8_lossy(other)
-            )));
-        }
-        self.shards[shard as usize].submit(batch).await
+        Ok(keys.all(|k| self.shard_of(k) == shard).then_some(shard))
     }
 
     /// A scan over every shard, merged in key order (or reverse).

@@ -1376,7 +1376,6 @@ impl Store {
             entry.flags & FLAG_EXPIRES != 0,
         ) as u64;
         let horizon = self.keep_horizon();
-        let guard = crossbeam_epoch::pin();
         let old = if xshard {
             // A part of a cross-shard commit: plain readers keep seeing what
             // it replaces (absent: version 0) until the commit is settled on
@@ -1387,28 +1386,32 @@ impl Store {
                 None => None,
             }
             .unwrap_or_else(|| OldVersion::new(0, None, None));
-            self.chained.insert(key.to_vec());
+            if !self.chained.contains(key) {
+                self.chained.insert(key.to_vec());
+            }
             let horizon = horizon.min(entry.version - 1);
+            let guard = crossbeam_epoch::pin();
             self.writer
                 .upsert_keeping(key, entry, keep, horizon, &guard)
         } else {
+            // Plain writes pin the epoch only when a chain changes.
             if horizon < entry.version
                 && let Some(o) = self.writer.get(key)
                 && let Some(keep) = self.old_version(key, &o)
             {
                 // An open snapshot may read what this write replaces.
-                self.writer.keep_old(key, keep, horizon, &guard);
+                self.writer
+                    .keep_old(key, keep, horizon, &crossbeam_epoch::pin());
                 if !self.chained.contains(key) {
                     self.chained.insert(key.to_vec());
                 }
             } else if horizon == u64::MAX && !self.chained.is_empty() && self.chained.contains(key)
             {
-                self.writer.trim(key, horizon, &guard);
+                self.writer.trim(key, horizon, &crossbeam_epoch::pin());
                 self.chained.remove(key);
             }
             self.writer.upsert(key, entry)
         };
-        drop(guard);
         let st = self.segs.get_mut(&seg).expect("active segment has a state");
         st.live_bytes += len;
         if st.min_version == 0 {

@@ -183,11 +183,6 @@ impl Txn {
     pub fn delete(&mut self, key: Vec<u8>) {
         self.writes.insert(key, None);
     }
-
-    /// Whether it has buffered writes.
-    pub fn is_read_only(&self) -> bool {
-        self.writes.is_empty()
-    }
 }
 
 fn op_of(key: &[u8], w: &Buffered) -> Op {
@@ -226,11 +221,6 @@ impl Coordinator {
     /// The clock.
     pub fn clock(&self) -> &Arc<Clock> {
         &self.clock
-    }
-
-    /// The settings.
-    pub fn options(&self) -> TxnOptions {
-        self.opts
     }
 
     fn new_id(&self) -> u64 {
@@ -571,16 +561,7 @@ impl Coordinator {
     /// Commits a batch of writes with compare-and-set conditions atomically,
     /// across shards if it must (the `Write` RPC, HTTP `/v1/batch`).
     pub async fn write_batch(self: &Arc<Self>, batch: Batch) -> Result<Outcome> {
-        let mut keys = batch
-            .ops
-            .iter()
-            .map(|o| o.key())
-            .chain(batch.conditions.iter().map(|c| c.key.as_slice()));
-        let Some(first) = keys.next() else {
-            return Err(Error::InvalidArgument("empty batch".into()));
-        };
-        let shard = self.router.shard_of(first);
-        if keys.all(|k| self.router.shard_of(k) == shard) {
+        if self.router.batch_shard(&batch)?.is_some() {
             return self.router.write(batch).await;
         }
         for _ in 0..16 {
