@@ -46,6 +46,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod index;
+pub mod keyspace;
 pub mod metrics;
 pub mod resp;
 pub mod shard;

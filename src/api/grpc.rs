@@ -233,6 +233,10 @@ impl WatchFilter {
     }
 
     fn matches(&self, k: &[u8]) -> bool {
+        if crate::keyspace::is_reserved(k) {
+            // The Redis collections' internal records.
+            return false;
+        }
         match self {
             WatchFilter::All => true,
             WatchFilter::Key(key) => key.as_slice() == k,

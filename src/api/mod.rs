@@ -21,6 +21,13 @@ impl Limits {
                 "key must not be empty".into(),
             ));
         }
+        if crate::keyspace::is_reserved(key) {
+            return Err(crate::Error::InvalidArgument(
+                "keys beginning with the bytes 0xFF 0xFE are reserved for FlashKV's Redis \
+                 collections"
+                    .into(),
+            ));
+        }
         if key.len() > self.max_key_size {
             return Err(crate::Error::InvalidArgument(format!(
                 "key of {} bytes exceeds the limit of {} bytes",

@@ -61,7 +61,7 @@ impl Router {
 
     /// The shard owning `key`.
     pub fn shard_of(&self, key: &[u8]) -> u32 {
-        self.partitioner.shard_of(key)
+        self.partitioner.shard_of(crate::keyspace::routing_key(key))
     }
 
     /// The storage handle of shard `i`.
@@ -189,7 +189,9 @@ impl Router {
         Ok(keys.all(|k| self.shard_of(k) == shard).then_some(shard))
     }
 
-    /// A scan over every shard, merged in key order (or reverse).
+    /// A scan over every shard, merged in key order (or reverse). Keys of
+    /// the reserved namespace (the Redis collections, see
+    /// [`crate::keyspace`]) are skipped.
     pub fn scan(
         &self,
         lower: Bound<Vec<u8>>,
@@ -197,8 +199,31 @@ impl Router {
         reverse: bool,
         keys_only: bool,
     ) -> Scan<'_> {
+        self.scan_with(lower, upper, reverse, keys_only, true)
+    }
+
+    /// A scan like [`Router::scan`] that includes the reserved namespace
+    /// (internal keys route by their Redis key, so every shard is visited).
+    pub fn scan_raw(
+        &self,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        reverse: bool,
+        keys_only: bool,
+    ) -> Scan<'_> {
+        self.scan_with(lower, upper, reverse, keys_only, false)
+    }
+
+    fn scan_with(
+        &self,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        reverse: bool,
+        keys_only: bool,
+        hide_reserved: bool,
+    ) -> Scan<'_> {
         let mut shards: Vec<usize> = (0..self.shards.len()).collect();
-        if self.partitioner.is_ordered() {
+        if self.partitioner.is_ordered() && hide_reserved {
             // Range partitioning: only shards that can hold keys of the range.
             shards.retain(|&i| self.range_may_hit(i, &lower, &upper));
         }
@@ -218,6 +243,7 @@ impl Router {
             started: false,
             reverse,
             keys_only,
+            hide_reserved,
         }
     }
 
@@ -262,6 +288,7 @@ pub struct Scan<'r> {
     started: bool,
     reverse: bool,
     keys_only: bool,
+    hide_reserved: bool,
 }
 
 struct HeapItem {
@@ -296,33 +323,48 @@ impl Ord for HeapItem {
 impl Scan<'_> {
     fn pull(&mut self, c: usize) -> Result<Option<(Vec<u8>, Value)>> {
         let cur = &mut self.cursors[c];
-        if let Some(item) = cur.buf.next() {
-            return Ok(Some(item));
-        }
-        if cur.done {
-            return Ok(None);
-        }
-        let lower = bound_ref(&cur.lower);
-        let upper = bound_ref(&cur.upper);
-        let page = self.router.shards[cur.shard].reader().scan(
-            lower,
-            upper,
-            self.reverse,
-            PAGE,
-            self.keys_only,
-        )?;
-        if page.len() < PAGE {
-            cur.done = true;
-        }
-        if let Some((last, _)) = page.last() {
-            if self.reverse {
-                cur.upper = Bound::Excluded(last.clone());
-            } else {
-                cur.lower = Bound::Excluded(last.clone());
+        loop {
+            if let Some(item) = cur.buf.next() {
+                return Ok(Some(item));
             }
+            if cur.done {
+                return Ok(None);
+            }
+            let lower = bound_ref(&cur.lower);
+            let upper = bound_ref(&cur.upper);
+            let mut page = self.router.shards[cur.shard].reader().scan(
+                lower,
+                upper,
+                self.reverse,
+                PAGE,
+                self.keys_only,
+            )?;
+            if page.len() < PAGE {
+                cur.done = true;
+            }
+            if let Some((last, _)) = page.last() {
+                let jump = self.hide_reserved && crate::keyspace::is_reserved(last);
+                // A page that ends inside the reserved namespace jumps over
+                // the rest of it.
+                if self.reverse {
+                    cur.upper = if jump {
+                        Bound::Excluded(crate::keyspace::RESERVED.to_vec())
+                    } else {
+                        Bound::Excluded(last.clone())
+                    };
+                } else {
+                    cur.lower = if jump {
+                        Bound::Included(crate::keyspace::RESERVED_END.to_vec())
+                    } else {
+                        Bound::Excluded(last.clone())
+                    };
+                }
+            }
+            if self.hide_reserved {
+                page.retain(|(k, _)| !crate::keyspace::is_reserved(k));
+            }
+            cur.buf = page.into_iter();
         }
-        cur.buf = page.into_iter();
-        Ok(cur.buf.next())
     }
 
     /// The next key in order.

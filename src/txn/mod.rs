@@ -265,9 +265,61 @@ impl Coordinator {
     }
 
     /// Scans `[lower, upper]` in `txn` (own writes merged in), at most
-    /// `limit` keys; records the range read so a later insert into it
+    /// `limit` keys, skipping the reserved namespace of the Redis
+    /// collections; records the range read so a later insert into it
     /// conflicts (no phantoms).
     pub fn scan(
+        &self,
+        txn: &mut Txn,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Value)>> {
+        use crate::keyspace::{RESERVED, RESERVED_END};
+        let below = match &lower {
+            Bound::Unbounded => true,
+            Bound::Included(l) | Bound::Excluded(l) => l.as_slice() < RESERVED,
+        };
+        let above = match &upper {
+            Bound::Unbounded => true,
+            Bound::Included(u) => u.as_slice() >= RESERVED_END,
+            Bound::Excluded(u) => u.as_slice() > RESERVED_END,
+        };
+        let mut pieces = Vec::with_capacity(2);
+        if below {
+            let hi = match &upper {
+                Bound::Included(u) | Bound::Excluded(u) if u.as_slice() < RESERVED => upper.clone(),
+                _ => Bound::Excluded(RESERVED.to_vec()),
+            };
+            pieces.push((lower.clone(), hi));
+        }
+        if above {
+            let lo = match &lower {
+                Bound::Included(l) | Bound::Excluded(l) if l.as_slice() >= RESERVED_END => {
+                    lower.clone()
+                }
+                _ => Bound::Included(RESERVED_END.to_vec()),
+            };
+            pieces.push((lo, upper.clone()));
+        }
+        if reverse {
+            pieces.reverse();
+        }
+        let mut out = Vec::new();
+        for (lo, hi) in pieces {
+            if out.len() >= limit {
+                break;
+            }
+            let got = self.scan_raw(txn, lo, hi, reverse, limit - out.len())?;
+            out.extend(got);
+        }
+        Ok(out)
+    }
+
+    /// [`Coordinator::scan`] over any range, the reserved namespace
+    /// included.
+    pub fn scan_raw(
         &self,
         txn: &mut Txn,
         lower: Bound<Vec<u8>>,
