@@ -11,6 +11,7 @@
 //! Commands live one per file in [`cmd`]; the protocol is [`proto`].
 
 pub mod cmd;
+pub mod coll;
 pub mod glob;
 pub mod proto;
 
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::api::{ConnLimits, Limits};
 use crate::error::{Error, ErrorCode, Result};
+use crate::keyspace;
 use crate::metrics::metrics;
 use crate::shard::Router;
 use crate::storage::{Batch, Condition, Op, Outcome, Value};
@@ -37,8 +39,6 @@ const UPDATE_ATTEMPTS: usize = 64;
 const FLUSH_AT: usize = 1 << 20;
 /// Open SCAN cursors kept (oldest dropped first).
 const MAX_CURSORS: usize = 4096;
-/// Lock stripes that serialize read-modify-writes of the same key.
-const RMW_STRIPES: usize = 4096;
 
 /// What every connection shares.
 pub struct Shared {
@@ -65,7 +65,6 @@ pub struct Shared {
     commands: AtomicU64,
     connections: AtomicU64,
     cursors: Mutex<Cursors>,
-    rmw: Box<[tokio::sync::Mutex<()>]>,
 }
 
 #[derive(Default)]
@@ -113,9 +112,6 @@ impl Shared {
             commands: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             cursors: Mutex::new(Cursors::default()),
-            rmw: (0..RMW_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
         })
     }
 
@@ -219,12 +215,35 @@ pub fn int_arg(b: &[u8]) -> std::result::Result<i64, Reply> {
         .ok_or_else(not_integer)
 }
 
+/// `WRONGTYPE Operation against a key holding the wrong kind of value`.
+pub fn wrong_type() -> Reply {
+    Reply::Error("WRONGTYPE Operation against a key holding the wrong kind of value".into())
+}
+
 /// `ERR syntax error`.
 pub fn syntax_error() -> Reply {
     Reply::err("syntax error")
 }
 
 impl Conn {
+    /// A connection-less context for work done on behalf of clients (the
+    /// combined changes of [`Conn::mutate`]).
+    pub fn internal(shared: Arc<Shared>) -> Conn {
+        Conn {
+            shared,
+            proto: 2,
+            id: 0,
+            name: None,
+            peer: String::new(),
+            quit: false,
+            authenticated: true,
+            since: Instant::now(),
+            multi: None,
+            watched: Vec::new(),
+            txn: std::sync::Mutex::new(None),
+        }
+    }
+
     /// The router.
     pub fn router(&self) -> &Router {
         &self.shared.router
@@ -235,16 +254,28 @@ impl Conn {
         self.shared.limits.check_key(key).map_err(error_reply)
     }
 
-    /// Reads a key.
+    /// Reads the string at `key`; `WRONGTYPE` if `key` holds a collection.
     pub fn get(&self, key: &[u8]) -> std::result::Result<Option<Value>, Reply> {
         self.check_key(key)?;
+        let v = self.raw_get(key)?;
+        if v.is_none() && self.raw_get(&keyspace::meta_key(key))?.is_some() {
+            return Err(wrong_type());
+        }
+        Ok(v)
+    }
+
+    /// Reads any key, the reserved namespace included (inside EXEC: in the
+    /// transaction).
+    pub fn raw_get(&self, key: &[u8]) -> std::result::Result<Option<Value>, Reply> {
         if let Some(t) = self.txn.lock().expect("txn lock").as_mut() {
             return self.shared.coord.get(t, key).map_err(error_reply);
         }
         self.router().get(key).map_err(error_reply)
     }
 
-    /// Commits a batch (inside EXEC: buffers it in the transaction).
+    /// Commits a batch of string writes (inside EXEC: buffers it in the
+    /// transaction). A string put or delete also removes a collection of
+    /// the same name, in the same atomic batch, as Redis' SET and DEL do.
     pub async fn write(&self, batch: Batch) -> std::result::Result<Outcome, Reply> {
         for op in &batch.ops {
             self.check_key(op.key())?;
@@ -252,6 +283,80 @@ impl Conn {
                 self.shared.limits.check_value(value).map_err(error_reply)?;
             }
         }
+        let (n_ops, n_conditions) = (batch.ops.len(), batch.conditions.len());
+        let mut b = batch;
+        for _ in 0..UPDATE_ATTEMPTS {
+            b.ops.truncate(n_ops);
+            b.conditions.truncate(n_conditions);
+            let mut added = std::collections::HashSet::new();
+            let keys: Vec<Vec<u8>> = b.ops.iter().map(|o| o.key().to_vec()).collect();
+            for (i, key) in keys.iter().enumerate() {
+                let op_is_delete = matches!(b.ops[i], Op::Delete { .. });
+                let meta = keyspace::meta_key(key);
+                if added.contains(&meta) || b.conditions.iter().any(|c| c.key == meta) {
+                    continue;
+                }
+                let current = self.raw_get(&meta)?;
+                if current.is_none() && op_is_delete {
+                    continue;
+                }
+                b.conditions.push(Condition {
+                    key: meta.clone(),
+                    expected_version: current.as_ref().map_or(0, |v| v.version),
+                });
+                if current.is_some() {
+                    b.ops.push(Op::Delete { key: meta.clone() });
+                }
+                added.insert(meta);
+            }
+            match self.write_raw(b.clone()).await? {
+                Outcome::ConditionFailed { key, .. } if added.contains(&key) => continue,
+                outcome => return Ok(outcome),
+            }
+        }
+        Err(Reply::err("the keys kept changing under the write; retry"))
+    }
+
+    /// Commits a batch of any keys, the reserved namespace included, as
+    /// given (inside EXEC: buffers it in the transaction).
+    /// A committed batch that deletes or replaces a collection's metadata
+    /// record hands the collection's elements to the reclaimer.
+    pub async fn write_raw(&self, batch: Batch) -> std::result::Result<Outcome, Reply> {
+        let in_txn = self.txn.lock().expect("txn lock").is_some();
+        // Collections this batch ends: (Redis key, generation).
+        let mut ending = Vec::new();
+        if !in_txn {
+            for op in &batch.ops {
+                let Some(owner) = keyspace::meta_owner(op.key()) else {
+                    continue;
+                };
+                let Some(old) = self.raw_get(op.key())? else {
+                    continue;
+                };
+                let Ok(old) = coll::Meta::decode(&old.value) else {
+                    continue;
+                };
+                let kept = match op {
+                    Op::Put { value, .. } => {
+                        coll::Meta::decode(value).is_ok_and(|m| m.generation == old.generation)
+                    }
+                    Op::Delete { .. } => false,
+                };
+                if !kept {
+                    ending.push((owner.to_vec(), old.generation));
+                }
+            }
+        }
+        let outcome = self.write_raw_inner(batch).await?;
+        if matches!(outcome, Outcome::Committed { .. }) {
+            for (key, generation) in ending {
+                coll::note_orphan(&key, generation);
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn write_raw_inner(&self, batch: Batch) -> std::result::Result<Outcome, Reply> {
         if let Some(t) = self.txn.lock().expect("txn lock").as_mut() {
             let coord = &self.shared.coord;
             for c in &batch.conditions {
@@ -303,8 +408,8 @@ impl Conn {
         key: &[u8],
         mut f: impl FnMut(Option<&Value>) -> std::result::Result<(Option<Op>, T), Reply>,
     ) -> std::result::Result<T, Reply> {
-        let stripe = xxhash_rust::xxh3::xxh3_64(key) as usize % self.shared.rmw.len();
-        let _turn = self.shared.rmw[stripe].lock().await;
+        let turn = coll::turn_of(key);
+        let _turn = turn.lock().await;
         for _ in 0..UPDATE_ATTEMPTS {
             let current = self.get(key)?;
             let (op, answer) = f(current.as_ref())?;
@@ -319,6 +424,62 @@ impl Conn {
                 }],
             };
             match self.write(batch).await? {
+                Outcome::Committed { .. } => return Ok(answer),
+                Outcome::ConditionFailed { .. } => continue,
+            }
+        }
+        Err(Reply::err(
+            "the key kept changing under a read-modify-write; retry",
+        ))
+    }
+}
+
+impl Conn {
+    /// Read-modify-write of the record that carries `key`'s TTL and
+    /// version, whatever the key holds: the string, or the metadata record
+    /// of a collection. `f` sees it (None: no such key) and answers as for
+    /// [`Conn::update`], with its op on `key`; the op is applied to that
+    /// record.
+    pub async fn update_any<T>(
+        &self,
+        key: &[u8],
+        mut f: impl FnMut(Option<&Value>) -> std::result::Result<(Option<Op>, T), Reply>,
+    ) -> std::result::Result<T, Reply> {
+        self.check_key(key)?;
+        let turn = coll::turn_of(key);
+        let _turn = turn.lock().await;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let found = self.lookup(key)?;
+            let record_key = match &found {
+                coll::Found::Coll(..) => keyspace::meta_key(key),
+                _ => key.to_vec(),
+            };
+            let (op, answer) = f(found.record())?;
+            let Some(op) = op else {
+                return Ok(answer);
+            };
+            let op = match op {
+                Op::Put {
+                    value,
+                    expires_at_ms,
+                    ..
+                } => Op::Put {
+                    key: record_key.clone(),
+                    value,
+                    expires_at_ms,
+                },
+                Op::Delete { .. } => Op::Delete {
+                    key: record_key.clone(),
+                },
+            };
+            let batch = Batch {
+                ops: vec![op],
+                conditions: vec![Condition {
+                    key: record_key,
+                    expected_version: found.record().map_or(0, |v| v.version),
+                }],
+            };
+            match self.write_raw(batch).await? {
                 Outcome::Committed { .. } => return Ok(answer),
                 Outcome::ConditionFailed { .. } => continue,
             }
@@ -380,10 +541,16 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
     reply
 }
 
-/// A reply owed to the client, in order: ready, or a queued write.
+/// A reply owed to the client, in order: ready, or a queued SET (with its
+/// key and value, run again through [`Conn::write`] if a collection
+/// appeared under the key meanwhile).
 enum Owed {
     Ready(Reply),
-    Set(Instant, crate::storage::service::PendingWrite),
+    Set(
+        Instant,
+        crate::storage::service::PendingWrite,
+        Box<(Vec<u8>, Vec<u8>)>,
+    ),
 }
 
 /// A plain `SET key value` (no options): a blind write that can be queued
@@ -403,18 +570,42 @@ async fn submit_set(cx: &Conn, mut args: Vec<Vec<u8>>) -> Owed {
     if let Err(reply) = checked {
         return Owed::Ready(reply);
     }
+    // SET replaces a collection of the same name; the queued write holds
+    // only while there is none.
+    let meta = keyspace::meta_key(&key);
+    match cx.raw_get(&meta) {
+        Ok(None) => {}
+        Ok(Some(_)) => return Owed::Ready(set_again(cx, key, value, start).await),
+        Err(reply) => return Owed::Ready(reply),
+    }
+    let again = Box::new((key.clone(), value.clone()));
     let batch = Batch {
         ops: vec![Op::Put {
             key,
             value,
             expires_at_ms: None,
         }],
-        conditions: vec![],
+        conditions: vec![Condition {
+            key: meta,
+            expected_version: 0,
+        }],
     };
     match cx.router().submit(batch).await {
-        Ok(p) => Owed::Set(start, p),
+        Ok(p) => Owed::Set(start, p, again),
         Err(e) => Owed::Ready(error_reply(e)),
     }
+}
+
+/// A plain SET through [`Conn::write`], which removes a collection of the
+/// same name in the same batch.
+async fn set_again(cx: &Conn, key: Vec<u8>, value: Vec<u8>, start: Instant) -> Reply {
+    let reply = match cx.write(Batch::put(key, value)).await {
+        Ok(_) => Reply::OK,
+        Err(r) => r,
+    };
+    cx.shared.commands.fetch_add(1, Ordering::Relaxed);
+    metrics().request("resp", "set", start, reply.is_error().then_some("ERR"));
+    reply
 }
 
 /// Encodes every owed reply, waiting for queued writes in order.
@@ -422,9 +613,14 @@ async fn settle(cx: &Conn, owed: &mut VecDeque<Owed>, out: &mut Vec<u8>) {
     while let Some(o) = owed.pop_front() {
         let reply = match o {
             Owed::Ready(r) => r,
-            Owed::Set(start, pending) => {
+            Owed::Set(start, pending, again) => {
                 let reply = match pending.wait().await {
-                    Ok(_) => Reply::OK,
+                    Ok(Outcome::Committed { .. }) => Reply::OK,
+                    Ok(Outcome::ConditionFailed { .. }) => {
+                        let (key, value) = *again;
+                        set_again(cx, key, value, start).await.encode(cx.proto, out);
+                        continue;
+                    }
                     Err(e) => error_reply(e),
                 };
                 cx.shared.commands.fetch_add(1, Ordering::Relaxed);

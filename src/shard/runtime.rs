@@ -430,7 +430,9 @@ impl ShardCtx {
             password: self.security.resp_password.clone(),
             tls: self.tls.as_ref().map(|t| t.resp.clone()),
         });
-        let (grpc, http, resp) = tokio::join!(
+        let reclaimer =
+            crate::resp::coll::reclaimer(router.clone(), self.id as usize, self.shutdown.clone());
+        let (grpc, http, resp, ()) = tokio::join!(
             self.serve_grpc(coordinator),
             crate::resp::serve(resp_listener, resp, self.shutdown.clone()),
             crate::api::http::serve(
@@ -439,7 +441,8 @@ impl ShardCtx {
                 self.shutdown.clone(),
                 self.conn_limits,
                 self.tls.as_ref().map(|t| t.http.clone())
-            )
+            ),
+            reclaimer
         );
         let served = grpc.and(http).and(resp);
         drop(router);

@@ -1,12 +1,13 @@
-//! `EXISTS key [key ...]`: how many of the keys exist (a key named twice
-//! counts twice).
+//! `EXISTS key [key ...]`: how many of the keys exist (of any type; a key
+//! named twice counts twice, as in Redis).
 
+use crate::resp::coll::Found;
 use crate::resp::proto::Reply;
 
 command!("exists", -2, ["readonly", "fast"], (1, -1, 1), |cx, a| {
     let mut n = 0;
     for k in &a[1..] {
-        if cx.get(k)?.is_some() {
+        if !matches!(cx.lookup(k)?, Found::None) {
             n += 1;
         }
     }

@@ -1,13 +1,8 @@
 //! `INCRBYFLOAT key increment`: the new value as a bulk string, as Redis
 //! prints it (keeps the TTL).
 
-use crate::resp::cmd::common::put;
+use crate::resp::cmd::common::{float, put};
 use crate::resp::proto::{Reply, format_double};
-
-fn float(b: &[u8]) -> Option<f64> {
-    let f = std::str::from_utf8(b).ok()?.trim().parse::<f64>().ok()?;
-    (!f.is_nan()).then_some(f)
-}
 
 command!("incrbyfloat", 3, ["write", "fast"], (1, 1, 1), |cx, a| {
     let key = &a[1];

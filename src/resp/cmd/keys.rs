@@ -1,6 +1,7 @@
-//! `KEYS pattern`: every key matching a glob pattern (an ordered scan
-//! bounded by the pattern's literal prefix).
+//! `KEYS pattern`: every key matching a glob pattern (strings and
+//! collections). A literal prefix of the pattern bounds the scan.
 
+use crate::resp::cmd::common::Keys;
 use crate::resp::error_reply;
 use crate::resp::glob::{literal_prefix, matches};
 use crate::resp::proto::Reply;
@@ -10,10 +11,10 @@ use crate::storage::store::now_ms;
 command!("keys", 2, ["readonly"], (0, 0, 0), |cx, a| {
     let pattern = &a[1];
     let (lower, upper) = scan_bounds(b"", b"", &literal_prefix(pattern));
-    let mut scan = cx.router().scan(lower, upper, false, true);
+    let mut keys = Keys::new(cx.router(), lower, upper);
     let now = now_ms();
     let mut out = Vec::new();
-    while let Some((key, v)) = scan.next_item().map_err(error_reply)? {
+    while let Some((key, v, _)) = keys.next_key().map_err(error_reply)? {
         if v.expires_at_ms.is_some_and(|t| t <= now) {
             continue;
         }

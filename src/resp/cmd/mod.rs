@@ -55,6 +55,9 @@ macro_rules! command {
 }
 
 pub mod common;
+pub mod lists;
+pub mod sets;
+pub mod zsets;
 
 // Connection and server.
 mod auth;
@@ -116,6 +119,81 @@ mod setex;
 mod setnx;
 mod setrange;
 mod strlen;
+// Hashes.
+mod hdel;
+mod hexists;
+mod hget;
+mod hgetall;
+mod hincrby;
+mod hincrbyfloat;
+mod hkeys;
+mod hlen;
+mod hmget;
+mod hmset;
+mod hrandfield;
+mod hscan;
+mod hset;
+mod hsetnx;
+mod hstrlen;
+mod hvals;
+// Lists.
+mod lindex;
+mod linsert;
+mod llen;
+mod lmove;
+mod lpop;
+mod lpos;
+mod lpush;
+mod lpushx;
+mod lrange;
+mod lrem;
+mod lset;
+mod ltrim;
+mod rpop;
+mod rpoplpush;
+mod rpush;
+mod rpushx;
+// Sets.
+mod sadd;
+mod scard;
+mod sdiff;
+mod sdiffstore;
+mod sinter;
+mod sintercard;
+mod sinterstore;
+mod sismember;
+mod smembers;
+mod smismember;
+mod smove;
+mod spop;
+mod srandmember;
+mod srem;
+mod sscan;
+mod sunion;
+mod sunionstore;
+// Sorted sets.
+mod zadd;
+mod zcard;
+mod zcount;
+mod zincrby;
+mod zinterstore;
+mod zlexcount;
+mod zmscore;
+mod zpopmax;
+mod zpopmin;
+mod zrange;
+mod zrangebylex;
+mod zrangebyscore;
+mod zrank;
+mod zrem;
+mod zremrangebyrank;
+mod zremrangebyscore;
+mod zrevrange;
+mod zrevrangebyscore;
+mod zrevrank;
+mod zscan;
+mod zscore;
+mod zunionstore;
 
 /// Every command.
 pub static COMMANDS: &[&Spec] = &[
@@ -175,6 +253,77 @@ pub static COMMANDS: &[&Spec] = &[
     &setnx::SPEC,
     &setrange::SPEC,
     &strlen::SPEC,
+    &hset::SPEC,
+    &hsetnx::SPEC,
+    &hget::SPEC,
+    &hmget::SPEC,
+    &hmset::SPEC,
+    &hdel::SPEC,
+    &hlen::SPEC,
+    &hexists::SPEC,
+    &hgetall::SPEC,
+    &hkeys::SPEC,
+    &hvals::SPEC,
+    &hincrby::SPEC,
+    &hincrbyfloat::SPEC,
+    &hstrlen::SPEC,
+    &hscan::SPEC,
+    &hrandfield::SPEC,
+    &lpush::SPEC,
+    &rpush::SPEC,
+    &lpushx::SPEC,
+    &rpushx::SPEC,
+    &lpop::SPEC,
+    &rpop::SPEC,
+    &llen::SPEC,
+    &lrange::SPEC,
+    &lindex::SPEC,
+    &lset::SPEC,
+    &linsert::SPEC,
+    &lrem::SPEC,
+    &ltrim::SPEC,
+    &lpos::SPEC,
+    &lmove::SPEC,
+    &rpoplpush::SPEC,
+    &sadd::SPEC,
+    &srem::SPEC,
+    &smembers::SPEC,
+    &sismember::SPEC,
+    &smismember::SPEC,
+    &scard::SPEC,
+    &spop::SPEC,
+    &srandmember::SPEC,
+    &smove::SPEC,
+    &sinter::SPEC,
+    &sunion::SPEC,
+    &sdiff::SPEC,
+    &sinterstore::SPEC,
+    &sunionstore::SPEC,
+    &sdiffstore::SPEC,
+    &sintercard::SPEC,
+    &sscan::SPEC,
+    &zadd::SPEC,
+    &zrem::SPEC,
+    &zscore::SPEC,
+    &zmscore::SPEC,
+    &zincrby::SPEC,
+    &zcard::SPEC,
+    &zcount::SPEC,
+    &zrange::SPEC,
+    &zrangebyscore::SPEC,
+    &zrevrange::SPEC,
+    &zrevrangebyscore::SPEC,
+    &zrangebylex::SPEC,
+    &zrank::SPEC,
+    &zrevrank::SPEC,
+    &zpopmin::SPEC,
+    &zpopmax::SPEC,
+    &zlexcount::SPEC,
+    &zremrangebyscore::SPEC,
+    &zremrangebyrank::SPEC,
+    &zscan::SPEC,
+    &zunionstore::SPEC,
+    &zinterstore::SPEC,
 ];
 
 static BY_NAME: LazyLock<HashMap<&'static str, &'static Spec>> =

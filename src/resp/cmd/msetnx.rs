@@ -13,11 +13,13 @@ command!("msetnx", -3, ["write"], (1, -1, 2), |cx, a| {
         .chunks(2)
         .map(|p| put(&p[0], p[1].clone(), None))
         .collect();
+    // No key may exist, as a string or as a collection.
     let conditions = a[1..]
         .iter()
         .step_by(2)
-        .map(|k| Condition {
-            key: k.clone(),
+        .flat_map(|k| [k.clone(), crate::keyspace::meta_key(k)])
+        .map(|key| Condition {
+            key,
             expected_version: 0,
         })
         .collect();

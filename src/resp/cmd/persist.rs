@@ -6,7 +6,7 @@ use crate::resp::proto::Reply;
 command!("persist", 2, ["write", "fast"], (1, 1, 1), |cx, a| {
     let key = &a[1];
     let done = cx
-        .update(key, |cur| match cur {
+        .update_any(key, |cur| match cur {
             Some(v) if v.expires_at_ms.is_some() => {
                 Ok((Some(put(key, v.value.clone(), None)), true))
             }

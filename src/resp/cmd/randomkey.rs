@@ -3,6 +3,7 @@
 
 use std::ops::Bound;
 
+use crate::resp::cmd::common::Keys;
 use crate::resp::error_reply;
 use crate::resp::proto::Reply;
 use crate::storage::store::now_ms;
@@ -19,8 +20,8 @@ command!("randomkey", 1, ["readonly"], (0, 0, 0), |cx, a| {
         (Bound::Included(point.clone()), Bound::Unbounded),
         (Bound::Unbounded, Bound::Excluded(point)),
     ] {
-        let mut scan = cx.router().scan(lower, upper, false, true);
-        while let Some((key, v)) = scan.next_item().map_err(error_reply)? {
+        let mut scan = Keys::new(cx.router(), lower, upper);
+        while let Some((key, v, _)) = scan.next_key().map_err(error_reply)? {
             if v.expires_at_ms.is_none_or(|t| t > now) {
                 return Ok(Reply::Bulk(key));
             }

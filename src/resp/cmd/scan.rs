@@ -4,6 +4,7 @@
 
 use std::ops::Bound;
 
+use crate::resp::cmd::common::Keys;
 use crate::resp::glob::{literal_prefix, matches};
 use crate::resp::proto::Reply;
 use crate::resp::{error_reply, int_arg, syntax_error};
@@ -15,7 +16,7 @@ command!("scan", -2, ["readonly"], (0, 0, 0), |cx, a| {
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .ok_or_else(|| Reply::err("invalid cursor"))?;
-    let (mut pattern, mut count, mut only_strings) = (None, 10i64, true);
+    let (mut pattern, mut count, mut kind) = (None, 10i64, None::<Vec<u8>>);
     let mut i = 2;
     while i < a.len() {
         let v = a.get(i + 1).ok_or_else(syntax_error)?;
@@ -27,7 +28,7 @@ command!("scan", -2, ["readonly"], (0, 0, 0), |cx, a| {
                     return Err(syntax_error());
                 }
             }
-            b"TYPE" => only_strings = v.eq_ignore_ascii_case(b"string"),
+            b"TYPE" => kind = Some(v.to_ascii_lowercase()),
             _ => return Err(syntax_error()),
         }
         i += 2;
@@ -41,14 +42,15 @@ command!("scan", -2, ["readonly"], (0, 0, 0), |cx, a| {
         };
         lower = Bound::Excluded(after);
     }
-    let mut scan = cx.router().scan(lower, upper, false, true);
+    let mut scan = Keys::new(cx.router(), lower, upper);
     let now = now_ms();
     let (mut seen, mut keys, mut last) = (0i64, Vec::new(), None);
     let mut done = true;
-    while let Some((key, v)) = scan.next_item().map_err(error_reply)? {
+    while let Some((key, v, t)) = scan.next_key().map_err(error_reply)? {
         seen += 1;
         let live = v.expires_at_ms.is_none_or(|t| t > now);
-        if live && only_strings && pattern.as_deref().is_none_or(|p| matches(p, &key)) {
+        let typed = kind.as_deref().is_none_or(|k| k == t.as_bytes());
+        if live && typed && pattern.as_deref().is_none_or(|p| matches(p, &key)) {
             keys.push(Reply::Bulk(key.clone()));
         }
         last = Some(key);

@@ -41,6 +41,19 @@ command!("set", -3, ["write"], (1, 1, 1), |cx, a| {
         .await?;
         return Ok(Reply::OK);
     }
+    if !get && let crate::resp::coll::Found::Coll(_, rec) = cx.lookup(key)? {
+        // A collection under the name: NX fails; otherwise SET replaces it
+        // (Conn::write removes the collection in the same batch).
+        if nx {
+            return Ok(Reply::Null);
+        }
+        cx.write(Batch {
+            ops: vec![put(key, value.clone(), at(rec.expires_at_ms))],
+            conditions: vec![],
+        })
+        .await?;
+        return Ok(Reply::OK);
+    }
     let (written, old) = cx
         .update(key, |cur| {
             let old = cur.map(|v| v.value.clone());

@@ -5,6 +5,10 @@ use crate::resp::proto::Reply;
 
 command!("setnx", 3, ["write", "fast"], (1, 1, 1), |cx, a| {
     let key = &a[1];
+    if let crate::resp::coll::Found::Coll(..) = cx.lookup(key)? {
+        // A collection under the name: the key exists.
+        return Ok(Reply::Int(0));
+    }
     let set = cx
         .update(key, |cur| match cur {
             Some(_) => Ok((None, false)),

@@ -1,11 +1,7 @@
-//! `TYPE key`: `string` or `none` (strings are the only type so far).
+//! `TYPE key`: string, hash, list, set, zset or none.
 
 use crate::resp::proto::Reply;
 
 command!("type", 2, ["readonly", "fast"], (1, 1, 1), |cx, a| {
-    Ok(Reply::Simple(if cx.get(&a[1])?.is_some() {
-        "string"
-    } else {
-        "none"
-    }))
+    Ok(Reply::Simple(cx.lookup(&a[1])?.type_name()))
 });

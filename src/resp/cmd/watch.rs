@@ -15,8 +15,13 @@ command!(
             return Err(Reply::err("WATCH inside MULTI is not allowed"));
         }
         for k in &a[1..] {
-            let v = cx.get(k)?.map_or(0, |v| v.version);
-            cx.watched.push((k.clone(), v));
+            // The key as a string and as a collection: a change to either
+            // fails EXEC.
+            cx.check_key(k)?;
+            for key in [k.clone(), crate::keyspace::meta_key(k)] {
+                let v = cx.raw_get(&key)?.map_or(0, |v| v.version);
+                cx.watched.push((key, v));
+            }
         }
         Ok(Reply::OK)
     }

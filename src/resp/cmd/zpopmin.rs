@@ -1,0 +1,8 @@
+//! `ZPOPMIN key [count]`: removes and returns the members with the lowest
+//! scores, with their scores.
+
+use crate::resp::cmd::zsets::pop_command;
+
+command!("zpopmin", -2, ["write", "fast"], (1, 1, 1), |cx, a| {
+    pop_command(cx, a, false).await
+});
