@@ -15,6 +15,7 @@
 //! | [`check`] | offline, read-only verification of a data directory |
 
 pub mod check;
+pub mod fasthash;
 pub mod feed;
 pub mod format;
 pub mod hint;

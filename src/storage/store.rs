@@ -27,7 +27,7 @@
 //! with its header, synced, renamed and the directory synced, and a
 //! background thread writes the sealed segment's hint.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::ops::Bound;
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,6 +39,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::index::{At, Entry, Index, IndexWriter, OldVersion};
+use crate::storage::fasthash::FastMap;
 use crate::storage::format::{
     self, FLAG_EXPIRES, FLAG_GROUP_CONT, RecordKind, RecordSpec, SEGMENT_HEADER_LEN, SegmentHeader,
     SegmentKind,
@@ -864,7 +865,7 @@ impl Store {
         let mut planned: Vec<Planned> = Vec::new();
         let mut committed: Vec<usize> = Vec::new();
         // Versions and liveness as the earlier batches of this group leave them.
-        let mut overlay: HashMap<&[u8], (u64, bool)> = HashMap::new();
+        let mut overlay: FastMap<&[u8], (u64, bool)> = FastMap::default();
         // Only a later batch with a condition or a delete reads the overlay.
         let last_reader = batches.iter().rposition(|r| {
             r.txn.is_some()
@@ -882,7 +883,7 @@ impl Store {
                 next += 1;
                 continue;
             }
-            let current = |key: &[u8], overlay: &HashMap<&[u8], (u64, bool)>| -> (u64, bool) {
+            let current = |key: &[u8], overlay: &FastMap<&[u8], (u64, bool)>| -> (u64, bool) {
                 if let Some(&v) = overlay.get(key) {
                     return v;
                 }
@@ -925,7 +926,7 @@ impl Store {
             }
             // Last write of a key within the batch wins.
             let ops: Vec<&Op> = if batch.ops.len() > 1 {
-                let mut last: HashMap<&[u8], usize> = HashMap::new();
+                let mut last: FastMap<&[u8], usize> = FastMap::default();
                 for (i, op) in batch.ops.iter().enumerate() {
                     last.insert(op.key(), i);
                 }
@@ -1254,7 +1255,7 @@ impl Store {
     fn validate(
         &self,
         t: &TxnPart,
-        overlay: &HashMap<&[u8], (u64, bool)>,
+        overlay: &FastMap<&[u8], (u64, bool)>,
     ) -> Option<(Vec<u8>, u64)> {
         for key in &t.reads {
             let v = match overlay.get(key.as_slice()) {
@@ -1327,7 +1328,7 @@ impl Store {
     /// Validates a transaction's reads and ranges against the index (see
     /// [`TxnPart::start_version`]): the first key that changed, if any.
     pub fn validate_reads(&self, t: &TxnPart) -> Option<(Vec<u8>, u64)> {
-        self.validate(t, &HashMap::new())
+        self.validate(t, &FastMap::default())
     }
 
     /// Drops old versions no open snapshot can read any more (all of them
@@ -1751,7 +1752,9 @@ pub(crate) fn build_log_hint(
 ) -> Result<Vec<u8>> {
     let bytes = &seg.bytes()[..len as usize];
     let mut pos = SEGMENT_HEADER_LEN;
-    let mut last: HashMap<&[u8], HintRecord<'_>> = HashMap::new();
+    // Records are about 100 bytes and more: a capacity that rarely grows.
+    let mut last: FastMap<&[u8], HintRecord<'_>> = FastMap::default();
+    last.reserve(bytes.len() / 128);
     let (mut lo, mut hi) = (u64::MAX, 0u64);
     while pos < bytes.len() {
         let rec = format::decode_record(&bytes[pos..])
