@@ -330,30 +330,33 @@ impl Conn {
             // Inside EXEC: the writes are buffered in the transaction.
             return self.mutate_alone(key, kind, &mut f).await;
         }
+        let work = Work::Coll(
+            kind,
+            Box::new(move |c| f(c).map(|t| Box::new(t) as Box<dyn Any + Send>)),
+        );
+        self.combined(key, work)
+            .await
+            .map(|b| *b.downcast::<T>().expect("a job answers its own type"))
+    }
+
+    /// Queues `work` on `key`'s stripe and waits for its answer, running a
+    /// round of the stripe's queued work itself when the turn is free.
+    pub(crate) async fn combined(&self, key: &[u8], work: Work) -> Answer {
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         let job = Job {
             key: key.to_vec(),
-            kind,
-            f: Box::new(move |c| f(c).map(|t| Box::new(t) as Box<dyn Any + Send>)),
+            work,
             done: tx,
         };
         let stripe = stripe_of(key);
         stripe.queue.lock().expect("combiner queue").push(job);
-        let unpack = |r: Result<Box<dyn Any + Send>, Reply>| -> Result<T, Reply> {
-            r.map(|b| *b.downcast::<T>().expect("a job answers its own type"))
-        };
         loop {
             tokio::select! {
                 biased;
-                r = &mut rx => {
-                    return match r {
-                        Ok(r) => unpack(r),
-                        Err(_) => Err(lost()),
-                    };
-                }
+                r = &mut rx => return r.unwrap_or_else(|_| Err(lost())),
                 turn = stripe.turn.clone().lock_owned() => {
                     match rx.try_recv() {
-                        Ok(r) => return unpack(r),
+                        Ok(r) => return r,
                         Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return Err(lost()),
                         Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
                     }
@@ -417,14 +420,28 @@ fn lost() -> Reply {
     Reply::err("the change was interrupted before it committed; retry")
 }
 
+/// The answer of a combined job, erased to one type.
+pub(crate) type Answer = Result<Box<dyn Any + Send>, Reply>;
+
 /// A combined change, erased to one type.
-type JobFn = Box<dyn FnMut(&mut Coll<'_>) -> Answer + Send>;
+pub(crate) type JobFn = Box<dyn FnMut(&mut Coll<'_>) -> Answer + Send>;
+
+/// A string read-modify-write, erased to one type (see [`Conn::update`]).
+pub(crate) type StrFn =
+    Box<dyn FnMut(Option<&Value>) -> Result<(Option<Op>, Box<dyn Any + Send>), Reply> + Send>;
+
+/// What a queued job does.
+pub(crate) enum Work {
+    /// A change of a collection of this kind.
+    Coll(Kind, JobFn),
+    /// A read-modify-write of a string.
+    Str(StrFn),
+}
 
 /// A change waiting for its key's turn.
 struct Job {
     key: Vec<u8>,
-    kind: Kind,
-    f: JobFn,
+    work: Work,
     done: tokio::sync::oneshot::Sender<Answer>,
 }
 
@@ -455,19 +472,28 @@ pub fn turn_of(key: &[u8]) -> Arc<tokio::sync::Mutex<()>> {
     stripe_of(key).turn.clone()
 }
 
-/// Runs the jobs of one round: per key, in order, against one [`Coll`],
-/// committed in one batch per key (more if a key stages very many writes).
+/// Runs the jobs of one round: per key (strings and collections apart), in
+/// order, against one staged view, committed in one batch per key (more if
+/// a key stages very many writes).
 async fn run_jobs(cx: &Conn, jobs: Vec<Job>) {
-    let mut by_key: Vec<(Vec<u8>, Vec<Job>)> = Vec::new();
+    let mut by_key: Vec<(Vec<u8>, bool, Vec<Job>)> = Vec::new();
     for job in jobs {
-        match by_key.iter_mut().find(|(k, _)| *k == job.key) {
-            Some((_, v)) => v.push(job),
-            None => by_key.push((job.key.clone(), vec![job])),
+        let string = matches!(job.work, Work::Str(_));
+        match by_key
+            .iter_mut()
+            .find(|(k, s, _)| *k == job.key && *s == string)
+        {
+            Some((_, _, v)) => v.push(job),
+            None => by_key.push((job.key.clone(), string, vec![job])),
         }
     }
-    for (key, mut jobs) in by_key {
+    for (key, string, mut jobs) in by_key {
         while !jobs.is_empty() {
-            let (taken, answers) = run_round(cx, &key, &mut jobs).await;
+            let (taken, answers) = if string {
+                run_string_round(cx, &key, &mut jobs).await
+            } else {
+                run_round(cx, &key, &mut jobs).await
+            };
             for (job, answer) in jobs.drain(..taken).zip(answers) {
                 let _ = job.done.send(answer);
             }
@@ -475,7 +501,66 @@ async fn run_jobs(cx: &Conn, jobs: Vec<Job>) {
     }
 }
 
-type Answer = Result<Box<dyn Any + Send>, Reply>;
+/// Runs string read-modify-writes of `key` in order, each seeing the value
+/// the previous ones left, and commits the last write on the condition that
+/// the key is still what the first one saw.
+async fn run_string_round(cx: &Conn, key: &[u8], jobs: &mut [Job]) -> (usize, Vec<Answer>) {
+    let all_fail = |e: Reply, n: usize| (n, (0..n).map(|_| Err(e.clone())).collect());
+    for _ in 0..ATTEMPTS {
+        let first = match cx.get(key) {
+            Ok(v) => v,
+            Err(e) => return all_fail(e, jobs.len()),
+        };
+        let mut cur = first.clone();
+        let mut last: Option<Op> = None;
+        let mut answers = Vec::with_capacity(jobs.len());
+        for job in jobs.iter_mut() {
+            let Work::Str(f) = &mut job.work else {
+                unreachable!("string jobs are grouped apart");
+            };
+            match f(cur.as_ref()) {
+                Ok((op, answer)) => {
+                    if let Some(op) = op {
+                        cur = match &op {
+                            Op::Put {
+                                value,
+                                expires_at_ms,
+                                ..
+                            } => Some(Value {
+                                value: value.clone(),
+                                version: 0,
+                                expires_at_ms: *expires_at_ms,
+                            }),
+                            Op::Delete { .. } => None,
+                        };
+                        last = Some(op);
+                    }
+                    answers.push(Ok(answer));
+                }
+                Err(e) => answers.push(Err(e)),
+            }
+        }
+        let Some(op) = last else {
+            return (jobs.len(), answers);
+        };
+        let batch = Batch {
+            ops: vec![op],
+            conditions: vec![Condition {
+                key: key.to_vec(),
+                expected_version: first.as_ref().map_or(0, |v| v.version),
+            }],
+        };
+        match cx.write(batch).await {
+            Ok(Outcome::Committed { .. }) => return (jobs.len(), answers),
+            Ok(Outcome::ConditionFailed { .. }) => continue,
+            Err(e) => return all_fail(e, jobs.len()),
+        }
+    }
+    all_fail(
+        Reply::err("the key kept changing under a read-modify-write; retry"),
+        jobs.len(),
+    )
+}
 
 /// Runs a prefix of `jobs` on `key` and commits it; returns how many jobs
 /// it took and their answers.
@@ -488,24 +573,33 @@ async fn run_round(cx: &Conn, key: &[u8], jobs: &mut [Job]) -> (usize, Vec<Answe
             Err(e) => return all_fail(e, jobs.len()),
             Ok(Found::Str(_)) => return all_fail(wrong_type(), jobs.len()),
             Ok(Found::Coll(meta, rec)) => Coll::new(cx, view, key, meta, Some(rec)),
-            Ok(Found::None) => Coll::new(cx, view, key, Meta::fresh(jobs[0].kind), None),
+            Ok(Found::None) => {
+                let kind = match &jobs[0].work {
+                    Work::Coll(kind, _) => *kind,
+                    Work::Str(_) => unreachable!("collection jobs are grouped apart"),
+                };
+                Coll::new(cx, view, key, Meta::fresh(kind), None)
+            }
         };
         let mut answers = Vec::with_capacity(taken);
         for job in jobs[..taken].iter_mut() {
             if !answers.is_empty() && c.pending.len() > MAX_ROUND_WRITES {
                 break;
             }
-            if c.meta.kind != job.kind {
+            let Work::Coll(kind, f) = &mut job.work else {
+                unreachable!("collection jobs are grouped apart");
+            };
+            if c.meta.kind != *kind {
                 if c.meta.len > 0 {
                     answers.push(Err(wrong_type()));
                     continue;
                 }
                 // Emptied earlier in this round: the key is free again.
-                c.meta.kind = job.kind;
+                c.meta.kind = *kind;
             }
             let saved = c.meta;
             c.undo = Some(Vec::new());
-            let answer = (job.f)(&mut c);
+            let answer = f(&mut c);
             if answer.is_err() {
                 // The failed job's staged writes go; the others' stay.
                 c.meta = saved;

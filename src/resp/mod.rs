@@ -395,42 +395,53 @@ impl Conn {
             .map_err(error_reply)
     }
 
-    /// Read-modify-write of one key: `f` sees the current value and says
-    /// what to write (None: nothing) and what to answer; the write commits
-    /// only if the key is still at the version `f` saw, else `f` runs again.
+    /// Read-modify-write of one string key: `f` sees the current value and
+    /// says what to write (None: nothing) and what to answer; the write
+    /// commits only if the key is still at the version `f` saw, else `f`
+    /// runs again. `WRONGTYPE` if the key holds a collection.
     ///
-    /// Read-modify-writes of one key through this edge queue up on a lock
-    /// stripe (fair, FIFO), so contending clients take turns instead of
-    /// failing each other's version checks; the check still guards against
-    /// writers on the other protocols.
-    pub async fn update<T>(
+    /// Read-modify-writes of one key are combined (as collection changes
+    /// are, see [`Conn::mutate`]): clients queued on the key run in arrival
+    /// order, each seeing the value the previous one left, and share one
+    /// commit; the version check still guards against writers on the other
+    /// protocols.
+    pub async fn update<T: Send + 'static>(
         &self,
         key: &[u8],
-        mut f: impl FnMut(Option<&Value>) -> std::result::Result<(Option<Op>, T), Reply>,
+        mut f: impl FnMut(Option<&Value>) -> std::result::Result<(Option<Op>, T), Reply>
+        + Send
+        + 'static,
     ) -> std::result::Result<T, Reply> {
-        let turn = coll::turn_of(key);
-        let _turn = turn.lock().await;
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.get(key)?;
-            let (op, answer) = f(current.as_ref())?;
-            let Some(op) = op else {
-                return Ok(answer);
-            };
-            let batch = Batch {
-                ops: vec![op],
-                conditions: vec![Condition {
-                    key: key.to_vec(),
-                    expected_version: current.as_ref().map_or(0, |v| v.version),
-                }],
-            };
-            match self.write(batch).await? {
-                Outcome::Committed { .. } => return Ok(answer),
-                Outcome::ConditionFailed { .. } => continue,
+        self.check_key(key)?;
+        if self.txn.lock().expect("txn lock").is_some() {
+            // Inside EXEC: the writes are buffered in the transaction.
+            for _ in 0..UPDATE_ATTEMPTS {
+                let current = self.get(key)?;
+                let (op, answer) = f(current.as_ref())?;
+                let Some(op) = op else {
+                    return Ok(answer);
+                };
+                let batch = Batch {
+                    ops: vec![op],
+                    conditions: vec![Condition {
+                        key: key.to_vec(),
+                        expected_version: current.as_ref().map_or(0, |v| v.version),
+                    }],
+                };
+                if let Outcome::Committed { .. } = self.write(batch).await? {
+                    return Ok(answer);
+                }
             }
+            return Err(Reply::err(
+                "the key kept changing under a read-modify-write; retry",
+            ));
         }
-        Err(Reply::err(
-            "the key kept changing under a read-modify-write; retry",
-        ))
+        let work = coll::Work::Str(Box::new(move |cur| {
+            f(cur).map(|(op, t)| (op, Box::new(t) as Box<dyn std::any::Any + Send>))
+        }));
+        self.combined(key, work)
+            .await
+            .map(|b| *b.downcast::<T>().expect("a job answers its own type"))
     }
 }
 

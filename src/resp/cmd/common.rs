@@ -52,19 +52,22 @@ pub fn remaining_ms(v: &Value) -> Option<u64> {
 /// keeping its TTL.
 pub async fn incr_by(cx: &Conn, key: &[u8], delta: i64) -> Result<Reply, Reply> {
     let n = cx
-        .update(key, |cur| {
-            let old = match cur {
-                None => 0,
-                Some(v) => std::str::from_utf8(&v.value)
-                    .ok()
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .ok_or_else(not_integer)?,
-            };
-            let new = old
-                .checked_add(delta)
-                .ok_or_else(|| Reply::err("increment or decrement would overflow"))?;
-            let ttl = cur.and_then(|v| v.expires_at_ms);
-            Ok((Some(put(key, new.to_string().into_bytes(), ttl)), new))
+        .update(key, {
+            let key = key.to_vec();
+            move |cur| {
+                let old = match cur {
+                    None => 0,
+                    Some(v) => std::str::from_utf8(&v.value)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .ok_or_else(not_integer)?,
+                };
+                let new = old
+                    .checked_add(delta)
+                    .ok_or_else(|| Reply::err("increment or decrement would overflow"))?;
+                let ttl = cur.and_then(|v| v.expires_at_ms);
+                Ok((Some(put(&key, new.to_string().into_bytes(), ttl)), new))
+            }
         })
         .await?;
     Ok(Reply::Int(n))

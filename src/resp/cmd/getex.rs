@@ -23,17 +23,20 @@ command!("getex", -2, ["write", "fast"], (1, 1, 1), |cx, a| {
         }
     }
     let value = cx
-        .update(key, |cur| {
-            let Some(v) = cur else {
-                return Ok((None, None));
-            };
-            let op = match ttl {
-                Ttl::Unset | Ttl::Keep => None,
-                Ttl::Persist if v.expires_at_ms.is_none() => None,
-                Ttl::Persist => Some(put(key, v.value.clone(), None)),
-                Ttl::At(t) => Some(put(key, v.value.clone(), Some(t as u64))),
-            };
-            Ok((op, Some(v.value.clone())))
+        .update(key, {
+            let key = key.to_vec();
+            move |cur| {
+                let Some(v) = cur else {
+                    return Ok((None, None));
+                };
+                let op = match ttl {
+                    Ttl::Unset | Ttl::Keep => None,
+                    Ttl::Persist if v.expires_at_ms.is_none() => None,
+                    Ttl::Persist => Some(put(&key, v.value.clone(), None)),
+                    Ttl::At(t) => Some(put(&key, v.value.clone(), Some(t as u64))),
+                };
+                Ok((op, Some(v.value.clone())))
+            }
         })
         .await?;
     Ok(value.map_or(Reply::Null, Reply::Bulk))

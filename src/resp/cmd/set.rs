@@ -28,7 +28,7 @@ command!("set", -3, ["write"], (1, 1, 1), |cx, a| {
         }
         i += 1;
     }
-    let at = |keep: Option<u64>| match ttl {
+    let at = move |keep: Option<u64>| match ttl {
         Ttl::At(t) => Some(t as u64),
         Ttl::Keep => keep,
         Ttl::Unset | Ttl::Persist => None,
@@ -55,13 +55,17 @@ command!("set", -3, ["write"], (1, 1, 1), |cx, a| {
         return Ok(Reply::OK);
     }
     let (written, old) = cx
-        .update(key, |cur| {
-            let old = cur.map(|v| v.value.clone());
-            if (nx && cur.is_some()) || (xx && cur.is_none()) {
-                return Ok((None, (false, old)));
+        .update(key, {
+            let key = key.to_vec();
+            let value = value.clone();
+            move |cur| {
+                let old = cur.map(|v| v.value.clone());
+                if (nx && cur.is_some()) || (xx && cur.is_none()) {
+                    return Ok((None, (false, old)));
+                }
+                let op = put(&key, value.clone(), at(cur.and_then(|v| v.expires_at_ms)));
+                Ok((Some(op), (true, old)))
             }
-            let op = put(key, value.clone(), at(cur.and_then(|v| v.expires_at_ms)));
-            Ok((Some(op), (true, old)))
         })
         .await?;
     Ok(match (get, written) {

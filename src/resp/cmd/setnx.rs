@@ -10,9 +10,13 @@ command!("setnx", 3, ["write", "fast"], (1, 1, 1), |cx, a| {
         return Ok(Reply::Int(0));
     }
     let set = cx
-        .update(key, |cur| match cur {
-            Some(_) => Ok((None, false)),
-            None => Ok((Some(put(key, a[2].clone(), None)), true)),
+        .update(key, {
+            let key = key.to_vec();
+            let a = a.to_vec();
+            move |cur| match cur {
+                Some(_) => Ok((None, false)),
+                None => Ok((Some(put(&key, a[2].clone(), None)), true)),
+            }
         })
         .await?;
     Ok(Reply::Int(i64::from(set)))

@@ -19,17 +19,21 @@ command!("setrange", 4, ["write"], (1, 1, 1), |cx, a| {
         ));
     }
     let len = cx
-        .update(key, |cur| {
-            let mut v = cur.map(|v| v.value.clone()).unwrap_or_default();
-            if part.is_empty() {
-                return Ok((None, v.len()));
+        .update(key, {
+            let key = key.to_vec();
+            let part = part.to_vec();
+            move |cur| {
+                let mut v = cur.map(|v| v.value.clone()).unwrap_or_default();
+                if part.is_empty() {
+                    return Ok((None, v.len()));
+                }
+                if v.len() < offset + part.len() {
+                    v.resize(offset + part.len(), 0);
+                }
+                v[offset..offset + part.len()].copy_from_slice(&part);
+                let len = v.len();
+                Ok((Some(put(&key, v, cur.and_then(|c| c.expires_at_ms))), len))
             }
-            if v.len() < offset + part.len() {
-                v.resize(offset + part.len(), 0);
-            }
-            v[offset..offset + part.len()].copy_from_slice(part);
-            let len = v.len();
-            Ok((Some(put(key, v, cur.and_then(|c| c.expires_at_ms))), len))
         })
         .await?;
     Ok(Reply::Int(len as i64))
