@@ -1,6 +1,7 @@
 //! Crash harness of the real daemon over gRPC and RESP: several clients
 //! write (gRPC unary puts and atomic Write batches; pipelined Redis SETs and
-//! atomic MSETs) against `flashkv --sync always`,
+//! atomic MSETs; a Redis list fed by RPUSH and drained by LPOP and a hash
+//! counter bumped by HINCRBY) against `flashkv --sync always`,
 //! the daemon is killed with SIGKILL at a random moment, restarted on the
 //! same directory, and every acknowledged write must be there with its
 //! value; no value appears that was never written, and every batch is all
@@ -13,7 +14,7 @@
 // Test helpers unwrap: a panic is a failed test with its message.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,6 +95,106 @@ impl Resp {
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
+}
+
+impl Resp {
+    /// An integer reply (`:n`).
+    async fn int(&mut self) -> std::io::Result<i64> {
+        let line = self.reply().await?;
+        assert_eq!(
+            line.first(),
+            Some(&b':'),
+            "{}",
+            String::from_utf8_lossy(&line)
+        );
+        Ok(std::str::from_utf8(&line[1..]).unwrap().parse().unwrap())
+    }
+
+    /// A bulk reply of text without CRLF (None: nil).
+    async fn bulk(&mut self) -> std::io::Result<Option<String>> {
+        let line = self.reply().await?;
+        if line == b"$-1" {
+            return Ok(None);
+        }
+        assert_eq!(
+            line.first(),
+            Some(&b'$'),
+            "{}",
+            String::from_utf8_lossy(&line)
+        );
+        Ok(Some(String::from_utf8(self.reply().await?).unwrap()))
+    }
+}
+
+/// What the list-and-counter client had acknowledged.
+#[derive(Default)]
+struct ListModel {
+    /// Elements whose RPUSH was acknowledged and whose LPOP was not.
+    present: BTreeSet<u64>,
+    /// An RPUSH sent but not answered (it may or may not have happened).
+    push_in_flight: Option<u64>,
+    /// An LPOP sent but not answered (it may have removed the head).
+    pop_in_flight: bool,
+    /// Acknowledged HINCRBYs.
+    count: i64,
+    /// An HINCRBY sent but not answered.
+    incr_in_flight: bool,
+}
+
+/// The Redis list and counter after a restart: every acknowledged push
+/// that was not popped is there, in push order, and nothing else but an
+/// unanswered push; at most the head is gone, and only if a pop was
+/// unanswered; LLEN agrees with the elements; the counter counts every
+/// acknowledged HINCRBY (and maybe the unanswered one). The model is then
+/// reset to what is there.
+async fn verify_list(resp: &str, model: &Mutex<ListModel>) {
+    let mut r = Resp::connect(resp).await.unwrap();
+    r.send(&[b"LRANGE", b"clist", b"0", b"-1"]).await.unwrap();
+    let head = r.reply().await.unwrap();
+    let n: usize = std::str::from_utf8(&head[1..]).unwrap().parse().unwrap();
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n {
+        items.push(r.bulk().await.unwrap().unwrap().parse::<u64>().unwrap());
+    }
+    r.send(&[b"LLEN", b"clist"]).await.unwrap();
+    assert_eq!(
+        r.int().await.unwrap() as usize,
+        items.len(),
+        "LLEN disagrees with LRANGE"
+    );
+    r.send(&[b"HGET", b"chash", b"n"]).await.unwrap();
+    let count: i64 = r.bulk().await.unwrap().map_or(0, |c| c.parse().unwrap());
+    let mut m = model.lock().unwrap();
+    assert!(
+        items.windows(2).all(|w| w[0] < w[1]),
+        "list out of push order: {items:?}"
+    );
+    let got: BTreeSet<u64> = items.iter().copied().collect();
+    let mut missing: Vec<u64> = m.present.difference(&got).copied().collect();
+    if m.pop_in_flight && missing.first() == m.present.first() {
+        missing.retain(|s| Some(s) != m.present.first());
+    }
+    assert!(missing.is_empty(), "acknowledged pushes lost: {missing:?}");
+    let extra: Vec<u64> = got
+        .difference(&m.present)
+        .filter(|s| Some(**s) != m.push_in_flight)
+        .copied()
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "elements never acknowledged nor in flight: {extra:?}"
+    );
+    assert!(
+        count == m.count || (m.incr_in_flight && count == m.count + 1),
+        "counter {count}, acknowledged {} (one in flight: {})",
+        m.count,
+        m.incr_in_flight
+    );
+    *m = ListModel {
+        present: got,
+        count,
+        ..ListModel::default()
+    };
 }
 
 fn value(key: &str, seq: u64) -> Vec<u8> {
@@ -204,6 +305,7 @@ fn sigkill_of_the_daemon_loses_no_acknowledged_write() {
     let acked: Acked = Arc::default();
     let batch_acked: Acked = Arc::default();
     let mset_acked: Acked = Arc::default();
+    let list: Arc<Mutex<ListModel>> = Arc::default();
     let mut groups = Vec::new();
     let mut mset_groups = Vec::new();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
@@ -219,6 +321,7 @@ fn sigkill_of_the_daemon_loses_no_acknowledged_write() {
             // Everything acknowledged before this start must have survived.
             verify(&url, &acked, &groups, &batch_acked).await;
             verify(&url, &acked, &mset_groups, &mset_acked).await;
+            verify_list(&resp, &list).await;
         });
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -331,6 +434,53 @@ fn sigkill_of_the_daemon_loses_no_acknowledged_write() {
                     n
                 }));
             }
+            // A Redis queue and counter: RPUSH, every fourth step an LPOP,
+            // and an HINCRBY, one at a time.
+            let mut r = Resp::connect(&resp).await.unwrap();
+            let model = list.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                for seq in base + 90_000_000.. {
+                    let text = seq.to_string();
+                    model.lock().unwrap().push_in_flight = Some(seq);
+                    if r.send(&[b"RPUSH", b"clist", text.as_bytes()])
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    let Ok(_) = r.int().await else { break };
+                    {
+                        let mut m = model.lock().unwrap();
+                        m.present.insert(seq);
+                        m.push_in_flight = None;
+                    }
+                    n += 1;
+                    if seq % 4 == 0 {
+                        model.lock().unwrap().pop_in_flight = true;
+                        if r.send(&[b"LPOP", b"clist"]).await.is_err() {
+                            break;
+                        }
+                        let Ok(popped) = r.bulk().await else { break };
+                        let mut m = model.lock().unwrap();
+                        let head = m.present.pop_first();
+                        assert_eq!(popped.map(|p| p.parse::<u64>().unwrap()), head, "LPOP");
+                        m.pop_in_flight = false;
+                        n += 1;
+                    }
+                    model.lock().unwrap().incr_in_flight = true;
+                    if r.send(&[b"HINCRBY", b"chash", b"n", b"1"]).await.is_err() {
+                        break;
+                    }
+                    let Ok(c) = r.int().await else { break };
+                    let mut m = model.lock().unwrap();
+                    m.count += 1;
+                    assert_eq!(c, m.count, "HINCRBY");
+                    m.incr_in_flight = false;
+                    n += 1;
+                }
+                n
+            }));
             tokio::time::sleep(run).await;
             child.kill(); // SIGKILL
             let mut done = 0;
@@ -350,10 +500,12 @@ fn sigkill_of_the_daemon_loses_no_acknowledged_write() {
     }
     // A last restart checks the final cycle, and that seals and merges did
     // happen during the run.
-    let (child, url, _) = start(dir.path());
+    let (child, url, resp) = start(dir.path());
     rt.block_on(async {
         verify(&url, &acked, &groups, &batch_acked).await;
         verify(&url, &acked, &mset_groups, &mset_acked).await;
+        verify_list(&resp, &list).await;
+        assert!(list.lock().unwrap().count > 0, "no HINCRBY acknowledged");
         // Both protocols took part.
         {
             let acked = acked.lock().unwrap();
