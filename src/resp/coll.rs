@@ -567,6 +567,9 @@ async fn run_string_round(cx: &Conn, key: &[u8], jobs: &mut [Job]) -> (usize, Ve
 async fn run_round(cx: &Conn, key: &[u8], jobs: &mut [Job]) -> (usize, Vec<Answer>) {
     let all_fail = |e: Reply, n: usize| (n, (0..n).map(|_| Err(e.clone())).collect());
     let mut taken = jobs.len();
+    // Staged bytes after which a round takes no further job: well within a
+    // segment, which holds at least one largest key and value.
+    let round_bytes = cx.shared.limits.max_value_size / 2;
     for _ in 0..ATTEMPTS {
         let view = cx.view().await;
         let mut c = match cx.lookup_in(&view, key) {
@@ -583,7 +586,8 @@ async fn run_round(cx: &Conn, key: &[u8], jobs: &mut [Job]) -> (usize, Vec<Answe
         };
         let mut answers = Vec::with_capacity(taken);
         for job in jobs[..taken].iter_mut() {
-            if !answers.is_empty() && c.pending.len() > MAX_ROUND_WRITES {
+            if !answers.is_empty() && (c.pending.len() > MAX_ROUND_WRITES || c.staged > round_bytes)
+            {
                 break;
             }
             let Work::Coll(kind, f) = &mut job.work else {
@@ -622,6 +626,9 @@ async fn run_round(cx: &Conn, key: &[u8], jobs: &mut [Job]) -> (usize, Vec<Answe
         match cx.write_raw(batch).await {
             Ok(Outcome::Committed { .. }) => return (taken, answers),
             Ok(Outcome::ConditionFailed { .. }) => continue,
+            // A batch refused as a whole (too large, say): the first job
+            // alone gets the answer it would have had by itself.
+            Err(_) if taken > 1 => taken = 1,
             Err(e) => return all_fail(e, taken),
         }
     }
@@ -675,6 +682,8 @@ pub struct Coll<'a> {
     /// While a combined job runs: what each staged write replaced in
     /// `pending`, to take the job back if it fails.
     undo: Option<Vec<Undo>>,
+    /// Bytes staged so far (keys and values, overwrites counted again).
+    staged: usize,
 }
 
 /// A staged write's suffix and the staged write it replaced (None: none).
@@ -691,6 +700,7 @@ impl<'a> Coll<'a> {
             record,
             pending: BTreeMap::new(),
             undo: None,
+            staged: 0,
         }
     }
 
@@ -738,6 +748,7 @@ impl<'a> Coll<'a> {
     }
 
     fn stage(&mut self, suffix: Vec<u8>, w: Option<Vec<u8>>) {
+        self.staged += self.prefix.len() + suffix.len() + w.as_ref().map_or(0, |v| v.len());
         match &mut self.undo {
             Some(undo) => {
                 let before = self.pending.insert(suffix.clone(), w);

@@ -312,6 +312,7 @@ def test_keyspace_listing_includes_collections(daemon):
     r.sadd("ks:set", "m")
     r.zadd("ks:zset", {"m": 1})
     assert r.dbsize() == 5
+    assert r.info("keyspace")["db0"]["keys"] == 5
     assert sorted(r.keys("ks:*")) == [b"ks:hash", b"ks:list", b"ks:set", b"ks:str", b"ks:zset"]
     assert sorted(r.scan_iter(match="ks:*", count=2)) == sorted(r.keys("*"))
     assert list(r.scan_iter(_type="HASH")) == [b"ks:hash"]

@@ -534,3 +534,20 @@ pub fn random_picks(n: usize, count: i64) -> Vec<usize> {
     idx.truncate(k);
     idx
 }
+
+/// The number of Redis keys (DBSIZE, INFO keyspace): the engine's live
+/// records less the elements of collections, which are counted by a scan
+/// of their namespace (free when there are none).
+pub async fn key_count(cx: &Conn) -> Result<i64, Reply> {
+    let stats = cx.router().stats().await.map_err(error_reply)?;
+    let records: i64 = stats.iter().map(|s| s.keys as i64).sum();
+    let (lo, hi) = keyspace::elem_range();
+    let mut elems = cx
+        .router()
+        .scan_raw(Bound::Included(lo), Bound::Excluded(hi), false, true);
+    let mut n = 0i64;
+    while elems.next_item().map_err(error_reply)?.is_some() {
+        n += 1;
+    }
+    Ok((records - n).max(0))
+}

@@ -69,12 +69,7 @@ async fn section(cx: &Conn, name: &str, out: &mut String) -> Result<(), Reply> {
             );
         }
         "keyspace" => {
-            let stats = cx
-                .router()
-                .stats()
-                .await
-                .map_err(crate::resp::error_reply)?;
-            let keys: u64 = stats.iter().map(|s| s.keys).sum();
+            let keys = crate::resp::cmd::common::key_count(cx).await?;
             out.push_str("# Keyspace\r\n");
             if keys > 0 {
                 let _ = write!(out, "db0:keys={keys},expires=0,avg_ttl=0\r\n");

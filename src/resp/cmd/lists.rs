@@ -132,7 +132,7 @@ pub async fn push_command(
     Ok(Reply::Int(len))
 }
 
-/// LPOP and RPOP: `args` = name key [count].
+/// LPOP and RPOP: `args` = `name key [count]`.
 pub async fn pop_command(
     cx: &crate::resp::Conn,
     args: &[Vec<u8>],

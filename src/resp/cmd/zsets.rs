@@ -420,7 +420,7 @@ pub struct Form {
     pub withscores_ok: bool,
 }
 
-/// ZPOPMIN and ZPOPMAX: `args` = name key [count].
+/// ZPOPMIN and ZPOPMAX: `args` = `name key [count]`.
 pub async fn pop_command(cx: &Conn, args: &[Vec<u8>], max: bool) -> Result<Reply, Reply> {
     if args.len() > 3 {
         return Err(crate::resp::syntax_error());
@@ -617,7 +617,7 @@ async fn replace(
     ))
 }
 
-/// ZRANK and ZREVRANK: `args` = name key member [WITHSCORE].
+/// ZRANK and ZREVRANK: `args` = `name key member [WITHSCORE]`.
 pub async fn rank_command(cx: &Conn, args: &[Vec<u8>], reverse: bool) -> Result<Reply, Reply> {
     let with_score = match args.get(3) {
         None => false,
