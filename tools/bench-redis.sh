@@ -9,6 +9,10 @@
 # Redis has, leaving the other of this machine's two cores to
 # redis-benchmark; with 2 shards the server and the client fight for both).
 #
+# With BENCH_REDIS_TYPES=1 it also compares the data-type tests
+# (incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,lrange_100,mset; -P 1; one
+# hot key per test, as redis-benchmark does them) at both durabilities.
+#
 # Usage: tools/bench-redis.sh [requests per test]   (make bench-redis)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +27,12 @@ for tool in redis-server redis-benchmark redis-cli; do
   command -v $tool >/dev/null || { echo "$tool not found (apt-get install redis-server redis-tools)"; exit 1; }
 done
 
+TYPES=incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,lrange_100,mset
 run() { # label port pipeline
   redis-benchmark -p "$2" -t set,get -n "$N" -c 50 -d 100 -r 1000000 -P "$3" --csv > "$OUT/$1-P$3.csv"
+}
+run_types() { # label port
+  redis-benchmark -p "$2" -t "$TYPES" -n "$N" -c 50 -d 100 --csv > "$OUT/$1-types.csv"
 }
 
 for pair in "always always" "interval:1000 everysec"; do
@@ -43,6 +51,10 @@ for pair in "always always" "interval:1000 everysec"; do
     run "flashkv-$fsync" 16398 $p
     run "redis-$fsync" 16399 $p
   done
+  if [ "${BENCH_REDIS_TYPES:-0}" = 1 ]; then
+    run_types "flashkv-$fsync" 16398
+    run_types "redis-$fsync" 16399
+  fi
   kill -TERM $fk; wait $fk || true
   redis-cli -p 16399 shutdown nosave >/dev/null 2>&1 || true; wait $rd || true
 done
@@ -61,4 +73,13 @@ for fsync in ["always", "everysec"]:
         for test in ["SET", "GET"]:
             a, b = float(fk[test]["rps"]), float(rd[test]["rps"])
             print(f"| appendfsync {fsync} | {test} | {p} | {a:,.0f} | {b:,.0f} | {a / b:.2f} | {fk[test]['p99_latency_ms']} | {rd[test]['p99_latency_ms']} |")
+if os.environ.get("BENCH_REDIS_TYPES") == "1":
+    print()
+    print("| durability | test | FlashKV ops/s | Redis ops/s | ratio | FlashKV p99 ms | Redis p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for fsync in ["always", "everysec"]:
+        fk, rd = rows(f"flashkv-{fsync}-types"), rows(f"redis-{fsync}-types")
+        for test in fk:
+            a, b = float(fk[test]["rps"]), float(rd[test]["rps"])
+            print(f"| appendfsync {fsync} | {test} | {a:,.0f} | {b:,.0f} | {a / b:.2f} | {fk[test]['p99_latency_ms']} | {rd[test]['p99_latency_ms']} |")
 PY
