@@ -93,7 +93,8 @@ pub struct Meta {
 const META_LEN: usize = 1 + 8 * 4;
 
 impl Meta {
-    fn fresh(kind: Kind) -> Meta {
+    /// An empty collection of `kind` under a generation never used before.
+    pub fn fresh(kind: Kind) -> Meta {
         Meta {
             kind,
             generation: new_generation(),

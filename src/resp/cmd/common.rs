@@ -551,3 +551,20 @@ pub async fn key_count(cx: &Conn) -> Result<i64, Reply> {
     }
     Ok((records - n).max(0))
 }
+
+/// The optional count of LPOP, RPOP, SPOP, ZPOPMIN and ZPOPMAX
+/// (`args` = `name key [count]`).
+pub fn pop_count(args: &[Vec<u8>]) -> Result<Option<u64>, Reply> {
+    if args.len() > 3 {
+        return Err(syntax_error());
+    }
+    args.get(2)
+        .map(|c| {
+            let n = int_arg(c)?;
+            if n < 0 {
+                return Err(Reply::err("value is out of range, must be positive"));
+            }
+            Ok(n as u64)
+        })
+        .transpose()
+}

@@ -138,19 +138,7 @@ pub async fn pop_command(
     args: &[Vec<u8>],
     left: bool,
 ) -> Result<Reply, Reply> {
-    if args.len() > 3 {
-        return Err(crate::resp::syntax_error());
-    }
-    let count = match args.get(2) {
-        Some(c) => {
-            let n = crate::resp::int_arg(c)?;
-            if n < 0 {
-                return Err(Reply::err("value is out of range, must be positive"));
-            }
-            Some(n as u64)
-        }
-        None => None,
-    };
+    let count = crate::resp::cmd::common::pop_count(args)?;
     let (existed, popped) = cx
         .mutate(&args[1], crate::resp::coll::Kind::List, move |c| {
             Ok((c.meta.len > 0, pop(c, count.unwrap_or(1), left)?))
@@ -182,7 +170,7 @@ pub async fn move_element(
     to_left: bool,
 ) -> Result<Reply, Reply> {
     use crate::keyspace;
-    use crate::resp::coll::{Found, Kind, Meta, new_generation};
+    use crate::resp::coll::{Found, Kind, Meta};
     use crate::storage::{Batch, Condition, Op, Outcome};
     if src == dst {
         let e = cx
@@ -238,17 +226,7 @@ pub async fn move_element(
         }
         let (mut to_meta, to_ttl, to_version) = match &to {
             Some((m, rec)) => (*m, rec.expires_at_ms, rec.version),
-            None => (
-                Meta {
-                    kind: Kind::List,
-                    generation: new_generation(),
-                    len: 0,
-                    head: 0,
-                    tail: 0,
-                },
-                None,
-                0,
-            ),
+            None => (Meta::fresh(Kind::List), None, 0),
         };
         let q = if to_left {
             to_meta.head -= 1;

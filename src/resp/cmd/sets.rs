@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::keyspace;
-use crate::resp::coll::{Found, Kind, Meta, View, new_generation};
+use crate::resp::coll::{Found, Kind, Meta, View};
 use crate::resp::proto::Reply;
 use crate::resp::{Conn, wrong_type};
 use crate::storage::{Batch, Condition, Op, Outcome};
@@ -85,16 +85,7 @@ pub async fn store(
         let same_set = old.meta.is_some_and(|(m, _)| m.kind == Kind::Set);
         let (meta, base) = match old.meta {
             Some((m, _)) if same_set => (m, old.members),
-            _ => (
-                Meta {
-                    kind: Kind::Set,
-                    generation: new_generation(),
-                    len: 0,
-                    head: 0,
-                    tail: 0,
-                },
-                BTreeSet::new(),
-            ),
+            _ => (Meta::fresh(Kind::Set), BTreeSet::new()),
         };
         let prefix = keyspace::elem_prefix(&key, meta.generation);
         let elem = |m: &[u8]| {

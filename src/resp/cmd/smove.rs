@@ -3,7 +3,7 @@
 //! sets live on different ones.
 
 use crate::keyspace;
-use crate::resp::coll::{Found, Kind, Meta, new_generation};
+use crate::resp::coll::{Found, Kind, Meta};
 use crate::resp::proto::Reply;
 use crate::resp::wrong_type;
 use crate::storage::{Batch, Condition, Op, Outcome};
@@ -54,17 +54,7 @@ command!("smove", 4, ["write", "fast"], (1, 2, 1), |cx, a| {
         }
         let (to_meta, to_ttl, to_version) = match &to {
             Some((meta, rec)) => (*meta, rec.expires_at_ms, rec.version),
-            None => (
-                Meta {
-                    kind: Kind::Set,
-                    generation: new_generation(),
-                    len: 0,
-                    head: 0,
-                    tail: 0,
-                },
-                None,
-                0,
-            ),
+            None => (Meta::fresh(Kind::Set), None, 0),
         };
         let present = to.is_some() && cx.view_get(&view, &elem(dst, &to_meta))?.is_some();
         if !present {

@@ -1,25 +1,12 @@
 //! `SPOP key [count]`: removes and returns random members (one as a bulk
 //! string without count, an array with it).
 
-use crate::resp::cmd::common::random_picks;
+use crate::resp::cmd::common::{pop_count, random_picks};
 use crate::resp::coll::Kind;
-use crate::resp::int_arg;
 use crate::resp::proto::Reply;
 
 command!("spop", -2, ["write", "fast"], (1, 1, 1), |cx, a| {
-    if a.len() > 3 {
-        return Err(crate::resp::syntax_error());
-    }
-    let count = match a.get(2) {
-        Some(c) => {
-            let n = int_arg(c)?;
-            if n < 0 {
-                return Err(Reply::err("value is out of range, must be positive"));
-            }
-            Some(n)
-        }
-        None => None,
-    };
+    let count = pop_count(a)?.map(|n| n as i64);
     let popped = cx
         .mutate(&a[1], Kind::Set, {
             let args = a.to_vec();

@@ -422,19 +422,7 @@ pub struct Form {
 
 /// ZPOPMIN and ZPOPMAX: `args` = `name key [count]`.
 pub async fn pop_command(cx: &Conn, args: &[Vec<u8>], max: bool) -> Result<Reply, Reply> {
-    if args.len() > 3 {
-        return Err(crate::resp::syntax_error());
-    }
-    let count = match args.get(2) {
-        Some(c) => {
-            let n = crate::resp::int_arg(c)?;
-            if n < 0 {
-                return Err(Reply::err("value is out of range, must be positive"));
-            }
-            n as usize
-        }
-        None => 1,
-    };
+    let count = crate::resp::cmd::common::pop_count(args)?.map_or(1, |n| n as usize);
     let popped = cx
         .mutate(&args[1], Kind::ZSet, move |c| {
             if c.meta.len == 0 || count == 0 {
@@ -550,7 +538,7 @@ async fn replace(
     members: BTreeMap<Vec<u8>, f64>,
 ) -> Result<bool, Reply> {
     use crate::keyspace;
-    use crate::resp::coll::{Meta, new_generation};
+    use crate::resp::coll::Meta;
     use crate::storage::{Batch, Condition, Op, Outcome};
     cx.check_key(dst)?;
     let found = cx.lookup_in(view, dst)?;
@@ -581,11 +569,8 @@ async fn replace(
     }
     if !members.is_empty() {
         let meta = Meta {
-            kind: Kind::ZSet,
-            generation: new_generation(),
             len: members.len() as u64,
-            head: 0,
-            tail: 0,
+            ..Meta::fresh(Kind::ZSet)
         };
         let prefix = keyspace::elem_prefix(dst, meta.generation);
         for (m, s) in members {
