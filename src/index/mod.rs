@@ -619,6 +619,18 @@ impl<'g> Iterator for Iter<'g> {
     type Item = (&'g [u8], Entry);
 
     fn next(&mut self) -> Option<Self::Item> {
+        self.next_node().map(|n| (n.key(), n.entry()))
+    }
+}
+
+impl<'g> Iter<'g> {
+    /// The next key and what a reader at version `at` sees of it (as
+    /// [`Index::get_at`], without looking the key up again).
+    pub fn next_at(&mut self, at: u64) -> Option<(&'g [u8], At<'g>)> {
+        self.next_node().map(|n| (n.key(), node_at(n, at)))
+    }
+
+    fn next_node(&mut self) -> Option<&'g Node> {
         let node = if !self.started {
             self.started = true;
             if self.reverse {
@@ -668,7 +680,7 @@ impl<'g> Iterator for Iter<'g> {
             return None;
         }
         self.next = Some(n);
-        Some((n.key(), n.entry()))
+        Some(n)
     }
 }
 

@@ -528,28 +528,37 @@ impl StoreReader {
     pub fn get_at(&self, key: &[u8], at: u64) -> Result<Option<Value>> {
         let guard = crossbeam_epoch::pin();
         for _ in 0..1000 {
-            let e = match self.shared.index.get_at(key, at, &guard) {
-                At::Absent => return Ok(None),
-                At::Old(v) => {
-                    return Ok(v.value.as_ref().and_then(|b| {
-                        if v.expires_at_ms.is_some_and(|t| t <= now_ms()) {
-                            return None;
-                        }
-                        Some(Value {
-                            value: b.to_vec(),
-                            version: v.version,
-                            expires_at_ms: v.expires_at_ms,
-                        })
-                    }));
-                }
-                At::Current(e) => e,
-            };
-            // A merge may have moved the entry meanwhile: read again.
-            if let Some(v) = self.read_entry(key, &e, &guard)? {
+            let found = self.shared.index.get_at(key, at, &guard);
+            if let Some(v) = self.read_at(key, found, &guard)? {
                 return Ok(v);
             }
         }
         Err(gone_segment(key))
+    }
+
+    /// The value a snapshot read finds in `found` (`None` inside: absent,
+    /// deleted or expired), or `None` if a merge moved the entry since it
+    /// was read.
+    fn read_at(
+        &self,
+        key: &[u8],
+        found: At<'_>,
+        guard: &crossbeam_epoch::Guard,
+    ) -> Result<Option<Option<Value>>> {
+        match found {
+            At::Absent => Ok(Some(None)),
+            At::Old(v) => Ok(Some(v.value.as_ref().and_then(|b| {
+                if v.expires_at_ms.is_some_and(|t| t <= now_ms()) {
+                    return None;
+                }
+                Some(Value {
+                    value: b.to_vec(),
+                    version: v.version,
+                    expires_at_ms: v.expires_at_ms,
+                })
+            }))),
+            At::Current(e) => self.read_entry(key, &e, guard),
+        }
     }
 
     /// Keys in the range as of version `at`, in order (or reverse), at most
@@ -564,14 +573,21 @@ impl StoreReader {
     ) -> Result<Vec<(Vec<u8>, Value)>> {
         let guard = crossbeam_epoch::pin();
         let mut out = Vec::new();
-        for (key, e) in self.shared.index.range(lower, upper, reverse, &guard) {
-            if out.len() >= limit {
+        let mut keys = self.shared.index.range(lower, upper, reverse, &guard);
+        while out.len() < limit {
+            let Some((key, found)) = keys.next_at(at) else {
                 break;
-            }
-            if e.version <= at && e.tombstone {
+            };
+            if matches!(found, At::Current(e) if e.tombstone) {
                 continue;
             }
-            if let Some(v) = self.get_at(key, at)? {
+            // The node the walk is on answers first; a merge that moved the
+            // entry meanwhile sends the read through the key's lookup.
+            let v = match self.read_at(key, found, &guard)? {
+                Some(v) => v,
+                None => self.get_at(key, at)?,
+            };
+            if let Some(v) = v {
                 out.push((key.to_vec(), v));
             }
         }
