@@ -169,6 +169,8 @@ pub enum Reply {
     NullArray,
     /// `*n` items.
     Array(Vec<Reply>),
+    /// An unordered collection (RESP3 `~n`; RESP2 an array).
+    Set(Vec<Reply>),
     /// A map (RESP3 `%n`; RESP2 a flat array of keys and values).
     Map(Vec<(Reply, Reply)>),
     /// A double (RESP3 `,x`; RESP2 a bulk string).
@@ -212,6 +214,12 @@ impl Reply {
             Reply::NullArray => out.extend_from_slice(b"*-1\r\n"),
             Reply::Array(items) => {
                 header(out, b'*', items.len());
+                for i in items {
+                    i.encode(proto, out);
+                }
+            }
+            Reply::Set(items) => {
+                header(out, if proto >= 3 { b'~' } else { b'*' }, items.len());
                 for i in items {
                     i.encode(proto, out);
                 }

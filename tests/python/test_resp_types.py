@@ -5,6 +5,7 @@ restart and expiry across restart, combined changes of one hot key, and
 redis-benchmark's data-type tests when redis-tools are installed."""
 
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -255,8 +256,19 @@ def test_resp3_collection_replies(daemon):
         assert raw(c, "ZSCORE", "r3:z", "m") == 1.5
         assert raw(c, "ZRANGE", "r3:z", 0, -1, "WITHSCORES") == [[b"m", 1.5]]
         assert raw(c, "ZPOPMIN", "r3:z") == [b"m", 1.5]
+        c.delete("r3:s")
+        c.sadd("r3:s", "a", "b")
+        assert sorted(raw(c, "SMEMBERS", "r3:s")) == [b"a", b"b"]
     finally:
         c.close()
+    # Sets go out as RESP3 sets (`~`), arrays in RESP2.
+    with socket.create_connection((daemon.host, daemon.port), timeout=5) as s:
+        s.sendall(b"SMEMBERS r3:s\r\nHELLO 3\r\nSMEMBERS r3:s\r\nSUNION r3:s r3:none\r\n")
+        got = b""
+        while got.count(b"$1\r\nb\r\n") < 3:
+            got += s.recv(65536)
+    assert got.startswith(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n")
+    assert got.endswith(b"~2\r\n$1\r\na\r\n$1\r\nb\r\n~2\r\n$1\r\na\r\n$1\r\nb\r\n")
 
 
 def test_wrong_types_and_key_commands(r):

@@ -186,7 +186,7 @@ pub async fn combine_store(cx: &Conn, args: &[Vec<u8>], op: Algebra) -> Result<R
 pub async fn combine_read(cx: &Conn, args: &[Vec<u8>], op: Algebra) -> Result<Reply, Reply> {
     let view = cx.view().await;
     let sets = load_all(cx, &view, &args[1..])?;
-    Ok(Reply::Array(
+    Ok(Reply::Set(
         combine(op, sets).into_iter().map(Reply::Bulk).collect(),
     ))
 }
