@@ -11,7 +11,8 @@
 //!   plain get.
 //!
 //! The abort rate of 64 clients on uniform keys is printed with the commit
-//! benchmarks. Run: `make bench-txn` (or `cargo bench --bench txn`).
+//! benchmarks. Run: `make bench-txn` (or `cargo bench --bench txn`);
+//! `FLASHKV_BENCH_ENGINE=plain` forces the plain I/O engine.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,6 +39,15 @@ struct Db {
     by_shard: Arc<Vec<Vec<Vec<u8>>>>,
 }
 
+/// The I/O engine: `FLASHKV_BENCH_ENGINE` (io_uring or plain), else what
+/// the kernel allows.
+fn engine() -> IoEngine {
+    std::env::var("FLASHKV_BENCH_ENGINE")
+        .ok()
+        .and_then(|e| IoEngine::parse(&e))
+        .unwrap_or_else(IoEngine::detect)
+}
+
 fn key(i: u64) -> Vec<u8> {
     format!(
         "k{:012}",
@@ -57,7 +67,7 @@ fn open(dir: &Path, keys: u64) -> Db {
                     sync: SyncPolicy::None,
                     ..Default::default()
                 },
-                Io::new(IoEngine::detect()),
+                Io::new(engine()),
                 clock.clone(),
             )
             .expect("open shard")
