@@ -483,7 +483,10 @@ def test_connection_limit_slow_clients_and_deadlines():
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    d = Daemon("--shards", "2", "--max-connections", "3", "--request-timeout-ms", "600").wait_ready_line()
+    # The request timeout leaves the setup below (four connections, one
+    # request) ample time on a loaded machine: the slow clients must still
+    # hold their slots when the fourth connects.
+    d = Daemon("--shards", "2", "--max-connections", "3", "--request-timeout-ms", "2000").wait_ready_line()
     host, port = d.url[len("http://"):].rsplit(":", 1)
     try:
         def conn():
