@@ -343,14 +343,20 @@ impl Conn {
     /// Queues `work` on `key`'s stripe and waits for its answer, running a
     /// round of the stripe's queued work itself when the turn is free.
     pub(crate) async fn combined(&self, key: &[u8], work: Work) -> Answer {
+        static NEXT_JOB: AtomicU64 = AtomicU64::new(1);
         let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let id = NEXT_JOB.fetch_add(1, Ordering::Relaxed);
         let job = Job {
+            id,
             key: key.to_vec(),
             work,
             done: tx,
         };
         let stripe = stripe_of(key);
         stripe.queue.lock().expect("combiner queue").push(job);
+        // A client that goes away before a round took its job takes the job
+        // back: it must not run later, at some other client's turn.
+        let _withdraw = Withdraw { stripe, id };
         loop {
             tokio::select! {
                 biased;
@@ -439,8 +445,24 @@ pub(crate) enum Work {
     Str(StrFn),
 }
 
+/// Removes a job from its stripe's queue if no round has taken it yet.
+struct Withdraw {
+    stripe: &'static Stripe,
+    id: u64,
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        let mut q = self.stripe.queue.lock().expect("combiner queue");
+        if let Some(i) = q.iter().position(|j| j.id == self.id) {
+            q.remove(i);
+        }
+    }
+}
+
 /// A change waiting for its key's turn.
 struct Job {
+    id: u64,
     key: Vec<u8>,
     work: Work,
     done: tokio::sync::oneshot::Sender<Answer>,
