@@ -84,6 +84,7 @@ def test_hashes(r):
     wv = r.hrandfield(h, 2, withvalues=True)
     assert len(wv) == 4 and r.hget(h, wv[0]) == wv[1]
     assert r.hrandfield("h:none") is None and r.hrandfield("h:none", 2) == []
+    err(lambda: r.hrandfield(h, -10**12), "value is out of range")
     # The last field removed deletes the key.
     assert r.hdel(h, *r.hkeys(h)) > 0
     assert r.exists(h) == 0 and r.type(h) == b"none"
@@ -159,6 +160,7 @@ def test_sets(r):
     assert r.srandmember(t) in r.smembers(t)
     assert len(r.srandmember(t, 3)) == 3 == len(set(r.srandmember(t, 3)))
     assert len(r.srandmember(t, -7)) == 7 and r.srandmember("s:none") is None
+    err(lambda: r.srandmember(t, -10**12), "value is out of range")
     popped = r.spop(t)
     assert popped not in r.smembers(t) and r.scard(t) == 3
     assert len(r.spop(t, 2)) == 2 and r.scard(t) == 1

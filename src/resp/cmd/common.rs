@@ -568,3 +568,20 @@ pub fn pop_count(args: &[Vec<u8>]) -> Result<Option<u64>, Reply> {
         })
         .transpose()
 }
+
+/// Replies a negative RAND* count may ask for at most: each is answered in
+/// memory before it is sent, and a count such as -10^12 must get an error,
+/// not exhaust the server.
+const MAX_RAND_REPEATS: u64 = 10_000_000;
+
+/// The count of HRANDFIELD and SRANDMEMBER.
+pub fn rand_count(b: &[u8]) -> Result<i64, Reply> {
+    let n = int_arg(b)?;
+    if n < 0 && n.unsigned_abs() > MAX_RAND_REPEATS {
+        return Err(Reply::err(format!(
+            "value is out of range: a negative count may ask for at most {MAX_RAND_REPEATS} \
+             members"
+        )));
+    }
+    Ok(n)
+}

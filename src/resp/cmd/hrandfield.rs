@@ -1,13 +1,13 @@
 //! `HRANDFIELD key [count [WITHVALUES]]`: random fields; a negative count
 //! may repeat fields.
 
-use crate::resp::cmd::common::random_picks;
+use crate::resp::cmd::common::{rand_count, random_picks};
 use crate::resp::coll::Kind;
 use crate::resp::proto::Reply;
-use crate::resp::{int_arg, syntax_error};
+use crate::resp::syntax_error;
 
 command!("hrandfield", -2, ["readonly"], (1, 1, 1), |cx, a| {
-    let count = a.get(2).map(|c| int_arg(c)).transpose()?;
+    let count = a.get(2).map(|c| rand_count(c)).transpose()?;
     let with_values = match a.get(3) {
         None => false,
         Some(w) if a.len() == 4 && w.eq_ignore_ascii_case(b"WITHVALUES") => true,

@@ -1,16 +1,15 @@
 //! `SRANDMEMBER key [count]`: random members without removing them; a
 //! negative count may repeat members.
 
-use crate::resp::cmd::common::random_picks;
+use crate::resp::cmd::common::{rand_count, random_picks};
 use crate::resp::coll::Kind;
-use crate::resp::int_arg;
 use crate::resp::proto::Reply;
 
 command!("srandmember", -2, ["readonly"], (1, 1, 1), |cx, a| {
     if a.len() > 3 {
         return Err(crate::resp::syntax_error());
     }
-    let count = a.get(2).map(|c| int_arg(c)).transpose()?;
+    let count = a.get(2).map(|c| rand_count(c)).transpose()?;
     let Some(s) = cx.read_coll(&a[1], Kind::Set).await? else {
         return Ok(if count.is_some() {
             Reply::Array(vec![])
