@@ -276,45 +276,25 @@ impl Conn {
     /// Commits a batch of string writes (inside EXEC: buffers it in the
     /// transaction). A string put or delete also removes a collection of
     /// the same name, in the same atomic batch, as Redis' SET and DEL do.
-    pub async fn write(&self, batch: Batch) -> std::result::Result<Outcome, Reply> {
+    pub async fn write(&self, mut batch: Batch) -> std::result::Result<Outcome, Reply> {
         for op in &batch.ops {
             self.check_key(op.key())?;
             if let Op::Put { value, .. } = op {
                 self.shared.limits.check_value(value).map_err(error_reply)?;
             }
         }
-        let (n_ops, n_conditions) = (batch.ops.len(), batch.conditions.len());
-        let mut b = batch;
-        for _ in 0..UPDATE_ATTEMPTS {
-            b.ops.truncate(n_ops);
-            b.conditions.truncate(n_conditions);
-            let mut added = std::collections::HashSet::new();
-            let keys: Vec<Vec<u8>> = b.ops.iter().map(|o| o.key().to_vec()).collect();
-            for (i, key) in keys.iter().enumerate() {
-                let op_is_delete = matches!(b.ops[i], Op::Delete { .. });
-                let meta = keyspace::meta_key(key);
-                if added.contains(&meta) || b.conditions.iter().any(|c| c.key == meta) {
-                    continue;
-                }
-                let current = self.raw_get(&meta)?;
-                if current.is_none() && op_is_delete {
-                    continue;
-                }
-                b.conditions.push(Condition {
-                    key: meta.clone(),
-                    expected_version: current.as_ref().map_or(0, |v| v.version),
-                });
-                if current.is_some() {
-                    b.ops.push(Op::Delete { key: meta.clone() });
-                }
-                added.insert(meta);
-            }
-            match self.write_raw(b.clone()).await? {
-                Outcome::ConditionFailed { key, .. } if added.contains(&key) => continue,
-                outcome => return Ok(outcome),
-            }
-        }
-        Err(Reply::err("the keys kept changing under the write; retry"))
+        // Each string write also deletes a collection of the same name, in
+        // the same atomic batch; the store writes nothing for the delete of
+        // an absent key, so where there is none this costs a lookup.
+        let metas: Vec<Op> = batch
+            .ops
+            .iter()
+            .map(|op| Op::Delete {
+                key: keyspace::meta_key(op.key()),
+            })
+            .collect();
+        batch.ops.extend(metas);
+        self.write_raw(batch).await
     }
 
     /// Commits a batch of any keys, the reserved namespace included, as
@@ -552,16 +532,10 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
     reply
 }
 
-/// A reply owed to the client, in order: ready, or a queued SET (with its
-/// key and value, run again through [`Conn::write`] if a collection
-/// appeared under the key meanwhile).
+/// A reply owed to the client, in order: ready, or a queued SET.
 enum Owed {
     Ready(Reply),
-    Set(
-        Instant,
-        crate::storage::service::PendingWrite,
-        Box<(Vec<u8>, Vec<u8>)>,
-    ),
+    Set(Instant, crate::storage::service::PendingWrite),
 }
 
 /// A plain `SET key value` (no options): a blind write that can be queued
@@ -581,42 +555,26 @@ async fn submit_set(cx: &Conn, mut args: Vec<Vec<u8>>) -> Owed {
     if let Err(reply) = checked {
         return Owed::Ready(reply);
     }
-    // SET replaces a collection of the same name; the queued write holds
-    // only while there is none.
-    let meta = keyspace::meta_key(&key);
-    match cx.raw_get(&meta) {
-        Ok(None) => {}
-        Ok(Some(_)) => return Owed::Ready(set_again(cx, key, value, start).await),
-        Err(reply) => return Owed::Ready(reply),
-    }
-    let again = Box::new((key.clone(), value.clone()));
+    // SET replaces a collection of the same name: its metadata record goes
+    // in the same batch (a no-op where there is none). The elements are
+    // left to the reclaimer's sweep.
     let batch = Batch {
-        ops: vec![Op::Put {
-            key,
-            value,
-            expires_at_ms: None,
-        }],
-        conditions: vec![Condition {
-            key: meta,
-            expected_version: 0,
-        }],
+        ops: vec![
+            Op::Delete {
+                key: keyspace::meta_key(&key),
+            },
+            Op::Put {
+                key,
+                value,
+                expires_at_ms: None,
+            },
+        ],
+        conditions: vec![],
     };
     match cx.router().submit(batch).await {
-        Ok(p) => Owed::Set(start, p, again),
+        Ok(p) => Owed::Set(start, p),
         Err(e) => Owed::Ready(error_reply(e)),
     }
-}
-
-/// A plain SET through [`Conn::write`], which removes a collection of the
-/// same name in the same batch.
-async fn set_again(cx: &Conn, key: Vec<u8>, value: Vec<u8>, start: Instant) -> Reply {
-    let reply = match cx.write(Batch::put(key, value)).await {
-        Ok(_) => Reply::OK,
-        Err(r) => r,
-    };
-    cx.shared.commands.fetch_add(1, Ordering::Relaxed);
-    metrics().request("resp", "set", start, reply.is_error().then_some("ERR"));
-    reply
 }
 
 /// Encodes every owed reply, waiting for queued writes in order.
@@ -624,14 +582,9 @@ async fn settle(cx: &Conn, owed: &mut VecDeque<Owed>, out: &mut Vec<u8>) {
     while let Some(o) = owed.pop_front() {
         let reply = match o {
             Owed::Ready(r) => r,
-            Owed::Set(start, pending, again) => {
+            Owed::Set(start, pending) => {
                 let reply = match pending.wait().await {
-                    Ok(Outcome::Committed { .. }) => Reply::OK,
-                    Ok(Outcome::ConditionFailed { .. }) => {
-                        let (key, value) = *again;
-                        set_again(cx, key, value, start).await.encode(cx.proto, out);
-                        continue;
-                    }
+                    Ok(_) => Reply::OK,
                     Err(e) => error_reply(e),
                 };
                 cx.shared.commands.fetch_add(1, Ordering::Relaxed);
