@@ -13,7 +13,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 mod common;
-use common::Daemon;
+use common::{Daemon, rt};
 
 /// Every file and directory below `dir` is accessible by its owner only.
 fn assert_owner_only(dir: &Path) {
@@ -32,14 +32,6 @@ fn assert_owner_only(dir: &Path) {
         }
     }
     assert!(seen >= 6, "expected data files below {}", dir.display());
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn put(key: &str, value: &str) -> PutRequest {

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{Daemon, rt};
 use flashkv::api::grpc::proto::{GetRequest, PutRequest, ScanRequest, StatsRequest};
 
 /// Sends one command over RESP2 and returns the first line of the reply
@@ -25,14 +25,6 @@ fn cmd(conn: &mut BufReader<TcpStream>, args: &[&str]) -> String {
     let mut line = String::new();
     conn.read_line(&mut line).unwrap();
     line.trim_end().to_string()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 async fn records(d: &Daemon) -> u64 {

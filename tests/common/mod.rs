@@ -19,6 +19,15 @@ pub fn engine_flag() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A two-worker tokio runtime for the tests' clients.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A `flashkv` process on 127.0.0.1 with an ephemeral port; killed when
 /// dropped (also when a check fails).
 pub struct Daemon {

@@ -13,17 +13,9 @@ import time
 import pytest
 import redis
 
-from test_resp import Daemon, err, raw
+from test_resp import Daemon, daemon, err, raw  # noqa: F401 (daemon: the shared fixture)
 
 WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
-
-
-@pytest.fixture(scope="module")
-def daemon():
-    d = Daemon("--shards", "2", "--max-value-size", "65536")
-    yield d
-    d.stop()
-    shutil.rmtree(d.data, ignore_errors=True)
 
 
 @pytest.fixture
