@@ -35,6 +35,12 @@ fn run() -> anyhow::Result<()> {
         }
     }
     let keys: usize = daemon.recovery.iter().map(|r| r.index_entries).sum();
+    let engine = match daemon.recovery.first().map(|r| r.write_path) {
+        Some("pwrite") if daemon.engine == flashkv::storage::IoEngine::Uring => {
+            "io_uring (fdatasync; writes by pwrite: the file system has no non-blocking buffered writes)"
+        }
+        _ => daemon.engine.as_str(),
+    };
     // One line with what was chosen; tests and scripts read the address here.
     println!(
         "flashkv {} ready: gRPC on {} | HTTP on {} | RESP on {} | data {} | {} | io engine {} | sync {} | {} index entries recovered",
@@ -44,7 +50,7 @@ fn run() -> anyhow::Result<()> {
         daemon.resp_addr,
         cfg.data_dir.display(),
         daemon.partitioner,
-        daemon.engine.as_str(),
+        engine,
         cfg.store.sync,
         keys
     );

@@ -46,6 +46,13 @@ async fn open(dir: &Path, opts: &StoreOptions, engine: IoEngine) -> flashkv::Res
     )
 }
 
+/// An I/O handle through `faults`. On io_uring, data writes go through
+/// the ring even where the file system makes the backend prefer `pwrite`
+/// (see `storage::io`), so that the fault tests cover the ring's writes.
+fn faulty_io(engine: IoEngine, faults: &Arc<FaultInjector>) -> Io {
+    Io::with_faults(engine, faults.clone()).with_ring_writes(engine == IoEngine::Uring)
+}
+
 /// Opens a store whose I/O goes through `faults`.
 async fn open_faulty(
     dir: &Path,
@@ -56,7 +63,7 @@ async fn open_faulty(
     Store::open(
         dir,
         opts.clone(),
-        Io::with_faults(engine, faults.clone()),
+        faulty_io(engine, faults),
         Arc::new(Clock::new()),
     )
     .await
@@ -1210,7 +1217,7 @@ fn failed_open_or_read_at_start_up_refuses_and_loses_nothing() {
                 let opened = engine.block_on(Store::open(
                     dir.path(),
                     opts.clone(),
-                    Io::with_faults(engine, faults.clone()),
+                    faulty_io(engine, &faults),
                     Arc::new(Clock::new()),
                 ));
                 match opened {

@@ -243,12 +243,16 @@ impl Store {
     pub async fn open(
         dir: &Path,
         opts: StoreOptions,
-        io: Io,
+        mut io: Io,
         clock: Arc<Clock>,
     ) -> Result<(Store, RecoveryReport)> {
         opts.validate()?;
         let lock = crate::storage::store::lock_dir(dir)?;
-        let mut report = RecoveryReport::default();
+        io.fit_to_dir(dir);
+        let mut report = RecoveryReport {
+            write_path: io.write_path(),
+            ..RecoveryReport::default()
+        };
         finish_merges(dir, &io, &mut report)?;
 
         let mut seg_files: BTreeMap<u32, PathBuf> = BTreeMap::new();

@@ -342,6 +342,8 @@ pub struct RecoveryReport {
     /// Redo records of cross-shard commits newer than the persisted settled
     /// floor, for the daemon to re-apply where their shard lacks them.
     pub redo: Vec<Redo>,
+    /// How data writes are made (see [`crate::storage::io::Io::write_path`]).
+    pub write_path: &'static str,
 }
 
 /// A redo record found at recovery (see `format` on txn prepare records).
