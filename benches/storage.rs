@@ -7,7 +7,13 @@
 //!   writers through the storage task (group commit);
 //! - `reopen`: index rebuild from hints versus from a scan, 1M and 10M keys
 //!   (10M only with `FLASHKV_BENCH_10M=1`: it writes 3 GB);
-//! - `merge`: merge throughput over 1M keys written twice (half garbage).
+//! - `merge`: merge throughput over 1M keys written twice (half garbage);
+//! - `index`: the in-memory index alone: 1M new keys inserted in random
+//!   order (the skiplist search of every insert), keys with random first
+//!   bytes and keys sharing a 10-byte prefix (`key:000000123456`, as
+//!   redis-benchmark's), one by one and in prepared groups of 512
+//!   (`IndexWriter::prepare`, as the group commit does); and overwrites of
+//!   present keys.
 //!
 //! Memory per key is printed (index bytes and resident-set growth per key).
 //! Run: `make bench` (or `cargo bench --bench storage -- <filter>`).
@@ -344,8 +350,89 @@ fn bench_merge(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_index(c: &mut Criterion) {
+    use flashkv::index::{Entry, new_index};
+    let mut g = c.benchmark_group("index");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(N));
+    let entry = Entry {
+        segment: 1,
+        offset: 0,
+        value_len: 100,
+        version: 1,
+        tombstone: false,
+        flags: 0,
+    };
+    let spread: Vec<[u8; 16]> = (0..N).map(key).collect();
+    let prefixed: Vec<[u8; 16]> = (0..N)
+        .map(|i| {
+            let mut k = [0u8; 16];
+            // Random order over the key space, as redis-benchmark -r draws.
+            let n = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 1_000_000_000_000;
+            k.copy_from_slice(format!("key:{n:012}").as_bytes());
+            k
+        })
+        .collect();
+    for (name, keys) in [("spread_keys", &spread), ("prefixed_keys", &prefixed)] {
+        g.bench_function(BenchmarkId::new("insert_1M", name), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (_reader, mut w) = new_index();
+                    let start = Instant::now();
+                    for k in keys.iter() {
+                        w.upsert(k, entry);
+                    }
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
+    // The same inserts in groups of 512 prepared at once, as a group
+    // commit does them.
+    for (name, keys) in [("spread_keys", &spread), ("prefixed_keys", &prefixed)] {
+        g.bench_function(BenchmarkId::new("insert_1M_prepared_512", name), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (_reader, mut w) = new_index();
+                    let start = Instant::now();
+                    for chunk in keys.chunks(512) {
+                        let refs: Vec<&[u8]> = chunk.iter().map(|k| &k[..]).collect();
+                        w.prepare(&refs);
+                        for k in chunk {
+                            w.upsert(k, entry);
+                        }
+                        w.clear_hints();
+                    }
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
+    g.bench_function("overwrite_1M", |b| {
+        let (_reader, mut w) = new_index();
+        for k in &prefixed {
+            w.upsert(k, entry);
+        }
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                for k in &prefixed {
+                    w.upsert(k, entry);
+                }
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bench_index,
     bench_put,
     bench_get,
     bench_durable,

@@ -1135,9 +1135,23 @@ impl Store {
                 .collect();
             self.clock.feed.record(changes);
         }
+        // Groups search the index for all their keys at once (interleaved
+        // walks); one write alone gains nothing from it.
+        let prepared = staged.planned.len() >= 4;
+        if prepared {
+            let keys: Vec<&[u8]> = staged
+                .planned
+                .iter()
+                .map(|p| &staged.buf[p.key_range.0..p.key_range.1])
+                .collect();
+            self.writer.prepare(&keys);
+        }
         for p in &staged.planned {
             let key = &staged.buf[p.key_range.0..p.key_range.1];
             self.publish(key, p.entry, staged.segment, p.xshard);
+        }
+        if prepared {
+            self.writer.clear_hints();
         }
         self.stats.batches += staged.committed.len() as u64;
         if !staged.committed.is_empty() {
