@@ -1267,15 +1267,25 @@ mod tests {
             }
             w.clear_hints();
             if round % 50 == 0 {
-                // Unlinks invalidate hints: remove a few keys mid-batch.
-                let victims: Vec<Vec<u8>> = model.keys().step_by(7).take(20).cloned().collect();
-                let refs: Vec<&[u8]> = victims.iter().map(|k| k.as_slice()).collect();
+                // Unlinks invalidate hints: prepare new keys, unlink some
+                // present ones (which may be hinted predecessors), then
+                // upsert the prepared keys.
+                let fresh: Vec<Vec<u8>> = (0..40)
+                    .map(|_| format!("k{:05}", xorshift(&mut r) % 20_000).into_bytes())
+                    .collect();
+                let refs: Vec<&[u8]> = fresh.iter().map(|k| k.as_slice()).collect();
                 w.prepare(&refs);
+                let victims: Vec<Vec<u8>> = model.keys().step_by(7).take(20).cloned().collect();
                 let guard = crossbeam_epoch::pin();
                 for k in &victims {
                     let at = model[k];
                     assert!(w.remove_if_at(k, 1, at as u32, &guard));
                     model.remove(k);
+                }
+                for k in &fresh {
+                    version += 1;
+                    w.upsert(k, e(1, version as u32, version));
+                    model.insert(k.clone(), version);
                 }
                 w.clear_hints();
             }
