@@ -101,9 +101,12 @@ pub fn key_cmp(a: &[u8], b: &[u8]) -> CmpOrdering {
 /// with different prefixes order like their prefixes.
 #[inline]
 pub fn key_prefix(k: &[u8]) -> u64 {
+    if let Some(head) = k.first_chunk::<8>() {
+        // The common case, without the variable-length copy (a memcpy call).
+        return u64::from_be_bytes(*head);
+    }
     let mut p = [0u8; 8];
-    let n = k.len().min(8);
-    p[..n].copy_from_slice(&k[..n]);
+    p[..k.len()].copy_from_slice(k);
     u64::from_be_bytes(p)
 }
 
