@@ -24,6 +24,7 @@
 //!   reported, and the segment is rewritten by a merge right after opening.
 
 use std::cmp::{Ordering, Reverse};
+use std::collections::binary_heap::PeekMut;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::fs::{self, File};
 use std::io::Read;
@@ -222,8 +223,10 @@ fn map_file(io: &Io, path: &Path) -> Result<Option<Mmap>> {
         return Ok(None);
     }
     // SAFETY: hint files are written once under a temporary name and renamed;
-    // nothing modifies them while mapped.
-    unsafe { Mmap::map(&f) }
+    // nothing modifies them while mapped. Populated: start-up reads all of
+    // it (the checksum first), and one populate is cheaper than a fault per
+    // 64 KiB.
+    unsafe { memmap2::MmapOptions::new().populate().map(&f) }
         .map(Some)
         .map_err(|e| Error::io("mmap", path, e))
 }
@@ -636,6 +639,14 @@ enum Source<'a> {
 }
 
 impl<'a> Source<'a> {
+    /// The segment the source's entries point into.
+    fn segment(&self) -> Option<u32> {
+        match self {
+            Source::Hint(_, id) => Some(*id),
+            Source::Scanned(r) => r.first().map(|r| r.2.segment),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Source::Hint(v, _) => v.len(),
@@ -649,10 +660,20 @@ impl<'a> Source<'a> {
                 let r = v.get(i);
                 (r.key, hint_entry(*id, &r))
             }
-            Source::Scanned(r) => (r[i].1, r[i].2),
+            Source::Scanned(r) => {
+                // Sorted by key, the records' keys are scattered over the
+                // mapped segment: start loading one a few entries ahead.
+                if let Some(ahead) = r.get(i + SCANNED_PREFETCH_AHEAD) {
+                    hint::prefetch(ahead.1, 0);
+                }
+                (r[i].1, r[i].2)
+            }
         }
     }
 }
+
+/// How many records ahead a scanned source prefetches its keys.
+const SCANNED_PREFETCH_AHEAD: usize = 8;
 
 /// Merges the sorted sources by key (highest version wins) and bulk-loads
 /// the result into the empty index: no search per key.
@@ -661,8 +682,18 @@ fn bulk_load(writer: &mut IndexWriter, sources: &[Source<'_>], live: &mut BTreeM
     let mut loader = writer
         .bulk_loader(expected)
         .expect("the index is empty before recovery loads it");
+    // Live bytes per segment, summed in a dense array over the sources'
+    // segment ids (a map lookup per key costs more than the rest of a push).
+    let mut ids: Vec<u32> = sources.iter().filter_map(Source::segment).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut sums = vec![0u64; ids.len()];
     let mut push = |key: &[u8], e: Entry| {
-        *live.entry(e.segment).or_default() += entry_len(key, &e);
+        let len = entry_len(key, &e);
+        match ids.binary_search(&e.segment) {
+            Ok(i) => sums[i] += len,
+            Err(_) => *live.entry(e.segment).or_default() += len,
+        }
         loader.push(key, e);
     };
     if let [only] = sources {
@@ -670,8 +701,19 @@ fn bulk_load(writer: &mut IndexWriter, sources: &[Source<'_>], live: &mut BTreeM
             let (k, e) = only.get(i);
             push(k, e);
         }
-        return;
+    } else {
+        merge_sources(sources, &mut push);
     }
+    for (id, sum) in ids.into_iter().zip(sums) {
+        if sum > 0 {
+            *live.entry(id).or_default() += sum;
+        }
+    }
+}
+
+/// Feeds the sources' entries to `push` in key order, one per key (the
+/// highest version wins).
+fn merge_sources<'a>(sources: &[Source<'a>], push: &mut impl FnMut(&[u8], Entry)) {
     // Pick the smallest head: linearly for a few sources, with a heap ordered
     // by the 8-byte key prefix first for more (a dozen segments at 10M keys).
     let mut pos = vec![0usize; sources.len()];
@@ -698,7 +740,7 @@ fn bulk_load(writer: &mut IndexWriter, sources: &[Source<'_>], live: &mut BTreeM
             if pos[h] < sources[h].len() {
                 heads[h] = Some(sources[h].get(pos[h]));
             }
-            merge_one(&mut pending, key, e, &mut push);
+            merge_one(&mut pending, key, e, push);
         }
     } else {
         let mut heap: BinaryHeap<Reverse<(u64, &[u8], usize)>> = sources
@@ -710,14 +752,19 @@ fn bulk_load(writer: &mut IndexWriter, sources: &[Source<'_>], live: &mut BTreeM
                 Reverse((key_prefix(k), k, h))
             })
             .collect();
-        while let Some(Reverse((_, key, h))) = heap.pop() {
+        // The smallest head is replaced in place (one sift) rather than
+        // popped and pushed (two).
+        while let Some(mut top) = heap.peek_mut() {
+            let Reverse((_, key, h)) = *top;
             let (_, e) = sources[h].get(pos[h]);
             pos[h] += 1;
             if pos[h] < sources[h].len() {
                 let k = sources[h].get(pos[h]).0;
-                heap.push(Reverse((key_prefix(k), k, h)));
+                *top = Reverse((key_prefix(k), k, h));
+            } else {
+                PeekMut::pop(top);
             }
-            merge_one(&mut pending, key, e, &mut push);
+            merge_one(&mut pending, key, e, push);
         }
     }
     if let Some((pk, pe)) = pending {
