@@ -65,6 +65,17 @@ pub struct HintMeta {
 /// Encodes a hint file. `records` is sorted by key here; keys must be unique.
 pub fn encode(meta: HintMeta, records: &mut [HintRecord<'_>]) -> Vec<u8> {
     records.sort_unstable_by(|a, b| crate::index::key_cmp(a.key, b.key));
+    encode_sorted(meta, records)
+}
+
+/// [`encode`] for records already sorted by key, at most one per key.
+pub fn encode_sorted(meta: HintMeta, records: &[HintRecord<'_>]) -> Vec<u8> {
+    debug_assert!(
+        records
+            .windows(2)
+            .all(|w| crate::index::key_cmp(w[0].key, w[1].key).is_lt()),
+        "hint records must be sorted by key, one per key"
+    );
     let key_bytes: usize = records.iter().map(|r| r.key.len()).sum();
     let mut keys = Vec::with_capacity(key_bytes);
     let mut entries = Vec::with_capacity(records.len());

@@ -38,7 +38,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::index::{At, Entry, Index, IndexWriter, OldVersion};
+use crate::index::{At, Entry, Index, IndexWriter, OldVersion, key_prefix};
 use crate::storage::fasthash::FastMap;
 use crate::storage::format::{
     self, FLAG_EXPIRES, FLAG_GROUP_CONT, RecordKind, RecordSpec, SEGMENT_HEADER_LEN, SegmentHeader,
@@ -1776,6 +1776,12 @@ pub(crate) async fn create_segment(
 }
 
 /// Builds the hint of a sealed log segment: the last record of every key.
+///
+/// Records are collected in log order, sorted by key (ties in log order)
+/// and reduced to the last of each key. The sort compares the first 16 key
+/// bytes as two integers held in the sort array itself, so it rarely reads
+/// a key from the mapped segment; a hash map of keys (the earlier way) paid
+/// a random memory access per record and still had to sort afterwards.
 pub(crate) fn build_log_hint(
     seg: &Segment,
     len: u64,
@@ -1785,26 +1791,23 @@ pub(crate) fn build_log_hint(
     let bytes = &seg.bytes()[..len as usize];
     let mut pos = SEGMENT_HEADER_LEN;
     // Records are about 100 bytes and more: a capacity that rarely grows.
-    let mut last: FastMap<&[u8], HintRecord<'_>> = FastMap::default();
-    last.reserve(bytes.len() / 128);
+    let mut all: Vec<HintRecord<'_>> = Vec::with_capacity(bytes.len() / 128);
+    let mut order: Vec<(u64, u64, u32)> = Vec::with_capacity(bytes.len() / 128);
     let (mut lo, mut hi) = (u64::MAX, 0u64);
     while pos < bytes.len() {
         let rec = format::decode_record(&bytes[pos..])
             .map_err(|d| Error::corruption(&seg.path, pos as u64, d.to_string()))?;
         if matches!(rec.kind, RecordKind::Put | RecordKind::Delete) {
-            last.insert(
-                rec.key,
-                HintRecord {
-                    key: rec.key,
-                    offset: pos as u32,
-                    value_len: rec.value.len() as u32,
-                    version: rec.version,
-                    kind: rec.kind as u8,
-                    flags: rec.flags & FLAG_EXPIRES,
-                },
-            );
-        }
-        if matches!(rec.kind, RecordKind::Put | RecordKind::Delete) {
+            let (p0, p1) = sort_prefixes(rec.key);
+            order.push((p0, p1, all.len() as u32));
+            all.push(HintRecord {
+                key: rec.key,
+                offset: pos as u32,
+                value_len: rec.value.len() as u32,
+                version: rec.version,
+                kind: rec.kind as u8,
+                flags: rec.flags & FLAG_EXPIRES,
+            });
             lo = lo.min(rec.version);
         }
         if matches!(
@@ -1815,7 +1818,23 @@ pub(crate) fn build_log_hint(
         }
         pos += rec.len;
     }
-    let mut recs: Vec<HintRecord<'_>> = last.into_values().collect();
+    order.sort_unstable_by(|a, b| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| all[a.2 as usize].key.cmp(all[b.2 as usize].key))
+            .then(a.2.cmp(&b.2))
+    });
+    // The last of each run of equal keys is the key's newest record.
+    let mut recs: Vec<HintRecord<'_>> = Vec::with_capacity(order.len());
+    for (i, &(p0, p1, at)) in order.iter().enumerate() {
+        let same_as_next = order.get(i + 1).is_some_and(|&(n0, n1, next)| {
+            (n0, n1) == (p0, p1) && all[next as usize].key == all[at as usize].key
+        });
+        if !same_as_next {
+            recs.push(all[at as usize]);
+        }
+    }
+    drop(all);
     let meta = HintMeta {
         segment_id: seg.id,
         segment_len: len,
@@ -1826,7 +1845,16 @@ pub(crate) fn build_log_hint(
         },
         max_version: hi.max(max_version),
     };
-    Ok(hint::encode(meta, &mut recs))
+    Ok(hint::encode_sorted(meta, &recs))
+}
+
+/// Bytes 0..8 and 8..16 of a key as big-endian integers (zero-padded):
+/// ordering by them, then by the whole key, is the index's key order.
+fn sort_prefixes(key: &[u8]) -> (u64, u64) {
+    (
+        key_prefix(key),
+        key_prefix(key.get(8..).unwrap_or_default()),
+    )
 }
 
 /// Creates a directory (and its parents) readable by the owner only.
