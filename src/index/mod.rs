@@ -392,6 +392,11 @@ pub struct IndexWriter {
     hints: Vec<Hint>,
     /// Predecessors of the hints, `height` of them from each hint's `base`.
     hint_preds: Vec<*const Node>,
+    /// The successor each predecessor had when the hint was made (null:
+    /// none), parallel to `hint_preds`.
+    hint_succs: Vec<*const Node>,
+    /// Copies of the hinted keys (see `Hint::key`).
+    hint_keys: Vec<u8>,
     /// The next upsert's slot in `hints`.
     cursor: usize,
     _not_sync: PhantomData<std::cell::Cell<()>>,
@@ -402,11 +407,14 @@ pub struct IndexWriter {
 unsafe impl Send for IndexWriter {}
 
 /// Where a prepared key would be linked: its tower height (drawn in
-/// advance; 0: no hint, the key was present) and its predecessors.
+/// advance; 0: no hint, the key was present), its predecessors and their
+/// successors, and where its copy is in `hint_keys`.
 #[derive(Clone, Copy)]
 struct Hint {
     height: usize,
     base: usize,
+    key: usize,
+    key_len: usize,
 }
 
 /// Walks in flight at once in [`IndexWriter::prepare`].
@@ -468,6 +476,8 @@ pub fn new_index() -> (Index, IndexWriter) {
             rng: 0x9E37_79B9_7F4A_7C15,
             hints: Vec::new(),
             hint_preds: Vec::new(),
+            hint_succs: Vec::new(),
+            hint_keys: Vec::new(),
             cursor: 0,
             _not_sync: PhantomData,
         },
@@ -771,7 +781,15 @@ impl IndexWriter {
     /// [`IndexWriter::clear_hints`] or the next `prepare`.
     pub fn prepare(&mut self, keys: &[&[u8]]) {
         self.clear_hints();
-        self.hints.resize(keys.len(), Hint { height: 0, base: 0 });
+        self.hints.resize(
+            keys.len(),
+            Hint {
+                height: 0,
+                base: 0,
+                key: 0,
+                key_len: 0,
+            },
+        );
         let head = self.inner.head as *const Node;
         let top = self.inner.height.load(Ordering::Relaxed);
         let mut walks: [Option<Walk>; WALKS] = [None; WALKS];
@@ -788,7 +806,17 @@ impl IndexWriter {
                     let height = self.random_height();
                     let base = self.hint_preds.len();
                     self.hint_preds.resize(base + height, head);
-                    self.hints[slot] = Hint { height, base };
+                    // Levels above the list's height: the head, with no
+                    // successor.
+                    self.hint_succs.resize(base + height, ptr::null());
+                    let key = self.hint_keys.len();
+                    self.hint_keys.extend_from_slice(keys[slot]);
+                    self.hints[slot] = Hint {
+                        height,
+                        base,
+                        key,
+                        key_len: keys[slot].len(),
+                    };
                     // SAFETY: the head has every level.
                     let next = unsafe { (*head).next(top - 1).load(Ordering::Relaxed) };
                     prefetch(next);
@@ -829,6 +857,7 @@ impl IndexWriter {
             }
             if w.level < hint.height {
                 self.hint_preds[hint.base + w.level] = w.x;
+                self.hint_succs[hint.base + w.level] = w.next;
             }
             if w.level == 0 {
                 return true;
@@ -844,6 +873,8 @@ impl IndexWriter {
     pub fn clear_hints(&mut self) {
         self.hints.clear();
         self.hint_preds.clear();
+        self.hint_succs.clear();
+        self.hint_keys.clear();
         self.cursor = 0;
     }
 
@@ -862,14 +893,30 @@ impl IndexWriter {
         if hint.height == 0 {
             return None;
         }
+        // The hint was made for this very key: each predecessor sorted
+        // before it, its successor after it, and neither can have been
+        // unlinked since (`remove_if_at` clears the hints). A predecessor
+        // whose link is unchanged is exact without reading any key (the
+        // successor's key would be a cache miss); otherwise the upserts
+        // since linked nodes after it, and the search walks right over them.
+        let same_key = hint.key_len == key.len()
+            && self.hint_keys.get(hint.key..hint.key + key.len()) == Some(key);
         let head = self.inner.head as *const Node;
-        let hinted = &self.hint_preds[hint.base..hint.base + hint.height];
-        for (level, (&start, pred)) in hinted.iter().zip(preds.iter_mut()).enumerate() {
+        let range = hint.base..hint.base + hint.height;
+        let hinted = self.hint_preds[range.clone()]
+            .iter()
+            .zip(&self.hint_succs[range]);
+        for (level, ((&start, &succ), pred)) in hinted.zip(preds.iter_mut()).enumerate() {
             let mut p = start;
             // SAFETY: hinted nodes are live nodes of this list (nothing is
             // unlinked while hints exist: `remove_if_at` clears them).
             unsafe {
-                if p != head && (*p).key() >= key {
+                if same_key {
+                    if ptr::eq((*p).next(level).load(Ordering::Relaxed), succ) {
+                        *pred = p;
+                        continue;
+                    }
+                } else if p != head && (*p).key() >= key {
                     return None;
                 }
                 loop {
