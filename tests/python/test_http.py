@@ -5,6 +5,7 @@ against docs/openapi.yaml), all from PyPI, against the real daemon binary
 
 import base64
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -506,6 +507,21 @@ def test_connection_limit_slow_clients_and_deadlines():
                     return out
                 out += chunk
 
+        def read_response(s):
+            """One keep-alive response: (status line and headers, body)."""
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                assert chunk, f"connection closed mid-response: {buf!r}"
+                buf += chunk
+            head, _, body = buf.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))
+            while len(body) < length:
+                chunk = s.recv(65536)
+                assert chunk, "connection closed mid-body"
+                body += chunk
+            return head, None, body
+
         # A slow client: half a request line, then nothing.
         slow = conn()
         slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
@@ -516,6 +532,18 @@ def test_connection_limit_slow_clients_and_deadlines():
         ok = conn()
         ok.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b" 200 " in ok.recv(4096).split(b"\r\n")[0]
+        # A connection is counted when a shard's accept loop takes it, which
+        # can come after the client's connect returns (each shard has its own
+        # listener): wait, over the admitted connection, until all three are.
+        deadline = time.time() + 10
+        while True:
+            ok.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, _, rest = read_response(ok)
+            assert b" 200 " in head.split(b"\r\n")[0], head
+            if re.search(rb'^flashkv_connections\{protocol="http"\} 3$', rest, re.M):
+                break
+            assert time.time() < deadline, "the daemon never counted three HTTP connections"
+            time.sleep(0.05)
         # The fourth is beyond the limit.
         extra = conn()
         reply = read_all(extra)
