@@ -46,6 +46,17 @@ async fn open(dir: &Path, opts: &StoreOptions, engine: IoEngine) -> flashkv::Res
     )
 }
 
+/// Opens a store and returns what recovery reported.
+async fn open_with_report(
+    dir: &Path,
+    opts: &StoreOptions,
+    engine: IoEngine,
+) -> (Store, flashkv::storage::RecoveryReport) {
+    Store::open(dir, opts.clone(), Io::new(engine), Arc::new(Clock::new()))
+        .await
+        .unwrap()
+}
+
 /// An I/O handle through `faults`. On io_uring, data writes go through
 /// the ring even where the file system makes the backend prefer `pwrite`
 /// (see `storage::io`), so that the fault tests cover the ring's writes.
@@ -290,14 +301,7 @@ fn torn_tail_is_truncated_at_every_offset_of_the_last_record() {
             let copy = dir.path().join(seg.file_name().unwrap());
             std::fs::write(&copy, &full[..cut]).unwrap();
             engine.block_on(async {
-                let (mut s, report) = Store::open(
-                    dir.path(),
-                    opts.clone(),
-                    Io::new(engine),
-                    Arc::new(Clock::new()),
-                )
-                .await
-                .unwrap();
+                let (mut s, report) = open_with_report(dir.path(), &opts, engine).await;
                 assert_eq!(
                     report.truncated_tail_bytes,
                     (cut - group_start) as u64,
@@ -445,14 +449,7 @@ fn hints_keep_the_newest_record_of_every_key() {
             s.wait_for_hints();
             check_model(&s, &model);
             s.close().await.unwrap();
-            let (s, report) = Store::open(
-                dir.path(),
-                opts.clone(),
-                Io::new(engine),
-                Arc::new(Clock::new()),
-            )
-            .await
-            .unwrap();
+            let (s, report) = open_with_report(dir.path(), &opts, engine).await;
             assert!(report.segments_from_hints >= 3, "{report:?}");
             assert!(report.rejected_hints.is_empty(), "{report:?}");
             check_model(&s, &model);
@@ -476,14 +473,7 @@ fn damaged_hint_falls_back_to_scanning() {
                 model.insert(k, v);
             }
             s.close().await.unwrap();
-            let (s, report) = Store::open(
-                dir.path(),
-                opts.clone(),
-                Io::new(engine),
-                Arc::new(Clock::new()),
-            )
-            .await
-            .unwrap();
+            let (s, report) = open_with_report(dir.path(), &opts, engine).await;
             assert!(report.segments_from_hints >= 1, "{report:?}");
             assert!(report.rejected_hints.is_empty());
             check_model(&s, &model);
@@ -500,14 +490,7 @@ fn damaged_hint_falls_back_to_scanning() {
         b[mid] ^= 0xff;
         std::fs::write(h, &b).unwrap();
         engine.block_on(async {
-            let (s, report) = Store::open(
-                dir.path(),
-                opts.clone(),
-                Io::new(engine),
-                Arc::new(Clock::new()),
-            )
-            .await
-            .unwrap();
+            let (s, report) = open_with_report(dir.path(), &opts, engine).await;
             assert_eq!(report.rejected_hints.len(), 1, "{report:?}");
             check_model(&s, &model);
         });
