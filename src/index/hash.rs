@@ -5,7 +5,7 @@
 //! any number of readers, no locks:
 //!
 //! * Open addressing with linear probing over an array of `AtomicU64`
-//!   slots of any length: a key's home slot is the low 48 bits of its hash
+//!   slots of any length: a key's home slot is the low 32 bits of its hash
 //!   scaled to the length (multiply and shift), so the table can grow by
 //!   1.4x rather than 2x, which keeps it 62-88% full instead of 44-88%
 //!   (9-13 bytes per key rather than 9-18). A slot is empty (0), deleted
@@ -51,8 +51,9 @@ unsafe impl Sync for Table {}
 
 impl Table {
     fn with_capacity(cap: usize) -> Table {
-        // Whole cache lines of slots.
+        // Whole cache lines of slots; `home` scales 32 bits of hash.
         let cap = cap.max(16).next_multiple_of(8);
+        assert!(cap <= u32::MAX as usize, "hash table of {cap} slots");
         let size = cap * std::mem::size_of::<AtomicU64>();
         let align = if size >= HUGE_PAGE { HUGE_PAGE } else { 64 };
         let layout = std::alloc::Layout::from_size_align(size, align).expect("slot array layout");
@@ -83,11 +84,14 @@ impl Table {
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 
-    /// The home slot of hash `h`: its low 48 bits scaled to the length (the
-    /// top 16 bits are the tag, so home and tag are independent).
+    /// The home slot of hash `h`: its low 32 bits scaled to the length (the
+    /// top 16 bits are the tag, so home and tag are independent). Scaling
+    /// the low 48 bits instead measured 40% slower on 1M overwrites, for a
+    /// reason not found; the low 32 bits match the speed of the earlier
+    /// power-of-two mask. Tables stay below 2^32 slots.
     #[inline]
     fn home(&self, h: usize) -> usize {
-        ((u128::from(h as u64 & PTR_MASK) * self.len as u128) >> 48) as usize
+        (((h as u64 & 0xFFFF_FFFF) * self.len as u64) >> 32) as usize
     }
 
     /// The slot after `i`, wrapping at the end.
