@@ -102,16 +102,7 @@ impl Table {
 
     /// Hints the CPU to fetch the slot for hash `h`.
     fn prefetch(&self, h: usize) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: prefetch never faults; the address is inside the array.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch(
-                self.ptr.add(self.home(h)) as *const i8,
-                std::arch::x86_64::_MM_HINT_T0,
-            );
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = h;
+        super::prefetch_line(self.ptr.wrapping_add(self.home(h)));
     }
 }
 

@@ -432,14 +432,21 @@ struct Walk {
 /// Asks the CPU to start loading a node (its header and a short key).
 #[inline]
 fn prefetch(p: *const Node) {
-    #[cfg(target_arch = "x86_64")]
     if !p.is_null() {
-        // SAFETY: prefetch is a hint; it never faults, whatever the address.
-        unsafe {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>((p as *const i8).wrapping_add(64));
-        }
+        prefetch_line(p);
+        prefetch_line((p as *const u8).wrapping_add(64));
+    }
+}
+
+/// Asks the CPU to start loading the cache line holding `p`. A hint only:
+/// it never faults, whatever the address.
+#[inline]
+pub(crate) fn prefetch_line<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;

@@ -170,17 +170,9 @@ const PREFETCH_AHEAD: usize = 16;
 /// Asks the CPU to start loading `bytes[at]`, if it exists.
 #[inline]
 pub(crate) fn prefetch(bytes: &[u8], at: usize) {
-    #[cfg(target_arch = "x86_64")]
     if let Some(b) = bytes.get(at) {
-        // SAFETY: prefetch is a hint; it never faults.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                b as *const u8 as *const i8,
-            )
-        };
+        crate::index::prefetch_line(b);
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (bytes, at);
 }
 
 /// Validates a hint file for segment `segment_id` of `segment_len` bytes.

@@ -1825,15 +1825,10 @@ pub(crate) fn build_log_hint(
             .then(a.2.cmp(&b.2))
     });
     // The last of each run of equal keys is the key's newest record.
-    let mut recs: Vec<HintRecord<'_>> = Vec::with_capacity(order.len());
-    for (i, &(p0, p1, at)) in order.iter().enumerate() {
-        let same_as_next = order.get(i + 1).is_some_and(|&(n0, n1, next)| {
-            (n0, n1) == (p0, p1) && all[next as usize].key == all[at as usize].key
-        });
-        if !same_as_next {
-            recs.push(all[at as usize]);
-        }
-    }
+    let recs: Vec<HintRecord<'_>> = order
+        .chunk_by(|a, b| (a.0, a.1) == (b.0, b.1) && all[a.2 as usize].key == all[b.2 as usize].key)
+        .map(|run| all[run[run.len() - 1].2 as usize])
+        .collect();
     drop(all);
     let meta = HintMeta {
         segment_id: seg.id,
