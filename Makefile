@@ -18,6 +18,7 @@ build:
 test: lint
 	$(CARGO) build $(TEST_FLAGS) --workspace --bins
 	$(CARGO) test $(TEST_FLAGS) --workspace --lib --bins --tests -- --test-threads=2
+	FLASHKV_TEST_LOG_APPEND=write $(CARGO) test $(TEST_FLAGS) --test storage -- --test-threads=2
 	FLASHKV_TEST_IO_ENGINE=plain $(CARGO) test $(TEST_FLAGS) --test daemon --test tools --test crash --test daemon_crash --test txn --test daemon_txn -- --test-threads=2
 	$(MAKE) test-shuttle
 	python3 -m pytest -q tests/python

@@ -72,6 +72,10 @@ pub struct Flags {
     /// I/O engine: auto, io_uring, plain. [default: auto]
     #[arg(long)]
     pub io_engine: Option<String>,
+    /// How log appends reach the file: mmap (copies into a mapped,
+    /// preallocated segment) or write (through the I/O engine). [default: mmap]
+    #[arg(long)]
+    pub log_append: Option<String>,
     /// Segment size in MiB. [default: 128]
     #[arg(long)]
     pub segment_size_mb: Option<u64>,
@@ -165,6 +169,8 @@ pub struct Config {
     pub store: StoreOptions,
     /// I/O engine choice.
     pub io: IoChoice,
+    /// Log appends through a mapped segment (`--log-append mmap`).
+    pub mmap_appends: bool,
     /// Largest gRPC message.
     pub max_message_size: usize,
     /// Pin shard threads to cores.
@@ -264,6 +270,7 @@ impl Flags {
             split_keys: self.split_keys.or(file.split_keys),
             sync: self.sync.or(file.sync),
             io_engine: self.io_engine.or(file.io_engine),
+            log_append: self.log_append.or(file.log_append),
             segment_size_mb: self.segment_size_mb.or(file.segment_size_mb),
             max_key_size: self.max_key_size.or(file.max_key_size),
             max_value_size: self.max_value_size.or(file.max_value_size),
@@ -311,6 +318,15 @@ impl Config {
                     "--io-engine {s:?}: expected auto, io_uring or plain"
                 ))
             })?),
+        };
+        let mmap_appends = match flags.log_append.as_deref().unwrap_or("mmap") {
+            "mmap" => true,
+            "write" => false,
+            s => {
+                return Err(Error::Config(format!(
+                    "--log-append {s:?}: expected mmap or write"
+                )));
+            }
         };
         let partitioner = match (&flags.split_keys, flags.shards) {
             (Some(_), Some(_)) => {
@@ -392,6 +408,7 @@ impl Config {
             partitioner,
             store,
             io,
+            mmap_appends,
             max_message_size,
             pin: !flags.no_pin,
             log_level: flags.log_level.unwrap_or_else(|| "info".into()),
@@ -414,6 +431,10 @@ mod tests {
         assert_eq!(c.resp_addr.to_string(), "127.0.0.1:6380");
         assert_eq!(c.store.sync, SyncPolicy::Always);
         assert_eq!(c.io, IoChoice::Auto);
+        assert!(c.mmap_appends);
+        let w =
+            Config::from_flags(Flags::parse_from(["flashkv", "--log-append", "write"])).unwrap();
+        assert!(!w.mmap_appends);
         assert!(c.partitioner.is_none());
     }
 
@@ -487,6 +508,7 @@ mod tests {
         for args in [
             vec!["flashkv", "--sync", "sometimes"],
             vec!["flashkv", "--io-engine", "magic"],
+            vec!["flashkv", "--log-append", "pwrite"],
             vec!["flashkv", "--shards", "0"],
             vec!["flashkv", "--shards", "2", "--split-keys", "m"],
             vec!["flashkv", "--segment-size-mb", "1"],

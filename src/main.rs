@@ -36,10 +36,14 @@ fn run() -> anyhow::Result<()> {
     }
     let keys: usize = daemon.recovery.iter().map(|r| r.index_entries).sum();
     let engine = match daemon.recovery.first().map(|r| r.write_path) {
+        Some("mmap") => format!(
+            "{} (fdatasync; log appends by mmap)",
+            daemon.engine.as_str()
+        ),
         Some("pwrite") if daemon.engine == flashkv::storage::IoEngine::Uring => {
-            "io_uring (fdatasync; writes by pwrite: the file system has no non-blocking buffered writes)"
+            "io_uring (fdatasync; writes by pwrite: the file system has no non-blocking buffered writes)".to_string()
         }
-        _ => daemon.engine.as_str(),
+        _ => daemon.engine.as_str().to_string(),
     };
     // One line with what was chosen; tests and scripts read the address here.
     println!(

@@ -29,6 +29,14 @@ fn engines() -> Vec<IoEngine> {
     v
 }
 
+/// An I/O handle on `engine`. Log appends go through a mapped segment (the
+/// default) unless `FLASHKV_TEST_LOG_APPEND=write` (`make test` runs this
+/// file both ways).
+fn io(engine: IoEngine) -> Io {
+    let write = std::env::var("FLASHKV_TEST_LOG_APPEND").is_ok_and(|v| v == "write");
+    Io::new(engine).with_mmap_appends(!write)
+}
+
 fn small_opts() -> StoreOptions {
     StoreOptions {
         segment_size: 64 << 10,
@@ -40,7 +48,7 @@ fn small_opts() -> StoreOptions {
 
 async fn open(dir: &Path, opts: &StoreOptions, engine: IoEngine) -> flashkv::Result<Store> {
     Ok(
-        Store::open(dir, opts.clone(), Io::new(engine), Arc::new(Clock::new()))
+        Store::open(dir, opts.clone(), io(engine), Arc::new(Clock::new()))
             .await?
             .0,
     )
@@ -52,7 +60,7 @@ async fn open_with_report(
     opts: &StoreOptions,
     engine: IoEngine,
 ) -> (Store, flashkv::storage::RecoveryReport) {
-    Store::open(dir, opts.clone(), Io::new(engine), Arc::new(Clock::new()))
+    Store::open(dir, opts.clone(), io(engine), Arc::new(Clock::new()))
         .await
         .unwrap()
 }
@@ -61,7 +69,10 @@ async fn open_with_report(
 /// the ring even where the file system makes the backend prefer `pwrite`
 /// (see `storage::io`), so that the fault tests cover the ring's writes.
 fn faulty_io(engine: IoEngine, faults: &Arc<FaultInjector>) -> Io {
-    Io::with_faults(engine, faults.clone()).with_ring_writes(engine == IoEngine::Uring)
+    let write = std::env::var("FLASHKV_TEST_LOG_APPEND").is_ok_and(|v| v == "write");
+    Io::with_faults(engine, faults.clone())
+        .with_ring_writes(engine == IoEngine::Uring)
+        .with_mmap_appends(!write)
 }
 
 /// Opens a store whose I/O goes through `faults`.
@@ -326,6 +337,94 @@ fn torn_tail_is_truncated_at_every_offset_of_the_last_record() {
     }
 }
 
+/// Mapped appends preallocate the newest segment ahead of its records. A
+/// crash (the store dropped without `close`) leaves that room as zeros:
+/// start-up drops them without calling them a torn tail and keeps every
+/// record; a torn record before the zeros is still a torn tail. Sealed
+/// segments, and the newest one after `close`, end at their last record.
+#[test]
+fn preallocated_zeros_are_not_a_torn_tail_and_sealed_segments_end_at_their_records() {
+    let mapped = io(IoEngine::Plain).write_path() == "mmap";
+    let rec = flashkv::storage::format::record_len(6, 100, false);
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        let n = 1500u32; // about three 64 KiB segments
+        let key = |i: u32| format!("k{i:05}");
+        let newest = engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            for i in 0..n {
+                s.put(key(i).as_bytes(), &[7u8; 100]).await.unwrap();
+            }
+            s.wait_for_hints();
+            let newest = s.stats().segments.iter().find(|g| g.active).unwrap().len;
+            drop(s); // no close: as after a crash
+            newest
+        });
+        let segs = segment_files(dir.path());
+        assert!(segs.len() >= 3, "{segs:?}");
+        let check = flashkv::storage::check::check_dir(dir.path(), false).unwrap();
+        assert!(!check.damaged(), "{check:?}");
+        for (i, (path, c)) in segs.iter().zip(&check.segments).enumerate() {
+            let file_len = std::fs::metadata(path).unwrap().len();
+            assert_eq!(c.torn_tail, 0, "{path:?}");
+            if i + 1 < segs.len() {
+                assert_eq!(c.unwritten_tail, 0, "sealed {path:?}");
+                let bytes = std::fs::read(path).unwrap();
+                let seal = &bytes[bytes.len() - flashkv::storage::format::SEAL_LEN..];
+                let last = flashkv::storage::format::decode_record(seal).unwrap();
+                assert_eq!(last.kind, flashkv::storage::format::RecordKind::Seal);
+            } else if mapped {
+                assert_eq!(file_len, opts.segment_size, "preallocated ahead");
+                assert_eq!(c.unwritten_tail, file_len - newest);
+            } else {
+                assert_eq!(file_len, newest);
+            }
+        }
+        let last = segs.last().unwrap().clone();
+        engine.block_on(async {
+            let (mut s, report) = open_with_report(dir.path(), &opts, engine).await;
+            assert_eq!(report.truncated_tail_bytes, 0, "{report:?}");
+            assert_eq!(std::fs::metadata(&last).unwrap().len(), newest);
+            assert_eq!(s.reader().len(), n as usize);
+            assert_eq!(
+                s.reader()
+                    .get(key(n - 1).as_bytes())
+                    .unwrap()
+                    .unwrap()
+                    .value,
+                [7u8; 100]
+            );
+            s.put(b"after", b"reopen").await.unwrap();
+            s.close().await.unwrap();
+        });
+        // Closed: the newest segment ends at its last record too.
+        let closed_len = std::fs::metadata(&last).unwrap().len();
+        assert_eq!(
+            closed_len,
+            newest + flashkv::storage::format::record_len(5, 6, false) as u64
+        );
+        // A torn record followed by zeros (a crash part-way through a page
+        // written back): cut as a torn tail, the records before it kept.
+        let mut bytes = std::fs::read(&last).unwrap();
+        bytes.extend_from_within(bytes.len() - rec..bytes.len() - rec / 2);
+        bytes.resize(bytes.len() + 3000, 0);
+        std::fs::write(&last, &bytes).unwrap();
+        engine.block_on(async {
+            let (s, report) = open_with_report(dir.path(), &opts, engine).await;
+            assert_eq!(
+                report.truncated_tail_bytes,
+                (rec - rec / 2 + 3000) as u64,
+                "{report:?}"
+            );
+            assert_eq!(s.reader().get(b"after").unwrap().unwrap().value, b"reopen");
+            assert_eq!(s.reader().len(), n as usize + 1);
+            s.close().await.unwrap();
+        });
+        assert_eq!(std::fs::metadata(&last).unwrap().len(), closed_len);
+    }
+}
+
 /// A flipped byte in the middle of a segment (valid records after it) refuses
 /// start-up naming the file and offset; `repair` salvages the rest.
 #[test]
@@ -380,10 +479,9 @@ fn corruption_mid_segment_refuses_start_and_repair_salvages() {
         engine.block_on(async {
             let mut ropts = opts.clone();
             ropts.repair = true;
-            let (s, report) =
-                Store::open(dir.path(), ropts, Io::new(engine), Arc::new(Clock::new()))
-                    .await
-                    .unwrap();
+            let (s, report) = Store::open(dir.path(), ropts, io(engine), Arc::new(Clock::new()))
+                .await
+                .unwrap();
             assert_eq!(report.dropped_ranges.len(), 1, "{report:?}");
             let present = (0..1000u32)
                 .filter(|i| {
@@ -1013,7 +1111,7 @@ fn group_commit_batches_concurrent_writers() {
         let t = flashkv::storage::StoreThread::spawn(
             dir.path().to_path_buf(),
             small_opts(),
-            Io::new(engine),
+            io(engine),
             Arc::new(Clock::new()),
         )
         .unwrap();
@@ -1084,7 +1182,7 @@ fn merge_triggers_fire_without_being_asked() {
             let t = StoreThread::spawn(
                 dir.path().to_path_buf(),
                 opts,
-                Io::new(engine),
+                io(engine),
                 Arc::new(Clock::new()),
             )
             .unwrap();

@@ -192,6 +192,7 @@ impl Daemon {
                     ..cfg.store.clone()
                 },
                 engine,
+                mmap_appends: cfg.mmap_appends,
                 clock: clock.clone(),
                 listener,
                 http_listener,
@@ -350,6 +351,7 @@ struct ShardCtx {
     dir: PathBuf,
     opts: crate::storage::StoreOptions,
     engine: IoEngine,
+    mmap_appends: bool,
     clock: Arc<Clock>,
     listener: std::net::TcpListener,
     http_listener: std::net::TcpListener,
@@ -381,7 +383,7 @@ impl ShardCtx {
     }
 
     async fn serve(mut self) -> Result<()> {
-        let io = Io::new(self.engine);
+        let io = Io::new(self.engine).with_mmap_appends(self.mmap_appends);
         let (store, report) =
             match Store::open(&self.dir, self.opts.clone(), io, self.clock.clone()).await {
                 Ok(x) => x,

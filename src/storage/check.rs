@@ -54,6 +54,9 @@ pub struct SegmentReport {
     pub hint: Option<std::result::Result<usize, String>>,
     /// Bytes at the end that start-up would cut as a torn tail.
     pub torn_tail: u64,
+    /// Zeros at the end: room preallocated for appends that no write
+    /// reached (a crash before the segment was sealed or closed).
+    pub unwritten_tail: u64,
     /// Damage: (offset, what).
     pub damage: Vec<(u64, String)>,
     /// Records, if asked for.
@@ -135,6 +138,7 @@ fn check_shard(dir: &Path, list: bool, report: &mut CheckReport) -> Result<()> {
             versions: (0, 0),
             hint: None,
             torn_tail: 0,
+            unwritten_tail: 0,
             damage: Vec::new(),
             listing: Vec::new(),
         };
@@ -191,6 +195,12 @@ fn check_shard(dir: &Path, list: bool, report: &mut CheckReport) -> Result<()> {
                     pos += rec.len;
                 }
                 Err(err) => {
+                    if (sealed || Some(id) == newest_log)
+                        && crate::storage::recovery::unwritten_tail(&bytes, pos)
+                    {
+                        r.unwritten_tail = (bytes.len() - pos) as u64;
+                        break;
+                    }
                     let next = crate::storage::recovery::next_valid_record(&bytes, pos + 1);
                     if next.is_none() && Some(id) == newest_log {
                         r.torn_tail = (bytes.len() - pos) as u64;

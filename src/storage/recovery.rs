@@ -55,6 +55,12 @@ fn entry_len(key: &[u8], e: &Entry) -> u64 {
 }
 
 /// First offset at or after `from` where a valid record starts.
+/// Whether `bytes[from..]` is all zeros: room preallocated for mapped
+/// appends (see `storage::io`) that no write reached, not a torn write.
+pub fn unwritten_tail(bytes: &[u8], from: usize) -> bool {
+    bytes.get(from..).is_some_and(|t| t.iter().all(|&b| b == 0))
+}
+
 pub fn next_valid_record(bytes: &[u8], from: usize) -> Option<usize> {
     (from..bytes.len().saturating_sub(format::RECORD_HEADER_LEN - 1))
         .find(|&p| format::decode_record(&bytes[p..]).is_ok())
@@ -65,6 +71,8 @@ struct Scan {
     min_version: u64,
     max_version: u64,
     truncated: u64,
+    /// Zeros after the last record (preallocated, never written).
+    unwritten: u64,
     dropped: Vec<(u64, u64)>,
     /// Ends with its seal record.
     sealed: bool,
@@ -88,6 +96,7 @@ fn scan_segment<'a>(
         min_version: 0,
         max_version: 0,
         truncated: 0,
+        unwritten: 0,
         dropped: Vec::new(),
         sealed: false,
     };
@@ -141,6 +150,12 @@ fn scan_segment<'a>(
                 }
             }
             Err(err) => {
+                if (torn_tail_ok || s.sealed) && unwritten_tail(bytes, pos) {
+                    // The end of what was written (an atomic group cut
+                    // short before it is still a torn write, below).
+                    s.unwritten = (bytes.len() - pos) as u64;
+                    break;
+                }
                 let next = next_valid_record(bytes, pos + 1);
                 match next {
                     None if torn_tail_ok => {
@@ -178,6 +193,7 @@ fn scan_segment<'a>(
         // An atomic group cut short by the end of the file.
         if torn_tail_ok || repair {
             s.truncated = (bytes.len() - good_end) as u64;
+            s.unwritten = 0;
             if repair && !torn_tail_ok {
                 s.dropped.push((good_end as u64, s.truncated));
                 s.truncated = 0;
@@ -396,10 +412,13 @@ impl Store {
                     bytes = scan.truncated,
                     "cutting a torn tail off the newest log segment"
                 );
+                report.truncated_tail_bytes += scan.truncated;
+            }
+            let cut = scan.truncated > 0 || scan.unwritten > 0;
+            if cut {
                 let f = io.open_rw(path)?;
                 f.set_len(scan.valid_len)?;
                 f.sync_data().await?;
-                report.truncated_tail_bytes += scan.truncated;
             }
             if !scan.dropped.is_empty() {
                 for (off, n) in &scan.dropped {
@@ -425,11 +444,7 @@ impl Store {
             loaded.push(Loaded {
                 id,
                 kind: h.kind,
-                len: if scan.truncated > 0 {
-                    scan.valid_len
-                } else {
-                    len
-                },
+                len: if cut { scan.valid_len } else { len },
                 min_version: scan.min_version,
                 max_version: scan.max_version,
                 has_hint: false,
@@ -495,11 +510,11 @@ impl Store {
                 .then_some((id, st.len))
         });
         let active = match reuse {
-            Some((id, len)) => Active {
-                id,
-                file: io.open_rw(&seg_files[&id])?,
-                len,
-            },
+            Some((id, len)) => {
+                let mut file = io.open_rw(&seg_files[&id])?;
+                file.map_appends(opts.segment_size)?;
+                Active { id, file, len }
+            }
             None => {
                 let id = next_id;
                 next_id += 1;

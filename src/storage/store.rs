@@ -1196,6 +1196,21 @@ impl Store {
         (Ok(()), buf)
     }
 
+    /// Cuts the space preallocated for mapped appends off the active
+    /// segment's file and makes its length durable (before a seal is
+    /// final, or at close), so a sealed segment ends with its records.
+    async fn release_preallocated(&mut self) -> Result<()> {
+        let r = match self.active.file.release_preallocated(self.active.len) {
+            Ok(true) => self.active.file.sync_data().await,
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &r {
+            self.poisoned = Some(e.to_string());
+        }
+        r
+    }
+
     async fn sync_active(&mut self) -> Result<()> {
         self.stats.log_syncs += 1;
         let started = std::time::Instant::now();
@@ -1471,6 +1486,7 @@ impl Store {
         self.buf = b;
         r?;
         self.sync_active().await?;
+        self.release_preallocated().await?;
         if let Some(st) = self.segs.get_mut(&self.active.id) {
             st.sealed = true;
         }
@@ -1613,7 +1629,10 @@ impl Store {
     /// dropped after this without losing anything acknowledged.
     pub async fn close(mut self) -> Result<()> {
         let r = if self.poisoned.is_none() {
-            self.sync().await
+            match self.sync().await {
+                Ok(()) => self.release_preallocated().await,
+                Err(e) => Err(e),
+            }
         } else {
             Ok(())
         };
@@ -1770,7 +1789,10 @@ pub(crate) async fn create_segment(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    let file = file.renamed(&path);
+    let mut file = file.renamed(&path);
+    if kind == SegmentKind::Log {
+        file.map_appends(opts.segment_size)?;
+    }
     let seg = Segment::map(id, kind, &path, opts.segment_size)?;
     Ok((file, seg))
 }

@@ -463,7 +463,7 @@ fn inspect(dir: &Path, records: bool) -> anyhow::Result<i32> {
     let r = flashkv::storage::check::check_dir(dir, records)?;
     for s in &r.segments {
         println!(
-            "{} kind={:?} len={} records={} puts={} deletes={} versions={}..{} hint={} torn_tail={} damage={}",
+            "{} kind={:?} len={} records={} puts={} deletes={} versions={}..{} hint={} torn_tail={} unwritten_tail={} damage={}",
             s.path.display(),
             s.kind,
             s.len,
@@ -478,6 +478,7 @@ fn inspect(dir: &Path, records: bool) -> anyhow::Result<i32> {
                 Some(Err(e)) => format!("invalid ({e})"),
             },
             s.torn_tail,
+            s.unwritten_tail,
             s.damage.len()
         );
         for rec in &s.listing {
