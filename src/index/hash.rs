@@ -185,6 +185,25 @@ impl HashTable {
         }
     }
 
+    /// Prefetches the home slot of `key` (first stage of a lookup that
+    /// other work can overlap; see [`HashTable::prefetch_node`]).
+    pub(crate) fn prefetch_slot(&self, key: &[u8], guard: &Guard) {
+        self.prefetch(hash_of(key), guard);
+    }
+
+    /// Second stage: reads the home slot of `key` (fetched by
+    /// [`HashTable::prefetch_slot`] a while ago) and prefetches the node it
+    /// points to if the tag matches.
+    pub(crate) fn prefetch_node(&self, key: &[u8], guard: &Guard) {
+        let (h, tag) = hash_of(key);
+        // SAFETY: as in find.
+        let t = unsafe { self.table.load(Ordering::Acquire, guard).deref() };
+        let s = t.slots()[t.home(h)].load(Ordering::Acquire);
+        if s > DELETED && s & !PTR_MASK == tag {
+            super::prefetch_line(untag(s));
+        }
+    }
+
     /// Adds a node for a key that is not in the table (writer only).
     /// `key_of` reads a node's key (for rehashing when the table grows).
     pub(crate) fn insert(&self, key: &[u8], node: *const Node, guard: &Guard) {

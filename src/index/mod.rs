@@ -938,6 +938,25 @@ impl IndexWriter {
         Some(hint.height)
     }
 
+    /// Starts fetching what an upsert of `key` will read (its hash slot),
+    /// so that work done before the upsert hides the cache miss; call
+    /// [`IndexWriter::prefetch_node`] later, then upsert.
+    pub fn prefetch_slot(&self, key: &[u8]) {
+        // SAFETY: as in `find`.
+        self.inner
+            .hash
+            .prefetch_slot(key, unsafe { crossbeam_epoch::unprotected() });
+    }
+
+    /// The second stage of [`IndexWriter::prefetch_slot`]: starts fetching
+    /// the node of `key` if it is present.
+    pub fn prefetch_node(&self, key: &[u8]) {
+        // SAFETY: as in `find`.
+        self.inner
+            .hash
+            .prefetch_node(key, unsafe { crossbeam_epoch::unprotected() });
+    }
+
     /// The entry for `key` (the writer needs no guard: it never frees what it reads).
     pub fn get(&self, key: &[u8]) -> Option<Entry> {
         self.find(key).map(|n| n.entry())

@@ -692,6 +692,10 @@ pub struct Store {
     pub(crate) _lock: File,
 }
 
+/// Groups of at most this many operations prefetch their index entries
+/// while they are encoded and written.
+const PREFETCH_OPS: usize = 16;
+
 struct Planned {
     key_range: (usize, usize),
     entry: Entry,
@@ -876,6 +880,20 @@ impl Store {
     ) -> Result<(Staged, usize, bool)> {
         if let Some(p) = &self.poisoned {
             return Err(Error::Poisoned { cause: p.clone() });
+        }
+        // The index lookups of a small group (made when it is published)
+        // are random cache misses: start them now, in two stages (hash
+        // slot, then node), so that encoding and the copy to the log hide
+        // them. Large groups search the index together (`prepare`).
+        let small = batches[start..]
+            .iter()
+            .map(|r| r.batch.ops.len())
+            .sum::<usize>()
+            <= PREFETCH_OPS;
+        if small {
+            for op in batches[start..].iter().flat_map(|r| &r.batch.ops) {
+                self.writer.prefetch_slot(op.key());
+            }
         }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
@@ -1082,6 +1100,12 @@ impl Store {
             next += 1;
         }
 
+        if small {
+            for p in &planned {
+                self.writer
+                    .prefetch_node(&buf[p.key_range.0..p.key_range.1]);
+            }
+        }
         let written = !buf.is_empty();
         if written {
             let (r, b) = self.append(std::mem::take(&mut buf)).await;
