@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::shard::Partitioner;
+use crate::storage::io::LogAppend;
 use crate::storage::{IoEngine, MergePolicy, StoreOptions, SyncPolicy};
 
 /// Command-line flags. Every flag can also be set in the `--config` file
@@ -73,7 +74,8 @@ pub struct Flags {
     #[arg(long)]
     pub io_engine: Option<String>,
     /// How log appends reach the file: mmap (copies into a mapped,
-    /// preallocated segment) or write (through the I/O engine). [default: mmap]
+    /// preallocated segment), write (through the I/O engine), or auto
+    /// (mmap unless --sync always). [default: auto]
     #[arg(long)]
     pub log_append: Option<String>,
     /// Segment size in MiB. [default: 128]
@@ -169,8 +171,8 @@ pub struct Config {
     pub store: StoreOptions,
     /// I/O engine choice.
     pub io: IoChoice,
-    /// Log appends through a mapped segment (`--log-append mmap`).
-    pub mmap_appends: bool,
+    /// How log appends are made (`--log-append`).
+    pub log_append: LogAppend,
     /// Largest gRPC message.
     pub max_message_size: usize,
     /// Pin shard threads to cores.
@@ -319,15 +321,13 @@ impl Config {
                 ))
             })?),
         };
-        let mmap_appends = match flags.log_append.as_deref().unwrap_or("mmap") {
-            "mmap" => true,
-            "write" => false,
-            s => {
-                return Err(Error::Config(format!(
-                    "--log-append {s:?}: expected mmap or write"
-                )));
-            }
-        };
+        let log_append = LogAppend::parse(flags.log_append.as_deref().unwrap_or("auto"))
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "--log-append {:?}: expected auto, mmap or write",
+                    flags.log_append.as_deref().unwrap_or_default()
+                ))
+            })?;
         let partitioner = match (&flags.split_keys, flags.shards) {
             (Some(_), Some(_)) => {
                 return Err(Error::Config(
@@ -408,7 +408,7 @@ impl Config {
             partitioner,
             store,
             io,
-            mmap_appends,
+            log_append,
             max_message_size,
             pin: !flags.no_pin,
             log_level: flags.log_level.unwrap_or_else(|| "info".into()),
@@ -431,10 +431,10 @@ mod tests {
         assert_eq!(c.resp_addr.to_string(), "127.0.0.1:6380");
         assert_eq!(c.store.sync, SyncPolicy::Always);
         assert_eq!(c.io, IoChoice::Auto);
-        assert!(c.mmap_appends);
+        assert_eq!(c.log_append, LogAppend::Auto);
         let w =
             Config::from_flags(Flags::parse_from(["flashkv", "--log-append", "write"])).unwrap();
-        assert!(!w.mmap_appends);
+        assert_eq!(w.log_append, LogAppend::Write);
         assert!(c.partitioner.is_none());
     }
 

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use flashkv::clock::Clock;
+use flashkv::storage::io::LogAppend;
 use flashkv::storage::store::now_ms;
 use flashkv::storage::{
     Batch, Condition, FaultAction, FaultInjector, FaultOp, FaultRule, Io, IoEngine, Op, Outcome,
@@ -29,12 +30,20 @@ fn engines() -> Vec<IoEngine> {
     v
 }
 
-/// An I/O handle on `engine`. Log appends go through a mapped segment (the
-/// default) unless `FLASHKV_TEST_LOG_APPEND=write` (`make test` runs this
-/// file both ways).
+/// How these tests append to the log: through a mapped segment whatever
+/// the sync policy, or with `FLASHKV_TEST_LOG_APPEND=write` through the
+/// backend's writes (`make test` runs this file both ways).
+fn log_append() -> LogAppend {
+    if std::env::var("FLASHKV_TEST_LOG_APPEND").is_ok_and(|v| v == "write") {
+        LogAppend::Write
+    } else {
+        LogAppend::Mmap
+    }
+}
+
+/// An I/O handle on `engine`, appending as [`log_append`] says.
 fn io(engine: IoEngine) -> Io {
-    let write = std::env::var("FLASHKV_TEST_LOG_APPEND").is_ok_and(|v| v == "write");
-    Io::new(engine).with_mmap_appends(!write)
+    Io::new(engine).with_log_append(log_append())
 }
 
 fn small_opts() -> StoreOptions {
@@ -69,10 +78,9 @@ async fn open_with_report(
 /// the ring even where the file system makes the backend prefer `pwrite`
 /// (see `storage::io`), so that the fault tests cover the ring's writes.
 fn faulty_io(engine: IoEngine, faults: &Arc<FaultInjector>) -> Io {
-    let write = std::env::var("FLASHKV_TEST_LOG_APPEND").is_ok_and(|v| v == "write");
     Io::with_faults(engine, faults.clone())
         .with_ring_writes(engine == IoEngine::Uring)
-        .with_mmap_appends(!write)
+        .with_log_append(log_append())
 }
 
 /// Opens a store whose I/O goes through `faults`.
@@ -344,7 +352,7 @@ fn torn_tail_is_truncated_at_every_offset_of_the_last_record() {
 /// segments, and the newest one after `close`, end at their last record.
 #[test]
 fn preallocated_zeros_are_not_a_torn_tail_and_sealed_segments_end_at_their_records() {
-    let mapped = io(IoEngine::Plain).write_path() == "mmap";
+    let mapped = log_append() == LogAppend::Mmap;
     let rec = flashkv::storage::format::record_len(6, 100, false);
     for engine in engines() {
         let dir = tempfile::tempdir().unwrap();

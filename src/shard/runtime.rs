@@ -192,7 +192,7 @@ impl Daemon {
                     ..cfg.store.clone()
                 },
                 engine,
-                mmap_appends: cfg.mmap_appends,
+                log_append: cfg.log_append,
                 clock: clock.clone(),
                 listener,
                 http_listener,
@@ -351,7 +351,7 @@ struct ShardCtx {
     dir: PathBuf,
     opts: crate::storage::StoreOptions,
     engine: IoEngine,
-    mmap_appends: bool,
+    log_append: crate::storage::io::LogAppend,
     clock: Arc<Clock>,
     listener: std::net::TcpListener,
     http_listener: std::net::TcpListener,
@@ -383,7 +383,7 @@ impl ShardCtx {
     }
 
     async fn serve(mut self) -> Result<()> {
-        let io = Io::new(self.engine).with_mmap_appends(self.mmap_appends);
+        let io = Io::new(self.engine).with_log_append(self.log_append);
         let (store, report) =
             match Store::open(&self.dir, self.opts.clone(), io, self.clock.clone()).await {
                 Ok(x) => x,

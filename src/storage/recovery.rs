@@ -269,7 +269,7 @@ impl Store {
         let lock = crate::storage::store::lock_dir(dir)?;
         io.fit_to_dir(dir);
         let mut report = RecoveryReport {
-            write_path: io.write_path(),
+            write_path: io.append_path(opts.sync),
             ..RecoveryReport::default()
         };
         finish_merges(dir, &io, &mut report)?;
@@ -512,7 +512,9 @@ impl Store {
         let active = match reuse {
             Some((id, len)) => {
                 let mut file = io.open_rw(&seg_files[&id])?;
-                file.map_appends(opts.segment_size)?;
+                if io.maps_appends(opts.sync) {
+                    file.map_appends(opts.segment_size)?;
+                }
                 Active { id, file, len }
             }
             None => {

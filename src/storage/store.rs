@@ -342,7 +342,7 @@ pub struct RecoveryReport {
     /// Redo records of cross-shard commits newer than the persisted settled
     /// floor, for the daemon to re-apply where their shard lacks them.
     pub redo: Vec<Redo>,
-    /// How data writes are made (see [`crate::storage::io::Io::write_path`]).
+    /// How log appends are made (see [`crate::storage::io::Io::append_path`]).
     pub write_path: &'static str,
 }
 
@@ -1814,7 +1814,7 @@ pub(crate) async fn create_segment(
         return Err(e);
     }
     let mut file = file.renamed(&path);
-    if kind == SegmentKind::Log {
+    if kind == SegmentKind::Log && io.maps_appends(opts.sync) {
         file.map_appends(opts.segment_size)?;
     }
     let seg = Segment::map(id, kind, &path, opts.segment_size)?;
