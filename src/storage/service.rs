@@ -318,9 +318,9 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                         next = rx.try_recv().ok();
                     }
                 }
-                gather.started(p.ready.len());
+                let (n, started) = (p.ready.len(), Instant::now());
                 p.run(&mut store).await;
-                gather.ended();
+                gather.ran(n, started.elapsed());
                 for cmd in others.drain(..) {
                     match cmd {
                         Command::Write(..) | Command::Txn(..) | Command::Apply(..) => {
@@ -440,7 +440,6 @@ struct Gather {
     /// The group being gathered: how many to expect, until when.
     expect: usize,
     deadline: Option<Instant>,
-    started_at: Option<Instant>,
 }
 
 /// Longest wait for a group's writers to come back.
@@ -457,16 +456,11 @@ impl Gather {
         ready > 0 && ready < self.expect && self.deadline.is_some_and(|d| Instant::now() < d)
     }
 
-    fn started(&mut self, n: usize) {
+    /// A group of `n` writes was written and synced in `took`.
+    fn ran(&mut self, n: usize, took: Duration) {
         self.last = n;
+        self.last_took = took;
         self.deadline = None;
-        self.started_at = Some(Instant::now());
-    }
-
-    fn ended(&mut self) {
-        if let Some(t) = self.started_at.take() {
-            self.last_took = t.elapsed();
-        }
     }
 }
 
@@ -706,10 +700,8 @@ impl StoreThread {
 mod tests {
     use super::*;
 
-    /// A group of `n` that took `took` to write and sync.
     fn after_group(g: &mut Gather, n: usize, took: Duration) {
-        g.started(n);
-        g.last_took = took;
+        g.ran(n, took);
     }
 
     #[test]
