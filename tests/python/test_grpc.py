@@ -3,6 +3,7 @@ generated from proto/flashkv.proto by grpcio-tools, against the real daemon
 binary (FLASHKV_BIN, default target/debug/flashkv)."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,9 @@ def pb():
     import flashkv_pb2
     import flashkv_pb2_grpc
 
-    return flashkv_pb2, flashkv_pb2_grpc
+    yield flashkv_pb2, flashkv_pb2_grpc
+    sys.path.remove(out)
+    shutil.rmtree(out, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,10 @@ def daemon():
     addr = line.split("gRPC on ")[1].split(" ")[0]
     yield addr
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0, "graceful shutdown must exit 0"
+    try:
+        assert proc.wait(timeout=30) == 0, "graceful shutdown must exit 0"
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

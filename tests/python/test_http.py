@@ -459,18 +459,20 @@ def test_openapi_conformance_with_schemathesis():
     random keys are not refused as cross-shard; checkpoint is left out (it
     writes where the request says; tested above)."""
     d = Daemon("--shards", "1", "--sync", "none").wait_ready_line()
+    scratch = tempfile.mkdtemp(prefix="flashkv-st-")
     try:
         r = subprocess.run(
             ["schemathesis", "--config-file", os.path.join(ROOT, "tests/python/schemathesis.toml"), "run",
              os.path.join(ROOT, "docs/openapi.yaml"), "--url", d.url, "--checks", "all",
              "--max-examples", os.environ.get("FLASHKV_SCHEMATHESIS_EXAMPLES", "50"),
              "--exclude-operation-id", "checkpoint", "--seed", "1"],
-            capture_output=True, text=True, timeout=600, cwd=tempfile.mkdtemp(prefix="flashkv-st-"))
+            capture_output=True, text=True, timeout=600, cwd=scratch)
         assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
         assert " passed" in r.stdout
     finally:
         d.stop()
         shutil.rmtree(d.data, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def test_connection_limit_slow_clients_and_deadlines():

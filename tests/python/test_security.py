@@ -33,7 +33,9 @@ def pb():
     import flashkv_pb2
     import flashkv_pb2_grpc
 
-    return flashkv_pb2, flashkv_pb2_grpc
+    yield flashkv_pb2, flashkv_pb2_grpc
+    sys.path.remove(out)
+    shutil.rmtree(out, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
