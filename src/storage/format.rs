@@ -44,11 +44,11 @@
 //! of silently losing its tail.
 //!
 //! A *txn prepare* record (kind 3) is a redo record of a cross-shard
-//! commit: the primary participant writes one for every write of the other
+//! commit: every participant writes one for every write of the other
 //! participants in the same atomic group as its own part, at the commit
 //! version. Recovery re-applies those newer than the persisted settled floor
 //! to the shard owning the key if that shard lacks them (see
-//! `storage::txnlog`).
+//! `txn::apply_redo`).
 //!
 //! A record is valid only if its CRC matches, its kind is known, its reserved
 //! bits are zero and it fits in the file. Records whose GROUP_CONT flag is set
@@ -86,7 +86,7 @@ pub enum RecordKind {
     Put = 1,
     /// Removes key (a tombstone).
     Delete = 2,
-    /// A redo record of a cross-shard commit, written by its primary.
+    /// A redo record of a cross-shard commit, written by each participant.
     TxnPrepare = 3,
     /// The commit decision of a transaction.
     TxnCommit = 4,

@@ -534,6 +534,7 @@ impl Store {
             index,
             segments: SegmentSet::new(table),
             clock: clock.clone(),
+            sync: opts.sync,
         });
         let shard_id = opts.shard_id;
         let mut store = Store {

@@ -157,7 +157,7 @@ pub fn bound_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 }
 
 /// The transaction side of a write: what to validate, the version to
-/// commit at, and the redo records of a cross-shard commit's primary.
+/// commit at, and the redo records a cross-shard commit's part carries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TxnPart {
     /// Transaction id, stored in every record written (0: none).
@@ -180,7 +180,7 @@ pub struct TxnPart {
     /// fdatasync before answering whatever the sync policy.
     pub force_sync: bool,
     /// (`Apply`) keep the transaction's locks after writing; the
-    /// coordinator releases them once the commit is settled everywhere.
+    /// coordinator releases them once every part is written.
     pub keep_locks: bool,
 }
 
@@ -363,6 +363,8 @@ pub(crate) struct Shared {
     pub segments: SegmentSet,
     /// Says which cross-shard commits are still unsettled (hidden).
     pub clock: Arc<Clock>,
+    /// When the store makes its writes durable.
+    pub sync: SyncPolicy,
 }
 
 /// The read side of a store: `Send + Sync`, cheap to clone, never blocks on
@@ -373,6 +375,12 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
+    /// When the store makes its writes durable (the coordinator settles a
+    /// cross-shard commit by it).
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.shared.sync
+    }
+
     /// What a plain read of a cross-shard commit's part sees while that
     /// commit is hidden: the value it replaced. `None` if `e` is visible;
     /// `Some(Err(()))` if the chain has moved on since `e` was read (the

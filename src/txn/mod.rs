@@ -12,27 +12,32 @@
 //!   shard's storage task, which validates the reads and writes the batch in
 //!   one step (no other write can come between), without any cross-core
 //!   traffic beyond the request itself.
-//! * Otherwise two-phase locking with a durable decision: the coordinator
-//!   locks each participant shard in ascending order (X on keys written, S on
-//!   keys read and on scanned ranges, IX/IS on the shard), each shard
-//!   validating the reads against the snapshot once its locks are granted
-//!   (the growing phase). Then it takes a commit version and has the
-//!   *primary* (the lowest shard that writes) write its part together with
-//!   redo records of every other part, fdatasync'ed: that write is the
-//!   commit point. The other participants then write their parts (synced
-//!   by their own policy), the commit is revealed to plain reads at once,
-//!   and every shard releases its locks (the shrinking phase). The parts
-//!   are made durable in the background; only then does the settled floor
-//!   pass the commit (until then recovery can redo them from the primary).
+//! * Otherwise two-phase locking: the coordinator locks its keys on every
+//!   participant shard (X on keys written, S on keys read and on scanned
+//!   ranges, IX/IS on the shard), each shard validating the reads against
+//!   the snapshot once its locks are granted (the growing phase). It asks
+//!   every shard at once without waiting; if a lock is held elsewhere it
+//!   gives back what it got and locks the shards one at a time in ascending
+//!   order, waiting. Then it takes a commit version and every writing shard
+//!   writes its part *together with redo records of all the other parts*,
+//!   all at once, each synced by its own policy. Any one part on disk
+//!   decides the commit: recovery completes the rest from its redo. Once
+//!   every part is written the commit is revealed to plain reads, all at
+//!   once, and every shard releases its locks (the shrinking phase). The
+//!   commit counts as *settled* (the floor recovery and merge use may pass
+//!   it) once every part is durable: at once under `sync=always`, else
+//!   after the participants' next fdatasync, which [`Settler`] requests in
+//!   rounds.
 //!
-//! Waits cannot form a cycle (shards are locked in one order, each shard's
+//! Waits cannot form a cycle (only the ordered pass waits, each shard's
 //! keys in one request), and a lock wait past the lock timeout aborts the
 //! transaction, retryably. After a crash, recovery re-applies the redo
 //! records of every commit not yet known to be settled on every shard
 //! ([`apply_redo`]), so a cross-shard commit is all-or-nothing.
 //!
-//! A commit that fails after its commit point is reported as an error whose
-//! outcome is unknown, never as an abort.
+//! A commit that fails after any part was written is reported committed
+//! (a restart completes it); one that fails with no part known written is
+//! an error whose outcome is unknown, never an abort.
 
 pub mod registry;
 
@@ -48,7 +53,7 @@ use crate::shard::router::Router;
 use crate::storage::lock::LockRequest;
 use crate::storage::service::LockOutcome;
 use crate::storage::store::{KeyRange, Redo, TxnPart, bound_ref, key_in_range};
-use crate::storage::{Batch, Op, Outcome, Value};
+use crate::storage::{Batch, Op, Outcome, SyncPolicy, Value};
 
 /// Why a transaction was aborted. Every reason is retryable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +147,7 @@ impl Default for TxnOptions {
 pub struct Coordinator {
     router: Arc<Router>,
     clock: Arc<Clock>,
+    settler: Arc<Settler>,
     next_id: AtomicU64,
     opts: TxnOptions,
     /// Open transactions of clients that hold them across requests.
@@ -206,6 +212,7 @@ impl Coordinator {
         Coordinator {
             router,
             clock,
+            settler: Arc::default(),
             // Ids differ across restarts: the high bits come from the time.
             next_id: AtomicU64::new((seed << 20) | 1),
             opts,
@@ -462,105 +469,53 @@ impl Coordinator {
         mut writes: BTreeMap<usize, Vec<Op>>,
         mut reads: BTreeMap<usize, Vec<Vec<u8>>>,
     ) -> Result<Commit> {
-        let deadline = Instant::now() + self.opts.lock_timeout;
-        // Growing phase: one shard at a time, in ascending order.
-        let mut locked: Vec<usize> = Vec::new();
-        let mut abort = None;
-        for &s in &shards {
-            let req = LockRequest {
-                write: writes
-                    .get(&s)
-                    .map(|ops| ops.iter().map(|o| o.key().to_vec()).collect())
-                    .unwrap_or_default(),
-                read: reads.remove(&s).unwrap_or_default(),
-                ranges: txn.ranges.clone(),
-            };
-            match self
-                .router
-                .shard(s)
-                .lock(txn.id, txn.start, req, deadline)
-                .await
-            {
-                Ok(LockOutcome::Locked) => locked.push(s),
-                Ok(LockOutcome::Changed { key, version }) => {
-                    abort = Some(Ok(Abort::Conflict { key, version }));
-                    break;
-                }
-                Ok(LockOutcome::Timeout { .. }) => {
-                    abort = Some(Ok(Abort::LockTimeout));
-                    break;
-                }
-                Err(e) => {
-                    abort = Some(Err(e));
-                    break;
-                }
-            }
-        }
-        if let Some(a) = abort {
-            for s in locked {
-                let _ = self.router.shard(s).release(txn.id).await;
-            }
-            return a.map(Commit::Aborted);
-        }
-        // The commit point: the primary's part and everyone's redo, synced.
-        let primary = *writes.keys().next().expect("a writing transaction");
-        let writes_on: BTreeSet<usize> = writes.keys().copied().collect();
-        let version = self.clock.next_unsettled();
-        let redo: Vec<Op> = writes
+        // Growing phase.
+        let requests: Vec<(usize, LockRequest)> = shards
             .iter()
-            .filter(|(s, _)| **s != primary)
-            .flat_map(|(_, ops)| ops.iter().cloned())
+            .map(|&s| {
+                let req = LockRequest {
+                    write: writes
+                        .get(&s)
+                        .map(|ops| ops.iter().map(|o| o.key().to_vec()).collect())
+                        .unwrap_or_default(),
+                    read: reads.remove(&s).unwrap_or_default(),
+                    ranges: txn.ranges.clone(),
+                };
+                (s, req)
+            })
             .collect();
-        let primary_ops = writes.remove(&primary).unwrap_or_default();
-        let decided = self
-            .router
-            .shard(primary)
-            .apply(
-                txn.id,
-                TxnPart {
-                    txn_id: txn.id,
-                    commit_version: Some(version),
-                    redo,
-                    force_sync: true,
-                    keep_locks: true,
-                    ..Default::default()
-                },
-                Batch {
-                    ops: primary_ops,
-                    conditions: vec![],
-                },
-            )
-            .await;
-        if let Err(e) = decided {
-            // The decision may or may not be on disk: recovery settles it.
-            self.clock.unpublished(version);
-            for s in locked {
-                let _ = self.router.shard(s).release(txn.id).await;
-            }
-            return Err(Error::Unavailable(format!(
-                "commit of transaction {} failed at its commit point; its outcome is unknown until restart: {e}",
-                txn.id
-            )));
-        }
-        // The other participants apply; every shard keeps its locks until
-        // the commit is settled, so no later write can be seen before it.
-        let mut applies = Vec::new();
-        for &s in locked.iter().filter(|s| **s != primary) {
+        let locked = match self.lock_all(txn, requests).await {
+            Ok(locked) => locked,
+            Err(a) => return a.map(Commit::Aborted),
+        };
+        // Every part carries redo records of all the others, so whichever
+        // parts reach the disk before a crash, recovery completes the rest:
+        // the parts can be written at once, each synced by its shard's
+        // policy.
+        let version = self.clock.next_unsettled();
+        let writes_on: Vec<usize> = writes.keys().copied().collect();
+        let redos: Vec<Vec<Op>> = writes_on
+            .iter()
+            .map(|&s| {
+                writes
+                    .iter()
+                    .filter(|(o, _)| **o != s)
+                    .flat_map(|(_, ops)| ops.iter().cloned())
+                    .collect()
+            })
+            .collect();
+        let mut applies = Vec::with_capacity(writes.len());
+        for (&s, redo) in writes_on.iter().zip(redos) {
             let ops = writes.remove(&s).unwrap_or_default();
             let h = self.router.shard(s).clone();
             let id = txn.id;
             applies.push(async move {
-                if ops.is_empty() {
-                    return Ok(());
-                }
-                // Synced by its shard's policy; made durable below before
-                // the commit counts as settled (the primary's redo covers
-                // it until then).
                 h.apply(
                     id,
                     TxnPart {
                         txn_id: id,
                         commit_version: Some(version),
+                        redo,
                         keep_locks: true,
                         ..Default::default()
                     },
@@ -574,40 +529,124 @@ impl Coordinator {
             });
         }
         let results = futures::future::join_all(applies).await;
+        let applied = results.iter().filter(|r| r.is_ok()).count();
         let failed = results.into_iter().find_map(|r| r.err());
         if let Some(e) = &failed {
-            // Committed (the decision is durable), but a part is not applied
-            // here: it stays unsettled (hidden), and a restart re-applies it.
+            // A part that is written decides the commit (its redo completes
+            // the rest at the next start-up); until then the version stays
+            // hidden and unsettled.
             self.clock.unpublished(version);
-            tracing::error!(txn = txn.id, error = %e, "a committed transaction's part failed to apply; a restart re-applies it");
+            tracing::error!(txn = txn.id, error = %e, applied, "a part of a cross-shard commit failed to apply; a restart completes it from the redo records of any part written");
         } else {
             self.clock.reveal(version);
         }
-        // Shrinking phase: every lock goes at once.
+        // Shrinking phase: every lock goes at once, after the reveal, so no
+        // later write to these keys is visible before this commit.
         for &s in &locked {
             let _ = self.router.shard(s).release(txn.id).await;
         }
-        if failed.is_none() {
-            // The other parts become durable (a no-op where the shard's
-            // policy already synced them); then the redo is no longer
-            // needed and the settled floor may pass this commit.
-            let others: Vec<_> = locked
-                .into_iter()
-                .filter(|s| *s != primary && writes_on.contains(s))
-                .map(|s| self.router.shard(s).clone())
-                .collect();
-            let clock = self.clock.clone();
-            tokio::spawn(async move {
-                for h in others {
-                    if let Err(e) = h.sync().await {
-                        tracing::warn!(error = %e, version, "a cross-shard part could not be synced; its redo stays until a restart");
-                        return;
-                    }
+        match failed {
+            None => {
+                self.settle(version, &writes_on);
+                Ok(Commit::Committed { version })
+            }
+            // Not known to be written anywhere: the outcome is unknown.
+            Some(e) if applied == 0 => Err(Error::Unavailable(format!(
+                "commit of transaction {} failed; its outcome is unknown until restart: {e}",
+                txn.id
+            ))),
+            // Written (by its shard's policy) on at least one shard: the
+            // restart completes it.
+            Some(_) => Ok(Commit::Committed { version }),
+        }
+    }
+
+    /// The growing phase: takes the locks of every request and validates
+    /// the reads. First on every shard at once without waiting; if a lock
+    /// is held elsewhere, gives back what it got and takes them one shard at
+    /// a time in ascending order, waiting up to the lock timeout (one order
+    /// for every waiting transaction: no deadlock). Returns the shards
+    /// locked, or the abort (or error), with nothing left locked.
+    async fn lock_all(
+        &self,
+        txn: &Txn,
+        requests: Vec<(usize, LockRequest)>,
+    ) -> std::result::Result<Vec<usize>, Result<Abort>> {
+        let now = Instant::now();
+        let tries = futures::future::join_all(requests.iter().map(|(s, req)| {
+            self.router
+                .shard(*s)
+                .lock(txn.id, txn.start, req.clone(), now)
+        }))
+        .await;
+        let mut locked = Vec::with_capacity(requests.len());
+        let mut busy = false;
+        let mut abort = None;
+        for ((s, _), outcome) in requests.iter().zip(tries) {
+            match outcome {
+                Ok(LockOutcome::Locked) => locked.push(*s),
+                Ok(LockOutcome::Timeout { .. }) => busy = true,
+                Ok(LockOutcome::Changed { key, version }) => {
+                    abort.get_or_insert(Ok(Abort::Conflict { key, version }));
                 }
-                clock.settle_durable(version);
+                Err(e) => abort = Some(Err(e)),
+            }
+        }
+        if abort.is_none() && !busy {
+            return Ok(locked);
+        }
+        for &s in &locked {
+            let _ = self.router.shard(s).release(txn.id).await;
+        }
+        if let Some(a) = abort {
+            return Err(a);
+        }
+        // A shard's messages are handled in order: the releases above come
+        // before these requests.
+        let deadline = now + self.opts.lock_timeout;
+        locked.clear();
+        for (s, req) in requests {
+            let outcome = self
+                .router
+                .shard(s)
+                .lock(txn.id, txn.start, req, deadline)
+                .await;
+            let abort = match outcome {
+                Ok(LockOutcome::Locked) => {
+                    locked.push(s);
+                    continue;
+                }
+                Ok(LockOutcome::Changed { key, version }) => Ok(Abort::Conflict { key, version }),
+                Ok(LockOutcome::Timeout { .. }) => Ok(Abort::LockTimeout),
+                Err(e) => Err(e),
+            };
+            for &s in &locked {
+                let _ = self.router.shard(s).release(txn.id).await;
+            }
+            return Err(abort);
+        }
+        Ok(locked)
+    }
+
+    /// Counts cross-shard commit `version` settled once its parts on
+    /// `shards` are durable: at once where every one of them syncs each
+    /// write (`sync=always`); otherwise after the next fdatasync of each,
+    /// which [`Settler`] asks for in batches.
+    fn settle(&self, version: u64, shards: &[usize]) {
+        let mut wait = Duration::ZERO;
+        for &s in shards {
+            wait = wait.max(match self.router.shard(s).reader().sync_policy() {
+                SyncPolicy::Always => Duration::ZERO,
+                SyncPolicy::Interval(d) => d.min(SETTLE_AFTER_MAX),
+                SyncPolicy::None => SETTLE_AFTER_MAX,
             });
         }
-        Ok(Commit::Committed { version })
+        if wait.is_zero() {
+            self.clock.settle_durable(version);
+        } else {
+            self.settler
+                .add(version, shards, wait, &self.router, &self.clock);
+        }
     }
 
     /// Commits a batch of writes with compare-and-set conditions atomically,
@@ -667,22 +706,103 @@ impl Coordinator {
     }
 }
 
+/// The longest a cross-shard commit under `sync=none` (or a longer
+/// `interval:<ms>`) waits to count as settled: its participants are asked
+/// to fdatasync at most this often while such commits arrive.
+const SETTLE_AFTER_MAX: Duration = Duration::from_secs(1);
+
+/// Cross-shard commits whose parts are written but not known to be durable
+/// on every participant (shards that do not sync each write). They are
+/// settled in rounds: one fdatasync request per shard per round, not one
+/// per commit.
+#[derive(Default)]
+struct Settler {
+    queue: std::sync::Mutex<SettleQueue>,
+}
+
+#[derive(Default)]
+struct SettleQueue {
+    versions: Vec<u64>,
+    shards: BTreeSet<usize>,
+    /// A round is scheduled (its task drains the queue until it is empty).
+    round: bool,
+}
+
+impl Settler {
+    /// Queues `version` (parts on `shards`); starts a round `wait` from now
+    /// unless one is scheduled.
+    fn add(
+        self: &Arc<Self>,
+        version: u64,
+        shards: &[usize],
+        wait: Duration,
+        router: &Arc<Router>,
+        clock: &Arc<Clock>,
+    ) {
+        {
+            let mut q = self.queue.lock().expect("settle queue is never poisoned");
+            q.versions.push(version);
+            q.shards.extend(shards.iter().copied());
+            if q.round {
+                return;
+            }
+            q.round = true;
+        }
+        let (me, router, clock) = (self.clone(), router.clone(), clock.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(wait).await;
+                let (versions, shards) = {
+                    let mut q = me.queue.lock().expect("settle queue is never poisoned");
+                    if q.versions.is_empty() {
+                        q.round = false;
+                        return;
+                    }
+                    (
+                        std::mem::take(&mut q.versions),
+                        std::mem::take(&mut q.shards),
+                    )
+                };
+                let synced =
+                    futures::future::join_all(shards.iter().map(|&s| router.shard(s).sync())).await;
+                match synced.into_iter().find_map(|r| r.err()) {
+                    None => {
+                        for v in versions {
+                            clock.settle_durable(v);
+                        }
+                    }
+                    // They stay unsettled: a restart re-applies whatever
+                    // redo records they left.
+                    Some(e) => {
+                        tracing::warn!(error = %e, commits = versions.len(), "cross-shard parts could not be synced; their redo stays until a restart");
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// Re-applies the redo records found at recovery to the shards that lack
 /// them (their index holds an older version of the key, or none), synced.
+/// Every part of a cross-shard commit carries the redo of all the others,
+/// so one write may be found on several shards: it is applied once.
 /// Returns how many writes were re-applied.
 pub async fn apply_redo(router: &Router, found: Vec<Redo>) -> Result<usize> {
-    // Per shard and transaction, in version order.
-    let mut by: BTreeMap<(usize, u64, u64), Vec<Op>> = BTreeMap::new();
+    // Per shard and transaction, in version order; one op per key.
+    let mut by: BTreeMap<(usize, u64, u64), BTreeMap<Vec<u8>, Op>> = BTreeMap::new();
     for r in found {
         let s = router.shard_of(r.op.key()) as usize;
         let have = router.shard(s).reader().entry(r.op.key());
         if have.is_some_and(|e| e.version >= r.version) {
             continue;
         }
-        by.entry((s, r.version, r.txn_id)).or_default().push(r.op);
+        by.entry((s, r.version, r.txn_id))
+            .or_default()
+            .insert(r.op.key().to_vec(), r.op);
     }
     let mut n = 0;
     for ((s, version, txn_id), ops) in by {
+        let ops: Vec<Op> = ops.into_values().collect();
         n += ops.len();
         let part = TxnPart {
             txn_id,
