@@ -50,6 +50,9 @@ pub struct Clock {
     /// Lowest hidden version (u64::MAX: none), kept in step with `hidden`
     /// so plain reads check it without a lock.
     min_hidden: AtomicU64,
+    /// Woken whenever a cross-shard commit is revealed (its participants
+    /// then release its locks).
+    revealed: tokio::sync::Notify,
 }
 
 /// A registered writer floor; dropping it withdraws the floor.
@@ -153,6 +156,13 @@ impl Clock {
         }
         remove_one(&self.inflight, v);
         self.visible.notify_waiters();
+        self.revealed.notify_waiters();
+    }
+
+    /// A future that completes at the next [`Clock::reveal`] after it is
+    /// enabled (or first polled).
+    pub fn next_reveal(&self) -> tokio::sync::futures::Notified<'_> {
+        self.revealed.notified()
     }
 
     /// Every part of cross-shard commit `v` is durable: the settled floor

@@ -601,3 +601,76 @@ fn the_expiry_sweep_waits_while_a_transaction_holds_locks() {
     drop(c);
     db.close();
 }
+
+#[test]
+fn an_applied_part_gives_up_its_locks_when_its_commit_is_revealed() {
+    use flashkv::storage::lock::LockRequest;
+    use flashkv::storage::service::LockOutcome;
+    use flashkv::storage::store::TxnPart;
+    use flashkv::storage::{Batch, Op};
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), 1, SyncPolicy::None);
+    let shard = db.coord.router().shard(0).clone();
+    let clock = db.coord.clock().clone();
+    let key = b"held/k".to_vec();
+    let lock = |txn: u64, wait: Duration| {
+        let shard = shard.clone();
+        let key = key.clone();
+        async move {
+            let req = LockRequest {
+                write: vec![key],
+                ..Default::default()
+            };
+            shard
+                .lock(txn, 0, req, Instant::now() + wait)
+                .await
+                .unwrap()
+        }
+    };
+    rt().block_on(async {
+        // T1 locks the key and applies a part of a cross-shard commit that
+        // keeps its locks.
+        assert_eq!(lock(1, Duration::ZERO).await, LockOutcome::Locked);
+        let v = clock.next_unsettled();
+        let part = TxnPart {
+            txn_id: 1,
+            commit_version: Some(v),
+            keep_locks: true,
+            ..Default::default()
+        };
+        let ops = vec![Op::Put {
+            key: key.clone(),
+            value: b"1".to_vec(),
+            expires_at_ms: None,
+        }];
+        shard
+            .apply(
+                1,
+                part,
+                Batch {
+                    ops,
+                    conditions: vec![],
+                },
+            )
+            .await
+            .unwrap();
+        // Until the commit is revealed its locks stay.
+        assert!(matches!(
+            lock(2, Duration::ZERO).await,
+            LockOutcome::Timeout { holder: 1 }
+        ));
+        // T3 waits for them; the reveal alone (no release message) lets
+        // it in.
+        let waiter = tokio::spawn(lock(3, Duration::from_secs(30)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "the lock went before the reveal");
+        clock.settle(v);
+        assert_eq!(waiter.await.unwrap(), LockOutcome::Locked);
+        shard.release(3).await.unwrap();
+    });
+    // The handle keeps the storage task's inbox open.
+    drop(shard);
+    db.close();
+}

@@ -288,11 +288,22 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
     let mut others = Vec::new();
     let durable = store.options().sync == SyncPolicy::Always;
     let mut gather = Gather::default();
+    let clock = store.clock().clone();
     loop {
+        // Locks of revealed cross-shard commits go first; a reveal while
+        // something waits for them wakes the task (enabled before the
+        // check, so none is missed).
+        let revealed = clock.next_reveal();
+        tokio::pin!(revealed);
+        revealed.as_mut().enable();
+        if p.release_revealed(&clock) {
+            p.wake(&mut store).await;
+        }
         // Whether the next write was already queued when the last group
         // ended (another cohort of writers, not a new arrival).
         let queued = !rx.is_empty();
         tokio::select! {
+            _ = &mut revealed, if p.waits_on_held() => {}
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 let mut next = Some(cmd);
@@ -301,9 +312,12 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                         Command::Write(b, reply) => p.admit(WriteReq::from(b), reply),
                         Command::Txn(t, b, reply) => p.admit(WriteReq { batch: b, txn: Some(t) }, reply),
                         Command::Apply(txn, t, b, reply) => {
-                            // A cross-shard part keeps its locks until the
-                            // coordinator releases them (after settling).
+                            // A cross-shard part keeps its locks until its
+                            // commit is revealed (every part written).
                             let release = (!t.keep_locks).then_some(txn);
+                            if let (true, Some(v)) = (t.keep_locks, t.commit_version) {
+                                p.held.push((txn, v));
+                            }
                             p.ready.push(WriteReq { batch: b, txn: Some(t) });
                             p.replies.push((reply, release));
                         }
@@ -331,6 +345,7 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                             p.retry_locks(&store, Instant::now());
                         }
                         Command::Release(txn) => {
+                            p.held.retain(|(t, _)| *t != txn);
                             p.locks.release(txn);
                             p.wake(&mut store).await;
                         }
@@ -478,6 +493,9 @@ struct LockWait {
 #[derive(Default)]
 struct Participant {
     locks: LockManager,
+    /// Applied cross-shard parts holding their locks until their commit
+    /// (transaction id, commit version) is revealed.
+    held: Vec<(u64, u64)>,
     /// Writes to run in the next group, with their replies (and the
     /// transaction whose locks to release after an apply).
     ready: Vec<WriteReq>,
@@ -507,6 +525,30 @@ fn touches(req: &WriteReq) -> (Vec<&[u8]>, Vec<&[u8]>) {
 }
 
 impl Participant {
+    /// Releases the locks of applied parts whose commit is revealed;
+    /// whether any went.
+    fn release_revealed(&mut self, clock: &Clock) -> bool {
+        let before = self.held.len();
+        let locks = &mut self.locks;
+        self.held.retain(|&(txn, v)| {
+            let hidden = clock.is_hidden(v);
+            if !hidden {
+                locks.release(txn);
+            }
+            hidden
+        });
+        self.held.len() != before
+    }
+
+    /// Whether something queued here may be waiting for a held part's locks.
+    fn waits_on_held(&self) -> bool {
+        let queued = !self.waiting.is_empty()
+            || !self.deferred.is_empty()
+            || !self.shard_waits.is_empty()
+            || !self.checkpoints.is_empty();
+        queued && !self.held.is_empty()
+    }
+
     fn blocked(&self, req: &WriteReq) -> bool {
         if self.locks.is_empty() {
             return false;

@@ -540,10 +540,14 @@ impl Coordinator {
         } else {
             self.clock.reveal(version);
         }
-        // Shrinking phase: every lock goes at once, after the reveal, so no
-        // later write to these keys is visible before this commit.
+        // Shrinking phase: every lock goes after the reveal, so no later
+        // write to these keys is visible before this commit. A shard that
+        // applied a part releases its locks when it sees the reveal (no
+        // message); the others, and all of them after a failure, are told.
         for &s in &locked {
-            let _ = self.router.shard(s).release(txn.id).await;
+            if failed.is_some() || !writes_on.contains(&s) {
+                let _ = self.router.shard(s).release(txn.id).await;
+            }
         }
         match failed {
             None => {
