@@ -674,3 +674,46 @@ fn an_applied_part_gives_up_its_locks_when_its_commit_is_revealed() {
     drop(shard);
     db.close();
 }
+
+#[test]
+fn cross_shard_commits_settle_under_sync_none_even_after_a_runtime_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), 2, SyncPolicy::None);
+    let c = db.coord.clone();
+    let (x, y) = keys(c.router(), "settle", false);
+    let commit = |n: i64| {
+        let (c, x, y) = (c.clone(), x.clone(), y.clone());
+        async move {
+            let mut t = c.begin().await;
+            put_i(&mut t, &x, n);
+            put_i(&mut t, &y, n);
+            match c.commit(t).await.unwrap() {
+                Commit::Committed { version } => version,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    // The settle round of the first commit dies with its runtime, before
+    // the participants are synced.
+    let first = rt().block_on(commit(1));
+    assert!(c.clock().settled() < first, "settled before any fdatasync");
+    // A later commit on a runtime that lives on settles both.
+    let second = rt().block_on(async {
+        let v = commit(2).await;
+        for _ in 0..1000 {
+            if c.clock().settled() >= v {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        v
+    });
+    assert!(second > first);
+    assert!(
+        c.clock().settled() >= second,
+        "the settled floor stayed at {} (commits {first} and {second})",
+        c.clock().settled()
+    );
+    drop(c);
+    db.close();
+}

@@ -752,14 +752,23 @@ impl Settler {
             }
             q.round = true;
         }
-        let (me, router, clock) = (self.clone(), router.clone(), clock.clone());
+        let (router, clock) = (router.clone(), clock.clone());
+        let settler = self.clone();
+        let mut round = Round {
+            settler: self.clone(),
+            running: true,
+        };
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(wait).await;
                 let (versions, shards) = {
-                    let mut q = me.queue.lock().expect("settle queue is never poisoned");
+                    let mut q = settler
+                        .queue
+                        .lock()
+                        .expect("settle queue is never poisoned");
                     if q.versions.is_empty() {
                         q.round = false;
+                        round.finished();
                         return;
                     }
                     (
@@ -783,6 +792,30 @@ impl Settler {
                 }
             }
         });
+    }
+}
+
+/// A scheduled settle round. If its task is dropped unfinished (its
+/// runtime shut down), the next commit schedules a new one.
+struct Round {
+    settler: Arc<Settler>,
+    running: bool,
+}
+
+impl Round {
+    /// The queue was found empty (and `round` cleared under its lock).
+    fn finished(&mut self) {
+        self.running = false;
+    }
+}
+
+impl Drop for Round {
+    fn drop(&mut self) {
+        if self.running
+            && let Ok(mut q) = self.settler.queue.lock()
+        {
+            q.round = false;
+        }
     }
 }
 
