@@ -717,3 +717,56 @@ fn cross_shard_commits_settle_under_sync_none_even_after_a_runtime_ends() {
     drop(c);
     db.close();
 }
+
+#[test]
+fn a_cross_shard_commit_meeting_a_held_lock_waits_for_it_in_shard_order() {
+    use flashkv::storage::lock::LockRequest;
+    use flashkv::storage::service::LockOutcome;
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), 2, SyncPolicy::None);
+    let c = db.coord.clone();
+    let (x, y) = keys(c.router(), "busy", false);
+    // Hold a lock on the key of the last writing shard (the one that locks
+    // and writes in one step), then on the first one.
+    let last = c.router().shard_of(&x).max(c.router().shard_of(&y));
+    for held in [last as usize, 1 - last as usize] {
+        let shard = c.router().shard(held).clone();
+        let key = if c.router().shard_of(&x) as usize == held {
+            x.clone()
+        } else {
+            y.clone()
+        };
+        let holder = 900 + held as u64;
+        rt().block_on(async {
+            let req = LockRequest {
+                write: vec![key.clone()],
+                ..Default::default()
+            };
+            assert_eq!(
+                shard.lock(holder, 0, req, Instant::now()).await.unwrap(),
+                LockOutcome::Locked
+            );
+            let commit = {
+                let c = c.clone();
+                let (x, y) = (x.clone(), y.clone());
+                tokio::spawn(async move {
+                    let mut t = c.begin().await;
+                    put_i(&mut t, &x, held as i64 + 10);
+                    put_i(&mut t, &y, held as i64 + 20);
+                    c.commit(t).await.unwrap()
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(!commit.is_finished(), "committed past a held lock");
+            shard.release(holder).await.unwrap();
+            assert!(matches!(commit.await.unwrap(), Commit::Committed { .. }));
+        });
+        assert_eq!(int(c.router().get(&x).unwrap()), held as i64 + 10);
+        assert_eq!(int(c.router().get(&y).unwrap()), held as i64 + 20);
+        drop(shard);
+    }
+    drop(c);
+    db.close();
+}

@@ -70,6 +70,28 @@ pub enum LockOutcome {
     },
 }
 
+/// The answer to a [`Command::LockApply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockApplied {
+    /// Locked, validated, and written at `version`, the commit version it
+    /// took; the locks stay until that version is revealed.
+    Applied {
+        /// The commit version.
+        version: u64,
+    },
+    /// Nothing written and nothing kept: a lock was held by another
+    /// transaction (`Timeout`), or something read changed (`Changed`).
+    Refused(LockOutcome),
+}
+
+/// Where the outcome of a write in a group goes.
+enum Answer {
+    /// A batch, a single-shard transaction or an applied part.
+    Write(Reply),
+    /// A part locked and applied in one step, at this commit version.
+    LockApply(oneshot::Sender<Result<LockApplied>>, u64),
+}
+
 /// Transaction id the checkpoint uses for its shard lock.
 const CHECKPOINT_TXN: u64 = u64::MAX;
 
@@ -96,6 +118,26 @@ pub enum Command {
     /// Apply transaction `txn`'s part (its `commit_version` set), then
     /// release its locks.
     Apply(u64, Box<TxnPart>, Batch, Reply),
+    /// Lock keys for cross-shard transaction `txn` without waiting,
+    /// validate its reads against `start_version`, and if both hold, take
+    /// a commit version (hidden and unsettled until the coordinator reveals
+    /// it) and write the part at it, keeping the locks until the reveal.
+    /// The last participant of a commit whose other participants are
+    /// locked: one message instead of a lock and an apply.
+    LockApply {
+        /// Transaction id.
+        txn: u64,
+        /// Snapshot version of its reads.
+        start_version: u64,
+        /// What to lock (reads and ranges are also validated).
+        req: LockRequest,
+        /// The part (its redo records set).
+        part: Box<TxnPart>,
+        /// Its writes.
+        batch: Batch,
+        /// The answer, once written.
+        reply: oneshot::Sender<Result<LockApplied>>,
+    },
     /// Release the locks of transaction `txn` (abort).
     Release(u64),
     /// Take a shard-wide lock for `txn`, waiting as long as it takes
@@ -187,6 +229,27 @@ impl StoreHandle {
         self.send(Command::Apply(txn, Box::new(part), batch, tx))
             .await?;
         rx.await.map_err(|_| gone())?
+    }
+
+    /// Locks, validates and writes a cross-shard transaction's part in one
+    /// step, without waiting for a lock; see [`Command::LockApply`].
+    pub async fn lock_apply(
+        &self,
+        txn: u64,
+        start_version: u64,
+        req: LockRequest,
+        part: TxnPart,
+        batch: Batch,
+    ) -> Result<LockApplied> {
+        self.call(|reply| Command::LockApply {
+            txn,
+            start_version,
+            req,
+            part: Box::new(part),
+            batch,
+            reply,
+        })
+        .await?
     }
 
     /// Takes a shard-wide lock (a consistent checkpoint of every shard
@@ -306,6 +369,11 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
             _ = &mut revealed, if p.waits_on_held() => {}
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
+                // A reveal while the task slept: the locks go before the
+                // requests that came after it are looked at.
+                if p.release_revealed(&clock) {
+                    p.wake(&mut store).await;
+                }
                 let mut next = Some(cmd);
                 while let Some(cmd) = next.take() {
                     match cmd {
@@ -319,7 +387,7 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                                 p.held.push((txn, v));
                             }
                             p.ready.push(WriteReq { batch: b, txn: Some(t) });
-                            p.replies.push((reply, release));
+                            p.replies.push((Answer::Write(reply), release));
                         }
                         other => others.push(other),
                     }
@@ -343,6 +411,9 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                         Command::Lock { txn, start_version, req, deadline, reply } => {
                             p.waiting.push_back(LockWait { txn, start_version, req, deadline, reply });
                             p.retry_locks(&store, Instant::now());
+                        }
+                        Command::LockApply { txn, start_version, req, part, batch, reply } => {
+                            p.lock_apply(&store, txn, start_version, req, part, batch, reply);
                         }
                         Command::Release(txn) => {
                             p.held.retain(|(t, _)| *t != txn);
@@ -378,6 +449,8 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                         }
                     }
                 }
+                // Parts locked and applied above.
+                p.run(&mut store).await;
             }
             _ = lock_tick.tick(), if !p.waiting.is_empty() => {
                 p.retry_locks(&store, Instant::now());
@@ -499,7 +572,7 @@ struct Participant {
     /// Writes to run in the next group, with their replies (and the
     /// transaction whose locks to release after an apply).
     ready: Vec<WriteReq>,
-    replies: Vec<(Reply, Option<u64>)>,
+    replies: Vec<(Answer, Option<u64>)>,
     /// Lock-free writers waiting for locks to go, in arrival order.
     deferred: VecDeque<(WriteReq, Reply)>,
     /// Lock requests waiting, in arrival order.
@@ -540,6 +613,50 @@ impl Participant {
         self.held.len() != before
     }
 
+    /// [`Command::LockApply`]: locks without waiting, validates, and queues
+    /// the part at a new commit version (answered when written); or
+    /// answers why not. Runs between groups, so every write admitted
+    /// before it is published and validation sees it.
+    #[allow(clippy::too_many_arguments)]
+    fn lock_apply(
+        &mut self,
+        store: &Store,
+        txn: u64,
+        start_version: u64,
+        req: LockRequest,
+        mut part: Box<TxnPart>,
+        batch: Batch,
+        reply: oneshot::Sender<Result<LockApplied>>,
+    ) {
+        if let Err(holder) = self.locks.try_lock(txn, &req) {
+            let _ = reply.send(Ok(LockApplied::Refused(LockOutcome::Timeout { holder })));
+            return;
+        }
+        let check = TxnPart {
+            start_version,
+            reads: req.read,
+            ranges: req.ranges,
+            ..Default::default()
+        };
+        if let Some((key, version)) = store.validate_reads(&check) {
+            self.locks.release(txn);
+            let _ = reply.send(Ok(LockApplied::Refused(LockOutcome::Changed {
+                key,
+                version,
+            })));
+            return;
+        }
+        let version = store.clock().next_unsettled();
+        part.commit_version = Some(version);
+        part.keep_locks = true;
+        self.held.push((txn, version));
+        self.ready.push(WriteReq {
+            batch,
+            txn: Some(part),
+        });
+        self.replies.push((Answer::LockApply(reply, version), None));
+    }
+
     /// Whether something queued here may be waiting for a held part's locks.
     fn waits_on_held(&self) -> bool {
         let queued = !self.waiting.is_empty()
@@ -570,7 +687,7 @@ impl Participant {
             self.deferred.push_back((req, reply));
         } else {
             self.ready.push(req);
-            self.replies.push((reply, None));
+            self.replies.push((Answer::Write(reply), None));
         }
     }
 
@@ -581,12 +698,24 @@ impl Participant {
         while !self.ready.is_empty() {
             let outcomes = store.write_requests(std::mem::take(&mut self.ready)).await;
             let mut released = false;
-            for ((reply, txn), outcome) in self.replies.drain(..).zip(outcomes) {
+            for ((answer, txn), outcome) in self.replies.drain(..).zip(outcomes) {
                 if let Some(t) = txn {
                     self.locks.release(t);
                     released = true;
                 }
-                let _ = reply.send(outcome);
+                match answer {
+                    Answer::Write(reply) => {
+                        let _ = reply.send(outcome);
+                    }
+                    Answer::LockApply(reply, version) => {
+                        if outcome.is_err() {
+                            // Not written: the version it took stays hidden
+                            // (the coordinator releases the locks).
+                            store.clock().unpublished(version);
+                        }
+                        let _ = reply.send(outcome.map(|_| LockApplied::Applied { version }));
+                    }
+                }
             }
             if released {
                 self.unblock(store).await;
@@ -625,7 +754,7 @@ impl Participant {
             }
             let (req, reply) = self.deferred.pop_front().expect("front exists");
             self.ready.push(req);
-            self.replies.push((reply, None));
+            self.replies.push((Answer::Write(reply), None));
         }
     }
 

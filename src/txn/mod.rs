@@ -15,19 +15,24 @@
 //! * Otherwise two-phase locking: the coordinator locks its keys on every
 //!   participant shard (X on keys written, S on keys read and on scanned
 //!   ranges, IX/IS on the shard), each shard validating the reads against
-//!   the snapshot once its locks are granted (the growing phase). It asks
-//!   every shard at once without waiting; if a lock is held elsewhere it
-//!   gives back what it got and locks the shards one at a time in ascending
-//!   order, waiting. Then it takes a commit version and every writing shard
-//!   writes its part *together with redo records of all the other parts*,
-//!   all at once, each synced by its own policy. Any one part on disk
-//!   decides the commit: recovery completes the rest from its redo. Once
-//!   every part is written the commit is revealed to plain reads, all at
-//!   once, and every shard releases its locks (the shrinking phase). The
+//!   the snapshot once its locks are granted (the growing phase). Every
+//!   part it writes carries *redo records of all the other parts*, so any
+//!   one part on disk decides the commit: recovery completes the rest.
+//!   - First without waiting: it locks every participant but the last
+//!     writing one at once; then the last locks, validates, takes the
+//!     commit version and writes its part in one step (`LockApply`), and
+//!     the other writing shards write theirs at that version, at once.
+//!   - If a lock is held elsewhere, it gives back what it got, locks the
+//!     shards one at a time in ascending order, waiting, takes a commit
+//!     version and has every writing shard write its part, at once.
+//!
+//!   Each part is synced by its shard's policy. Once every part is written
+//!   the commit is revealed to plain reads, all at once, and the shards
+//!   release its locks when they see the reveal (the shrinking phase). The
 //!   commit counts as *settled* (the floor recovery and merge use may pass
 //!   it) once every part is durable: at once under `sync=always`, else
-//!   after the participants' next fdatasync, which [`Settler`] requests in
-//!   rounds.
+//!   after the participants' next fdatasync, which the coordinator asks
+//!   for in rounds (`Settler`).
 //!
 //! Waits cannot form a cycle (only the ordered pass waits, each shard's
 //! keys in one request), and a lock wait past the lock timeout aborts the
@@ -51,7 +56,7 @@ use crate::clock::{Clock, SnapshotReg};
 use crate::error::{Error, Result};
 use crate::shard::router::Router;
 use crate::storage::lock::LockRequest;
-use crate::storage::service::LockOutcome;
+use crate::storage::service::{LockApplied, LockOutcome};
 use crate::storage::store::{KeyRange, Redo, TxnPart, bound_ref, key_in_range};
 use crate::storage::{Batch, Op, Outcome, SyncPolicy, Value};
 
@@ -466,10 +471,9 @@ impl Coordinator {
         &self,
         txn: &Txn,
         shards: BTreeSet<usize>,
-        mut writes: BTreeMap<usize, Vec<Op>>,
+        writes: BTreeMap<usize, Vec<Op>>,
         mut reads: BTreeMap<usize, Vec<Vec<u8>>>,
     ) -> Result<Commit> {
-        // Growing phase.
         let requests: Vec<(usize, LockRequest)> = shards
             .iter()
             .map(|&s| {
@@ -484,32 +488,39 @@ impl Coordinator {
                 (s, req)
             })
             .collect();
-        let locked = match self.lock_all(txn, requests).await {
-            Ok(locked) => locked,
-            Err(a) => return a.map(Commit::Aborted),
-        };
         // Every part carries redo records of all the others, so whichever
-        // parts reach the disk before a crash, recovery completes the rest:
-        // the parts can be written at once, each synced by its shard's
-        // policy.
-        let version = self.clock.next_unsettled();
-        let writes_on: Vec<usize> = writes.keys().copied().collect();
-        let redos: Vec<Vec<Op>> = writes_on
-            .iter()
+        // parts reach the disk before a crash, recovery completes the rest.
+        let mut parts: BTreeMap<usize, (Vec<Op>, Vec<Op>)> = writes
+            .keys()
             .map(|&s| {
-                writes
+                let redo = writes
                     .iter()
                     .filter(|(o, _)| **o != s)
                     .flat_map(|(_, ops)| ops.iter().cloned())
-                    .collect()
+                    .collect();
+                (s, (Vec::new(), redo))
             })
             .collect();
-        let mut applies = Vec::with_capacity(writes.len());
-        for (&s, redo) in writes_on.iter().zip(redos) {
-            let ops = writes.remove(&s).unwrap_or_default();
+        for (s, ops) in writes {
+            parts.get_mut(&s).expect("a part per writing shard").0 = ops;
+        }
+        let (locked, version, written) = match self.lock_fast(txn, &requests, &mut parts).await {
+            Fast::Written {
+                locked,
+                version,
+                last,
+            } => (locked, version, Some(last)),
+            Fast::Aborted(a) => return a.map(Commit::Aborted),
+            Fast::Busy => match self.lock_ordered(txn, requests).await {
+                Ok(locked) => (locked, self.clock.next_unsettled(), None),
+                Err(a) => return a.map(Commit::Aborted),
+            },
+        };
+        let writes_on: Vec<usize> = written.into_iter().chain(parts.keys().copied()).collect();
+        let applies = parts.into_iter().map(|(s, (ops, redo))| {
             let h = self.router.shard(s).clone();
             let id = txn.id;
-            applies.push(async move {
+            async move {
                 h.apply(
                     id,
                     TxnPart {
@@ -526,10 +537,10 @@ impl Coordinator {
                 )
                 .await
                 .map(|_| ())
-            });
-        }
+            }
+        });
         let results = futures::future::join_all(applies).await;
-        let applied = results.iter().filter(|r| r.is_ok()).count();
+        let applied = results.iter().filter(|r| r.is_ok()).count() + usize::from(written.is_some());
         let failed = results.into_iter().find_map(|r| r.err());
         if let Some(e) = &failed {
             // A part that is written decides the commit (its redo completes
@@ -565,28 +576,34 @@ impl Coordinator {
         }
     }
 
-    /// The growing phase: takes the locks of every request and validates
-    /// the reads. First on every shard at once without waiting; if a lock
-    /// is held elsewhere, gives back what it got and takes them one shard at
-    /// a time in ascending order, waiting up to the lock timeout (one order
-    /// for every waiting transaction: no deadlock). Returns the shards
-    /// locked, or the abort (or error), with nothing left locked.
-    async fn lock_all(
+    /// The growing phase without waiting: locks every participant but the
+    /// last writing one at once, then has the last lock, validate and
+    /// write its part in one step ([`StoreHandle::lock_apply`]), taking the
+    /// commit version (its part is removed from `parts`). Every lock is
+    /// then held and every read validated. If a lock is held elsewhere,
+    /// gives back what it got ([`Fast::Busy`]).
+    ///
+    /// [`StoreHandle::lock_apply`]: crate::storage::StoreHandle::lock_apply
+    async fn lock_fast(
         &self,
         txn: &Txn,
-        requests: Vec<(usize, LockRequest)>,
-    ) -> std::result::Result<Vec<usize>, Result<Abort>> {
+        requests: &[(usize, LockRequest)],
+        parts: &mut BTreeMap<usize, (Vec<Op>, Vec<Op>)>,
+    ) -> Fast {
+        let last = *parts.keys().next_back().expect("a writing transaction");
         let now = Instant::now();
-        let tries = futures::future::join_all(requests.iter().map(|(s, req)| {
-            self.router
-                .shard(*s)
-                .lock(txn.id, txn.start, req.clone(), now)
-        }))
+        let tries = futures::future::join_all(requests.iter().filter(|(s, _)| *s != last).map(
+            |(s, req)| {
+                self.router
+                    .shard(*s)
+                    .lock(txn.id, txn.start, req.clone(), now)
+            },
+        ))
         .await;
         let mut locked = Vec::with_capacity(requests.len());
         let mut busy = false;
         let mut abort = None;
-        for ((s, _), outcome) in requests.iter().zip(tries) {
+        for ((s, _), outcome) in requests.iter().filter(|(s, _)| *s != last).zip(tries) {
             match outcome {
                 Ok(LockOutcome::Locked) => locked.push(*s),
                 Ok(LockOutcome::Timeout { .. }) => busy = true,
@@ -597,18 +614,82 @@ impl Coordinator {
             }
         }
         if abort.is_none() && !busy {
-            return Ok(locked);
+            let req = requests
+                .iter()
+                .find(|(s, _)| *s == last)
+                .map(|(_, r)| r.clone())
+                .expect("the last writer has a request");
+            let (ops, redo) = parts.remove(&last).expect("the last writer has a part");
+            let part = TxnPart {
+                txn_id: txn.id,
+                redo: redo.clone(),
+                ..Default::default()
+            };
+            let batch = Batch {
+                ops: ops.clone(),
+                conditions: vec![],
+            };
+            match self
+                .router
+                .shard(last)
+                .lock_apply(txn.id, txn.start, req, part, batch)
+                .await
+            {
+                Ok(LockApplied::Applied { version }) => {
+                    locked.push(last);
+                    return Fast::Written {
+                        locked,
+                        version,
+                        last,
+                    };
+                }
+                Ok(LockApplied::Refused(LockOutcome::Timeout { .. })) => {
+                    busy = true;
+                    parts.insert(last, (ops, redo));
+                }
+                Ok(LockApplied::Refused(LockOutcome::Changed { key, version })) => {
+                    abort = Some(Ok(Abort::Conflict { key, version }));
+                }
+                Ok(LockApplied::Refused(LockOutcome::Locked)) => {
+                    unreachable!("a refusal says why")
+                }
+                // Its write failed (the shard hides the version it took;
+                // bytes may still have reached the disk, so the outcome is
+                // unknown), or the shard is gone. Its locks may be held:
+                // released below.
+                Err(e) => {
+                    locked.push(last);
+                    abort = Some(Err(Error::Unavailable(format!(
+                        "commit of transaction {} failed; its outcome is unknown until restart: {e}",
+                        txn.id
+                    ))));
+                }
+            }
         }
         for &s in &locked {
             let _ = self.router.shard(s).release(txn.id).await;
         }
-        if let Some(a) = abort {
-            return Err(a);
+        match abort {
+            Some(a) => Fast::Aborted(a),
+            None => {
+                debug_assert!(busy);
+                Fast::Busy
+            }
         }
-        // A shard's messages are handled in order: the releases above come
-        // before these requests.
-        let deadline = now + self.opts.lock_timeout;
-        locked.clear();
+    }
+
+    /// The growing phase with waiting: locks one shard at a time in
+    /// ascending order, waiting up to the lock timeout (one order for every
+    /// waiting transaction: no deadlock), each validating the reads.
+    /// Returns the shards locked, or the abort (or error), with nothing
+    /// left locked.
+    async fn lock_ordered(
+        &self,
+        txn: &Txn,
+        requests: Vec<(usize, LockRequest)>,
+    ) -> std::result::Result<Vec<usize>, Result<Abort>> {
+        let deadline = Instant::now() + self.opts.lock_timeout;
+        let mut locked = Vec::with_capacity(requests.len());
         for (s, req) in requests {
             let outcome = self
                 .router
@@ -708,6 +789,20 @@ impl Coordinator {
             "the batch kept meeting conflicting transactions; retry it".into(),
         ))
     }
+}
+
+/// How the growing phase without waiting ended.
+enum Fast {
+    /// Every lock held; the last writing shard's part written at `version`.
+    Written {
+        locked: Vec<usize>,
+        version: u64,
+        last: usize,
+    },
+    /// A read changed (or an error): nothing held, nothing written.
+    Aborted(Result<Abort>),
+    /// A lock was held elsewhere: nothing held, nothing written.
+    Busy,
 }
 
 /// The longest a cross-shard commit under `sync=none` (or a longer
