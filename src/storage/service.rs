@@ -79,9 +79,20 @@ pub enum LockApplied {
         /// The commit version.
         version: u64,
     },
-    /// Nothing written and nothing kept: a lock was held by another
-    /// transaction (`Timeout`), or something read changed (`Changed`).
-    Refused(LockOutcome),
+    /// Nothing written and nothing kept: transaction `holder` holds a lock
+    /// in the way.
+    Busy {
+        /// The holder.
+        holder: u64,
+    },
+    /// Nothing written and nothing kept: `key` changed after the snapshot
+    /// (now at `version`).
+    Changed {
+        /// The key.
+        key: Vec<u8>,
+        /// Its version now.
+        version: u64,
+    },
 }
 
 /// Where the outcome of a write in a group goes.
@@ -629,7 +640,7 @@ impl Participant {
         reply: oneshot::Sender<Result<LockApplied>>,
     ) {
         if let Err(holder) = self.locks.try_lock(txn, &req) {
-            let _ = reply.send(Ok(LockApplied::Refused(LockOutcome::Timeout { holder })));
+            let _ = reply.send(Ok(LockApplied::Busy { holder }));
             return;
         }
         let check = TxnPart {
@@ -640,10 +651,7 @@ impl Participant {
         };
         if let Some((key, version)) = store.validate_reads(&check) {
             self.locks.release(txn);
-            let _ = reply.send(Ok(LockApplied::Refused(LockOutcome::Changed {
-                key,
-                version,
-            })));
+            let _ = reply.send(Ok(LockApplied::Changed { key, version }));
             return;
         }
         let version = store.clock().next_unsettled();

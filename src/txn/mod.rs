@@ -643,15 +643,12 @@ impl Coordinator {
                         last,
                     };
                 }
-                Ok(LockApplied::Refused(LockOutcome::Timeout { .. })) => {
+                Ok(LockApplied::Busy { .. }) => {
                     busy = true;
                     parts.insert(last, (ops, redo));
                 }
-                Ok(LockApplied::Refused(LockOutcome::Changed { key, version })) => {
+                Ok(LockApplied::Changed { key, version }) => {
                     abort = Some(Ok(Abort::Conflict { key, version }));
-                }
-                Ok(LockApplied::Refused(LockOutcome::Locked)) => {
-                    unreachable!("a refusal says why")
                 }
                 // Its write failed (the shard hides the version it took;
                 // bytes may still have reached the disk, so the outcome is
