@@ -39,6 +39,32 @@ fn ctl(d: &Daemon, args: &[&str]) -> Output {
         .unwrap()
 }
 
+#[test]
+fn the_tools_take_the_address_as_the_daemon_prints_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), &[]);
+    let bare = d.url().trim_start_matches("http://").to_string();
+    ok(Command::new(bin("flashkv-ctl"))
+        .args(["--addr", &bare, "put", "bare", "v"])
+        .output()
+        .unwrap());
+    assert_eq!(ok(ctl(&d, &["get", "bare"])).trim(), "v");
+    let out = ok(Command::new(bin("flashkv-bench"))
+        .args(["--addr", &bare, "--keys", "100", "--connections", "1"])
+        .args([
+            "--inflight",
+            "2",
+            "--warmup",
+            "0",
+            "--duration",
+            "0.3",
+            "--quiet",
+        ])
+        .output()
+        .unwrap());
+    assert!(out.contains(" 0 errors"), "{out}");
+}
+
 fn ok(o: Output) -> String {
     assert!(
         o.status.success(),

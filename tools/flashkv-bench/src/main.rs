@@ -51,8 +51,8 @@ enum Dist {
 #[derive(Parser, Debug, Clone)]
 #[command(name = "flashkv-bench", version, about = "FlashKV load generator")]
 struct Args {
-    /// Daemon address.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    /// Daemon gRPC address: host:port as the daemon prints it, or a URL.
+    #[arg(long, default_value = "127.0.0.1:50051")]
     addr: String,
     #[arg(long, value_enum, default_value = "unary")]
     mode: Mode,
@@ -194,6 +194,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn connect(addr: &str) -> anyhow::Result<KvClient<Channel>> {
+    let addr = &if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
     let ch = Channel::from_shared(addr.to_string())?
         .connect()
         .await

@@ -42,8 +42,9 @@ const DUMP_MAGIC: &[u8; 8] = b"FKVDUMP1";
 #[derive(Parser)]
 #[command(name = "flashkv-ctl", version, about = "FlashKV command-line client")]
 struct Cli {
-    /// Daemon address (https://... for a daemon with TLS).
-    #[arg(long, default_value = "http://127.0.0.1:50051", global = true)]
+    /// Daemon address: host:port as the daemon prints it (https is
+    /// assumed with --ca-file, http otherwise), or a URL.
+    #[arg(long, default_value = "127.0.0.1:50051", global = true)]
     addr: String,
     /// CA certificate (PEM) to verify the daemon's TLS certificate with.
     #[arg(long, global = true)]
@@ -160,7 +161,13 @@ struct Connect {
 }
 
 async fn online(cli: &Connect, cmd: Cmd) -> anyhow::Result<i32> {
-    let addr = &cli.addr;
+    let addr = &if cli.addr.contains("://") {
+        cli.addr.clone()
+    } else if cli.ca_file.is_some() {
+        format!("https://{}", cli.addr)
+    } else {
+        format!("http://{}", cli.addr)
+    };
     let mut endpoint = Channel::from_shared(addr.to_string())?;
     if let Some(ca) = &cli.ca_file {
         let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
