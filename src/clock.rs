@@ -159,8 +159,9 @@ impl Clock {
         self.revealed.notify_waiters();
     }
 
-    /// A future that completes at the next [`Clock::reveal`] after it is
-    /// enabled (or first polled).
+    /// A future that completes at the next [`Clock::reveal`] after its
+    /// creation (`notify_waiters` semantics: no need to poll or enable it
+    /// first).
     pub fn next_reveal(&self) -> tokio::sync::futures::Notified<'_> {
         self.revealed.notified()
     }

@@ -365,11 +365,12 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
     let clock = store.clock().clone();
     loop {
         // Locks of revealed cross-shard commits go first; a reveal while
-        // something waits for them wakes the task (enabled before the
-        // check, so none is missed).
+        // something waits for them wakes the task. A `Notified` receives
+        // every reveal from its creation on (no `enable`, which would take
+        // the Notify's lock each turn), and it is created before the check,
+        // so none is missed.
         let revealed = clock.next_reveal();
         tokio::pin!(revealed);
-        revealed.as_mut().enable();
         if p.release_revealed(&clock) {
             p.wake(&mut store).await;
         }
@@ -612,6 +613,9 @@ impl Participant {
     /// Releases the locks of applied parts whose commit is revealed;
     /// whether any went.
     fn release_revealed(&mut self, clock: &Clock) -> bool {
+        if self.held.is_empty() {
+            return false;
+        }
         let before = self.held.len();
         let locks = &mut self.locks;
         self.held.retain(|&(txn, v)| {
