@@ -203,6 +203,36 @@ fn failed_condition(key: &[u8], current: u64, expected: u64) -> Status {
 
 pub use crate::api::Limits;
 
+/// The client side of `--auth-token-file`: an interceptor that sends
+/// `authorization: Bearer <token>` with every call (nothing when empty),
+/// for the tools and any Rust client.
+#[derive(Clone, Debug, Default)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl BearerToken {
+    /// Reads the token from `path` (a trailing newline is ignored).
+    pub fn from_file(path: &std::path::Path) -> crate::error::Result<Self> {
+        let t = std::fs::read_to_string(path)
+            .map_err(|e| crate::error::Error::io("read the token file", path, e))?;
+        let v = format!("Bearer {}", t.trim_end()).parse().map_err(|_| {
+            crate::error::Error::InvalidArgument(format!(
+                "the token in {} is not printable ASCII",
+                path.display()
+            ))
+        })?;
+        Ok(BearerToken(Some(v)))
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
+        Ok(req)
+    }
+}
+
 /// Which keys a watch covers.
 enum WatchFilter {
     All,

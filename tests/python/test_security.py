@@ -5,6 +5,7 @@ listening beyond loopback without authentication. Certificates come from
 trustme (PyPI)."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -237,5 +238,22 @@ def test_flashkv_ctl_with_tls_and_token(pki, daemon):
     assert r.returncode == 0, r.stderr
     r = subprocess.run(base + ["--token-file", pki["token"], "get", "sec:ctl"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout == "v\n", r.stderr
+    # The address as the daemon prints it: https is assumed with --ca-file.
+    r = subprocess.run([ctl, "--addr", daemon.grpc, "--ca-file", pki["ca"], "--token-file", pki["token"], "get",
+                        "sec:ctl"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == "v\n", r.stderr
     r = subprocess.run(base + ["get", "sec:ctl"], capture_output=True, text=True)
     assert r.returncode != 0 and "token" in r.stderr, r.stderr
+
+
+def test_flashkv_bench_with_tls_and_token(pki, daemon):
+    bench = os.path.join(os.path.dirname(BIN), "flashkv-bench")
+    # The address as the daemon prints it: https is assumed with --ca-file.
+    base = [bench, "--addr", daemon.grpc, "--ca-file", pki["ca"], "--keys", "100", "--connections", "1",
+            "--inflight", "2", "--warmup", "0", "--duration", "0.3", "--quiet"]
+    r = subprocess.run(base + ["--token-file", pki["token"]], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and " 0 errors" in r.stdout, r.stdout + r.stderr
+    # Without the token every call is refused, and counted as an error.
+    r = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    counts = re.search(r"total (\d+) operations, .* (\d+) errors", r.stdout)
+    assert r.returncode != 0 or (counts and int(counts.group(2)) == int(counts.group(1)) > 0), r.stdout + r.stderr

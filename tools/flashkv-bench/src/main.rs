@@ -21,12 +21,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use flashkv::api::grpc::BearerToken;
 use flashkv::api::grpc::proto::kv_client::KvClient;
 use flashkv::api::grpc::proto::*;
 use hdrhistogram::Histogram;
 use rand::Rng;
 use rand_distr::Distribution;
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+/// The gRPC client, with the bearer token (if any) on every call.
+type Kv = KvClient<InterceptedService<Channel, BearerToken>>;
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum Mode {
@@ -51,9 +56,17 @@ enum Dist {
 #[derive(Parser, Debug, Clone)]
 #[command(name = "flashkv-bench", version, about = "FlashKV load generator")]
 struct Args {
-    /// Daemon gRPC address: host:port as the daemon prints it, or a URL.
+    /// Daemon gRPC address: host:port as the daemon prints it (https is
+    /// assumed with --ca-file, http otherwise), or a URL.
     #[arg(long, default_value = "127.0.0.1:50051")]
     addr: String,
+    /// CA certificate (PEM) to verify a TLS daemon's certificate with
+    /// (gRPC).
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
+    /// File holding the daemon's bearer token (--auth-token-file; gRPC).
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
     #[arg(long, value_enum, default_value = "unary")]
     mode: Mode,
     /// Protocol of the unary mode (preload always uses gRPC BulkLoad).
@@ -193,17 +206,29 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
-async fn connect(addr: &str) -> anyhow::Result<KvClient<Channel>> {
-    let addr = &if addr.contains("://") {
-        addr.to_string()
+async fn connect(args: &Args) -> anyhow::Result<Kv> {
+    let addr = &if args.addr.contains("://") {
+        args.addr.clone()
+    } else if args.ca_file.is_some() {
+        format!("https://{}", args.addr)
     } else {
-        format!("http://{addr}")
+        format!("http://{}", args.addr)
     };
-    let ch = Channel::from_shared(addr.to_string())?
+    let mut endpoint = Channel::from_shared(addr.to_string())?;
+    if let Some(ca) = &args.ca_file {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+    }
+    let ch = endpoint
         .connect()
         .await
         .with_context(|| format!("connecting to {addr}"))?;
-    Ok(KvClient::new(ch))
+    let token = match &args.token_file {
+        None => BearerToken::default(),
+        Some(p) => BearerToken::from_file(p)?,
+    };
+    Ok(KvClient::with_interceptor(ch, token))
 }
 
 async fn preload(args: &Args) -> anyhow::Result<()> {
@@ -211,7 +236,7 @@ async fn preload(args: &Args) -> anyhow::Result<()> {
     let per = args.keys.div_ceil(args.connections as u64);
     let mut tasks = Vec::new();
     for c in 0..args.connections as u64 {
-        let mut kv = connect(&args.addr).await?;
+        let mut kv = connect(args).await?;
         let value = vec![b'v'; args.value_size];
         let (lo, hi) = (c * per, ((c + 1) * per).min(args.keys));
         tasks.push(tokio::spawn(async move {
@@ -258,7 +283,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let keygen = Arc::new(KeyGen::new(&args)?);
     let mut tasks = Vec::new();
     for c in 0..args.connections {
-        let kv = connect(&args.addr).await?;
+        let kv = connect(&args).await?;
         match args.mode {
             Mode::Unary => {
                 for _ in 0..args.inflight {
@@ -426,7 +451,7 @@ impl HttpConn {
 
 /// What a unary caller talks through.
 enum Client {
-    Grpc(KvClient<Channel>),
+    Grpc(Kv),
     Http(HttpConn),
     Resp(RespConn),
 }
@@ -508,7 +533,7 @@ impl RespConn {
 }
 
 async fn pipeline(
-    mut kv: KvClient<Channel>,
+    mut kv: Kv,
     args: Args,
     keygen: Arc<KeyGen>,
     shared: Arc<Shared>,
@@ -570,12 +595,7 @@ async fn pipeline(
     Ok(rec)
 }
 
-async fn bulk(
-    mut kv: KvClient<Channel>,
-    args: Args,
-    conn: u64,
-    shared: Arc<Shared>,
-) -> anyhow::Result<Recorder> {
+async fn bulk(mut kv: Kv, args: Args, conn: u64, shared: Arc<Shared>) -> anyhow::Result<Recorder> {
     let value = vec![b'v'; args.value_size];
     let stride = args.connections as u64;
     let s2 = shared.clone();

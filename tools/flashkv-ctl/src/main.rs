@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use flashkv::api::grpc::BearerToken;
 use flashkv::api::grpc::proto::admin_client::AdminClient;
 use flashkv::api::grpc::proto::kv_client::KvClient;
 use flashkv::api::grpc::proto::*;
@@ -22,20 +23,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 /// The KV client, with the token (if any) on every call.
-type Kv = KvClient<InterceptedService<Channel, Token>>;
-
-/// Adds `authorization: Bearer <token>` to every call when a token is set.
-#[derive(Clone)]
-struct Token(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Token {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(t) = &self.0 {
-            req.metadata_mut().insert("authorization", t.clone());
-        }
-        Ok(req)
-    }
-}
+type Kv = KvClient<InterceptedService<Channel, BearerToken>>;
 
 const DUMP_MAGIC: &[u8; 8] = b"FKVDUMP1";
 
@@ -179,16 +167,8 @@ async fn online(cli: &Connect, cmd: Cmd) -> anyhow::Result<i32> {
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     let token = match &cli.token_file {
-        None => Token(None),
-        Some(p) => {
-            let t =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            Token(Some(
-                format!("Bearer {}", t.trim_end())
-                    .parse()
-                    .context("token is not valid ASCII")?,
-            ))
-        }
+        None => BearerToken::default(),
+        Some(p) => BearerToken::from_file(p)?,
     };
     let mut kv = KvClient::with_interceptor(channel.clone(), token.clone())
         .max_decoding_message_size(1 << 30)
