@@ -80,10 +80,15 @@ pub enum LockApplied {
         version: u64,
     },
     /// Nothing written and nothing kept: transaction `holder` holds a lock
-    /// in the way.
+    /// in the way. The part and its writes come back, for the caller's
+    /// waiting pass.
     Busy {
         /// The holder.
         holder: u64,
+        /// The part, as sent.
+        part: Box<TxnPart>,
+        /// Its writes, as sent.
+        batch: Batch,
     },
     /// Nothing written and nothing kept: `key` changed after the snapshot
     /// (now at `version`).
@@ -644,7 +649,11 @@ impl Participant {
         reply: oneshot::Sender<Result<LockApplied>>,
     ) {
         if let Err(holder) = self.locks.try_lock(txn, &req) {
-            let _ = reply.send(Ok(LockApplied::Busy { holder }));
+            let _ = reply.send(Ok(LockApplied::Busy {
+                holder,
+                part,
+                batch,
+            }));
             return;
         }
         let check = TxnPart {
@@ -883,15 +892,11 @@ impl StoreThread {
 mod tests {
     use super::*;
 
-    fn after_group(g: &mut Gather, n: usize, took: Duration) {
-        g.ran(n, took);
-    }
-
     #[test]
     fn one_writer_never_waits() {
         let mut g = Gather::default();
         assert!(!g.wait_for_more(1, false), "nothing known yet");
-        after_group(&mut g, 1, Duration::from_millis(1));
+        g.ran(1, Duration::from_millis(1));
         assert!(!g.wait_for_more(1, false));
         assert!(!g.wait_for_more(1, true));
     }
@@ -899,24 +904,24 @@ mod tests {
     #[test]
     fn waits_for_the_last_groups_writers_and_a_queued_cohort() {
         let mut g = Gather::default();
-        after_group(&mut g, 64, Duration::from_millis(1));
+        g.ran(64, Duration::from_millis(1));
         assert!(g.wait_for_more(10, false));
         assert!(g.wait_for_more(63, false));
         assert!(!g.wait_for_more(64, false), "all back");
         // Two cohorts of 32: the queued one waits for the other as well.
-        after_group(&mut g, 32, Duration::from_millis(1));
+        g.ran(32, Duration::from_millis(1));
         assert!(g.wait_for_more(32, true));
         assert_eq!(g.expect, 64);
         assert!(!g.wait_for_more(64, true));
         // Nothing ready: nothing to gather for.
-        after_group(&mut g, 64, Duration::from_millis(1));
+        g.ran(64, Duration::from_millis(1));
         assert!(!g.wait_for_more(0, false));
     }
 
     #[test]
     fn the_wait_ends_at_half_the_last_sync_or_the_cap() {
         let mut g = Gather::default();
-        after_group(&mut g, 64, Duration::from_micros(100));
+        g.ran(64, Duration::from_micros(100));
         let t = Instant::now();
         while g.wait_for_more(1, false) {
             std::hint::spin_loop();
@@ -924,7 +929,7 @@ mod tests {
         let waited = t.elapsed();
         assert!(waited >= Duration::from_micros(50), "{waited:?}");
         assert!(waited < Duration::from_millis(50), "{waited:?}");
-        after_group(&mut g, 64, Duration::from_secs(1));
+        g.ran(64, Duration::from_secs(1));
         assert!(g.wait_for_more(1, false));
         assert!(g.deadline.unwrap() <= Instant::now() + GATHER_MAX);
     }

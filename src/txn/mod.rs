@@ -214,10 +214,15 @@ impl Coordinator {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(1);
+        let settler = Arc::new(Settler {
+            router: router.clone(),
+            clock: clock.clone(),
+            queue: Default::default(),
+        });
         Coordinator {
             router,
             clock,
-            settler: Arc::default(),
+            settler,
             // Ids differ across restarts: the high bits come from the time.
             next_id: AtomicU64::new((seed << 20) | 1),
             opts,
@@ -555,11 +560,12 @@ impl Coordinator {
         // write to these keys is visible before this commit. A shard that
         // applied a part releases its locks when it sees the reveal (no
         // message); the others, and all of them after a failure, are told.
-        for &s in &locked {
-            if failed.is_some() || !writes_on.contains(&s) {
-                let _ = self.router.shard(s).release(txn.id).await;
-            }
-        }
+        let tell: Vec<usize> = locked
+            .iter()
+            .copied()
+            .filter(|s| failed.is_some() || !writes_on.contains(s))
+            .collect();
+        self.release(txn, &tell).await;
         match failed {
             None => {
                 self.settle(version, &writes_on);
@@ -622,11 +628,11 @@ impl Coordinator {
             let (ops, redo) = parts.remove(&last).expect("the last writer has a part");
             let part = TxnPart {
                 txn_id: txn.id,
-                redo: redo.clone(),
+                redo,
                 ..Default::default()
             };
             let batch = Batch {
-                ops: ops.clone(),
+                ops,
                 conditions: vec![],
             };
             match self
@@ -643,9 +649,9 @@ impl Coordinator {
                         last,
                     };
                 }
-                Ok(LockApplied::Busy { .. }) => {
+                Ok(LockApplied::Busy { part, batch, .. }) => {
                     busy = true;
-                    parts.insert(last, (ops, redo));
+                    parts.insert(last, (batch.ops, part.redo));
                 }
                 Ok(LockApplied::Changed { key, version }) => {
                     abort = Some(Ok(Abort::Conflict { key, version }));
@@ -663,9 +669,7 @@ impl Coordinator {
                 }
             }
         }
-        for &s in &locked {
-            let _ = self.router.shard(s).release(txn.id).await;
-        }
+        self.release(txn, &locked).await;
         match abort {
             Some(a) => Fast::Aborted(a),
             None => {
@@ -702,12 +706,18 @@ impl Coordinator {
                 Ok(LockOutcome::Timeout { .. }) => Ok(Abort::LockTimeout),
                 Err(e) => Err(e),
             };
-            for &s in &locked {
-                let _ = self.router.shard(s).release(txn.id).await;
-            }
+            self.release(txn, &locked).await;
             return Err(abort);
         }
         Ok(locked)
+    }
+
+    /// Releases `txn`'s locks on `shards` (a message each, not waited
+    /// for; a shard that is gone holds nothing).
+    async fn release(&self, txn: &Txn, shards: &[usize]) {
+        for &s in shards {
+            let _ = self.router.shard(s).release(txn.id).await;
+        }
     }
 
     /// Counts cross-shard commit `version` settled once its parts on
@@ -726,8 +736,7 @@ impl Coordinator {
         if wait.is_zero() {
             self.clock.settle_durable(version);
         } else {
-            self.settler
-                .add(version, shards, wait, &self.router, &self.clock);
+            self.settler.add(version, shards, wait);
         }
     }
 
@@ -811,8 +820,9 @@ const SETTLE_AFTER_MAX: Duration = Duration::from_secs(1);
 /// on every participant (shards that do not sync each write). They are
 /// settled in rounds: one fdatasync request per shard per round, not one
 /// per commit.
-#[derive(Default)]
 struct Settler {
+    router: Arc<Router>,
+    clock: Arc<Clock>,
     queue: std::sync::Mutex<SettleQueue>,
 }
 
@@ -827,14 +837,7 @@ struct SettleQueue {
 impl Settler {
     /// Queues `version` (parts on `shards`); starts a round `wait` from now
     /// unless one is scheduled.
-    fn add(
-        self: &Arc<Self>,
-        version: u64,
-        shards: &[usize],
-        wait: Duration,
-        router: &Arc<Router>,
-        clock: &Arc<Clock>,
-    ) {
+    fn add(self: &Arc<Self>, version: u64, shards: &[usize], wait: Duration) {
         {
             let mut q = self.queue.lock().expect("settle queue is never poisoned");
             q.versions.push(version);
@@ -844,8 +847,6 @@ impl Settler {
             }
             q.round = true;
         }
-        let (router, clock) = (router.clone(), clock.clone());
-        let settler = self.clone();
         let mut round = Round {
             settler: self.clone(),
             running: true,
@@ -853,27 +854,16 @@ impl Settler {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(wait).await;
-                let (versions, shards) = {
-                    let mut q = settler
-                        .queue
-                        .lock()
-                        .expect("settle queue is never poisoned");
-                    if q.versions.is_empty() {
-                        q.round = false;
-                        round.finished();
-                        return;
-                    }
-                    (
-                        std::mem::take(&mut q.versions),
-                        std::mem::take(&mut q.shards),
-                    )
+                let Some((versions, shards)) = round.take() else {
+                    return;
                 };
+                let router = &round.settler.router;
                 let synced =
                     futures::future::join_all(shards.iter().map(|&s| router.shard(s).sync())).await;
                 match synced.into_iter().find_map(|r| r.err()) {
                     None => {
                         for v in versions {
-                            clock.settle_durable(v);
+                            round.settler.clock.settle_durable(v);
                         }
                     }
                     // They stay unsettled: a restart re-applies whatever
@@ -895,9 +885,24 @@ struct Round {
 }
 
 impl Round {
-    /// The queue was found empty (and `round` cleared under its lock).
-    fn finished(&mut self) {
-        self.running = false;
+    /// Takes the queued commits and the shards to sync; with none queued,
+    /// ends the round (under the queue's lock, so a commit queued after it
+    /// schedules a new one).
+    fn take(&mut self) -> Option<(Vec<u64>, BTreeSet<usize>)> {
+        let mut q = self
+            .settler
+            .queue
+            .lock()
+            .expect("settle queue is never poisoned");
+        if q.versions.is_empty() {
+            q.round = false;
+            self.running = false;
+            return None;
+        }
+        Some((
+            std::mem::take(&mut q.versions),
+            std::mem::take(&mut q.shards),
+        ))
     }
 }
 
