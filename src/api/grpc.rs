@@ -224,6 +224,37 @@ impl BearerToken {
     }
 }
 
+/// Where a client reaches a daemon's gRPC port: `addr` is host:port as the
+/// daemon prints it (https is assumed with `ca_file`, http otherwise) or a
+/// URL; with `ca_file` the daemon's certificate is verified against that
+/// CA. Used by flashkv-ctl and flashkv-bench; connect with
+/// [`tonic::transport::Endpoint::connect`].
+pub fn client_endpoint(
+    addr: &str,
+    ca_file: Option<&std::path::Path>,
+) -> crate::error::Result<tonic::transport::Endpoint> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else if ca_file.is_some() {
+        format!("https://{addr}")
+    } else {
+        format!("http://{addr}")
+    };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone()).map_err(|e| {
+        crate::error::Error::InvalidArgument(format!("not a daemon address: {url:?}: {e}"))
+    })?;
+    if let Some(ca) = ca_file {
+        let pem =
+            std::fs::read(ca).map_err(|e| crate::error::Error::io("read the CA file", ca, e))?;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        endpoint = endpoint.tls_config(tls).map_err(|e| {
+            crate::error::Error::InvalidArgument(format!("TLS settings for {url}: {e}"))
+        })?;
+    }
+    Ok(endpoint)
+}
+
 impl tonic::service::Interceptor for BearerToken {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         if let Some(t) = &self.0 {

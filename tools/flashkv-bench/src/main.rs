@@ -28,7 +28,7 @@ use hdrhistogram::Histogram;
 use rand::Rng;
 use rand_distr::Distribution;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::Channel;
 
 /// The gRPC client, with the bearer token (if any) on every call.
 type Kv = KvClient<InterceptedService<Channel, BearerToken>>;
@@ -207,23 +207,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn connect(args: &Args) -> anyhow::Result<Kv> {
-    let addr = &if args.addr.contains("://") {
-        args.addr.clone()
-    } else if args.ca_file.is_some() {
-        format!("https://{}", args.addr)
-    } else {
-        format!("http://{}", args.addr)
-    };
-    let mut endpoint = Channel::from_shared(addr.to_string())?;
-    if let Some(ca) = &args.ca_file {
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
-    }
+    let endpoint = flashkv::api::grpc::client_endpoint(&args.addr, args.ca_file.as_deref())?;
     let ch = endpoint
         .connect()
         .await
-        .with_context(|| format!("connecting to {addr}"))?;
+        .with_context(|| format!("connecting to {}", endpoint.uri()))?;
     let token = match &args.token_file {
         None => BearerToken::default(),
         Some(p) => BearerToken::from_file(p)?,

@@ -20,7 +20,7 @@ use flashkv::api::grpc::proto::kv_client::KvClient;
 use flashkv::api::grpc::proto::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::Channel;
 
 /// The KV client, with the token (if any) on every call.
 type Kv = KvClient<InterceptedService<Channel, BearerToken>>;
@@ -149,23 +149,11 @@ struct Connect {
 }
 
 async fn online(cli: &Connect, cmd: Cmd) -> anyhow::Result<i32> {
-    let addr = &if cli.addr.contains("://") {
-        cli.addr.clone()
-    } else if cli.ca_file.is_some() {
-        format!("https://{}", cli.addr)
-    } else {
-        format!("http://{}", cli.addr)
-    };
-    let mut endpoint = Channel::from_shared(addr.to_string())?;
-    if let Some(ca) = &cli.ca_file {
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
-    }
+    let endpoint = flashkv::api::grpc::client_endpoint(&cli.addr, cli.ca_file.as_deref())?;
     let channel = endpoint
         .connect()
         .await
-        .with_context(|| format!("connecting to {addr}"))?;
+        .with_context(|| format!("connecting to {}", endpoint.uri()))?;
     let token = match &cli.token_file {
         None => BearerToken::default(),
         Some(p) => BearerToken::from_file(p)?,
