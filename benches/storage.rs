@@ -27,8 +27,7 @@ use flashkv::clock::Clock;
 use flashkv::storage::{Batch, Io, IoEngine, Store, StoreOptions, StoreThread, SyncPolicy};
 
 #[cfg(feature = "jemalloc")]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+flashkv::jemalloc_global_allocator!();
 
 const N: u64 = 1_000_000;
 const VALUE: [u8; 100] = [0x5a; 100];

@@ -26,8 +26,7 @@ use flashkv::storage::{Batch, Io, IoEngine, Op, StoreOptions, StoreThread, SyncP
 use flashkv::txn::{Commit, Coordinator, TxnOptions};
 
 #[cfg(feature = "jemalloc")]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+flashkv::jemalloc_global_allocator!();
 
 const KEYS: u64 = 100_000;
 const INFLIGHT: usize = 64;

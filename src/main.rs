@@ -6,8 +6,7 @@ use flashkv::config::{Config, Flags};
 use flashkv::shard::runtime::Daemon;
 
 #[cfg(feature = "jemalloc")]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+flashkv::jemalloc_global_allocator!();
 
 fn main() {
     if let Err(e) = run() {
