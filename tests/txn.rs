@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use flashkv::clock::Clock;
 use flashkv::shard::{Partitioner, Router};
+use flashkv::storage::io::{FaultAction, FaultInjector, FaultOp, FaultRule};
 use flashkv::storage::{Io, IoEngine, StoreOptions, StoreThread, SyncPolicy};
 use flashkv::txn::{Abort, Commit, Coordinator, Txn, TxnOptions};
 
@@ -26,6 +27,16 @@ struct Db {
 
 impl Db {
     fn open(dir: &Path, shards: u32, sync: SyncPolicy) -> Db {
+        Self::open_with_faults(dir, shards, sync, &[])
+    }
+
+    /// As [`Db::open`], with a fault injector on each shard in `faults`.
+    fn open_with_faults(
+        dir: &Path,
+        shards: u32,
+        sync: SyncPolicy,
+        faults: &[(u32, Arc<FaultInjector>)],
+    ) -> Db {
         let clock = Arc::new(Clock::new());
         clock.track_settlement(flashkv::shard::floor::read(dir).unwrap());
         // make test runs this file again with FLASHKV_TEST_IO_ENGINE=plain.
@@ -44,7 +55,10 @@ impl Db {
                         max_value_size: 64 << 10,
                         ..Default::default()
                     },
-                    Io::new(engine),
+                    match faults.iter().find(|(s, _)| *s == i) {
+                        Some((_, f)) => Io::with_faults(engine, f.clone()),
+                        None => Io::new(engine),
+                    },
                     clock.clone(),
                 )
                 .unwrap()
@@ -515,6 +529,68 @@ fn a_cross_shard_commit_is_completed_from_either_part_after_a_restart() {
         }
         db.close();
     }
+}
+
+#[test]
+fn a_cross_shard_commit_with_a_failed_part_stays_invisible_until_a_restart_completes_it() {
+    // Shard 1 (the last writing shard) writes its part (a delete) first;
+    // shard 0's write then fails. The commit is reported committed (a restart
+    // completes it), and until then no read, plain or at a snapshot taken
+    // afterwards, may see shard 1's half.
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultInjector::new();
+    let db = Db::open_with_faults(dir.path(), 2, SyncPolicy::Always, &[(0, faults.clone())]);
+    let c = db.coord.clone();
+    let (x, y) = keys(c.router(), "half", false);
+    assert_eq!(
+        (c.router().shard_of(&x), c.router().shard_of(&y)),
+        (0, 1),
+        "x on shard 0, y on shard 1"
+    );
+    rt().block_on(async {
+        set(&c, &[(&x, 1), (&y, 1)]).await;
+        faults.add(FaultRule {
+            op: Some(FaultOp::Write),
+            nth: 1,
+            action: FaultAction::Fail(libc::EIO),
+        });
+        let mut t = c.begin().await;
+        put_i(&mut t, &x, 2);
+        t.delete(y.clone());
+        let outcome = c.commit(t).await;
+        assert!(
+            matches!(outcome, Ok(Commit::Committed { .. })),
+            "a part is on disk, so the commit is committed: {outcome:?}"
+        );
+        assert_eq!(int(c.router().get(&x).unwrap()), 1);
+        assert_eq!(int(c.router().get(&y).unwrap()), 1, "plain read of y");
+        let mut t = c.begin().await;
+        let (vx, vy) = (get_i(&c, &mut t, &x).await, get_i(&c, &mut t, &y).await);
+        assert_eq!((vx, vy), (1, 1), "a snapshot saw half a commit");
+        let scan = c
+            .scan(
+                &mut t,
+                Bound::Included(b"half/".to_vec()),
+                Bound::Excluded(b"half0".to_vec()),
+                false,
+                10,
+            )
+            .unwrap();
+        let values: Vec<i64> = scan.into_iter().map(|(_, v)| int(Some(v))).collect();
+        assert_eq!(values, vec![1, 1], "a snapshot scan saw half a commit");
+    });
+    drop(c);
+    db.close();
+    let db = Db::open(dir.path(), 2, SyncPolicy::Always);
+    let c = db.coord.clone();
+    assert_eq!(
+        int(c.router().get(&x).unwrap()),
+        2,
+        "the restart completed x"
+    );
+    assert_eq!(c.router().get(&y).unwrap(), None, "and deleted y");
+    drop(c);
+    db.close();
 }
 
 #[test]

@@ -547,8 +547,8 @@ impl StoreReader {
     }
 
     /// The value a snapshot read finds in `found` (`None` inside: absent,
-    /// deleted or expired), or `None` if a merge moved the entry since it
-    /// was read.
+    /// deleted or expired), or `None` if a merge moved the entry or a
+    /// writer moved the key's chain on since it was read.
     fn read_at(
         &self,
         key: &[u8],
@@ -567,7 +567,15 @@ impl StoreReader {
                     expires_at_ms: v.expires_at_ms,
                 })
             }))),
-            At::Current(e) => self.read_entry(key, &e, guard),
+            // A snapshot is never newer than a hidden commit, except one
+            // taken after a part of that commit failed: it stays hidden
+            // (until a restart completes it) from snapshots as from plain
+            // reads.
+            At::Current(e) => match self.hidden(key, &e, guard) {
+                None => self.read_entry(key, &e, guard),
+                Some(Ok(v)) => Ok(Some(v)),
+                Some(Err(())) => Ok(None),
+            },
         }
     }
 
@@ -588,9 +596,6 @@ impl StoreReader {
             let Some((key, found)) = keys.next_at(at) else {
                 break;
             };
-            if matches!(found, At::Current(e) if e.tombstone) {
-                continue;
-            }
             // The node the walk is on answers first; a merge that moved the
             // entry meanwhile sends the read through the key's lookup.
             let v = match self.read_at(key, found, &guard)? {
