@@ -511,29 +511,28 @@ impl Kv for KvService {
                 return;
             }
             let _ = first_tx.send(Ok(()));
-            let mut pending: std::collections::BTreeMap<
-                (u64, Vec<u8>),
-                Arc<crate::storage::feed::Change>,
-            > = feed
-                .history_from(start)
-                .into_iter()
-                .filter(|c| filter.matches(&c.key))
-                .map(|c| ((c.version, c.key.clone()), c))
-                .collect();
-            let mut next = start;
+            let mut ordered = crate::storage::feed::Ordered::new(start);
+            for c in feed.history_from(start) {
+                if filter.matches(&c.key) {
+                    ordered.offer(c);
+                }
+            }
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(5));
+            let lagged = |next: u64| {
+                Status::resource_exhausted(format!(
+                    "watcher fell behind the change feed; resume with start_version {next}"
+                ))
+            };
             loop {
                 tokio::select! {
                     got = w.rx.recv() => match got {
                         Ok(c) => {
-                            if c.version >= next && filter.matches(&c.key) {
-                                pending.insert((c.version, c.key.clone()), c);
+                            if filter.matches(&c.key) {
+                                ordered.offer(c);
                             }
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            let _ = tx.send(Err(Status::resource_exhausted(format!(
-                                "watcher fell behind the change feed; resume with start_version {next}"
-                            )))).await;
+                            let _ = tx.send(Err(lagged(ordered.next()))).await;
                             return;
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -547,24 +546,19 @@ impl Kv for KvService {
                 loop {
                     match w.rx.try_recv() {
                         Ok(c) => {
-                            if c.version >= next && filter.matches(&c.key) {
-                                pending.insert((c.version, c.key.clone()), c);
+                            if filter.matches(&c.key) {
+                                ordered.offer(c);
                             }
                         }
                         Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
-                            let _ = tx.send(Err(Status::resource_exhausted(format!(
-                                "watcher fell behind the change feed; resume with start_version {next}"
-                            )))).await;
+                            let _ = tx.send(Err(lagged(ordered.next()))).await;
                             return;
                         }
                         Err(_) => break,
                     }
                 }
-                while let Some(entry) = pending.first_entry() {
-                    if entry.key().0 > mark {
-                        break;
-                    }
-                    let c = entry.remove();
+                let (out, failed) = ordered.release(mark, &clock);
+                for c in out {
                     let ev = WatchEvent {
                         key: c.key.clone(),
                         deleted: c.value.is_none(),
@@ -575,7 +569,16 @@ impl Kv for KvService {
                         return;
                     }
                 }
-                next = next.max(mark + 1);
+                if let Some(v) = failed {
+                    let _ = tx
+                        .send(Err(Status::unavailable(format!(
+                            "the cross-shard commit at version {v} could not be applied on every \
+                             shard (an I/O error) and completes only when the daemon restarts; \
+                             read the watched keys again after the restart, then watch from there"
+                        ))))
+                        .await;
+                    return;
+                }
             }
         });
         first_rx

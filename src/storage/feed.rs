@@ -14,15 +14,20 @@
 //!   to the clock's watermark, in version order: nothing at or below the
 //!   watermark can still appear. A change is recorded before its writer
 //!   drops its floor, so once the watermark passes a version, its changes
-//!   are in the channel.
+//!   are in the channel. [`Ordered`] keeps a watcher's changes until then.
+//! * A cross-shard commit one of whose parts failed to apply passes the
+//!   watermark still hidden (a restart completes it): a watcher stops
+//!   there with an error rather than deliver the parts that were applied.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
+
+use crate::clock::Clock;
 
 /// How long the feed keeps recording after the last watcher left.
 pub const LINGER: Duration = Duration::from_secs(300);
@@ -201,9 +206,103 @@ impl Feed {
     }
 }
 
+/// A watcher's changes between the feed and its client: kept from the
+/// start version on, released in version order once the watermark passes
+/// them (the delivery rule in the module docs).
+#[derive(Debug)]
+pub struct Ordered {
+    pending: BTreeMap<(u64, Vec<u8>), Arc<Change>>,
+    next: u64,
+}
+
+impl Ordered {
+    /// Delivers changes from version `start` on.
+    pub fn new(start: u64) -> Self {
+        Ordered {
+            pending: BTreeMap::new(),
+            next: start,
+        }
+    }
+
+    /// The lowest version not yet released: where a resumed watch starts.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Keeps `c` if it is not older than what was already released (the
+    /// caller filters by key).
+    pub fn offer(&mut self, c: Arc<Change>) {
+        if c.version >= self.next {
+            self.pending.insert((c.version, c.key.clone()), c);
+        }
+    }
+
+    /// The kept changes at or below the watermark `mark`, in version
+    /// order, and the version it stopped at if one belongs to a
+    /// cross-shard commit that stays hidden past the watermark: a part of
+    /// it failed to apply, so its other parts must not go out alone (a
+    /// restart completes it).
+    pub fn release(&mut self, mark: u64, clock: &Clock) -> (Vec<Arc<Change>>, Option<u64>) {
+        let mut out = Vec::new();
+        while let Some(entry) = self.pending.first_entry() {
+            let v = entry.key().0;
+            if v > mark {
+                break;
+            }
+            if clock.is_hidden(v) {
+                self.next = v;
+                return (out, Some(v));
+            }
+            out.push(entry.remove());
+        }
+        self.next = self.next.max(mark + 1);
+        (out, None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_go_out_in_version_order_below_the_watermark_and_stop_at_a_failed_commit() {
+        let clock = Clock::new();
+        let a = clock.next();
+        let floor = clock.enter_writer();
+        let b = clock.next();
+        let mut o = Ordered::new(1);
+        o.offer(Arc::new(ch(b, "b")));
+        o.offer(Arc::new(ch(a, "a")));
+        let (out, stop) = o.release(clock.watermark(), &clock);
+        assert_eq!(
+            (out.iter().map(|c| c.version).collect::<Vec<_>>(), stop),
+            (vec![a], None),
+            "b is still being published"
+        );
+        drop(floor);
+        let x = clock.next_unsettled();
+        o.offer(Arc::new(ch(x, "x")));
+        let (out, stop) = o.release(clock.watermark(), &clock);
+        assert_eq!(out.iter().map(|c| c.version).collect::<Vec<_>>(), vec![b]);
+        assert_eq!(stop, None, "x is in flight: not past the watermark");
+        assert_eq!(o.next(), x, "resume point");
+        o.offer(Arc::new(ch(a, "a")));
+        // A part of x failed: x leaves the in-flight set but stays hidden.
+        clock.unpublished(x);
+        let y = clock.next();
+        o.offer(Arc::new(ch(y, "y")));
+        let (out, stop) = o.release(clock.watermark(), &clock);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(stop, Some(x));
+        assert_eq!(o.next(), x);
+        clock.reveal(x);
+        let (out, stop) = o.release(clock.watermark(), &clock);
+        assert_eq!(
+            (out.iter().map(|c| c.version).collect::<Vec<_>>(), stop),
+            (vec![x, y], None)
+        );
+        assert_eq!(o.next(), y + 1);
+    }
 
     fn ch(v: u64, k: &str) -> Change {
         Change {
