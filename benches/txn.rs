@@ -1,9 +1,17 @@
 //! Transaction benchmarks, in process, `sync=none`, two shards (one storage
-//! thread each) and the coordinator on the bench thread:
+//! thread each):
 //!
 //! - `commit/single_shard` and `commit/cross_shard`: read-write
 //!   transactions of 2 reads and 2 writes (keys on one shard, or one key on
-//!   each), 64 in flight, uniform over 100k keys; throughput is commits/s;
+//!   each), 64 in flight, uniform over 100k keys, coordinated on the bench
+//!   thread, so that every commit is a message to another thread;
+//!   throughput is commits/s;
+//! - `commit/single_shard_local` and `commit/cross_shard_local`: the same,
+//!   coordinated on the store threads themselves, 32 clients on each, as
+//!   the daemon runs its request handlers on the shard threads (DESIGN.md
+//!   §1). A single-shard transaction there uses its own shard's keys and
+//!   commits without any cross-thread message (the fast path of DESIGN.md
+//!   §3); a cross-shard one has one key on each shard;
 //! - `commit/contended_zipf`: the single-shard shape with zipfian keys
 //!   (s = 0.99) over 1000 keys; the abort rate is printed;
 //! - `read/snapshot_get` versus `read/plain_get`: the cost of reading at a
@@ -33,7 +41,7 @@ const INFLIGHT: usize = 64;
 
 struct Db {
     coord: Arc<Coordinator>,
-    _threads: Vec<StoreThread>,
+    threads: Vec<StoreThread>,
     /// Keys of each shard, for picking keys on one shard or on two.
     by_shard: Arc<Vec<Vec<Vec<u8>>>>,
 }
@@ -111,7 +119,7 @@ fn open(dir: &Path, keys: u64) -> Db {
     let coord = Arc::new(Coordinator::new(router, clock, TxnOptions::default()));
     Db {
         coord,
-        _threads: threads,
+        threads,
         by_shard: Arc::new(by_shard),
     }
 }
@@ -163,62 +171,101 @@ enum Shape {
     Zipf,
 }
 
+/// Where the transactions' coordinators run.
+#[derive(Clone, Copy, PartialEq)]
+enum Place {
+    /// On the bench thread: every commit is a message to a store thread.
+    Apart,
+    /// Half on each store thread, beside its storage task, as the daemon's
+    /// request handlers run on its shard threads. A single-shard
+    /// transaction takes keys of its own thread's shard and commits with
+    /// no cross-thread message; a cross-shard one takes one key of each.
+    Local,
+}
+
+/// One client: `per` transactions of 2 reads and 2 writes, one at a time.
+#[allow(clippy::too_many_arguments)]
+async fn client(
+    c: Arc<Coordinator>,
+    keys: Arc<Vec<Vec<Vec<u8>>>>,
+    zipf: Arc<Zipf>,
+    aborts: Arc<AtomicU64>,
+    shape: Shape,
+    w: usize,
+    home: Option<usize>,
+    per: u64,
+) {
+    let mut seed = 0x1234_5678_9abc_def1 ^ ((w as u64 + 1) * 0x9E37_79B9);
+    for _ in 0..per {
+        let (a, b) = match shape {
+            Shape::Single => {
+                let s = home.unwrap_or((next(&mut seed) % 2) as usize);
+                let ks = &keys[s];
+                let i = next(&mut seed) as usize % ks.len();
+                let j = next(&mut seed) as usize % ks.len();
+                (ks[i].clone(), ks[j].clone())
+            }
+            Shape::Cross => {
+                let s = home.unwrap_or(0);
+                let i = next(&mut seed) as usize % keys[s].len();
+                let j = next(&mut seed) as usize % keys[1 - s].len();
+                (keys[s][i].clone(), keys[1 - s][j].clone())
+            }
+            Shape::Zipf => {
+                let ks = &keys[0];
+                (
+                    ks[zipf.sample(&mut seed)].clone(),
+                    ks[zipf.sample(&mut seed)].clone(),
+                )
+            }
+        };
+        let mut t = c.begin().await;
+        let va = c.get(&mut t, &a).expect("get").map(|v| v.value);
+        let vb = c.get(&mut t, &b).expect("get").map(|v| v.value);
+        t.put(a, vb.unwrap_or_default(), None);
+        t.put(b, va.unwrap_or_default(), None);
+        match c.commit(t).await.expect("commit") {
+            Commit::Committed { .. } => {}
+            Commit::Aborted(_) => {
+                aborts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// Runs `n` transactions, `INFLIGHT` at a time; returns (elapsed, aborts).
-fn run(db: &Db, shape: Shape, n: u64) -> (Duration, u64) {
+fn run(db: &Db, shape: Shape, place: Place, n: u64) -> (Duration, u64) {
     let rt = rt();
     let aborts = Arc::new(AtomicU64::new(0));
     let zipf = Arc::new(Zipf::new(1000));
+    let per = n.div_ceil(INFLIGHT as u64);
     let started = Instant::now();
     rt.block_on(async {
-        let mut tasks = Vec::new();
-        let per = n.div_ceil(INFLIGHT as u64);
+        let mut done = Vec::new();
         for w in 0..INFLIGHT {
-            let c = db.coord.clone();
-            let keys = db.by_shard.clone();
-            let aborts = aborts.clone();
-            let zipf = zipf.clone();
-            tasks.push(tokio::task::spawn(async move {
-                let mut seed = 0x1234_5678_9abc_def1 ^ ((w as u64 + 1) * 0x9E37_79B9);
-                let mut done = 0;
-                while done < per {
-                    let (a, b) = match shape {
-                        Shape::Single => {
-                            let s = (next(&mut seed) % 2) as usize;
-                            let ks = &keys[s];
-                            let i = next(&mut seed) as usize % ks.len();
-                            let j = next(&mut seed) as usize % ks.len();
-                            (ks[i].clone(), ks[j].clone())
-                        }
-                        Shape::Cross => {
-                            let i = next(&mut seed) as usize % keys[0].len();
-                            let j = next(&mut seed) as usize % keys[1].len();
-                            (keys[0][i].clone(), keys[1][j].clone())
-                        }
-                        Shape::Zipf => {
-                            let ks = &keys[0];
-                            (
-                                ks[zipf.sample(&mut seed)].clone(),
-                                ks[zipf.sample(&mut seed)].clone(),
-                            )
-                        }
-                    };
-                    let mut t = c.begin().await;
-                    let va = c.get(&mut t, &a).expect("get").map(|v| v.value);
-                    let vb = c.get(&mut t, &b).expect("get").map(|v| v.value);
-                    t.put(a, vb.unwrap_or_default(), None);
-                    t.put(b, va.unwrap_or_default(), None);
-                    match c.commit(t).await.expect("commit") {
-                        Commit::Committed { .. } => {}
-                        Commit::Aborted(_) => {
-                            aborts.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    done += 1;
+            let (c, keys, zipf, aborts) = (
+                db.coord.clone(),
+                db.by_shard.clone(),
+                zipf.clone(),
+                aborts.clone(),
+            );
+            match place {
+                Place::Apart => done.push(tokio::task::spawn(async move {
+                    client(c, keys, zipf, aborts, shape, w, None, per).await
+                })),
+                Place::Local => {
+                    let home = w % db.threads.len();
+                    let ran = db.threads[home].run_local(move || {
+                        client(c, keys, zipf, aborts, shape, w, Some(home), per)
+                    });
+                    done.push(tokio::task::spawn(async move {
+                        ran.await.expect("store thread ran the client")
+                    }));
                 }
-            }));
+            }
         }
-        for t in tasks {
-            t.await.expect("task");
+        for t in done {
+            t.await.expect("client");
         }
     });
     (started.elapsed(), aborts.load(Ordering::Relaxed))
@@ -230,15 +277,17 @@ fn commit(c: &mut Criterion) {
     let mut g = c.benchmark_group("commit");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
     g.throughput(Throughput::Elements(1));
-    for (name, shape) in [
-        ("single_shard", Shape::Single),
-        ("cross_shard", Shape::Cross),
-        ("contended_zipf", Shape::Zipf),
+    for (name, shape, place) in [
+        ("single_shard", Shape::Single, Place::Apart),
+        ("cross_shard", Shape::Cross, Place::Apart),
+        ("single_shard_local", Shape::Single, Place::Local),
+        ("cross_shard_local", Shape::Cross, Place::Local),
+        ("contended_zipf", Shape::Zipf, Place::Apart),
     ] {
         let mut total = (0u64, 0u64);
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let (d, aborts) = run(&db, shape, iters.max(INFLIGHT as u64));
+                let (d, aborts) = run(&db, shape, place, iters.max(INFLIGHT as u64));
                 total.0 += iters.max(INFLIGHT as u64);
                 total.1 += aborts;
                 d * iters as u32 / iters.max(INFLIGHT as u64) as u32

@@ -830,8 +830,12 @@ pub struct StoreThread {
     pub handle: StoreHandle,
     /// What recovery did.
     pub report: RecoveryReport,
+    jobs: mpsc::UnboundedSender<LocalJob>,
     join: std::thread::JoinHandle<Result<()>>,
 }
+
+/// Work handed to a store thread's runtime (see [`StoreThread::run_local`]).
+type LocalJob = Box<dyn FnOnce() + Send>;
 
 impl StoreThread {
     /// Opens `dir` on a new thread running the runtime of `engine` (with
@@ -843,6 +847,7 @@ impl StoreThread {
         clock: Arc<Clock>,
     ) -> Result<StoreThread> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (jobs, mut jobs_rx) = mpsc::unbounded_channel::<LocalJob>();
         let engine: IoEngine = io.engine();
         let join = std::thread::Builder::new()
             .name(format!("flashkv-store-{}", opts.shard_id))
@@ -858,6 +863,11 @@ impl StoreThread {
                     let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
                     let handle = StoreHandle::new(tx, store.reader());
                     let _ = ready_tx.send(Ok((handle, report)));
+                    tokio::task::spawn_local(async move {
+                        while let Some(job) = jobs_rx.recv().await {
+                            job();
+                        }
+                    });
                     serve(store, rx).await
                 })
             })
@@ -866,6 +876,7 @@ impl StoreThread {
             Ok(Ok((handle, report))) => Ok(StoreThread {
                 handle,
                 report,
+                jobs,
                 join,
             }),
             Ok(Err(e)) => {
@@ -878,9 +889,29 @@ impl StoreThread {
         }
     }
 
+    /// Runs the future `make` returns on this store's thread, beside its
+    /// storage task, as the daemon runs request handlers beside theirs: a
+    /// request from there to this shard crosses no thread. The receiver
+    /// gets its output (or closes if the store shuts down first).
+    pub fn run_local<F, Fut>(&self, make: F) -> oneshot::Receiver<Fut::Output>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.jobs.send(Box::new(move || {
+            tokio::task::spawn_local(async move {
+                let _ = tx.send(make().await);
+            });
+        }));
+        rx
+    }
+
     /// Drops this handle and waits for the task to close the store (other
     /// clones of the handle must be gone too).
     pub fn shutdown(self) -> Result<()> {
+        drop(self.jobs);
         drop(self.handle);
         self.join
             .join()
@@ -891,6 +922,32 @@ impl StoreThread {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_local_runs_futures_that_are_not_send_on_the_store_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = StoreThread::spawn(
+            dir.path().into(),
+            StoreOptions {
+                shard_id: 7,
+                ..Default::default()
+            },
+            Io::new(IoEngine::Plain),
+            Arc::new(Clock::new()),
+        )
+        .unwrap();
+        let got = futures::executor::block_on(t.run_local(|| async {
+            let held_across_await = std::rc::Rc::new(3);
+            tokio::task::yield_now().await;
+            (
+                std::thread::current().name().map(str::to_owned),
+                *held_across_await,
+            )
+        }))
+        .unwrap();
+        assert_eq!(got, (Some("flashkv-store-7".to_owned()), 3));
+        t.shutdown().unwrap();
+    }
 
     #[test]
     fn one_writer_never_waits() {
