@@ -1010,11 +1010,14 @@ impl IndexWriter {
     ) -> Option<Entry> {
         let mut preds = [self.inner.head as *const Node; MAX_HEIGHT];
         let hinted = self.take_hint(key, &mut preds);
-        if self.find(key).is_some() {
+        if let Some(n) = self.find(key).map(|n| n as *const Node) {
+            // SAFETY: only this writer frees nodes, and it frees none of
+            // the key's while it overwrites it; the reference is detached
+            // from `self` so that `keep_old_at` may borrow it mutably.
+            let n = unsafe { &*n };
             if let (Some(k), Some(g)) = (keep, guard) {
-                self.keep_old(key, k, horizon, g);
+                self.keep_old_at(n, k, horizon, g);
             }
-            let n = self.find(key).expect("found just above");
             let old = n.entry();
             n.set_entry(&entry);
             self.account(Some(&old), Some(&entry));
@@ -1062,9 +1065,15 @@ impl IndexWriter {
     /// overwriting the key's entry with a newer one), then trims the chain
     /// to what snapshots at or above `horizon` can read.
     pub fn keep_old(&mut self, key: &[u8], old: Box<OldVersion>, horizon: u64, guard: &Guard) {
-        let Some(n) = self.find(key) else {
+        let Some(n) = self.find(key).map(|n| n as *const Node) else {
             return;
         };
+        // SAFETY: as in upsert_inner.
+        self.keep_old_at(unsafe { &*n }, old, horizon, guard);
+    }
+
+    /// [`IndexWriter::keep_old`] on the key's node, already found.
+    fn keep_old_at(&mut self, n: &Node, old: Box<OldVersion>, horizon: u64, guard: &Guard) {
         let prev = n.older.load(Ordering::Relaxed);
         old.older.store(prev, Ordering::Relaxed);
         let (v, bytes) = (old.version, chain_bytes(&old));
