@@ -1000,9 +1000,8 @@ impl Store {
                         // An expired key still in the index gets its
                         // tombstone too (though it does not count as
                         // removed), so its bytes become garbage for merge.
-                        let expired_in_index = !overlay.contains_key(key.as_slice())
-                            && self.writer.get(key).is_some_and(|e| !e.tombstone);
-                        live || expired_in_index
+                        live || (!overlay.contains_key(key.as_slice())
+                            && self.writer.get(key).is_some_and(|e| !e.tombstone))
                     }
                 })
                 .collect();
