@@ -62,6 +62,23 @@ pub fn meta_owner(key: &[u8]) -> Option<&[u8]> {
     (is_reserved(key) && key.get(2) == Some(&META)).then(|| &key[3..])
 }
 
+/// Adds to `ops`, writes of string keys, the deletion of any Redis
+/// collection of the same names, so that one atomic batch replaces or
+/// deletes a key of any type, as Redis' SET and DEL do. Each such delete
+/// routes with its key (same shard), and the store writes nothing for the
+/// delete of an absent key, so where there is no collection it costs a
+/// lookup. The collection's elements become garbage for the reclaimer.
+pub fn replace_collections(ops: &mut Vec<crate::storage::Op>) {
+    let metas: Vec<crate::storage::Op> = ops
+        .iter()
+        .filter(|op| !is_reserved(op.key()))
+        .map(|op| crate::storage::Op::Delete {
+            key: meta_key(op.key()),
+        })
+        .collect();
+    ops.extend(metas);
+}
+
 /// The first and the after-last metadata keys.
 pub fn meta_range() -> (Vec<u8>, Vec<u8>) {
     let mut lo = RESERVED.to_vec();

@@ -364,10 +364,11 @@ fn put_op(p: PutRequest, limits: &Limits) -> Result<(Op, Option<Condition>), Sta
 async fn do_put(router: &Router, p: PutRequest, limits: &Limits) -> Result<PutResponse, Status> {
     let expected = p.expected_version;
     let (op, cond) = put_op(p, limits)?;
-    let batch = Batch {
+    let mut batch = Batch {
         ops: vec![op],
         conditions: cond.into_iter().collect(),
     };
+    crate::keyspace::replace_collections(&mut batch.ops);
     match router.write(batch).await.map_err(status)? {
         Outcome::Committed { version, .. } => Ok(PutResponse { version }),
         Outcome::ConditionFailed {
@@ -387,7 +388,9 @@ async fn do_delete(
     limits: &Limits,
 ) -> Result<DeleteResponse, Status> {
     check_key(&d.key, limits)?;
-    match router.write(Batch::delete(d.key)).await.map_err(status)? {
+    let mut batch = Batch::delete(d.key);
+    crate::keyspace::replace_collections(&mut batch.ops);
+    match router.write(batch).await.map_err(status)? {
         Outcome::Committed { version, removed } => Ok(DeleteResponse {
             found: removed > 0,
             version: if removed > 0 { version } else { 0 },
@@ -467,6 +470,7 @@ impl Kv for KvService {
         if batch.ops.is_empty() {
             return Err(Status::invalid_argument("write with no mutations"));
         }
+        crate::keyspace::replace_collections(&mut batch.ops);
         match self.coord.write_batch(batch).await.map_err(status)? {
             Outcome::Committed { version, .. } => Ok(Response::new(WriteResponse { version })),
             Outcome::ConditionFailed {
@@ -629,8 +633,9 @@ impl Kv for KvService {
         let mut inflight = FuturesUnordered::new();
         let max_inflight = 4 * n;
         let (mut keys, mut bytes) = (0u64, 0u64);
-        let submit = |shard: usize, ops: Vec<Op>| {
+        let submit = |shard: usize, mut ops: Vec<Op>| {
             let h = self.router.shard(shard).clone();
+            crate::keyspace::replace_collections(&mut ops);
             tokio::spawn(async move {
                 h.write(Batch {
                     ops,

@@ -488,7 +488,7 @@ async fn kv_put(
     }
     let expected = if_match(&headers)?;
     let value = read_body(&headers, body, st.0.limits.max_value_size).await?;
-    let batch = Batch {
+    let mut batch = Batch {
         ops: vec![Op::Put {
             key: key.clone(),
             value: value.into(),
@@ -496,6 +496,7 @@ async fn kv_put(
         }],
         conditions: version_condition(&key, expected),
     };
+    crate::keyspace::replace_collections(&mut batch.ops);
     match router.write(batch).await? {
         Outcome::Committed { version, .. } => Ok(written(
             StatusCode::OK,
@@ -522,10 +523,11 @@ async fn kv_delete(
     query(&uri, &[])?;
     let key = path_key(&uri, &st.0.limits)?;
     let expected = if_match(&headers)?;
-    let batch = Batch {
+    let mut batch = Batch {
         ops: vec![Op::Delete { key: key.clone() }],
         conditions: version_condition(&key, expected),
     };
+    crate::keyspace::replace_collections(&mut batch.ops);
     match router.write(batch).await? {
         Outcome::Committed { removed: 0, .. } => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -739,6 +741,7 @@ async fn batch(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> A
         }
         batch.ops.push(op);
     }
+    crate::keyspace::replace_collections(&mut batch.ops);
     match coord.write_batch(batch).await? {
         Outcome::Committed { version, .. } => {
             Ok(axum::Json(json!({ "version": version })).into_response())
@@ -866,13 +869,9 @@ async fn txn(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Api
             return Ok(axum::Json(json!({ "succeeded": held, "version": null })).into_response());
         }
         let wrote = !ops.is_empty();
-        match coord
-            .write_batch(Batch {
-                ops: ops.clone(),
-                conditions,
-            })
-            .await?
-        {
+        let mut ops = ops.clone();
+        crate::keyspace::replace_collections(&mut ops);
+        match coord.write_batch(Batch { ops, conditions }).await? {
             Outcome::Committed { version, .. } => {
                 let version = if wrote { json!(version) } else { Json::Null };
                 return Ok(

@@ -95,6 +95,7 @@ impl Txn for TxnService {
         let mut g = h.lock().await;
         let txn = g.as_mut().ok_or_else(|| gone(r.txn_id))?;
         let expires = (r.ttl_ms > 0).then(|| now_ms().saturating_add(r.ttl_ms));
+        txn.delete(crate::keyspace::meta_key(&r.key));
         txn.put(r.key, r.value, expires);
         Ok(Response::new(TxnWriteResponse {}))
     }
@@ -108,6 +109,7 @@ impl Txn for TxnService {
         let h = self.open(r.txn_id)?;
         let mut g = h.lock().await;
         let txn = g.as_mut().ok_or_else(|| gone(r.txn_id))?;
+        txn.delete(crate::keyspace::meta_key(&r.key));
         txn.delete(r.key);
         Ok(Response::new(TxnWriteResponse {}))
     }

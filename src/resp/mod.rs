@@ -283,17 +283,7 @@ impl Conn {
                 self.shared.limits.check_value(value).map_err(error_reply)?;
             }
         }
-        // Each string write also deletes a collection of the same name, in
-        // the same atomic batch; the store writes nothing for the delete of
-        // an absent key, so where there is none this costs a lookup.
-        let metas: Vec<Op> = batch
-            .ops
-            .iter()
-            .map(|op| Op::Delete {
-                key: keyspace::meta_key(op.key()),
-            })
-            .collect();
-        batch.ops.extend(metas);
+        keyspace::replace_collections(&mut batch.ops);
         self.write_raw(batch).await
     }
 

@@ -1,0 +1,130 @@
+"""One key space under three protocols, with stock clients against the real
+daemon binary: a string written or deleted through gRPC (Put, Delete,
+Write, BulkLoad, Pipeline, Txn) or HTTP (PUT, DELETE, /v1/batch) replaces
+or deletes a Redis collection of the same name, as Redis' SET and DEL do;
+the collection never comes back."""
+
+import shutil
+import signal
+import subprocess
+import tempfile
+import urllib.request
+
+import grpc
+import pytest
+import redis
+
+from test_grpc import BIN, pb  # noqa: F401 (pb: the shared stubs fixture)
+
+
+@pytest.fixture(scope="module")
+def addrs():
+    data = tempfile.mkdtemp(prefix="flashkv-py-")
+    proc = subprocess.Popen(
+        [BIN, "--data-dir", data, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--resp-addr", "127.0.0.1:0", "--shards", "2", "--no-pin", "--log-level", "warn"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    assert "gRPC on " in line, f"daemon did not start: {line!r}"
+    addr = lambda name: line.split(f"{name} on ")[1].split(" ")[0]  # noqa: E731
+    yield addr("gRPC"), addr("HTTP"), addr("RESP")
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=30) == 0, "graceful shutdown must exit 0"
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def clients(pb, addrs):  # noqa: F811
+    pb2, pb2_grpc = pb
+    g, h, r = addrs
+    channel = grpc.insecure_channel(g)
+    grpc.channel_ready_future(channel).result(timeout=10)
+    host, port = r.rsplit(":", 1)
+    rc = redis.Redis(host=host, port=int(port))
+    yield pb2, pb2_grpc.KVStub(channel), pb2_grpc.TxnStub(channel), f"http://{h}", rc
+    rc.close()
+    channel.close()
+
+
+def http(method, url, body=None):
+    req = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def collections(rc, key):
+    """One collection of each kind under `key`, one after the other."""
+    yield lambda: rc.hset(key, mapping={"f": "1", "g": "2"})
+    yield lambda: rc.rpush(key, "a", "b")
+    yield lambda: rc.sadd(key, "m", "n")
+    yield lambda: rc.zadd(key, {"z": 1.0})
+
+
+def test_grpc_and_http_string_writes_replace_a_collection(clients):
+    pb2, kv, tx, base, rc = clients
+    writers = {
+        "grpc Put": lambda k: kv.Put(pb2.PutRequest(key=k, value=b"s")),
+        "grpc Write": lambda k: kv.Write(pb2.WriteRequest(mutations=[pb2.Mutation(put=pb2.PutRequest(key=k, value=b"s"))])),
+        "grpc BulkLoad": lambda k: kv.BulkLoad(iter([pb2.PutRequest(key=k, value=b"s")])),
+        "grpc Pipeline": lambda k: list(kv.Pipeline(iter([pb2.PipelineRequest(id=1, put=pb2.PutRequest(key=k, value=b"s"))]))),
+        "http PUT": lambda k: http("PUT", f"{base}/v1/kv/{k.decode()}", b"s"),
+        "http batch": lambda k: http("POST", f"{base}/v1/batch", b'{"ops":[{"op":"put","key":"%s","value":"s"}]}' % k),
+    }
+
+    def txn_put(k):
+        t = tx.Begin(pb2.BeginRequest()).txn_id
+        tx.Put(pb2.TxnPutRequest(txn_id=t, key=k, value=b"s"))
+        tx.Commit(pb2.CommitRequest(txn_id=t))
+
+    writers["grpc Txn"] = txn_put
+    for name, write in writers.items():
+        key = f"xp:{name.replace(' ', '-')}".encode()
+        for make in collections(rc, key):
+            rc.delete(key)
+            make()
+            write(key)
+            assert rc.type(key) == b"string", f"{name} over a {make}"
+            assert rc.get(key) == b"s", name
+            assert rc.exists(key) == 1
+            # The collection is gone, not hidden: deleting the string
+            # through RESP leaves nothing behind.
+            assert rc.delete(key) == 1
+            assert rc.exists(key) == 0 and rc.type(key) == b"none", f"{name}: a collection came back"
+
+
+def test_grpc_and_http_deletes_remove_a_collection(clients):
+    pb2, kv, tx, base, rc = clients
+
+    def txn_delete(k):
+        t = tx.Begin(pb2.BeginRequest()).txn_id
+        tx.Delete(pb2.TxnDeleteRequest(txn_id=t, key=k))
+        tx.Commit(pb2.CommitRequest(txn_id=t))
+
+    deleters = {
+        "grpc Delete": lambda k: kv.Delete(pb2.DeleteRequest(key=k)).found,
+        "grpc Write": lambda k: kv.Write(pb2.WriteRequest(mutations=[pb2.Mutation(delete=pb2.DeleteRequest(key=k))])) and True,
+        "grpc Txn": lambda k: txn_delete(k) or True,
+        "http DELETE": lambda k: http("DELETE", f"{base}/v1/kv/{k.decode()}") == 200,
+    }
+    for name, delete in deleters.items():
+        key = f"xd:{name.replace(' ', '-')}".encode()
+        for make in collections(rc, key):
+            rc.delete(key)
+            make()
+            assert delete(key), f"{name} found the collection"
+            assert rc.exists(key) == 0 and rc.type(key) == b"none", f"{name} left a collection"
+            # A string written and deleted again over gRPC does not bring
+            # the collection back either.
+            kv.Put(pb2.PutRequest(key=key, value=b"s"))
+            kv.Delete(pb2.DeleteRequest(key=key))
+            assert rc.exists(key) == 0, f"{name}: a collection came back"
+    # Without a collection, a delete of an absent key still finds nothing.
+    assert kv.Delete(pb2.DeleteRequest(key=b"xd:absent")).found is False
+    assert http("DELETE", f"{base}/v1/kv/xd:absent") == 404
