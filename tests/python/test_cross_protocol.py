@@ -4,37 +4,20 @@ Write, BulkLoad, Pipeline, Txn) or HTTP (PUT, DELETE, /v1/batch) replaces
 or deletes a Redis collection of the same name, as Redis' SET and DEL do;
 the collection never comes back."""
 
-import shutil
-import signal
-import subprocess
-import tempfile
+import urllib.error
 import urllib.request
 
 import grpc
 import pytest
 import redis
 
-from test_grpc import BIN, pb  # noqa: F401 (pb: the shared stubs fixture)
+from test_grpc import address, pb, running_daemon  # noqa: F401 (pb: the shared stubs fixture)
 
 
 @pytest.fixture(scope="module")
 def addrs():
-    data = tempfile.mkdtemp(prefix="flashkv-py-")
-    proc = subprocess.Popen(
-        [BIN, "--data-dir", data, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--resp-addr", "127.0.0.1:0", "--shards", "2", "--no-pin", "--log-level", "warn"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    assert "gRPC on " in line, f"daemon did not start: {line!r}"
-    addr = lambda name: line.split(f"{name} on ")[1].split(" ")[0]  # noqa: E731
-    yield addr("gRPC"), addr("HTTP"), addr("RESP")
-    proc.send_signal(signal.SIGTERM)
-    try:
-        assert proc.wait(timeout=30) == 0, "graceful shutdown must exit 0"
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
+    with running_daemon() as line:
+        yield address(line, "gRPC"), address(line, "HTTP"), address(line, "RESP")
 
 
 @pytest.fixture(scope="module")

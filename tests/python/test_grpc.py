@@ -2,6 +2,7 @@
 generated from proto/flashkv.proto by grpcio-tools, against the real daemon
 binary (FLASHKV_BIN, default target/debug/flashkv)."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -31,8 +32,11 @@ def pb():
     shutil.rmtree(out, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def daemon():
+@contextlib.contextmanager
+def running_daemon():
+    """The daemon binary with 2 shards on ephemeral 127.0.0.1 ports; yields
+    its ready line (which names the addresses); then SIGTERM, which must
+    end it with exit code 0."""
     data = tempfile.mkdtemp(prefix="flashkv-py-")
     proc = subprocess.Popen(
         [BIN, "--data-dir", data, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--resp-addr", "127.0.0.1:0", "--shards", "2", "--no-pin", "--log-level", "warn"],
@@ -42,13 +46,23 @@ def daemon():
     )
     line = proc.stdout.readline()
     assert "gRPC on " in line, f"daemon did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
-    addr = line.split("gRPC on ")[1].split(" ")[0]
-    yield addr
+    yield line
     proc.send_signal(signal.SIGTERM)
     try:
         assert proc.wait(timeout=30) == 0, "graceful shutdown must exit 0"
     finally:
         shutil.rmtree(data, ignore_errors=True)
+
+
+def address(line, name):
+    """The address the ready line gives for `name` (gRPC, HTTP or RESP)."""
+    return line.split(f"{name} on ")[1].split(" ")[0]
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    with running_daemon() as line:
+        yield address(line, "gRPC")
 
 
 @pytest.fixture(scope="module")
