@@ -172,7 +172,7 @@ enum Shape {
 }
 
 /// Where the transactions' coordinators run.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Place {
     /// On the bench thread: every commit is a message to a store thread.
     Apart,

@@ -528,7 +528,7 @@ pub struct DataFile {
 /// the advice) appends fault as they go.
 fn prefault(map: &Arc<MmapRaw>, start: u64, end: u64) {
     type Job = (Arc<MmapRaw>, usize, usize);
-    static PREFAULT: std::sync::OnceLock<Option<Mutex<std::sync::mpsc::Sender<Job>>>> =
+    static PREFAULT: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>> =
         std::sync::OnceLock::new();
     let tx = PREFAULT.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
@@ -548,17 +548,13 @@ fn prefault(map: &Arc<MmapRaw>, start: u64, end: u64) {
                 }
             })
             .ok()
-            .map(|_| Mutex::new(tx))
+            .map(|_| tx)
     });
     let end = end.min(map.len() as u64);
     if let Some(tx) = tx
         && start < end
     {
-        let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send((
-            map.clone(),
-            start as usize,
-            (end - start) as usize,
-        ));
+        let _ = tx.send((map.clone(), start as usize, (end - start) as usize));
     }
 }
 

@@ -423,16 +423,28 @@ impl StoreReader {
             let Some(e) = self.shared.index.get(key, &guard) else {
                 return Ok(None);
             };
-            match self.hidden(key, &e, &guard) {
-                None => {}
-                Some(Ok(v)) => return Ok(v),
-                Some(Err(())) => continue,
-            }
-            if let Some(v) = self.read_entry(key, &e, &guard)? {
+            if let Some(v) = self.read_current(key, &e, &guard)? {
                 return Ok(v);
             }
         }
         Err(gone_segment(key))
+    }
+
+    /// What a read finds in `key`'s current entry `e`: what a hidden
+    /// cross-shard part replaced, else the entry's value (`None` inside:
+    /// deleted or expired); or `None` if a merge moved the entry or a
+    /// writer moved the key's chain on since `e` was read (read again).
+    fn read_current(
+        &self,
+        key: &[u8],
+        e: &Entry,
+        guard: &crossbeam_epoch::Guard,
+    ) -> Result<Option<Option<Value>>> {
+        match self.hidden(key, e, guard) {
+            None => self.read_entry(key, e, guard),
+            Some(Ok(v)) => Ok(Some(v)),
+            Some(Err(())) => Ok(None),
+        }
     }
 
     /// The value an index entry points at (`None` inside: deleted or
@@ -571,11 +583,7 @@ impl StoreReader {
             // taken after a part of that commit failed: it stays hidden
             // (until a restart completes it) from snapshots as from plain
             // reads.
-            At::Current(e) => match self.hidden(key, &e, guard) {
-                None => self.read_entry(key, &e, guard),
-                Some(Ok(v)) => Ok(Some(v)),
-                Some(Err(())) => Ok(None),
-            },
+            At::Current(e) => self.read_current(key, &e, guard),
         }
     }
 

@@ -206,25 +206,40 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
-async fn connect(args: &Args) -> anyhow::Result<Kv> {
-    let endpoint = flashkv::api::grpc::client_endpoint(&args.addr, args.ca_file.as_deref())?;
-    let ch = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", endpoint.uri()))?;
-    let token = match &args.token_file {
-        None => BearerToken::default(),
-        Some(p) => BearerToken::from_file(p)?,
-    };
-    Ok(KvClient::with_interceptor(ch, token))
+/// Where every gRPC connection goes, and the token it sends: the CA and
+/// token files are read once, not once per connection.
+struct Target {
+    endpoint: tonic::transport::Endpoint,
+    token: BearerToken,
 }
 
-async fn preload(args: &Args) -> anyhow::Result<()> {
+impl Target {
+    fn new(args: &Args) -> anyhow::Result<Target> {
+        Ok(Target {
+            endpoint: flashkv::api::grpc::client_endpoint(&args.addr, args.ca_file.as_deref())?,
+            token: match &args.token_file {
+                None => BearerToken::default(),
+                Some(p) => BearerToken::from_file(p)?,
+            },
+        })
+    }
+
+    async fn connect(&self) -> anyhow::Result<Kv> {
+        let ch = self
+            .endpoint
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {}", self.endpoint.uri()))?;
+        Ok(KvClient::with_interceptor(ch, self.token.clone()))
+    }
+}
+
+async fn preload(args: &Args, target: &Target) -> anyhow::Result<()> {
     let t = Instant::now();
     let per = args.keys.div_ceil(args.connections as u64);
     let mut tasks = Vec::new();
     for c in 0..args.connections as u64 {
-        let mut kv = connect(args).await?;
+        let mut kv = target.connect().await?;
         let value = vec![b'v'; args.value_size];
         let (lo, hi) = (c * per, ((c + 1) * per).min(args.keys));
         tasks.push(tokio::spawn(async move {
@@ -259,8 +274,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.protocol != Protocol::Grpc && args.mode != Mode::Unary {
         anyhow::bail!("--protocol http and resp run the unary mode only");
     }
+    let target = Target::new(&args)?;
     if args.preload && args.mode != Mode::Bulk {
-        preload(&args).await?;
+        preload(&args, &target).await?;
     }
     let shared = Arc::new(Shared {
         measuring: AtomicBool::new(false),
@@ -271,7 +287,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let keygen = Arc::new(KeyGen::new(&args)?);
     let mut tasks = Vec::new();
     for c in 0..args.connections {
-        let kv = connect(&args).await?;
+        let kv = target.connect().await?;
         match args.mode {
             Mode::Unary => {
                 for _ in 0..args.inflight {
