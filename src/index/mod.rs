@@ -399,6 +399,12 @@ pub struct IndexWriter {
     hint_keys: Vec<u8>,
     /// The next upsert's slot in `hints`.
     cursor: usize,
+    /// At each level, the node of that level last linked by an upsert of
+    /// the prepared batch (null: none yet). Keys that arrive in ascending
+    /// order (a bulk load of sorted keys) all have the same hinted
+    /// predecessors, so the walk right from a hint would step over every
+    /// key linked before it in the batch; it starts from here instead.
+    finger: [*const Node; MAX_HEIGHT],
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -486,6 +492,7 @@ pub fn new_index() -> (Index, IndexWriter) {
             hint_succs: Vec::new(),
             hint_keys: Vec::new(),
             cursor: 0,
+            finger: [ptr::null(); MAX_HEIGHT],
             _not_sync: PhantomData,
         },
     )
@@ -883,6 +890,7 @@ impl IndexWriter {
         self.hint_succs.clear();
         self.hint_keys.clear();
         self.cursor = 0;
+        self.finger = [ptr::null(); MAX_HEIGHT];
     }
 
     /// The next upsert's hint, if there is one that fits `key`: its height
@@ -922,6 +930,17 @@ impl IndexWriter {
                     if ptr::eq((*p).next(level).load(Ordering::Relaxed), succ) {
                         *pred = p;
                         continue;
+                    }
+                    // Nodes were linked after the hinted predecessor: if the
+                    // last one linked at this level lies between it and the
+                    // key, the walk starts there (see `finger`).
+                    let f = self.finger[level];
+                    if !f.is_null()
+                        && f != p
+                        && (*f).key() < key
+                        && (p == head || (*f).key() > (*p).key())
+                    {
+                        p = f;
                     }
                 } else if p != head && (*p).key() >= key {
                     return None;
@@ -1047,6 +1066,9 @@ impl IndexWriter {
             }
             for (level, pred) in preds.iter().enumerate().take(height) {
                 (**pred).next(level).store(node, Ordering::Release);
+            }
+            if !self.hints.is_empty() {
+                self.finger[..height].fill(node);
             }
             self.inner
                 .bytes
@@ -1393,9 +1415,14 @@ mod tests {
         for round in 0..300 {
             // Batches with new keys, present keys and duplicates.
             let n = (xorshift(&mut r) % 200) as usize;
-            let keys: Vec<Vec<u8>> = (0..n)
+            let mut keys: Vec<Vec<u8>> = (0..n)
                 .map(|_| format!("k{:05}", xorshift(&mut r) % 20_000).into_bytes())
                 .collect();
+            if round % 4 == 3 {
+                // Ascending keys (a sorted bulk load): every hint has the
+                // same predecessors and the upserts walk from the finger.
+                keys.sort();
+            }
             let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
             w.prepare(&refs);
             // Most rounds upsert in the prepared order; some shuffle it or
