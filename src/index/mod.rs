@@ -804,6 +804,11 @@ impl IndexWriter {
                 key_len: 0,
             },
         );
+        // Each key's presence check below reads its hash slot, a cache
+        // miss of its own: start them all first, so that they overlap.
+        for k in keys {
+            self.prefetch_slot(k);
+        }
         let head = self.inner.head as *const Node;
         let top = self.inner.height.load(Ordering::Relaxed);
         let mut walks: [Option<Walk>; WALKS] = [None; WALKS];

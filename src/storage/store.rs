@@ -940,6 +940,21 @@ impl Store {
                 next += 1;
                 continue;
             }
+            if !small {
+                // The conditions and deletes below look their keys up: in a
+                // large group nothing was prefetched, so start those cache
+                // misses together (a bulk write's deletes of Redis metadata
+                // keys are one per put).
+                let deletes = batch.ops.iter().filter(|o| matches!(o, Op::Delete { .. }));
+                for key in batch
+                    .conditions
+                    .iter()
+                    .map(|c| c.key.as_slice())
+                    .chain(deletes.map(|o| o.key()))
+                {
+                    self.writer.prefetch_slot(key);
+                }
+            }
             let current = |key: &[u8], overlay: &FastMap<&[u8], (u64, bool)>| -> (u64, bool) {
                 if let Some(&v) = overlay.get(key) {
                     return v;
@@ -983,7 +998,8 @@ impl Store {
             }
             // Last write of a key within the batch wins.
             let ops: Vec<&Op> = if batch.ops.len() > 1 {
-                let mut last: FastMap<&[u8], usize> = FastMap::default();
+                let mut last: FastMap<&[u8], usize> =
+                    FastMap::with_capacity_and_hasher(batch.ops.len(), Default::default());
                 for (i, op) in batch.ops.iter().enumerate() {
                     last.insert(op.key(), i);
                 }
