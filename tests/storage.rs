@@ -513,8 +513,9 @@ fn corruption_mid_segment_refuses_start_and_repair_salvages() {
 }
 
 /// Hints keep the newest record of every key: keys overwritten and deleted
-/// within one segment, sharing 8- and 16-byte prefixes, shorter than 8
-/// bytes and ending in zero bytes all come back from hints as written.
+/// within one segment, sharing 8- and 16-byte prefixes (with equal and
+/// with different lengths), shorter than 8 bytes and ending in zero bytes
+/// all come back from hints as written.
 #[test]
 fn hints_keep_the_newest_record_of_every_key() {
     for engine in engines() {
@@ -528,7 +529,11 @@ fn hints_keep_the_newest_record_of_every_key() {
                     0 => format!("user:0000000000{i:04}").into_bytes(),
                     1 => format!("user:000{i:04}").into_bytes(),
                     2 => vec![b'k', (i % 7) as u8, 0, 0][..1 + (i as usize % 4)].to_vec(),
-                    3 => [&b"sixteen-byte-pre"[..], &i.to_be_bytes()].concat(),
+                    // Longer than 16 bytes with equal first 16 bytes, of
+                    // one length and of several (where length order is not
+                    // key order).
+                    3 if i % 2 == 0 => [&b"sixteen-byte-pre"[..], &i.to_be_bytes()].concat(),
+                    3 => [&b"sixteen-byte-pre"[..], i.to_string().as_bytes()].concat(),
                     _ => i.to_le_bytes().to_vec(),
                 })
                 .collect();

@@ -70,21 +70,45 @@ pub fn encode(meta: HintMeta, records: &mut [HintRecord<'_>]) -> Vec<u8> {
 
 /// [`encode`] for records already sorted by key, at most one per key.
 pub fn encode_sorted(meta: HintMeta, records: &[HintRecord<'_>]) -> Vec<u8> {
+    encode_sorted_iter(meta, records.iter().copied())
+}
+
+/// [`encode_sorted`] for records made by an iterator (walked three times,
+/// once backwards), so that a caller need not collect them first.
+///
+/// The entries go straight into the flatbuffer, and the file header is
+/// written in front of the payload in the builder's own buffer: apart from
+/// a copy of the keys, the hint is the only large allocation.
+pub fn encode_sorted_iter<'a, I>(meta: HintMeta, records: I) -> Vec<u8>
+where
+    I: ExactSizeIterator<Item = HintRecord<'a>> + DoubleEndedIterator + Clone,
+{
     debug_assert!(
         records
-            .windows(2)
-            .all(|w| crate::index::key_cmp(w[0].key, w[1].key).is_lt()),
+            .clone()
+            .zip(records.clone().skip(1))
+            .all(|(a, b)| crate::index::key_cmp(a.key, b.key).is_lt()),
         "hint records must be sorted by key, one per key"
     );
-    let key_bytes: usize = records.iter().map(|r| r.key.len()).sum();
+    let n = records.len();
+    let key_bytes: usize = records.clone().map(|r| r.key.len()).sum();
+    u32::try_from(key_bytes).expect("hint keys of one segment fit in 4 GiB");
     let mut keys = Vec::with_capacity(key_bytes);
-    let mut entries = Vec::with_capacity(records.len());
-    for r in records.iter() {
-        let key_offset = u32::try_from(keys.len()).expect("hint keys of one segment fit in 4 GiB");
+    for r in records.clone() {
         keys.extend_from_slice(r.key);
-        entries.push(FbEntry::new(
+    }
+    let mut fbb = FlatBufferBuilder::with_capacity(
+        HEADER_LEN + n * std::mem::size_of::<FbEntry>() + key_bytes + 256,
+    );
+    // The builder fills its buffer from the back: entries are pushed last
+    // first, with key offsets counted down from the end of the keys.
+    fbb.start_vector::<FbEntry>(n);
+    let mut end = key_bytes;
+    for r in records.rev() {
+        end -= r.key.len();
+        fbb.push(FbEntry::new(
             r.offset,
-            key_offset,
+            end as u32,
             r.key.len() as u32,
             r.value_len,
             r.version,
@@ -94,8 +118,7 @@ pub fn encode_sorted(meta: HintMeta, records: &[HintRecord<'_>]) -> Vec<u8> {
             0,
         ));
     }
-    let mut fbb = FlatBufferBuilder::with_capacity(entries.len() * 32 + keys.len() + 256);
-    let entries = fbb.create_vector(&entries);
+    let entries = fbb.end_vector::<FbEntry>(n);
     let keys = fbb.create_vector(&keys);
     let root = Hint::create(
         &mut fbb,
@@ -109,14 +132,23 @@ pub fn encode_sorted(meta: HintMeta, records: &[HintRecord<'_>]) -> Vec<u8> {
         },
     );
     fbb.finish(root, Some("FKVH"));
-    let payload = fbb.finished_data();
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&HINT_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(payload);
-    out
+    let (mut buf, head) = fbb.collapse();
+    let payload = &buf[head..];
+    let mut header = [0u8; HEADER_LEN];
+    header[..8].copy_from_slice(&HINT_MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    header[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    if head < HEADER_LEN {
+        // The builder grew past its estimate and left no room in front.
+        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(payload);
+        return out;
+    }
+    buf[head - HEADER_LEN..head].copy_from_slice(&header);
+    buf.drain(..head - HEADER_LEN);
+    buf
 }
 
 /// A validated hint, borrowing the file bytes.
