@@ -919,16 +919,23 @@ impl Store {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let base = self.active.len;
-        let mut planned: Vec<Planned> = Vec::new();
+        let ops = |range: std::ops::Range<usize>| -> usize {
+            batches[range].iter().map(|r| r.batch.ops.len()).sum()
+        };
+        let mut planned: Vec<Planned> = Vec::with_capacity(ops(start..batches.len()));
         let mut committed: Vec<usize> = Vec::new();
-        // Versions and liveness as the earlier batches of this group leave them.
-        let mut overlay: FastMap<&[u8], (u64, bool)> = FastMap::default();
         // Only a later batch with a condition or a delete reads the overlay.
         let last_reader = batches.iter().rposition(|r| {
             r.txn.is_some()
                 || !r.batch.conditions.is_empty()
                 || r.batch.ops.iter().any(|o| matches!(o, Op::Delete { .. }))
         });
+        // Versions and liveness as the earlier batches of this group leave
+        // them (sized for the batches before the last reader, which it
+        // tracks, rather than rehashed as it grows).
+        let tracked = last_reader.map_or(0, |r| ops(start..r.max(start)));
+        let mut overlay: FastMap<&[u8], (u64, bool)> =
+            FastMap::with_capacity_and_hasher(tracked, Default::default());
         let now = now_ms();
         let mut next = start;
         let mut need_seal = false;
