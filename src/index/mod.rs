@@ -30,7 +30,11 @@
 //! overlapping the memory waits of the others), and keeps each key's
 //! predecessors as a hint. The upserts that follow start from the hint
 //! and only step over nodes linked since; a hint is checked before use
-//! and dropped if it does not fit the key (see `take_hint`).
+//! and dropped if it does not fit the key (see `take_hint`). Keys of one
+//! gap linked one after another walk from the last of them (`finger`), and
+//! a batch in ascending order (a bulk load of sorted keys) is not walked
+//! at all: each key is linked next to the previous one through a splice,
+//! as RocksDB's skiplist does for sequential inserts (`splice_seek`).
 //!
 //! Deleted keys stay in the index as tombstone entries until merge drops the
 //! tombstone record, so that merge can tell a live tombstone from a dead one.
@@ -1526,9 +1530,10 @@ mod tests {
                 // splice.
                 keys.sort();
             } else if round % 8 == 7 {
-                // Mostly ascending, but too little for the splice: hints
-                // that share predecessors, and upserts that walk from the
-                // finger.
+                // Sorted runs of three, each reversed: too few ascending
+                // steps for the splice, so hints are used; keys that fall
+                // into one gap share hinted predecessors, and their
+                // upserts walk from the finger.
                 keys.sort();
                 for run in keys.chunks_mut(3) {
                     run.swap(0, run.len() - 1);
