@@ -444,6 +444,10 @@ struct Hint {
 /// Walks in flight at once in [`IndexWriter::prepare`].
 const WALKS: usize = 16;
 
+/// How many keys ahead a group's hash slots are prefetched: enough to
+/// cover a miss, few enough that the lines are still cached when used.
+pub const SLOTS_AHEAD: usize = 16;
+
 /// One interleaved search of [`IndexWriter::prepare`].
 #[derive(Clone, Copy)]
 struct Walk {
@@ -823,9 +827,6 @@ impl IndexWriter {
         let ascending = keys.windows(2).filter(|w| w[0] < w[1]).count();
         if keys.len() >= 2 && ascending * 8 >= (keys.len() - 1) * 7 {
             self.ascending = true;
-            for k in keys {
-                self.prefetch_slot(k);
-            }
             return;
         }
         self.hints.resize(
@@ -838,8 +839,9 @@ impl IndexWriter {
             },
         );
         // Each key's presence check below reads its hash slot, a cache
-        // miss of its own: start them all first, so that they overlap.
-        for k in keys {
+        // miss of its own: it is fetched SLOTS_AHEAD keys in advance (all
+        // at once would be too much for the cache in a large group).
+        for k in keys.iter().take(SLOTS_AHEAD) {
             self.prefetch_slot(k);
         }
         let head = self.inner.head as *const Node;
@@ -852,6 +854,9 @@ impl IndexWriter {
                 while w.is_none() && next_key < keys.len() {
                     let slot = next_key;
                     next_key += 1;
+                    if let Some(k) = keys.get(slot + SLOTS_AHEAD) {
+                        self.prefetch_slot(k);
+                    }
                     if self.find(keys[slot]).is_some() {
                         continue;
                     }

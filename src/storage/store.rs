@@ -1213,9 +1213,20 @@ impl Store {
                 .collect();
             self.writer.prepare(&keys);
         }
-        for p in &staged.planned {
-            let key = &staged.buf[p.key_range.0..p.key_range.1];
-            self.publish(key, p.entry, staged.segment, p.xshard);
+        let key_of = |p: &Planned| &staged.buf[p.key_range.0..p.key_range.1];
+        if prepared {
+            // Each upsert looks its key up in the hash table first: fetch
+            // the slots ahead (in a large group, those prepare touched
+            // are no longer cached).
+            for p in staged.planned.iter().take(crate::index::SLOTS_AHEAD) {
+                self.writer.prefetch_slot(key_of(p));
+            }
+        }
+        for (i, p) in staged.planned.iter().enumerate() {
+            if prepared && let Some(ahead) = staged.planned.get(i + crate::index::SLOTS_AHEAD) {
+                self.writer.prefetch_slot(key_of(ahead));
+            }
+            self.publish(key_of(p), p.entry, staged.segment, p.xshard);
         }
         if prepared {
             self.writer.clear_hints();
