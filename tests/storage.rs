@@ -1449,3 +1449,58 @@ fn active_sweep_deletes_expired_keys() {
         });
     }
 }
+
+/// The deletes of a large batch are skipped without lookups when the index
+/// holds nothing in their key range, but not when an earlier batch of the
+/// same group wrote one of their keys, nor when the range holds a key.
+#[test]
+fn large_batches_delete_what_earlier_batches_of_their_group_wrote() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            let put = |k: &str| Op::Put {
+                key: k.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                expires_at_ms: None,
+            };
+            let del = |k: &str| Op::Delete {
+                key: k.as_bytes().to_vec(),
+            };
+            let batch = |ops: Vec<Op>| Batch {
+                ops,
+                conditions: vec![],
+            };
+            // Deletes of z-keys after 40 puts of a-keys (a large group).
+            let large = |tag: &str, deleted: &[&str]| {
+                let mut ops: Vec<Op> = (0..40).map(|i| put(&format!("a-{tag}-{i:02}"))).collect();
+                ops.extend(deleted.iter().map(|k| del(k)));
+                batch(ops)
+            };
+            // 1. An earlier batch of the group writes z-1; a later one deletes
+            //    it (with z-0 and z-2, absent): z-1 must be gone.
+            let r = s
+                .write_group(vec![
+                    batch(vec![put("z-1")]),
+                    large("1", &["z-0", "z-1", "z-2"]),
+                ])
+                .await;
+            assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+            assert!(s.reader().get(b"z-1").unwrap().is_none());
+            assert_eq!(s.stats().tombstones, 1, "one tombstone, for z-1");
+            // 2. The range holds a key (z-1's tombstone and z-5): z-5 is
+            //    deleted, the absent z-4 gets no tombstone.
+            s.put(b"z-5", b"v").await.unwrap();
+            let r = s.write_group(vec![large("2", &["z-4", "z-5"])]).await;
+            assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+            assert!(s.reader().get(b"z-5").unwrap().is_none());
+            assert_eq!(s.stats().tombstones, 2);
+            // 3. An empty range: nothing is written for absent keys.
+            let r = s.write_group(vec![large("3", &["y-0", "y-1"])]).await;
+            assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+            assert_eq!(s.stats().tombstones, 2);
+            assert_eq!(s.stats().keys, 120);
+        });
+    }
+}

@@ -1077,6 +1077,13 @@ impl IndexWriter {
             .prefetch_node(key, unsafe { crossbeam_epoch::unprotected() });
     }
 
+    /// Whether the index holds no key, tombstones included, from `lo` to
+    /// `hi` (both included): one search, where a lookup of each key in the
+    /// range would be a cache miss or more apiece.
+    pub fn none_in(&self, lo: &[u8], hi: &[u8]) -> bool {
+        self.inner.seek(lo, true, None).is_none_or(|n| n.key() > hi)
+    }
+
     /// The entry for `key` (the writer needs no guard: it never frees what it reads).
     pub fn get(&self, key: &[u8]) -> Option<Entry> {
         self.find(key).map(|n| n.entry())

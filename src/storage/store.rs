@@ -947,12 +947,29 @@ impl Store {
                 next += 1;
                 continue;
             }
+            // The deletes of a large batch whose keys all lie in a range
+            // the index holds nothing in (a bulk write's deletes of Redis
+            // metadata keys, on a shard without collections) are of absent
+            // keys, unless an earlier batch of this group wrote them (not
+            // in the index yet: the overlay has them). One search tells,
+            // instead of a lookup per key.
+            let mut deletes = batch.ops.iter().filter_map(|o| match o {
+                Op::Delete { key } => Some(key.as_slice()),
+                Op::Put { .. } => None,
+            });
+            let deletes_absent = !small
+                && deletes.next().is_some_and(|first| {
+                    let (lo, hi) = deletes
+                        .clone()
+                        .fold((first, first), |(lo, hi), k| (lo.min(k), hi.max(k)));
+                    self.writer.none_in(lo, hi)
+                });
             if !small {
                 // The conditions and deletes below look their keys up: in a
                 // large group nothing was prefetched, so start those cache
-                // misses together (a bulk write's deletes of Redis metadata
-                // keys are one per put).
+                // misses together.
                 let deletes = batch.ops.iter().filter(|o| matches!(o, Op::Delete { .. }));
+                let deletes = deletes.filter(|_| !deletes_absent);
                 for key in batch
                     .conditions
                     .iter()
@@ -1025,6 +1042,11 @@ impl Store {
                 .into_iter()
                 .filter(|op| match op {
                     Op::Put { .. } => true,
+                    Op::Delete { key }
+                        if deletes_absent && !overlay.contains_key(key.as_slice()) =>
+                    {
+                        false
+                    }
                     Op::Delete { key } => {
                         let live = current(key, &overlay).1;
                         removed += u32::from(live);
