@@ -959,9 +959,8 @@ impl Store {
             });
             let deletes_absent = !small
                 && deletes.next().is_some_and(|first| {
-                    let (lo, hi) = deletes
-                        .clone()
-                        .fold((first, first), |(lo, hi), k| (lo.min(k), hi.max(k)));
+                    let (lo, hi) =
+                        deletes.fold((first, first), |(lo, hi), k| (lo.min(k), hi.max(k)));
                     self.writer.none_in(lo, hi)
                 });
             if !small {
