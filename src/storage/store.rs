@@ -953,10 +953,13 @@ impl Store {
             // keys, unless an earlier batch of this group wrote them (not
             // in the index yet: the overlay has them). One search tells,
             // instead of a lookup per key.
-            let mut deletes = batch.ops.iter().filter_map(|o| match o {
-                Op::Delete { key } => Some(key.as_slice()),
-                Op::Put { .. } => None,
-            });
+            let delete_keys = || {
+                batch.ops.iter().filter_map(|o| match o {
+                    Op::Delete { key } => Some(key.as_slice()),
+                    Op::Put { .. } => None,
+                })
+            };
+            let mut deletes = delete_keys();
             let deletes_absent = !small
                 && deletes.next().is_some_and(|first| {
                     let (lo, hi) =
@@ -967,13 +970,12 @@ impl Store {
                 // The conditions and deletes below look their keys up: in a
                 // large group nothing was prefetched, so start those cache
                 // misses together.
-                let deletes = batch.ops.iter().filter(|o| matches!(o, Op::Delete { .. }));
-                let deletes = deletes.filter(|_| !deletes_absent);
+                let deletes = delete_keys().filter(|_| !deletes_absent);
                 for key in batch
                     .conditions
                     .iter()
                     .map(|c| c.key.as_slice())
-                    .chain(deletes.map(|o| o.key()))
+                    .chain(deletes)
                 {
                     self.writer.prefetch_slot(key);
                 }
@@ -1939,14 +1941,13 @@ pub(crate) fn build_log_hint(
         pos += rec.len;
     }
     // Every record was decoded (CRC checked) above.
-    let header = |at: u32| {
-        format::decode_header(&bytes[at as usize..]).expect("a record decoded in this scan")
-    };
-    let key_at = |at: u32| {
-        let h = header(at);
+    let record_at = |at: u32| {
+        let h =
+            format::decode_header(&bytes[at as usize..]).expect("a record decoded in this scan");
         let k0 = at as usize + format::record_len(0, 0, h.flags & FLAG_EXPIRES != 0);
-        &bytes[k0..k0 + h.key_len]
+        (h, &bytes[k0..k0 + h.key_len])
     };
+    let key_at = |at: u32| record_at(at).1;
     // With equal first 16 bytes, a key of at most 16 bytes differs from
     // another only by missing trailing bytes (the prefixes are
     // zero-padded), so the shorter one sorts first; two longer keys are
@@ -1974,9 +1975,9 @@ pub(crate) fn build_log_hint(
         max_version: hi.max(max_version),
     };
     let records = order.iter().map(|&(_, _, _, at)| {
-        let h = header(at);
+        let (h, key) = record_at(at);
         HintRecord {
-            key: key_at(at),
+            key,
             offset: at,
             value_len: h.value_len as u32,
             version: h.version,
