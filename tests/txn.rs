@@ -846,3 +846,34 @@ fn a_cross_shard_commit_meeting_a_held_lock_waits_for_it_in_shard_order() {
     drop(c);
     db.close();
 }
+
+/// A commit whose caller stops waiting after its first step (a client
+/// that disconnects mid-commit) still goes to its end, on one shard and
+/// across two.
+#[test]
+fn a_commit_its_caller_drops_still_commits() {
+    both(|c, same| {
+        Box::pin(async move {
+            let (x, y) = keys(c.router(), "dropped", same);
+            let mut t = c.begin().await;
+            put_i(&mut t, &x, 7);
+            put_i(&mut t, &y, 8);
+            let mut commit = Box::pin(c.commit(t));
+            // One poll sends its first message; then the caller goes away.
+            let _ = futures::poll!(commit.as_mut());
+            drop(commit);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let mut r = c.begin().await;
+                if (get_i(c, &mut r, &x).await, get_i(c, &mut r, &y).await) == (7, 8) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the dropped commit never finished"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    });
+}

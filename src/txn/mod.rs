@@ -411,13 +411,7 @@ impl Coordinator {
             return Ok(Commit::Committed { version: txn.start });
         }
         let me = self.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let _ = tx.send(me.commit_inner(txn).await);
-        });
-        rx.await.map_err(|_| {
-            Error::Unavailable("the commit task stopped; the outcome is unknown".into())
-        })?
+        RunToEnd(Some(Box::pin(async move { me.commit_inner(txn).await }))).await
     }
 
     async fn commit_inner(&self, txn: Txn) -> Result<Commit> {
@@ -912,6 +906,57 @@ impl Drop for Round {
             && let Ok(mut q) = self.settler.queue.lock()
         {
             q.round = false;
+        }
+    }
+}
+
+/// A future run in the caller's task that, if the caller drops it before
+/// it ends, finishes on a task of its own: a commit goes to its end even
+/// when its client goes away. Running it in place saves a commit the two
+/// hand-offs of a task of its own (start, and the wake of the caller).
+struct RunToEnd<T: Send + 'static>(
+    Option<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>>,
+);
+
+impl<T: Send + 'static> std::future::Future for RunToEnd<T> {
+    type Output = T;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<T> {
+        let fut = self.0.as_mut().expect("polled after it ended");
+        let out = std::task::ready!(fut.as_mut().poll(cx));
+        self.0 = None;
+        std::task::Poll::Ready(out)
+    }
+}
+
+impl<T: Send + 'static> Drop for RunToEnd<T> {
+    fn drop(&mut self) {
+        let Some(rest) = self.0.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    rest.await;
+                });
+            }
+            // Dropped outside any runtime: finish on a thread of its own.
+            Err(_) => {
+                std::thread::spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => {
+                            rt.block_on(rest);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "no runtime to finish a dropped commit on; its outcome is settled at the next start-up");
+                        }
+                    }
+                });
+            }
         }
     }
 }
