@@ -823,7 +823,6 @@ impl<'a> Coll<'a> {
         // into the same round) over what is stored: stored pages are
         // merged until `limit` survive the staged deletes or the range
         // ends; staged puts count only up to the last stored key seen.
-        let own = |s: &[u8]| crate::storage::store::key_in_range(&self.full(s), &lo, &hi);
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         let (mut from, mut to) = (lo.clone(), hi.clone());
         let page = limit.clamp(1, 256);
@@ -855,18 +854,42 @@ impl<'a> Coll<'a> {
                 break;
             }
         }
-        // Staged puts within what the stored pages covered.
-        let covered = |s: &[u8]| {
-            end_seen
-                || match (reverse, &from, &to) {
-                    (false, Bound::Excluded(f), _) => self.full(s) <= *f,
-                    (true, _, Bound::Excluded(t)) => self.full(s) >= *t,
-                    _ => true,
-                }
+        // Staged puts within what the stored pages covered: up to the last
+        // stored key seen (past it, stored keys not read yet may come
+        // first), walked from the scan's start so the walk stops there.
+        let seen: Option<&[u8]> = match (end_seen, reverse, &from, &to) {
+            (true, ..) => None,
+            (false, false, Bound::Excluded(f), _) => Some(&f[n..]),
+            (false, true, _, Bound::Excluded(t)) => Some(&t[n..]),
+            _ => None,
         };
-        for (s, w) in self.pending.iter().filter(|(s, _)| own(s) && covered(s)) {
-            if let Some(v) = w {
-                merged.insert(s.clone(), v.clone());
+        // BTreeMap::range panics on a range that ends before it starts.
+        let empty = match (lower, upper) {
+            (Bound::Excluded(a), Bound::Excluded(b)) => a >= b,
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+                a > b
+            }
+            _ => false,
+        };
+        if !empty {
+            let staged = self
+                .pending
+                .range::<[u8], _>((lower, upper))
+                .filter_map(|(s, w)| Some((s, w.as_ref()?)));
+            if reverse {
+                for (s, v) in staged.rev() {
+                    if seen.is_some_and(|t| s.as_slice() < t) {
+                        break;
+                    }
+                    merged.insert(s.clone(), v.clone());
+                }
+            } else {
+                for (s, v) in staged {
+                    if seen.is_some_and(|f| s.as_slice() > f) {
+                        break;
+                    }
+                    merged.insert(s.clone(), v.clone());
+                }
             }
         }
         Ok(if reverse {
