@@ -12,9 +12,10 @@
 //! | list | position (i64, order-preserving) | element |
 //! | zset | `m` member | score (f64 BE) |
 //! | zset | `s` score (order-preserving) member | empty |
+//! | zset | `c` level (u8) [score member] | span (u64), the rank index |
 //!
-//! Lookups are index lookups (O(log n)); ranges are ordered scans of one
-//! shard. Commands read through a snapshot (or the EXEC transaction), so a
+//! Lookups are index lookups (O(log n)), ranks too (the sorted sets' rank
+//! index, see `cmd::zsets`); ranges are ordered scans of one shard. Commands read through a snapshot (or the EXEC transaction), so a
 //! reply never mixes two writes. A change is one atomic batch: the element
 //! writes plus the rewritten metadata record, committed on the condition
 //! that the metadata record is still the version read and that no string
@@ -100,7 +101,12 @@ impl Meta {
             generation: new_generation(),
             len: 0,
             head: 0,
-            tail: 0,
+            // A new sorted set keeps the rank index (see the zsets module).
+            tail: if kind == Kind::ZSet {
+                crate::resp::cmd::zsets::RANKED
+            } else {
+                0
+            },
         }
     }
 

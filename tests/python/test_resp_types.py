@@ -240,6 +240,87 @@ def test_sorted_sets(r):
     err(lambda: r.execute_command("ZUNIONSTORE", o, 0, "z:a"), "at least 1 input key is needed")
 
 
+def test_sorted_set_ranks_match_a_model(r):
+    """ZRANK, ZREVRANK, ZRANGE/ZREVRANGE by index and ZREMRANGEBYRANK on
+    sets large enough for two levels of the rank index (4,096+ members),
+    under adds, score changes, removals and pops, against a Python model;
+    then the same on a ZUNIONSTORE copy (an index built in one batch) and
+    after RENAME."""
+    import random
+
+    rnd = random.Random(11)
+    (z, u, v) = fresh(r, "zr:1", "zr:u", "zr:v")
+    model = {}
+
+    def ordered(m):
+        return sorted(m.items(), key=lambda kv: (kv[1], kv[0]))
+
+    def check(key, m, samples=60):
+        o = ordered(m)
+        n = len(o)
+        assert r.zcard(key) == n
+        index = {name: i for i, (name, _) in enumerate(o)}
+        for name in rnd.sample(sorted(m), min(samples, n)):
+            assert r.zrank(key, name) == index[name], name
+            assert r.zrevrank(key, name) == n - 1 - index[name], name
+        for _ in range(samples):
+            a, b = rnd.randint(-n - 5, n + 5), rnd.randint(-n - 5, n + 5)
+            want = [name for name, _ in o]
+            lo, hi = (a if a >= 0 else max(n + a, 0)), (b if b >= 0 else n + b)
+            assert r.zrange(key, a, b) == want[lo : hi + 1], (a, b)
+            rev = want[::-1]
+            assert r.zrevrange(key, a, b) == rev[lo : hi + 1], (a, b)
+        # A window deep inside, with scores.
+        if n > 10:
+            i = rnd.randrange(n - 10)
+            assert r.zrange(key, i, i + 9, withscores=True) == [(k, float(s)) for k, s in o[i : i + 10]]
+
+    def add(count):
+        p = r.pipeline(transaction=False)
+        for _ in range(count):
+            name = b"m%07d" % rnd.randrange(10**7)
+            score = rnd.choice([rnd.randint(0, 50), rnd.random() * 1000 - 500])
+            model[name] = float(score)
+            p.zadd(z, {name: score})
+        p.execute()
+
+    add(50)
+    check(z, model)  # below one level
+    add(4500)
+    check(z, model)  # two levels
+    # Multi-member ZADDs, score changes and ZINCRBY.
+    batch = {b"b%05d" % i: rnd.randint(0, 50) for i in range(300)}
+    assert r.zadd(z, batch) == len(set(batch) - set(model))
+    model.update({k: float(s) for k, s in batch.items()})
+    for name in rnd.sample(sorted(model), 300):
+        model[name] = r.zincrby(z, rnd.randint(-20, 20), name)
+    for name in rnd.sample(sorted(model), 300):
+        model[name] = float(rnd.randint(0, 50))
+        r.zadd(z, {name: model[name]})
+    check(z, model)
+    # Removals of every kind.
+    gone = rnd.sample(sorted(model), 700)
+    assert r.zrem(z, *gone) == 700
+    for name in gone:
+        del model[name]
+    for name, s in r.zpopmin(z, 25) + r.zpopmax(z, 25):
+        assert model.pop(name) == s
+    o = ordered(model)
+    assert r.zremrangebyrank(z, 100, 399) == 300
+    for name, _ in o[100:400]:
+        del model[name]
+    assert r.zremrangebyscore(z, 10, "(12") == len([k for k, s in model.items() if 10 <= s < 12])
+    model = {k: s for k, s in model.items() if not 10 <= s < 12}
+    check(z, model)
+    # An index built in one batch, and one carried over by RENAME.
+    assert r.zunionstore(u, [z]) == len(model)
+    check(u, model)
+    r.rename(u, v)
+    check(v, model)
+    add(200)
+    check(z, model)
+
+
 def test_resp3_collection_replies(daemon):
     c = daemon.client(protocol=3, single_connection_client=True)
     try:

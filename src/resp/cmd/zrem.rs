@@ -12,7 +12,7 @@ command!("zrem", -3, ["write", "fast"], (1, 1, 1), |cx, a| {
                 let mut n = 0;
                 for m in &args[2..] {
                     if let Some(s) = score(z, m)? {
-                        remove(z, m, s);
+                        remove(z, m, s)?;
                         n += 1;
                     }
                 }

@@ -18,7 +18,7 @@ command!("zremrangebyrank", 4, ["write"], (1, 1, 1), |cx, a| {
                 };
                 let items = by_rank(z, from as usize, (to - from + 1) as usize, false)?;
                 for (m, s) in &items {
-                    remove(z, m, *s);
+                    remove(z, m, *s)?;
                 }
                 Ok(items.len() as i64)
             }

@@ -16,7 +16,7 @@ command!("zremrangebyscore", 4, ["write"], (1, 1, 1), |cx, a| {
                 }
                 let items = by_scores(z, &range, false, usize::MAX)?;
                 for (m, s) in &items {
-                    remove(z, m, *s);
+                    remove(z, m, *s)?;
                 }
                 Ok(items.len() as i64)
             }

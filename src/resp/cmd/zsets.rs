@@ -2,12 +2,27 @@
 //! set's generation: `m` + member -> score (f64 bits, big-endian), and
 //! `s` + order-preserving score + member -> empty, so that scans of the
 //! `s` records walk the set in (score, member) order.
+//!
+//! A rank index answers ZRANK and finds the start of ZRANGE by index in
+//! O(log n) record reads, as Redis' skiplist spans do. It is a skiplist of
+//! counted spans kept as records: a member is a node of level `l` with
+//! probability 1/64^l (by a fixed hash of the member, so the same after a
+//! restart), and level `l` has a record `c` + `l` + position (score key +
+//! member) per node, whose value is its span: how many members lie from
+//! it up to the next node of that level. `c` + `l` alone, the level's
+//! head, counts the members before its first node. A set keeps as many
+//! levels as 64^levels <= its length allows (level `l` is built from level
+//! `l - 1`, about 64 records, when the set first reaches 64^l members), so
+//! a lookup reads about 64 records per level and a change of one member
+//! updates one span per level. The metadata record's `tail` marks a set
+//! that keeps the index (1) and `head` holds its number of levels; sets
+//! written before the index existed have neither and are scanned.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::resp::cmd::common::float;
-use crate::resp::coll::{Coll, Found, Kind, View, score_key, score_of};
+use crate::resp::coll::{Coll, Element, Found, Kind, View, score_key, score_of};
 use crate::resp::proto::Reply;
 use crate::resp::{Conn, wrong_type};
 
@@ -38,19 +53,334 @@ fn by_score(score: f64, member: &[u8]) -> Vec<u8> {
 
 /// Sets the score of `member` (whose current score is `old`).
 pub fn set(c: &mut Coll<'_>, member: &[u8], old: Option<f64>, new: f64) -> Result<(), Reply> {
+    if let Some(o) = old
+        && score_key(o) == score_key(new)
+    {
+        return c.put(by_member(member), new.to_bits().to_be_bytes().to_vec());
+    }
     match old {
-        Some(o) => c.del(by_score(o, member)),
+        Some(o) => {
+            c.del(by_score(o, member));
+            unindex(c, member, o)?;
+        }
         None => c.meta.len += 1,
     }
     c.put(by_member(member), new.to_bits().to_be_bytes().to_vec())?;
-    c.put(by_score(new, member), Vec::new())
+    c.put(by_score(new, member), Vec::new())?;
+    index(c, member, new)?;
+    grow(c)
 }
 
 /// Removes `member` (whose score is `old`).
-pub fn remove(c: &mut Coll<'_>, member: &[u8], old: f64) {
+pub fn remove(c: &mut Coll<'_>, member: &[u8], old: f64) -> Result<(), Reply> {
     c.del(by_member(member));
     c.del(by_score(old, member));
     c.meta.len -= 1;
+    unindex(c, member, old)
+}
+
+/// Branching of the rank index: a node of level `l` is one of level
+/// `l + 1` with probability 1/FANOUT.
+const FANOUT: u64 = 64;
+/// Levels a set can have (64^10 members is beyond any set).
+const MAX_LEVELS: u8 = 10;
+/// `Meta::tail` of a sorted set that keeps the rank index.
+pub const RANKED: i64 = 1;
+
+/// Whether `c` keeps the rank index, and its levels.
+fn levels(c: &Coll<'_>) -> Option<u8> {
+    (c.meta.tail == RANKED).then_some(c.meta.head.clamp(0, MAX_LEVELS as i64) as u8)
+}
+
+/// The level of `member`'s node: FNV-1a with a splitmix64 finaliser, a
+/// hash that is the same on every run (levels are stored).
+fn level_of(member: &[u8]) -> u8 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in member {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    let mut l = 0;
+    while l < MAX_LEVELS && h.is_multiple_of(FANOUT) {
+        l += 1;
+        h /= FANOUT;
+    }
+    l
+}
+
+/// Levels a set of `len` members keeps: as many as 64^levels <= len.
+fn levels_for(len: u64) -> u8 {
+    let (mut l, mut reach) = (0u8, FANOUT);
+    while l < MAX_LEVELS && reach <= len {
+        l += 1;
+        reach = reach.saturating_mul(FANOUT);
+    }
+    l
+}
+
+/// A member's position in the set's order: score key, then member.
+fn position(score: f64, member: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(8 + member.len());
+    p.extend_from_slice(&score_key(score));
+    p.extend_from_slice(member);
+    p
+}
+
+/// The record suffix of `pos` on `level` (0: the `s` records; an empty
+/// `pos` on a level above 0 is the level's head).
+fn level_key(level: u8, pos: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + pos.len());
+    if level == 0 {
+        k.push(b's');
+    } else {
+        k.push(b'c');
+        k.push(level);
+    }
+    k.extend_from_slice(pos);
+    k
+}
+
+fn span_of(v: &[u8]) -> u64 {
+    v.get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// Records of `level` with positions within the bounds (the head, with an
+/// empty position, is below every node), as (position, span); members of
+/// level 0 span 1.
+fn level_scan(
+    c: &Coll<'_>,
+    level: u8,
+    lower: Bound<&[u8]>,
+    upper: Bound<&[u8]>,
+    reverse: bool,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, u64)>, Reply> {
+    let prefix = level_key(level, b"");
+    let end = crate::shard::router::prefix_successor(&prefix).expect("a short prefix");
+    let lo = match lower {
+        Bound::Included(p) => Bound::Included(level_key(level, p)),
+        Bound::Excluded(p) => Bound::Excluded(level_key(level, p)),
+        Bound::Unbounded => Bound::Included(prefix.clone()),
+    };
+    let hi = match upper {
+        Bound::Included(p) => Bound::Included(level_key(level, p)),
+        Bound::Excluded(p) => Bound::Excluded(level_key(level, p)),
+        Bound::Unbounded => Bound::Excluded(end),
+    };
+    let n = prefix.len();
+    Ok(c.scan(
+        lo.as_ref().map(Vec::as_slice),
+        hi.as_ref().map(Vec::as_slice),
+        reverse,
+        limit,
+    )?
+    .into_iter()
+    .map(|(k, v)| {
+        let span = if level == 0 { 1 } else { span_of(&v) };
+        (k[n..].to_vec(), span)
+    })
+    .collect())
+}
+
+/// The record of `level` just before `pos` (the head if no node is), as
+/// (position, span).
+fn before(c: &Coll<'_>, level: u8, pos: &[u8]) -> Result<(Vec<u8>, u64), Reply> {
+    level_scan(c, level, Bound::Unbounded, Bound::Excluded(pos), true, 1)?
+        .pop()
+        .ok_or_else(|| Reply::err("corrupt sorted set rank index: a level has no head"))
+}
+
+fn put_span(c: &mut Coll<'_>, level: u8, pos: &[u8], span: u64) -> Result<(), Reply> {
+    c.put(level_key(level, pos), span.to_be_bytes().to_vec())
+}
+
+fn corrupt() -> Reply {
+    Reply::err("corrupt sorted set rank index: a span went below zero")
+}
+
+/// Adds the new member's nodes and spans (its `s` record is staged).
+fn index(c: &mut Coll<'_>, member: &[u8], score: f64) -> Result<(), Reply> {
+    let Some(m) = levels(c) else { return Ok(()) };
+    let pos = position(score, member);
+    let top = level_of(member);
+    for l in 1..=m {
+        let (prev, prev_span) = before(c, l, &pos)?;
+        if l <= top {
+            // Its span: the members from it up to the next node of this
+            // level, summed over the level below (already updated).
+            let next = level_scan(c, l, Bound::Excluded(&pos), Bound::Unbounded, false, 1)?.pop();
+            let upper = match &next {
+                Some((p, _)) => Bound::Excluded(p.as_slice()),
+                None => Bound::Unbounded,
+            };
+            let span: u64 = level_scan(c, l - 1, Bound::Included(&pos), upper, false, usize::MAX)?
+                .iter()
+                .map(|(_, s)| s)
+                .sum();
+            put_span(c, l, &pos, span)?;
+            let rest = (prev_span + 1).checked_sub(span).ok_or_else(corrupt)?;
+            put_span(c, l, &prev, rest)?;
+        } else {
+            put_span(c, l, &prev, prev_span + 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes the member's nodes out and shrinks the spans over it.
+fn unindex(c: &mut Coll<'_>, member: &[u8], score: f64) -> Result<(), Reply> {
+    let Some(m) = levels(c) else { return Ok(()) };
+    let pos = position(score, member);
+    let top = level_of(member);
+    for l in 1..=m {
+        let (prev, prev_span) = before(c, l, &pos)?;
+        let own = if l <= top {
+            let key = level_key(l, &pos);
+            let own = c.get(&key)?.map_or(0, |v| span_of(&v));
+            c.del(key);
+            own
+        } else {
+            0
+        };
+        let span = (prev_span + own).checked_sub(1).ok_or_else(corrupt)?;
+        put_span(c, l, &prev, span)?;
+    }
+    Ok(())
+}
+
+/// Builds the levels the set's length now calls for, each from the level
+/// below it.
+fn grow(c: &mut Coll<'_>) -> Result<(), Reply> {
+    let Some(mut m) = levels(c) else {
+        return Ok(());
+    };
+    while m < levels_for(c.meta.len) {
+        let l = m + 1;
+        let below = level_scan(c, m, Bound::Unbounded, Bound::Unbounded, false, usize::MAX)?;
+        let mut head = 0;
+        let mut node: Option<(Vec<u8>, u64)> = None;
+        for (pos, span) in below {
+            let member = pos.get(8..).unwrap_or_default();
+            if !pos.is_empty() && level_of(member) >= l {
+                if let Some((p, s)) = node.take() {
+                    put_span(c, l, &p, s)?;
+                }
+                node = Some((pos, span));
+            } else if let Some((_, s)) = &mut node {
+                *s += span;
+            } else {
+                head += span;
+            }
+        }
+        if let Some((p, s)) = node {
+            put_span(c, l, &p, s)?;
+        }
+        put_span(c, l, b"", head)?;
+        m = l;
+        c.meta.head = i64::from(m);
+    }
+    Ok(())
+}
+
+/// The rank index records of a new set of `members` sorted by position
+/// (for ZUNIONSTORE and ZINTERSTORE), and its number of levels.
+fn index_records(positions: &[Vec<u8>]) -> (u8, Vec<Element>) {
+    let n = positions.len();
+    let m = levels_for(n as u64);
+    let tops: Vec<u8> = positions
+        .iter()
+        .map(|p| level_of(p.get(8..).unwrap_or_default()))
+        .collect();
+    let mut out = Vec::new();
+    for l in 1..=m {
+        let nodes: Vec<usize> = (0..n).filter(|&i| tops[i] >= l).collect();
+        let head = nodes.first().copied().unwrap_or(n);
+        out.push((level_key(l, b""), (head as u64).to_be_bytes().to_vec()));
+        for (j, &i) in nodes.iter().enumerate() {
+            let next = nodes.get(j + 1).copied().unwrap_or(n);
+            out.push((
+                level_key(l, &positions[i]),
+                ((next - i) as u64).to_be_bytes().to_vec(),
+            ));
+        }
+    }
+    (m, out)
+}
+
+/// Members before position `pos` (the 0-based rank of the member there).
+fn count_before(c: &Coll<'_>, m: u8, pos: &[u8]) -> Result<u64, Reply> {
+    let mut acc = 0;
+    let mut start: Vec<u8> = Vec::new(); // empty: the level's head
+    for l in (1..=m).rev() {
+        let lower = if start.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Included(start.as_slice())
+        };
+        let recs = level_scan(c, l, lower, Bound::Included(pos), false, usize::MAX)?;
+        let Some(((last, _), rest)) = recs.split_last() else {
+            return Err(Reply::err(
+                "corrupt sorted set rank index: a level has no head",
+            ));
+        };
+        acc += rest.iter().map(|(_, s)| s).sum::<u64>();
+        start = last.clone();
+    }
+    let lower = if start.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Included(start.as_slice())
+    };
+    Ok(acc + level_scan(c, 0, lower, Bound::Excluded(pos), false, usize::MAX)?.len() as u64)
+}
+
+/// Where the member of 0-based rank `r` is: a position at or before it on
+/// level 0 (empty: the start of the set) and how many members to skip
+/// from there.
+fn seek_rank(c: &Coll<'_>, m: u8, r: u64) -> Result<(Vec<u8>, u64), Reply> {
+    const PAGE: usize = 128;
+    let mut acc = 0;
+    let mut start: Vec<u8> = Vec::new();
+    for l in (1..=m).rev() {
+        let mut from = if start.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Included(start.clone())
+        };
+        'level: loop {
+            let page = level_scan(
+                c,
+                l,
+                from.as_ref().map(Vec::as_slice),
+                Bound::Unbounded,
+                false,
+                PAGE,
+            )?;
+            let full = page.len() == PAGE;
+            let mut last = None;
+            for (pos, span) in page {
+                if acc + span > r {
+                    start = pos;
+                    break 'level;
+                }
+                acc += span;
+                last = Some(pos);
+            }
+            match last {
+                Some(p) if full => from = Bound::Excluded(p),
+                // Past the end: the rank is beyond the set.
+                _ => return Ok((start, r - acc.min(r))),
+            }
+        }
+    }
+    Ok((start, r - acc))
 }
 
 /// Members in (score, member) order (or reverse) with scores within
@@ -109,11 +439,43 @@ pub fn by_rank(
     limit: usize,
     reverse: bool,
 ) -> Result<Vec<(Vec<u8>, f64)>, Reply> {
-    Ok(c.scan_prefix(b"s", reverse, skip.saturating_add(limit))?
+    let decode = |(k, _): (Vec<u8>, Vec<u8>)| (k[9..].to_vec(), score_of(&k[1..9]));
+    let Some(m) = levels(c).filter(|&m| m > 0 && skip > 0) else {
+        return Ok(c
+            .scan_prefix(b"s", reverse, skip.saturating_add(limit))?
+            .into_iter()
+            .skip(skip)
+            .map(decode)
+            .collect());
+    };
+    let len = c.meta.len as usize;
+    if skip >= len || limit == 0 {
+        return Ok(Vec::new());
+    }
+    // In ascending ranks: [first, first + count).
+    let count = limit.min(len - skip);
+    let first = if reverse { len - skip - count } else { skip };
+    let (start, k) = seek_rank(c, m, first as u64)?;
+    let lower = if start.is_empty() {
+        Bound::Included(b"s".as_slice())
+    } else {
+        Bound::Included(&level_key(0, &start)[..])
+    };
+    let mut out: Vec<_> = c
+        .scan(
+            lower,
+            Bound::Excluded(b"t".as_slice()),
+            false,
+            (k as usize).saturating_add(count),
+        )?
         .into_iter()
-        .skip(skip)
-        .map(|(k, _)| (k[9..].to_vec(), score_of(&k[1..9])))
-        .collect())
+        .skip(k as usize)
+        .map(decode)
+        .collect();
+    if reverse {
+        out.reverse();
+    }
+    Ok(out)
 }
 
 /// Members within a lex range, in member order (or reverse), at most
@@ -156,6 +518,14 @@ pub fn by_lex(
 
 /// The 0-based rank of `member` (scores ascending, or descending).
 pub fn rank(c: &Coll<'_>, member: &[u8], score: f64, reverse: bool) -> Result<i64, Reply> {
+    if let Some(m) = levels(c) {
+        let r = count_before(c, m, &position(score, member))?;
+        return Ok(if reverse {
+            c.meta.len.saturating_sub(r + 1) as i64
+        } else {
+            r as i64
+        });
+    }
     let here = by_score(score, member);
     let before = if reverse {
         let mut hi = vec![b's'];
@@ -430,7 +800,7 @@ pub async fn pop_command(cx: &Conn, args: &[Vec<u8>], max: bool) -> Result<Reply
             }
             let items = by_rank(c, 0, count, max)?;
             for (m, s) in &items {
-                remove(c, m, *s);
+                remove(c, m, *s)?;
             }
             Ok(items)
         })
@@ -568,24 +938,29 @@ async fn replace(
         Found::None => {}
     }
     if !members.is_empty() {
+        let mut positions: Vec<Vec<u8>> = members.iter().map(|(m, s)| position(*s, m)).collect();
+        positions.sort_unstable();
+        let (levels, ranks) = index_records(&positions);
         let meta = Meta {
             len: members.len() as u64,
+            head: i64::from(levels),
             ..Meta::fresh(Kind::ZSet)
         };
         let prefix = keyspace::elem_prefix(dst, meta.generation);
-        for (m, s) in members {
-            for (suffix, value) in [
+        let elements = members.into_iter().flat_map(|(m, s)| {
+            [
                 (by_member(&m), s.to_bits().to_be_bytes().to_vec()),
                 (by_score(s, &m), Vec::new()),
-            ] {
-                let mut key = prefix.clone();
-                key.extend_from_slice(&suffix);
-                ops.push(Op::Put {
-                    key,
-                    value,
-                    expires_at_ms: None,
-                });
-            }
+            ]
+        });
+        for (suffix, value) in elements.chain(ranks) {
+            let mut key = prefix.clone();
+            key.extend_from_slice(&suffix);
+            ops.push(Op::Put {
+                key,
+                value,
+                expires_at_ms: None,
+            });
         }
         ops.push(Op::Put {
             key: meta_key,
@@ -628,4 +1003,57 @@ pub async fn rank_command(cx: &Conn, args: &[Vec<u8>], reverse: bool) -> Result<
     } else {
         Reply::Int(r)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_keeps_a_level_per_factor_of_64() {
+        assert_eq!(levels_for(0), 0);
+        assert_eq!(levels_for(63), 0);
+        assert_eq!(levels_for(64), 1);
+        assert_eq!(levels_for(4095), 1);
+        assert_eq!(levels_for(4096), 2);
+        assert_eq!(levels_for(u64::MAX), MAX_LEVELS);
+    }
+
+    #[test]
+    fn about_one_member_in_64_reaches_each_next_level() {
+        let n = 1 << 20;
+        let mut at = [0u32; 4];
+        for i in 0..n {
+            let l = level_of(format!("member:{i}").as_bytes()) as usize;
+            for c in at.iter_mut().take(l.min(3) + 1) {
+                *c += 1;
+            }
+        }
+        assert_eq!(at[0], n);
+        // 16,384 expected at level 1, 256 at level 2.
+        assert!((15_000..17_800).contains(&at[1]), "{at:?}");
+        assert!((180..340).contains(&at[2]), "{at:?}");
+        // Fixed, not seeded per process: stored levels stay right.
+        assert_eq!(level_of(b"member:1"), level_of(b"member:1"));
+    }
+
+    #[test]
+    fn an_index_built_at_once_spans_every_member_on_every_level() {
+        let mut positions: Vec<Vec<u8>> = (0..10_000)
+            .map(|i| position(f64::from(i % 97), format!("m{i}").as_bytes()))
+            .collect();
+        positions.sort_unstable();
+        let (levels, records) = index_records(&positions);
+        assert_eq!(levels, 2);
+        for l in 1..=levels {
+            let mine: Vec<_> = records
+                .iter()
+                .filter(|(k, _)| k[0] == b'c' && k[1] == l)
+                .collect();
+            assert_eq!(mine[0].0, level_key(l, b""), "the head comes first");
+            let total: u64 = mine.iter().map(|(_, v)| span_of(v)).sum();
+            assert_eq!(total, 10_000, "level {l}");
+            assert!(mine.len() > 1, "level {l} has nodes");
+        }
+    }
 }
