@@ -147,6 +147,23 @@ impl Metrics {
     /// Records one finished request: its count, latency and (if it failed)
     /// its error code; logs it if it was slow.
     pub fn request(&self, protocol: &str, command: &str, start: Instant, error: Option<&str>) {
+        self.record(protocol, command, start, error, true);
+    }
+
+    /// [`Metrics::request`] for a call that lasts as long as its client
+    /// keeps streaming (a BulkLoad): recorded, never logged as slow.
+    pub fn streamed(&self, protocol: &str, command: &str, start: Instant, error: Option<&str>) {
+        self.record(protocol, command, start, error, false);
+    }
+
+    fn record(
+        &self,
+        protocol: &str,
+        command: &str,
+        start: Instant,
+        error: Option<&str>,
+        warn_slow: bool,
+    ) {
         let elapsed = start.elapsed();
         self.requests.with_label_values(&[protocol, command]).inc();
         self.latency
@@ -158,7 +175,7 @@ impl Metrics {
                 .inc();
         }
         let slow = self.slow_threshold_us.load(Ordering::Relaxed);
-        if slow > 0 && elapsed.as_micros() as u64 >= slow {
+        if warn_slow && slow > 0 && elapsed.as_micros() as u64 >= slow {
             tracing::warn!(
                 protocol,
                 command,

@@ -97,7 +97,14 @@ where
                     .map(|c| format!("{:?}", tonic::Code::from(c))),
                 Err(_) => Some("transport".to_string()),
             };
-            crate::metrics::metrics().request("grpc", &command, start, code.as_deref());
+            // A client-streaming call answers once its client stops
+            // sending: its duration is the client's, not a slow server's.
+            let m = crate::metrics::metrics();
+            if command == "KV/BulkLoad" {
+                m.streamed("grpc", &command, start, code.as_deref());
+            } else {
+                m.request("grpc", &command, start, code.as_deref());
+            }
             r
         })
     }

@@ -18,6 +18,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from test_grpc import pb  # noqa: F401 (the generated gRPC stubs fixture)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("FLASHKV_BIN", os.path.join(ROOT, "target", "debug", "flashkv"))
 MAX_VALUE = 64 << 10
@@ -580,3 +582,22 @@ def test_connection_limit_slow_clients_and_deadlines():
     finally:
         d.stop()
         shutil.rmtree(d.data, ignore_errors=True)
+
+
+def test_a_bulk_load_is_not_logged_as_a_slow_request(daemon, pb):  # noqa: F811
+    """A BulkLoad answers once its client stops streaming: its duration is
+    the client's, so the slow-request log (1 ms here) leaves it out."""
+    import grpc
+
+    pb2, pb2_grpc = pb
+
+    def slowly():
+        for i in range(5):
+            time.sleep(0.05)
+            yield pb2.PutRequest(key=b"http:bulk:%d" % i, value=b"v")
+
+    with grpc.insecure_channel(daemon.grpc) as ch:
+        assert pb2_grpc.KVStub(ch).BulkLoad(slowly()).keys == 5
+    time.sleep(0.2)
+    logged = [l for l in daemon.stderr if "slow request" in l and "BulkLoad" in l]
+    assert not logged, logged
