@@ -198,6 +198,9 @@ struct Shared {
     started: Instant,
 }
 
+#[cfg(feature = "jemalloc")]
+flashkv::jemalloc_global_allocator!();
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
