@@ -15,11 +15,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::shard::Router;
+use crate::storage::fasthash::FastMap;
+
+thread_local! {
+    /// This thread's handles of the per-command request series. Looking
+    /// one up in the vector (`with_label_values`) hashes the labels and
+    /// takes the vector's lock: with the hashing around it, 5-6% of the
+    /// daemon's CPU under pipelined Redis GETs. The handles share the
+    /// vector's series, which are never removed.
+    static SERIES: std::cell::RefCell<RequestSeries> = std::cell::RefCell::default();
+}
+
+/// Request counter and latency histogram by protocol, then command.
+type RequestSeries = FastMap<String, FastMap<String, (IntCounter, Histogram)>>;
 
 /// The metrics of this process.
 pub struct Metrics {
@@ -165,10 +178,24 @@ impl Metrics {
         warn_slow: bool,
     ) {
         let elapsed = start.elapsed();
-        self.requests.with_label_values(&[protocol, command]).inc();
-        self.latency
-            .with_label_values(&[protocol, command])
-            .observe(elapsed.as_secs_f64());
+        SERIES.with(|series| {
+            let mut series = series.borrow_mut();
+            let commands = match series.get_mut(protocol) {
+                Some(c) => c,
+                None => series.entry(protocol.to_string()).or_default(),
+            };
+            let (count, latency) = match commands.get(command) {
+                Some(h) => h,
+                None => commands.entry(command.to_string()).or_insert_with(|| {
+                    (
+                        self.requests.with_label_values(&[protocol, command]),
+                        self.latency.with_label_values(&[protocol, command]),
+                    )
+                }),
+            };
+            count.inc();
+            latency.observe(elapsed.as_secs_f64());
+        });
         if let Some(code) = error {
             self.errors
                 .with_label_values(&[protocol, command, code])

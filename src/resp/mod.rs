@@ -473,8 +473,15 @@ impl Conn {
 
 /// Runs one command.
 pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
-    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-    let Some(spec) = cmd::lookup(&name) else {
+    // Lower-cased on the stack: no command name is longer than 32 bytes,
+    // and a longer or non-UTF-8 one is unknown.
+    let mut lower = [0u8; 32];
+    let spec = lower.get_mut(..args[0].len()).and_then(|name| {
+        name.copy_from_slice(&args[0]);
+        name.make_ascii_lowercase();
+        cmd::lookup(std::str::from_utf8(name).ok()?)
+    });
+    let Some(spec) = spec else {
         let mut msg = format!(
             "ERR unknown command '{}', with args beginning with: ",
             String::from_utf8_lossy(&args[0])

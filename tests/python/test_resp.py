@@ -110,6 +110,10 @@ def test_connection_commands(r, daemon):
 
 def test_exact_error_replies(r):
     err(lambda: r.execute_command("NOSUCH", "a", "b"), "unknown command 'NOSUCH', with args beginning with: 'a' 'b'")
+    # Names match in any case; one longer than any command is unknown.
+    r.set("e:case", "v")
+    assert r.execute_command("gEt", "e:case") == b"v"
+    err(lambda: r.execute_command("GET" * 20, "x"), "unknown command '" + "GET" * 20 + "'")
     err(lambda: r.execute_command("GET"), "wrong number of arguments for 'get' command")
     err(lambda: r.execute_command("SET", "k"), "wrong number of arguments for 'set' command")
     r.set("e:s", "abc")

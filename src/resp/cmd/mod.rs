@@ -5,7 +5,6 @@
 //! error reply answers with it. Helpers shared by several commands are in
 //! [`common`].
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use futures::future::BoxFuture;
@@ -326,7 +325,7 @@ pub static COMMANDS: &[&Spec] = &[
     &zinterstore::SPEC,
 ];
 
-static BY_NAME: LazyLock<HashMap<&'static str, &'static Spec>> =
+static BY_NAME: LazyLock<crate::storage::fasthash::FastMap<&'static str, &'static Spec>> =
     LazyLock::new(|| COMMANDS.iter().map(|s| (s.name, *s)).collect());
 
 /// The command named `name` (lower case).
@@ -343,6 +342,8 @@ mod tests {
         assert_eq!(BY_NAME.len(), COMMANDS.len(), "duplicate command names");
         for s in COMMANDS {
             assert_eq!(s.name, s.name.to_ascii_lowercase());
+            // resp::execute lower-cases names in a 32-byte buffer.
+            assert!(s.name.len() <= 32, "{}", s.name);
             assert!(s.arity != 0 && s.arity.abs() >= 1, "{}", s.name);
         }
     }
