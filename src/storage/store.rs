@@ -1922,7 +1922,7 @@ pub(crate) fn build_log_hint(
     let bytes = &seg.bytes()[..len as usize];
     let mut pos = SEGMENT_HEADER_LEN;
     // Records are about 100 bytes and more: a capacity that rarely grows.
-    let mut order: Vec<(u64, u64, u32, u32)> = Vec::with_capacity(bytes.len() / 128);
+    let mut order: Vec<SortEntry> = Vec::with_capacity(bytes.len() / 128);
     let (mut lo, mut hi) = (u64::MAX, 0u64);
     while pos < bytes.len() {
         let rec = format::decode_record(&bytes[pos..])
@@ -1948,22 +1948,10 @@ pub(crate) fn build_log_hint(
         (h, &bytes[k0..k0 + h.key_len])
     };
     let key_at = |at: u32| record_at(at).1;
-    // With equal first 16 bytes, a key of at most 16 bytes differs from
-    // another only by missing trailing bytes (the prefixes are
-    // zero-padded), so the shorter one sorts first; two longer keys are
-    // compared whole.
-    let key_order = |a: &(u64, u64, u32, u32), b: &(u64, u64, u32, u32)| {
-        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
-            if a.2 <= 16 || b.2 <= 16 {
-                a.2.cmp(&b.2)
-            } else {
-                key_at(a.3).cmp(key_at(b.3))
-            }
-        })
-    };
-    order.sort_unstable_by(|a, b| key_order(a, b).then(b.3.cmp(&a.3)));
-    // The first of each run of equal keys is the key's newest record.
-    order.dedup_by(|later, first| key_order(later, first).is_eq());
+    sort_newest_first(&mut order, 0, &key_at);
+    // The first of each run of equal keys is the key's newest record; the
+    // sort marked the others.
+    order.retain(|e| e.2 != SUPERSEDED);
     let meta = HintMeta {
         segment_id: seg.id,
         segment_len: len,
@@ -1986,6 +1974,61 @@ pub(crate) fn build_log_hint(
         }
     });
     Ok(hint::encode_sorted_iter(meta, records))
+}
+
+/// A hint sort entry: key bytes `depth..depth + 16` as two big-endian
+/// integers (zero-padded), key length, record offset.
+type SortEntry = (u64, u64, u32, u32);
+
+/// The length mark of an entry whose key a newer record of the segment has.
+const SUPERSEDED: u32 = u32::MAX;
+
+/// Sorts `order` (entries whose keys agree on bytes `0..depth`, with bytes
+/// `depth..depth + 16` in their prefixes) into key order, each key's
+/// newest record (highest offset) first, and marks the older records of a
+/// key [`SUPERSEDED`].
+///
+/// Most-significant-digit first: a sort by the 16 prefix bytes, then each
+/// run of entries equal there is refined on its next 16 bytes, read from
+/// the segment once per entry. Comparing whole keys on ties instead read
+/// two keys at random per comparison: for a segment of one Redis
+/// collection, whose element keys share their first 20-40 bytes, that was
+/// every comparison (3.5 s of a core to sort the 2.5M records of one
+/// segment of ZADDs).
+fn sort_newest_first<'k>(order: &mut [SortEntry], depth: usize, key_at: &impl Fn(u32) -> &'k [u8]) {
+    order.sort_unstable_by(|a, b| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then(a.2.cmp(&b.2))
+            .then(b.3.cmp(&a.3))
+    });
+    let end = depth + 16;
+    let mut i = 0;
+    while i < order.len() {
+        let run = order[i..]
+            .iter()
+            .position(|e| (e.0, e.1) != (order[i].0, order[i].1))
+            .map_or(order.len(), |n| i + n);
+        // Equal on bytes 0..end: a key that ends by `end` is a prefix of
+        // every longer key here, so the short ones come first, by length;
+        // equal lengths among them are equal keys.
+        let long = i + order[i..run].partition_point(|e| e.2 as usize <= end);
+        let mut kept = None;
+        for e in &mut order[i..long] {
+            if kept == Some(e.2) {
+                e.2 = SUPERSEDED;
+            } else {
+                kept = Some(e.2);
+            }
+        }
+        if run - long > 1 {
+            for e in &mut order[long..run] {
+                (e.0, e.1) = sort_prefixes(&key_at(e.3)[end..]);
+            }
+            sort_newest_first(&mut order[long..run], end, key_at);
+        }
+        i = run;
+    }
 }
 
 /// Bytes 0..8 and 8..16 of a key as big-endian integers (zero-padded):
@@ -2071,4 +2114,52 @@ fn copy_prefix(src: &Path, dst: &Path, len: u64) -> Result<()> {
             .map_err(|e| Error::io("write", dst, e))?;
     }
     out.sync_all().map_err(|e| Error::io("fsync", dst, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Keys that share long prefixes, end inside and beyond each 16-byte
+    /// step, and end in zero bytes (which the zero-padded prefixes hide).
+    fn key() -> impl Strategy<Value = Vec<u8>> {
+        (
+            0usize..4,
+            0usize..40,
+            proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(b'z')], 0..4),
+        )
+            .prop_map(|(shared, len, tail)| {
+                let mut k = vec![b'p'; [0, 15, 16, 33][shared]];
+                k.extend((0..len % 20).map(|i| b'a' + (i % 3) as u8));
+                k.extend(tail);
+                k
+            })
+    }
+
+    proptest! {
+        /// The hint sort keeps exactly the newest record of each key, in
+        /// key order, as sorting whole keys would.
+        #[test]
+        fn hint_sort_keeps_the_newest_record_of_each_key_in_key_order(
+            keys in proptest::collection::vec(key(), 0..200)
+        ) {
+            let mut order: Vec<SortEntry> = keys
+                .iter()
+                .enumerate()
+                .map(|(at, k)| {
+                    let (p0, p1) = sort_prefixes(k);
+                    (p0, p1, k.len() as u32, at as u32)
+                })
+                .collect();
+            let key_at = |at: u32| keys[at as usize].as_slice();
+            sort_newest_first(&mut order, 0, &key_at);
+            order.retain(|e| e.2 != SUPERSEDED);
+            let got: Vec<u32> = order.iter().map(|e| e.3).collect();
+            let mut want: Vec<u32> = (0..keys.len() as u32).collect();
+            want.sort_by(|&a, &b| key_at(a).cmp(key_at(b)).then(b.cmp(&a)));
+            want.dedup_by(|later, first| key_at(*later) == key_at(*first));
+            prop_assert_eq!(got, want);
+        }
+    }
 }
