@@ -264,6 +264,45 @@ fn deleted_keys_stay_deleted_across_reopen_and_merge() {
     }
 }
 
+/// A merge's outputs get their hints from a background thread after the
+/// merge is installed (not on the shard thread before its commit): after
+/// a close every merged segment has one and the reopen loads from it.
+#[test]
+fn merged_segments_get_hints_in_the_background() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            for round in 0..3u8 {
+                for i in 0..600u32 {
+                    s.put(format!("k{i}").as_bytes(), &[round; 100])
+                        .await
+                        .unwrap();
+                }
+            }
+            let before = segment_files(dir.path());
+            assert!(s.merge_now(true).await.unwrap());
+            s.close().await.unwrap();
+            let outputs: Vec<_> = segment_files(dir.path())
+                .into_iter()
+                .filter(|p| !before.contains(p))
+                .collect();
+            assert!(!outputs.is_empty(), "the merge wrote no segment");
+            for seg in &outputs {
+                assert!(seg.with_extension("hint").exists(), "{seg:?} has no hint");
+            }
+            let (s, report) = open_with_report(dir.path(), &opts, engine).await;
+            assert!(report.segments_from_hints >= 1, "{report:?}");
+            assert!(report.rejected_hints.is_empty(), "{report:?}");
+            for i in (0..600u32).step_by(97) {
+                let v = s.reader().get(format!("k{i}").as_bytes()).unwrap().unwrap();
+                assert_eq!(v.value, vec![2u8; 100]);
+            }
+        });
+    }
+}
+
 fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()

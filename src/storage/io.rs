@@ -772,6 +772,27 @@ impl DataFile {
         .map_err(|e| Error::io("fdatasync", &self.path, e))
     }
 
+    /// Starts writing back `len` bytes at `offset` without waiting for
+    /// them (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`): a later
+    /// fdatasync then finds them written or on their way, rather than all
+    /// of a large file at once. Not a durability point; best effort.
+    pub fn start_writeback(&self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let fd = match &self.inner {
+            FileImpl::Uring(f) => f.as_raw_fd(),
+            FileImpl::Plain(f) => f.as_raw_fd(),
+        };
+        let (Ok(off), Ok(n)) = (
+            libc::off64_t::try_from(offset),
+            libc::off64_t::try_from(len),
+        ) else {
+            return;
+        };
+        // SAFETY: sync_file_range on a descriptor owned by this file; it
+        // takes no pointers.
+        unsafe { libc::sync_file_range(fd, off, n, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+
     /// Truncates (or extends) the file to `len` bytes.
     pub fn set_len(&self, len: u64) -> Result<()> {
         self.io.gate(FaultOp::Truncate, "truncate", &self.path)?;
