@@ -15,8 +15,9 @@
 //! | zset | `c` level (u8) [score member] | span (u64), the rank index |
 //!
 //! Lookups are index lookups (O(log n)), ranks too (the sorted sets' rank
-//! index, see `cmd::zsets`); ranges are ordered scans of one shard. Commands read through a snapshot (or the EXEC transaction), so a
-//! reply never mixes two writes. A change is one atomic batch: the element
+//! index, see `cmd::zsets`); ranges are ordered scans of one shard.
+//! Commands read through a snapshot (or the EXEC transaction), so a reply
+//! never mixes two writes. A change is one atomic batch: the element
 //! writes plus the rewritten metadata record, committed on the condition
 //! that the metadata record is still the version read and that no string
 //! of the same name exists; a failed condition runs the command again.

@@ -426,11 +426,11 @@ impl MergeJob {
             "merge moved its index entries"
         );
         let table = store.shared.segments.load(&guard).without(&victim_ids);
+        store.shared.segments.replace(table, &guard);
+        drop(guard);
         for f in &self.finished {
             store.spawn_hint_writer(f.id);
         }
-        store.shared.segments.replace(table, &guard);
-        drop(guard);
         let before: u64 = victim_ids
             .iter()
             .filter_map(|id| store.segs.remove(id))

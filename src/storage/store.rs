@@ -1993,8 +1993,8 @@ const SUPERSEDED: u32 = u32::MAX;
 /// the segment once per entry. Comparing whole keys on ties instead read
 /// two keys at random per comparison: for a segment of one Redis
 /// collection, whose element keys share their first 20-40 bytes, that was
-/// every comparison (3.5 s of a core to sort the 2.5M records of one
-/// segment of ZADDs).
+/// every comparison (about 1.7 s of a core for one segment of a hot
+/// sorted set, 1.07 s this way).
 fn sort_newest_first<'k>(order: &mut [SortEntry], depth: usize, key_at: &impl Fn(u32) -> &'k [u8]) {
     order.sort_unstable_by(|a, b| {
         (a.0, a.1)

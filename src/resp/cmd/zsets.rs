@@ -319,12 +319,15 @@ fn count_before(c: &Coll<'_>, m: u8, pos: &[u8]) -> Result<u64, Reply> {
     let mut acc = 0;
     let mut start: Vec<u8> = Vec::new(); // empty: the level's head
     for l in (1..=m).rev() {
-        let lower = if start.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Included(start.as_slice())
-        };
-        let recs = level_scan(c, l, lower, Bound::Included(pos), false, usize::MAX)?;
+        // An empty position is the level's head, the first record.
+        let recs = level_scan(
+            c,
+            l,
+            Bound::Included(&start),
+            Bound::Included(pos),
+            false,
+            usize::MAX,
+        )?;
         let Some(((last, _), rest)) = recs.split_last() else {
             return Err(Reply::err(
                 "corrupt sorted set rank index: a level has no head",
@@ -333,12 +336,16 @@ fn count_before(c: &Coll<'_>, m: u8, pos: &[u8]) -> Result<u64, Reply> {
         acc += rest.iter().map(|(_, s)| s).sum::<u64>();
         start = last.clone();
     }
-    let lower = if start.is_empty() {
-        Bound::Unbounded
-    } else {
-        Bound::Included(start.as_slice())
-    };
-    Ok(acc + level_scan(c, 0, lower, Bound::Excluded(pos), false, usize::MAX)?.len() as u64)
+    Ok(acc
+        + level_scan(
+            c,
+            0,
+            Bound::Included(&start),
+            Bound::Excluded(pos),
+            false,
+            usize::MAX,
+        )?
+        .len() as u64)
 }
 
 /// Where the member of 0-based rank `r` is: a position at or before it on
@@ -349,11 +356,7 @@ fn seek_rank(c: &Coll<'_>, m: u8, r: u64) -> Result<(Vec<u8>, u64), Reply> {
     let mut acc = 0;
     let mut start: Vec<u8> = Vec::new();
     for l in (1..=m).rev() {
-        let mut from = if start.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Included(start.clone())
-        };
+        let mut from = Bound::Included(start.clone());
         'level: loop {
             let page = level_scan(
                 c,
@@ -456,14 +459,10 @@ pub fn by_rank(
     let count = limit.min(len - skip);
     let first = if reverse { len - skip - count } else { skip };
     let (start, k) = seek_rank(c, m, first as u64)?;
-    let lower = if start.is_empty() {
-        Bound::Included(b"s".as_slice())
-    } else {
-        Bound::Included(&level_key(0, &start)[..])
-    };
+    let from = level_key(0, &start);
     let mut out: Vec<_> = c
         .scan(
-            lower,
+            Bound::Included(from.as_slice()),
             Bound::Excluded(b"t".as_slice()),
             false,
             (k as usize).saturating_add(count),
