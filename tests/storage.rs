@@ -1049,6 +1049,112 @@ fn checkpoint_opens_as_a_data_directory_with_the_same_contents() {
     }
 }
 
+/// A merge with more index moves than one step applies: between its
+/// commit and its last move, every key reads back (moved or not), writes
+/// and deletes racing with the moves win, live bytes add up, and a
+/// checkpoint taken then opens with the same contents.
+#[test]
+fn merge_applies_its_index_moves_in_steps() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let target = out.path().join("cp");
+        let mut opts = small_opts();
+        opts.sync = SyncPolicy::None;
+        opts.segment_size = 256 << 10;
+        engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            let mut model = BTreeMap::new();
+            let keys = 50_000u32;
+            for round in 0..2u32 {
+                for i in 0..keys {
+                    let k = format!("key{i:06}").into_bytes();
+                    let v = format!("v{round}-{i}").into_bytes();
+                    s.put(&k, &v).await.unwrap();
+                    model.insert(k, v);
+                }
+            }
+            let victims: Vec<u32> = s
+                .stats()
+                .segments
+                .iter()
+                .filter(|x| !x.active)
+                .map(|x| x.id)
+                .collect();
+            assert!(s.start_merge(true).unwrap());
+            let committed = |dir: &Path| {
+                std::fs::read_dir(dir).unwrap().any(|e| {
+                    e.unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".commit")
+                })
+            };
+            let (mut steps_installed, mut i) = (0u32, 0u32);
+            let mut checkpointed = None;
+            let mut deleted = std::collections::BTreeSet::new();
+            loop {
+                let done = s.merge_step(256 << 10).await.unwrap();
+                if done {
+                    break;
+                }
+                if !committed(dir.path()) {
+                    continue;
+                }
+                steps_installed += 1;
+                check_model(&s, &model);
+                // Overwrite and delete keys the moves have and have not
+                // reached yet.
+                for _ in 0..50 {
+                    let k = format!("key{:06}", (i * 7919) % keys).into_bytes();
+                    if i % 3 == 0 {
+                        s.delete(&k).await.unwrap();
+                        model.remove(&k);
+                        deleted.insert(k);
+                    } else {
+                        let v = format!("racing-{i}").into_bytes();
+                        s.put(&k, &v).await.unwrap();
+                        model.insert(k, v);
+                    }
+                    i += 1;
+                }
+                if steps_installed == 2 {
+                    s.checkpoint(&target).await.unwrap();
+                    checkpointed = Some(model.clone());
+                }
+            }
+            assert!(
+                steps_installed >= 3,
+                "the moves took {steps_installed} steps"
+            );
+            assert!(!committed(dir.path()));
+            check_model(&s, &model);
+            let st = s.stats();
+            // Live bytes: each model key's record plus each deleted key's
+            // tombstone.
+            let len = flashkv::storage::format::record_len;
+            let live: u64 = model
+                .iter()
+                .map(|(k, v)| len(k.len(), v.len(), false) as u64)
+                .chain(
+                    deleted
+                        .iter()
+                        .filter(|k| !model.contains_key(*k))
+                        .map(|k| len(k.len(), 0, false) as u64),
+                )
+                .sum();
+            assert_eq!(st.live_bytes, live);
+            let cp = open(&target, &opts, engine).await.unwrap();
+            check_model(&cp, &checkpointed.expect("a checkpoint mid-moves"));
+            // The copy's start-up finished the merge: no victim is left.
+            let left: Vec<u32> = cp.stats().segments.iter().map(|x| x.id).collect();
+            assert!(victims.iter().all(|v| !left.contains(v)), "{left:?}");
+            drop(cp);
+            reopen_and_check(s, dir.path(), &opts, engine, &model).await;
+        });
+    }
+}
+
 #[test]
 fn stats_account_live_and_dead_bytes() {
     for engine in engines() {

@@ -724,6 +724,15 @@ struct Planned {
     xshard: bool,
 }
 
+/// A store dropped without [`Store::close`] (an error path, a test's
+/// simulated crash) still waits for its hint writers: one left running
+/// could write a hint file after the directory is opened again.
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.wait_for_hints();
+    }
+}
+
 impl Store {
     /// The reader handle.
     pub fn reader(&self) -> StoreReader {
@@ -1716,6 +1725,16 @@ impl Store {
                         .map_err(|e| Error::io("fsync", &dst, e))?;
                 }
             }
+        }
+        // A merge past its commit point has victims and outputs both in
+        // the table until its index moves are applied: its commit record
+        // makes the copy's start-up finish it, as after a crash.
+        if let Some(src) = self.merge.as_ref().and_then(|m| m.commit_path()) {
+            let dst = target.join(src.file_name().expect("commit record has a name"));
+            std::fs::copy(src, &dst).map_err(|e| Error::io("copy", src, e))?;
+            File::open(&dst)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io("fsync", &dst, e))?;
         }
         let src = self.dir.join(segment_file_name(self.active.id));
         let dst = target.join(segment_file_name(self.active.id));
