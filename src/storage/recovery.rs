@@ -432,14 +432,15 @@ impl Store {
                 }
                 damaged.push(id);
             }
-            // Newest version of each key first, then keep only it.
-            // The prefix sits in the tuple: most comparisons touch no key bytes.
-            recs.sort_unstable_by(|a, b| {
-                a.0.cmp(&b.0)
-                    .then_with(|| a.1.cmp(b.1))
-                    .then(b.2.version.cmp(&a.2.version))
-            });
-            recs.dedup_by(|later, kept| later.1 == kept.1);
+            // The newest record of each key (the last one in the segment, as
+            // a seal's hint takes it), in key order. A sort comparing whole
+            // keys on equal prefixes read two keys at random per comparison,
+            // every comparison for the element keys of one Redis collection.
+            let recs: Vec<ScannedRecord<'_>> =
+                crate::storage::store::newest_per_key(recs.len(), |i| recs[i as usize].1)
+                    .into_iter()
+                    .map(|i| recs[i as usize])
+                    .collect();
             scanned.push((id, recs));
             loaded.push(Loaded {
                 id,

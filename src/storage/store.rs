@@ -1995,6 +1995,27 @@ pub(crate) fn build_log_hint(
     Ok(hint::encode_sorted_iter(meta, records))
 }
 
+/// The records `0..n` (numbered oldest first; `key_at` gives each one's
+/// key) reduced to the newest record of each key, in key order. Sorted as
+/// [`sort_newest_first`] sorts, so keys that share long prefixes cost no
+/// random reads per comparison.
+pub(crate) fn newest_per_key<'k>(n: usize, key_at: impl Fn(u32) -> &'k [u8]) -> Vec<u32> {
+    let n = u32::try_from(n).expect("fewer than 2^32 records in a segment");
+    let mut order: Vec<SortEntry> = (0..n)
+        .map(|i| {
+            let key = key_at(i);
+            let (p0, p1) = sort_prefixes(key);
+            (p0, p1, key.len() as u32, i)
+        })
+        .collect();
+    sort_newest_first(&mut order, 0, &key_at);
+    order
+        .into_iter()
+        .filter(|e| e.2 != SUPERSEDED)
+        .map(|e| e.3)
+        .collect()
+}
+
 /// A hint sort entry: key bytes `depth..depth + 16` as two big-endian
 /// integers (zero-padded), key length, record offset.
 type SortEntry = (u64, u64, u32, u32);
