@@ -29,6 +29,11 @@ thread_local! {
     /// daemon's CPU under pipelined Redis GETs. The handles share the
     /// vector's series, which are never removed.
     static SERIES: std::cell::RefCell<RequestSeries> = std::cell::RefCell::default();
+    /// The same handles for static (protocol, command) names, found by the
+    /// names' addresses: no hashing of the names' bytes (two xxh3 hashes
+    /// per pipelined Redis command before).
+    static STATIC_SERIES: std::cell::RefCell<FastMap<(usize, usize), (IntCounter, Histogram)>> =
+        std::cell::RefCell::default();
 }
 
 /// Request counter and latency histogram by protocol, then command.
@@ -169,6 +174,33 @@ impl Metrics {
         self.record(protocol, command, start, error, false);
     }
 
+    /// [`Metrics::request`] for static names, timed by the caller: a
+    /// pipeline's commands run back to back, so each one's end is the next
+    /// one's start, one clock read per command instead of two.
+    pub fn command(
+        &self,
+        protocol: &'static str,
+        command: &'static str,
+        start: Instant,
+        end: Instant,
+        error: Option<&str>,
+    ) {
+        let elapsed = end.saturating_duration_since(start);
+        STATIC_SERIES.with(|series| {
+            let mut series = series.borrow_mut();
+            let key = (protocol.as_ptr() as usize, command.as_ptr() as usize);
+            let (count, latency) = series.entry(key).or_insert_with(|| {
+                (
+                    self.requests.with_label_values(&[protocol, command]),
+                    self.latency.with_label_values(&[protocol, command]),
+                )
+            });
+            count.inc();
+            latency.observe(elapsed.as_secs_f64());
+        });
+        self.errors_and_slow(protocol, command, elapsed, error, true);
+    }
+
     fn record(
         &self,
         protocol: &str,
@@ -196,6 +228,18 @@ impl Metrics {
             count.inc();
             latency.observe(elapsed.as_secs_f64());
         });
+        self.errors_and_slow(protocol, command, elapsed, error, warn_slow);
+    }
+
+    /// Counts the error of a finished request, and logs it if it was slow.
+    fn errors_and_slow(
+        &self,
+        protocol: &str,
+        command: &str,
+        elapsed: Duration,
+        error: Option<&str>,
+        warn_slow: bool,
+    ) {
         if let Some(code) = error {
             self.errors
                 .with_label_values(&[protocol, command, code])

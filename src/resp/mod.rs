@@ -174,6 +174,9 @@ pub struct Conn {
     pub authenticated: bool,
     /// When the connection was accepted.
     pub since: Instant,
+    /// When the previous command of the input being run ended: the next
+    /// one's start (None: take the time afresh).
+    pub mark: Option<Instant>,
     /// Commands queued since MULTI (None: not in MULTI).
     pub multi: Option<Multi>,
     /// WATCHed keys with the version each had (0: absent).
@@ -238,6 +241,7 @@ impl Conn {
             quit: false,
             authenticated: true,
             since: Instant::now(),
+            mark: None,
             multi: None,
             watched: Vec::new(),
             txn: std::sync::Mutex::new(None),
@@ -518,14 +522,16 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
         m.queued.push(args.to_vec());
         return Reply::Simple("QUEUED");
     }
-    let start = Instant::now();
+    let start = cx.mark.take().unwrap_or_else(Instant::now);
     let reply = (spec.run)(cx, args).await;
+    let end = Instant::now();
+    cx.mark = Some(end);
     cx.shared.commands.fetch_add(1, Ordering::Relaxed);
     let code = match &reply {
         Reply::Error(e) => Some(e.split(' ').next().unwrap_or("ERR")),
         _ => None,
     };
-    metrics().request("resp", spec.name, start, code);
+    metrics().command("resp", spec.name, start, end, code);
     reply
 }
 
@@ -586,7 +592,7 @@ async fn settle(cx: &Conn, owed: &mut VecDeque<Owed>, out: &mut Vec<u8>) {
                 };
                 cx.shared.commands.fetch_add(1, Ordering::Relaxed);
                 let code = reply.is_error().then_some("ERR");
-                metrics().request("resp", "set", start, code);
+                metrics().command("resp", "set", start, Instant::now(), code);
                 reply
             }
         };
@@ -639,6 +645,7 @@ pub async fn serve(
                     quit: false,
                     authenticated: shared.password.is_none(),
                     since: Instant::now(),
+                    mark: None,
                     multi: None,
                     watched: Vec::new(),
                     txn: std::sync::Mutex::new(None),
@@ -698,7 +705,10 @@ async fn connection(
                         owed.push_back(submit_set(&cx, args).await);
                         continue;
                     }
-                    settle(&cx, &mut owed, &mut out).await;
+                    if !owed.is_empty() {
+                        settle(&cx, &mut owed, &mut out).await;
+                        cx.mark = None;
+                    }
                     let reply = execute(&mut cx, &args).await;
                     reply.encode(cx.proto, &mut out);
                     if cx.quit {
@@ -708,6 +718,7 @@ async fn connection(
                     if out.len() >= FLUSH_AT {
                         stream.write_all(&out).await?;
                         out.clear();
+                        cx.mark = None;
                     }
                 }
                 Ok(None) => break,
@@ -738,5 +749,6 @@ async fn connection(
         if n == 0 {
             return Ok(());
         }
+        cx.mark = None;
     }
 }

@@ -112,3 +112,38 @@ def test_grpc_and_http_deletes_remove_a_collection(clients):
     # Without a collection, a delete of an absent key still finds nothing.
     assert kv.Delete(pb2.DeleteRequest(key=b"xd:absent")).found is False
     assert http("DELETE", f"{base}/v1/kv/xd:absent") == 404
+
+
+def test_resp_commands_are_counted_in_metrics(clients):
+    """Each RESP command of a pipeline is one request in /metrics, with its
+    latency and its error code: GETs (run one after the other, timed from
+    the previous one's end), plain SETs (queued on their shard) and an
+    error reply."""
+    from test_http import sample, scrape
+
+    pb2, kv, tx, base, rc = clients
+    get = dict(protocol="resp", command="get")
+    put = dict(protocol="resp", command="set")
+    push = dict(protocol="resp", command="lpush")
+    before = scrape(base)
+    p = rc.pipeline(transaction=False)
+    for i in range(10):
+        p.set(f"mx:{i}", "v")
+    for i in range(12):
+        p.get(f"mx:{i}")
+    p.lpush("mx:0", "x")
+    out = p.execute(raise_on_error=False)
+    assert out[:10] == [True] * 10 and out[10:20] == [b"v"] * 10 and out[20:22] == [None, None]
+    assert isinstance(out[22], redis.ResponseError) and str(out[22]).startswith("WRONGTYPE")
+    after = scrape(base)
+
+    def delta(name, suffix="", **labels):
+        return sample(after, name, suffix, **labels) - sample(before, name, suffix, **labels)
+
+    assert delta("flashkv_requests", "_total", **get) == 12
+    assert delta("flashkv_requests", "_total", **put) == 10
+    assert delta("flashkv_requests", "_total", **push) == 1
+    assert delta("flashkv_request_duration_seconds", "_count", **get) == 12
+    assert delta("flashkv_request_duration_seconds", "_count", **put) == 10
+    assert delta("flashkv_request_errors", "_total", code="WRONGTYPE", **push) == 1
+    assert delta("flashkv_request_duration_seconds", "_sum", **get) >= 0
