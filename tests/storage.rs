@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use flashkv::clock::Clock;
 use flashkv::storage::io::LogAppend;
@@ -1009,6 +1010,86 @@ fn failed_fsync_poisons_the_store() {
             let mut s = open(dir.path(), &opts, engine).await.unwrap();
             s.put(b"c", b"3").await.unwrap();
         });
+    }
+}
+
+/// The `interval` policy's background fdatasync: it covers what was
+/// written before it began; writes after it count as unsynced again; a
+/// sync asked for meanwhile does not count on it; a failure (here injected
+/// when it begins) poisons the store as a failed foreground fdatasync does.
+#[test]
+fn background_sync_covers_earlier_writes_and_poisons_on_failure() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = small_opts();
+        opts.sync = SyncPolicy::Interval(Duration::from_secs(3600));
+        let faults = FaultInjector::new();
+        engine.block_on(async {
+            let mut s = open_faulty(dir.path(), &opts, engine, &faults).await;
+            assert!(
+                s.begin_background_sync().unwrap().is_none(),
+                "nothing to sync"
+            );
+            s.put(b"a", b"1").await.unwrap();
+            let syncs = s.stats().log_syncs;
+            let started = std::time::Instant::now();
+            let rx = s.begin_background_sync().unwrap().expect("a write to sync");
+            // One at a time.
+            assert!(s.begin_background_sync().unwrap().is_none());
+            // Asked for now, a sync does its own fdatasync.
+            s.sync().await.unwrap();
+            assert_eq!(s.stats().log_syncs, syncs + 1);
+            // The store goes on writing meanwhile.
+            s.put(b"b", b"2").await.unwrap();
+            s.finish_background_sync(started, rx.await).unwrap();
+            assert_eq!(s.stats().log_syncs, syncs + 2);
+            // Written after the first began: synced by the next.
+            let rx = s.begin_background_sync().unwrap().expect("b is unsynced");
+            s.finish_background_sync(started, rx.await).unwrap();
+            assert!(s.begin_background_sync().unwrap().is_none(), "all synced");
+            s.put(b"c", b"3").await.unwrap();
+            faults.add(FaultRule {
+                op: Some(FaultOp::Sync),
+                nth: 1,
+                action: FaultAction::Fail(libc_eio()),
+            });
+            assert!(s.begin_background_sync().is_err());
+            let e = s.put(b"d", b"4").await.unwrap_err();
+            assert_eq!(e.code(), ErrorCode::Poisoned, "{e}");
+        });
+    }
+}
+
+/// Under `interval`, the storage task syncs on its tick in the background:
+/// writes keep being served, and the tick's fdatasyncs are counted.
+#[test]
+fn interval_policy_syncs_on_the_tick() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = small_opts();
+        opts.sync = SyncPolicy::Interval(Duration::from_millis(5));
+        let t = flashkv::storage::StoreThread::spawn(
+            dir.path().to_path_buf(),
+            opts,
+            io(engine),
+            Arc::new(Clock::new()),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let h = t.handle.clone();
+        rt.block_on(async move {
+            for i in 0..50u32 {
+                h.put(format!("k{i}").as_bytes(), b"v").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let st = h.stats().await.unwrap();
+            assert!(st.log_syncs >= 2, "{} syncs", st.log_syncs);
+            assert!(st.log_syncs <= 50, "{} syncs", st.log_syncs);
+        });
+        t.shutdown().unwrap();
     }
 }
 

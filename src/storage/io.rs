@@ -62,6 +62,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
+use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 
@@ -785,6 +786,33 @@ impl DataFile {
             FileImpl::Plain(f) => f.sync_data(),
         }
         .map_err(|e| Error::io("fdatasync", &self.path, e))
+    }
+
+    /// Starts an fdatasync on a helper thread, through a duplicate of the
+    /// descriptor (the same open file, so the same error state): the
+    /// caller goes on while the disk works. The returned receiver gets its
+    /// result. A fault injected for `Sync` fails it here, before the thread.
+    pub fn sync_data_in_background(&self) -> Result<oneshot::Receiver<Result<()>>> {
+        use std::os::fd::BorrowedFd;
+        self.io.gate(FaultOp::Sync, "fdatasync", &self.path)?;
+        // SAFETY: the descriptor is open for as long as `self` is, and only
+        // borrowed here to duplicate it.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.raw_fd()) }
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("dup", &self.path, e))?;
+        let file = File::from(fd);
+        let path = self.path.clone();
+        let (tx, rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("flashkv-sync".into())
+            .spawn(move || {
+                let r = file
+                    .sync_data()
+                    .map_err(|e| Error::io("fdatasync", &path, e));
+                let _ = tx.send(r);
+            })
+            .map_err(|e| Error::io("spawn sync thread", &self.path, e))?;
+        Ok(rx)
     }
 
     /// Starts writing back `len` bytes at `offset` without waiting for

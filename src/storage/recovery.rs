@@ -550,6 +550,7 @@ impl Store {
             clock,
             poisoned: None,
             unsynced: false,
+            background_sync: false,
             buf: Vec::new(),
             hint_threads: Vec::new(),
             merge: None,

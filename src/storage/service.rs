@@ -360,6 +360,8 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
     let mut last_scheduled = Instant::now();
     let mut compact_waiters: Vec<oneshot::Sender<Result<bool>>> = Vec::new();
     let mut compact_ran = false;
+    // The `interval` policy's fdatasync in flight on its helper thread.
+    let mut syncing: Option<(Instant, oneshot::Receiver<Result<()>>)> = None;
 
     let mut p = Participant::default();
     let mut lock_tick = tokio::time::interval(Duration::from_millis(5));
@@ -472,8 +474,17 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
             _ = lock_tick.tick(), if !p.waiting.is_empty() => {
                 p.retry_locks(&store, Instant::now());
             }
-            _ = sync_tick.tick(), if sync_every.is_some() => {
-                if let Err(e) = store.sync().await {
+            _ = sync_tick.tick(), if sync_every.is_some() && syncing.is_none() => {
+                match store.begin_background_sync() {
+                    Ok(rx) => syncing = rx.map(|rx| (Instant::now(), rx)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "background fdatasync failed; the shard now refuses writes");
+                    }
+                }
+            }
+            r = async { (&mut syncing.as_mut().expect("a sync is running").1).await }, if syncing.is_some() => {
+                let (started, _) = syncing.take().expect("a sync is running");
+                if let Err(e) = store.finish_background_sync(started, r) {
                     tracing::error!(error = %e, "background fdatasync failed; the shard now refuses writes");
                 }
             }

@@ -693,6 +693,9 @@ pub struct Store {
     pub(crate) clock: Arc<Clock>,
     pub(crate) poisoned: Option<String>,
     pub(crate) unsynced: bool,
+    /// A background fdatasync of the active segment is running (see
+    /// [`Store::begin_background_sync`]).
+    pub(crate) background_sync: bool,
     pub(crate) buf: Vec<u8>,
     pub(crate) hint_threads: Vec<JoinHandle<()>>,
     pub(crate) merge: Option<MergeJob>,
@@ -1399,11 +1402,64 @@ impl Store {
         if let Some(p) = &self.poisoned {
             return Err(Error::Poisoned { cause: p.clone() });
         }
-        if self.unsynced {
+        // A background sync in flight has not made anything durable yet.
+        if self.unsynced || self.background_sync {
             self.sync_active().await
         } else {
             Ok(())
         }
+    }
+
+    /// Starts syncing what is unsynced without waiting for it (the
+    /// `interval` policy's tick): the fdatasync runs on a helper thread
+    /// while the storage task serves requests. Awaited on the storage task,
+    /// a tick's fdatasync held every request of the shard for as long as
+    /// the disk took (Redis' `everysec` fsync runs on a background thread).
+    /// `None` if nothing is unsynced. Writes from now on count as unsynced
+    /// again; pass the receiver's result to
+    /// [`Store::finish_background_sync`].
+    pub fn begin_background_sync(
+        &mut self,
+    ) -> Result<Option<tokio::sync::oneshot::Receiver<Result<()>>>> {
+        if let Some(p) = &self.poisoned {
+            return Err(Error::Poisoned { cause: p.clone() });
+        }
+        if !self.unsynced || self.background_sync {
+            return Ok(None);
+        }
+        match self.active.file.sync_data_in_background() {
+            Ok(rx) => {
+                self.unsynced = false;
+                self.background_sync = true;
+                Ok(Some(rx))
+            }
+            Err(e) => {
+                self.poisoned = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes the result of a background sync begun at `started`: a failure
+    /// poisons the store, as a failed fdatasync on the storage task does.
+    pub fn finish_background_sync(
+        &mut self,
+        started: std::time::Instant,
+        result: std::result::Result<Result<()>, tokio::sync::oneshot::error::RecvError>,
+    ) -> Result<()> {
+        self.background_sync = false;
+        self.stats.log_syncs += 1;
+        self.fsync_seconds.observe(started.elapsed().as_secs_f64());
+        let r = result.unwrap_or_else(|_| {
+            Err(Error::Unavailable(
+                "the background fdatasync thread ended without a result".into(),
+            ))
+        });
+        if let Err(e) = &r {
+            // What reached the disk is unknown: refuse writes until restart.
+            self.poisoned = Some(e.to_string());
+        }
+        r
     }
 
     /// Checks a transaction's reads and scanned ranges against its start
