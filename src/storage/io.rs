@@ -791,10 +791,15 @@ impl DataFile {
     /// Starts an fdatasync on a helper thread, through a duplicate of the
     /// descriptor (the same open file, so the same error state): the
     /// caller goes on while the disk works. The returned receiver gets its
-    /// result. A fault injected for `Sync` fails it here, before the thread.
+    /// result (a fault injected for `Sync` is that result). An error here
+    /// means no fdatasync was started (no descriptor or thread to spare).
     pub fn sync_data_in_background(&self) -> Result<oneshot::Receiver<Result<()>>> {
         use std::os::fd::BorrowedFd;
-        self.io.gate(FaultOp::Sync, "fdatasync", &self.path)?;
+        let (tx, rx) = oneshot::channel();
+        if let Err(e) = self.io.gate(FaultOp::Sync, "fdatasync", &self.path) {
+            let _ = tx.send(Err(e));
+            return Ok(rx);
+        }
         // SAFETY: the descriptor is open for as long as `self` is, and only
         // borrowed here to duplicate it.
         let fd = unsafe { BorrowedFd::borrow_raw(self.raw_fd()) }
@@ -802,7 +807,6 @@ impl DataFile {
             .map_err(|e| Error::io("dup", &self.path, e))?;
         let file = File::from(fd);
         let path = self.path.clone();
-        let (tx, rx) = oneshot::channel();
         std::thread::Builder::new()
             .name("flashkv-sync".into())
             .spawn(move || {

@@ -472,10 +472,10 @@ impl MergeJob {
         Ok(())
     }
 
-    /// Applies index moves, for up to about `limit` if one is given: each moved key's entry is
-    /// switched to its new place only if it still points at the old place
-    /// (a write that raced with the merge wins); dropped tombstones are
-    /// unlinked the same way. Victims and outputs are both in the segment
+    /// Applies index moves, for up to about `limit` if one is given: each
+    /// moved key's entry is switched to its new place only if it still
+    /// points at the old place (a write that raced with the merge wins);
+    /// dropped tombstones are unlinked the same way. Victims and outputs are both in the segment
     /// table meanwhile, so a reader finds every entry, moved or not.
     /// Returns true when every move is applied.
     ///

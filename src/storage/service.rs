@@ -478,7 +478,10 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                 match store.begin_background_sync() {
                     Ok(rx) => syncing = rx.map(|rx| (Instant::now(), rx)),
                     Err(e) => {
-                        tracing::error!(error = %e, "background fdatasync failed; the shard now refuses writes");
+                        tracing::warn!(error = %e, "could not start a background fdatasync; syncing here");
+                        if let Err(e) = store.sync().await {
+                            tracing::error!(error = %e, "fdatasync failed; the shard now refuses writes");
+                        }
                     }
                 }
             }

@@ -1417,7 +1417,8 @@ impl Store {
     /// the disk took (Redis' `everysec` fsync runs on a background thread).
     /// `None` if nothing is unsynced. Writes from now on count as unsynced
     /// again; pass the receiver's result to
-    /// [`Store::finish_background_sync`].
+    /// [`Store::finish_background_sync`]. An error means none was started
+    /// (nothing changed: sync in the foreground instead).
     pub fn begin_background_sync(
         &mut self,
     ) -> Result<Option<tokio::sync::oneshot::Receiver<Result<()>>>> {
@@ -1427,17 +1428,10 @@ impl Store {
         if !self.unsynced || self.background_sync {
             return Ok(None);
         }
-        match self.active.file.sync_data_in_background() {
-            Ok(rx) => {
-                self.unsynced = false;
-                self.background_sync = true;
-                Ok(Some(rx))
-            }
-            Err(e) => {
-                self.poisoned = Some(e.to_string());
-                Err(e)
-            }
-        }
+        let rx = self.active.file.sync_data_in_background()?;
+        self.unsynced = false;
+        self.background_sync = true;
+        Ok(Some(rx))
     }
 
     /// Takes the result of a background sync begun at `started`: a failure
