@@ -54,12 +54,8 @@ use crate::storage::store::{SegState, Store, now_ms};
 /// Commit record magic.
 const COMMIT_MAGIC: [u8; 8] = *b"FKVMERGE";
 const FLUSH_BYTES: usize = 1 << 20;
-/// How long a throttled step may spend on index moves (once per
-/// [`MERGE_TICK`](crate::storage::service::MERGE_TICK)): about 3,000 moves
-/// at the 0.35 µs each measured under load.
-const MOVE_STEP_TIME: std::time::Duration = std::time::Duration::from_millis(1);
-/// Moves between two looks at the clock.
-const MOVE_CHUNK: usize = 256;
+/// The fewest index moves a throttled step applies.
+const MIN_MOVES_PER_STEP: usize = 1024;
 /// How many moves ahead the index lookups are prefetched, per stage.
 const MOVE_PREFETCH: usize = 8;
 
@@ -225,7 +221,8 @@ impl MergeJob {
 
     /// Runs the job on: copies up to `budget` bytes of victim records; once
     /// everything is copied, commits and installs the outputs; then applies
-    /// index moves for up to [`MOVE_STEP_TIME`] per step (all of them if
+    /// index moves, as many per step as the records a step copied on
+    /// average (all of them if
     /// `budget` is unbounded), and retires the victims after the last.
     /// Returns true when done.
     pub(crate) async fn step(&mut self, store: &mut Store, budget: u64) -> Result<bool> {
@@ -239,7 +236,20 @@ impl MergeJob {
                 return Ok(false);
             }
         }
-        let limit = (budget != u64::MAX).then_some(MOVE_STEP_TIME);
+        let limit = if budget == u64::MAX {
+            usize::MAX
+        } else {
+            // As many steps of moves as steps of copying: a step's pause
+            // stays near a copy step's, and the moves do not throttle the
+            // merge below its rate (1 ms of moves per tick took 3-4 times
+            // as long as the copying for records of 140 bytes).
+            let victim_bytes: u64 = self.victims.iter().map(|(_, len)| *len).sum();
+            let per_step =
+                self.moves.len() as u128 * u128::from(budget) / u128::from(victim_bytes.max(1));
+            usize::try_from(per_step)
+                .unwrap_or(usize::MAX)
+                .max(MIN_MOVES_PER_STEP)
+        };
         if !self.apply_moves(store, limit) {
             return Ok(false);
         }
@@ -472,56 +482,49 @@ impl MergeJob {
         Ok(())
     }
 
-    /// Applies index moves, for up to about `limit` if one is given: each
-    /// moved key's entry is switched to its new place only if it still
-    /// points at the old place (a write that raced with the merge wins);
-    /// dropped tombstones are unlinked the same way. Victims and outputs are both in the segment
+    /// Applies up to `limit` index moves: each moved key's entry is
+    /// switched to its new place only if it still points at the old place
+    /// (a write that raced with the merge wins); dropped tombstones are
+    /// unlinked the same way. Victims and outputs are both in the segment
     /// table meanwhile, so a reader finds every entry, moved or not.
     /// Returns true when every move is applied.
     ///
     /// Moves go in steps because each is a random index lookup: the 660k
     /// moves of one segment took 160-290 ms, during which the shard served
     /// nothing. The lookups are prefetched two stages ahead (slot, node).
-    fn apply_moves(&mut self, store: &mut Store, limit: Option<std::time::Duration>) -> bool {
+    fn apply_moves(&mut self, store: &mut Store, limit: usize) -> bool {
         let (guard, started) = (crossbeam_epoch::pin(), std::time::Instant::now());
-        let mut end = self.moved;
-        while end < self.moves.len() {
-            if limit.is_some_and(|l| end > self.moved && started.elapsed() >= l) {
-                break;
+        let end = self.moved.saturating_add(limit).min(self.moves.len());
+        for i in self.moved..end {
+            if let Some(m) = self.moves.get(i + 2 * MOVE_PREFETCH) {
+                store.writer.prefetch_slot(&m.key);
             }
-            let chunk_end = (end + MOVE_CHUNK).min(self.moves.len());
-            for i in end..chunk_end {
-                if let Some(m) = self.moves.get(i + 2 * MOVE_PREFETCH) {
-                    store.writer.prefetch_slot(&m.key);
-                }
-                if let Some(m) = self.moves.get(i + MOVE_PREFETCH) {
-                    store.writer.prefetch_node(&m.key);
-                }
-                let m = &self.moves[i];
-                match m.to {
-                    Some(entry) => {
-                        if store
-                            .writer
-                            .update_if_at(&m.key, m.from_segment, m.from_offset, entry)
-                        {
-                            let len = format::record_len(
-                                m.key.len(),
-                                entry.value_len as usize,
-                                entry.flags & FLAG_EXPIRES != 0,
-                            ) as u64;
-                            if let Some(st) = store.segs.get_mut(&entry.segment) {
-                                st.live_bytes += len;
-                            }
+            if let Some(m) = self.moves.get(i + MOVE_PREFETCH) {
+                store.writer.prefetch_node(&m.key);
+            }
+            let m = &self.moves[i];
+            match m.to {
+                Some(entry) => {
+                    if store
+                        .writer
+                        .update_if_at(&m.key, m.from_segment, m.from_offset, entry)
+                    {
+                        let len = format::record_len(
+                            m.key.len(),
+                            entry.value_len as usize,
+                            entry.flags & FLAG_EXPIRES != 0,
+                        ) as u64;
+                        if let Some(st) = store.segs.get_mut(&entry.segment) {
+                            st.live_bytes += len;
                         }
                     }
-                    None => {
-                        store
-                            .writer
-                            .remove_if_at(&m.key, m.from_segment, m.from_offset, &guard);
-                    }
+                }
+                None => {
+                    store
+                        .writer
+                        .remove_if_at(&m.key, m.from_segment, m.from_offset, &guard);
                 }
             }
-            end = chunk_end;
         }
         self.moved = end;
         if let Some(inst) = &mut self.installed {
