@@ -1006,7 +1006,7 @@ mod tests {
             f.write_all_at(big, 7).await.0.unwrap();
             assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * APPEND_CHUNK);
             // Half a step before the end: grown a step ahead of need.
-            let pos = 2 * APPEND_CHUNK - GROW_AHEAD;
+            let pos = 2 * APPEND_CHUNK - APPEND_CHUNK / 2;
             f.write_all_at(vec![0; 1], pos - 1).await.0.unwrap();
             assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * APPEND_CHUNK);
             f.write_all_at(vec![0; 1], pos).await.0.unwrap();
