@@ -189,12 +189,9 @@ impl Metrics {
         STATIC_SERIES.with(|series| {
             let mut series = series.borrow_mut();
             let key = (protocol.as_ptr() as usize, command.as_ptr() as usize);
-            let (count, latency) = series.entry(key).or_insert_with(|| {
-                (
-                    self.requests.with_label_values(&[protocol, command]),
-                    self.latency.with_label_values(&[protocol, command]),
-                )
-            });
+            let (count, latency) = series
+                .entry(key)
+                .or_insert_with(|| self.series(protocol, command));
             count.inc();
             latency.observe(elapsed.as_secs_f64());
         });
@@ -218,17 +215,23 @@ impl Metrics {
             };
             let (count, latency) = match commands.get(command) {
                 Some(h) => h,
-                None => commands.entry(command.to_string()).or_insert_with(|| {
-                    (
-                        self.requests.with_label_values(&[protocol, command]),
-                        self.latency.with_label_values(&[protocol, command]),
-                    )
-                }),
+                None => commands
+                    .entry(command.to_string())
+                    .or_insert_with(|| self.series(protocol, command)),
             };
             count.inc();
             latency.observe(elapsed.as_secs_f64());
         });
         self.errors_and_slow(protocol, command, elapsed, error, warn_slow);
+    }
+
+    /// The request counter and latency histogram of one command (looked
+    /// up in the vectors; the per-thread maps keep them).
+    fn series(&self, protocol: &str, command: &str) -> (IntCounter, Histogram) {
+        (
+            self.requests.with_label_values(&[protocol, command]),
+            self.latency.with_label_values(&[protocol, command]),
+        )
     }
 
     /// Counts the error of a finished request, and logs it if it was slow.

@@ -56,6 +56,17 @@ fn small_opts() -> StoreOptions {
     }
 }
 
+/// A store served by its storage task on its own thread.
+fn store_thread(dir: &Path, opts: StoreOptions, engine: IoEngine) -> flashkv::storage::StoreThread {
+    flashkv::storage::StoreThread::spawn(
+        dir.to_path_buf(),
+        opts,
+        io(engine),
+        Arc::new(Clock::new()),
+    )
+    .unwrap()
+}
+
 async fn open(dir: &Path, opts: &StoreOptions, engine: IoEngine) -> flashkv::Result<Store> {
     Ok(
         Store::open(dir, opts.clone(), io(engine), Arc::new(Clock::new()))
@@ -1069,13 +1080,7 @@ fn interval_policy_syncs_on_the_tick() {
         let dir = tempfile::tempdir().unwrap();
         let mut opts = small_opts();
         opts.sync = SyncPolicy::Interval(Duration::from_millis(5));
-        let t = flashkv::storage::StoreThread::spawn(
-            dir.path().to_path_buf(),
-            opts,
-            io(engine),
-            Arc::new(Clock::new()),
-        )
-        .unwrap();
+        let t = store_thread(dir.path(), opts, engine);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -1388,13 +1393,7 @@ fn scans_are_ordered_bounded_and_reversible() {
 fn group_commit_batches_concurrent_writers() {
     for engine in engines() {
         let dir = tempfile::tempdir().unwrap();
-        let t = flashkv::storage::StoreThread::spawn(
-            dir.path().to_path_buf(),
-            small_opts(),
-            io(engine),
-            Arc::new(Clock::new()),
-        )
-        .unwrap();
+        let t = store_thread(dir.path(), small_opts(), engine);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -1432,7 +1431,7 @@ fn group_commit_batches_concurrent_writers() {
 /// sealed segment, and on a schedule.
 #[test]
 fn merge_triggers_fire_without_being_asked() {
-    use flashkv::storage::{MergePolicy, StoreThread};
+    use flashkv::storage::MergePolicy;
     let policies = [
         (
             "garbage ratio",
@@ -1459,13 +1458,7 @@ fn merge_triggers_fire_without_being_asked() {
                 sync: SyncPolicy::None,
                 ..small_opts()
             };
-            let t = StoreThread::spawn(
-                dir.path().to_path_buf(),
-                opts,
-                io(engine),
-                Arc::new(Clock::new()),
-            )
-            .unwrap();
+            let t = store_thread(dir.path(), opts, engine);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -47,7 +47,7 @@ use crate::storage::segment::{
     Segment, SegmentSet, SegmentTable, hint_file_name, parse_file_name, segment_file_name,
 };
 use crate::storage::store::{
-    Active, RecoveryReport, SegState, Shared, Store, StoreStats, create_segment,
+    self, Active, RecoveryReport, SegState, Shared, Store, StoreStats, create_segment,
 };
 
 fn entry_len(key: &[u8], e: &Entry) -> u64 {
@@ -436,11 +436,14 @@ impl Store {
             // a seal's hint takes it), in key order. A sort comparing whole
             // keys on equal prefixes read two keys at random per comparison,
             // every comparison for the element keys of one Redis collection.
-            let recs: Vec<ScannedRecord<'_>> =
-                crate::storage::store::newest_per_key(recs.len(), |i| recs[i as usize].1)
-                    .into_iter()
-                    .map(|i| recs[i as usize])
-                    .collect();
+            let order = (0u32..)
+                .zip(&recs)
+                .map(|(i, r)| store::sort_entry(r.1, i))
+                .collect();
+            let recs: Vec<ScannedRecord<'_>> = store::newest_per_key(order, |i| recs[i as usize].1)
+                .into_iter()
+                .map(|i| recs[i as usize])
+                .collect();
             scanned.push((id, recs));
             loaded.push(Loaded {
                 id,

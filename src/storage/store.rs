@@ -1997,8 +1997,7 @@ pub(crate) fn build_log_hint(
         let rec = format::decode_record(&bytes[pos..])
             .map_err(|d| Error::corruption(&seg.path, pos as u64, d.to_string()))?;
         if matches!(rec.kind, RecordKind::Put | RecordKind::Delete) {
-            let (p0, p1) = sort_prefixes(rec.key);
-            order.push((p0, p1, rec.key.len() as u32, pos as u32));
+            order.push(sort_entry(rec.key, pos as u32));
             lo = lo.min(rec.version);
         }
         if matches!(
@@ -2016,22 +2015,18 @@ pub(crate) fn build_log_hint(
         let k0 = at as usize + format::record_len(0, 0, h.flags & FLAG_EXPIRES != 0);
         (h, &bytes[k0..k0 + h.key_len])
     };
-    let key_at = |at: u32| record_at(at).1;
-    sort_newest_first(&mut order, 0, &key_at);
-    // The first of each run of equal keys is the key's newest record; the
-    // sort marked the others.
-    order.retain(|e| e.2 != SUPERSEDED);
+    let newest = newest_per_key(order, |at| record_at(at).1);
     let meta = HintMeta {
         segment_id: seg.id,
         segment_len: len,
-        min_version: if order.is_empty() {
+        min_version: if newest.is_empty() {
             min_version
         } else {
             lo.min(min_version.max(1))
         },
         max_version: hi.max(max_version),
     };
-    let records = order.iter().map(|&(_, _, _, at)| {
+    let records = newest.iter().map(|&at| {
         let (h, key) = record_at(at);
         HintRecord {
             key,
@@ -2045,19 +2040,14 @@ pub(crate) fn build_log_hint(
     Ok(hint::encode_sorted_iter(meta, records))
 }
 
-/// The records `0..n` (numbered oldest first; `key_at` gives each one's
-/// key) reduced to the newest record of each key, in key order. Sorted as
-/// [`sort_newest_first`] sorts, so keys that share long prefixes cost no
-/// random reads per comparison.
-pub(crate) fn newest_per_key<'k>(n: usize, key_at: impl Fn(u32) -> &'k [u8]) -> Vec<u32> {
-    let n = u32::try_from(n).expect("fewer than 2^32 records in a segment");
-    let mut order: Vec<SortEntry> = (0..n)
-        .map(|i| {
-            let key = key_at(i);
-            let (p0, p1) = sort_prefixes(key);
-            (p0, p1, key.len() as u32, i)
-        })
-        .collect();
+/// The ids of `order` (built by [`sort_entry`]; a higher id is a newer
+/// record) reduced to the newest record of each key, in key order;
+/// `key_at` gives an id's key. Sorted by [`sort_newest_first`], so keys
+/// that share long prefixes cost no random reads per comparison.
+pub(crate) fn newest_per_key<'k>(
+    mut order: Vec<SortEntry>,
+    key_at: impl Fn(u32) -> &'k [u8],
+) -> Vec<u32> {
     sort_newest_first(&mut order, 0, &key_at);
     order
         .into_iter()
@@ -2066,9 +2056,15 @@ pub(crate) fn newest_per_key<'k>(n: usize, key_at: impl Fn(u32) -> &'k [u8]) -> 
         .collect()
 }
 
+/// The sort entry of record `id` with key `key`.
+pub(crate) fn sort_entry(key: &[u8], id: u32) -> SortEntry {
+    let (p0, p1) = sort_prefixes(key);
+    (p0, p1, key.len() as u32, id)
+}
+
 /// A hint sort entry: key bytes `depth..depth + 16` as two big-endian
 /// integers (zero-padded), key length, record offset.
-type SortEntry = (u64, u64, u32, u32);
+pub(crate) type SortEntry = (u64, u64, u32, u32);
 
 /// The length mark of an entry whose key a newer record of the segment has.
 const SUPERSEDED: u32 = u32::MAX;
@@ -2234,18 +2230,13 @@ mod tests {
         fn hint_sort_keeps_the_newest_record_of_each_key_in_key_order(
             keys in proptest::collection::vec(key(), 0..200)
         ) {
-            let mut order: Vec<SortEntry> = keys
+            let order = keys
                 .iter()
                 .enumerate()
-                .map(|(at, k)| {
-                    let (p0, p1) = sort_prefixes(k);
-                    (p0, p1, k.len() as u32, at as u32)
-                })
+                .map(|(at, k)| sort_entry(k, at as u32))
                 .collect();
             let key_at = |at: u32| keys[at as usize].as_slice();
-            sort_newest_first(&mut order, 0, &key_at);
-            order.retain(|e| e.2 != SUPERSEDED);
-            let got: Vec<u32> = order.iter().map(|e| e.3).collect();
+            let got = newest_per_key(order, key_at);
             let mut want: Vec<u32> = (0..keys.len() as u32).collect();
             want.sort_by(|&a, &b| key_at(a).cmp(key_at(b)).then(b.cmp(&a)));
             want.dedup_by(|later, first| key_at(*later) == key_at(*first));
