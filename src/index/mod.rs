@@ -1942,6 +1942,74 @@ mod shuttle_tests {
         assert_eq!(read_at(&index, SNAPSHOT), None);
     }
 
+    fn hkey(i: usize) -> Vec<u8> {
+        format!("h{i:03}").into_bytes()
+    }
+
+    /// The hash table grows (moving its old array a few slots per insert,
+    /// several growths) and removes a key halfway through moving an array
+    /// while a reader looks keys up: every key present throughout is always
+    /// found, and the removed key is never found once its removal returned.
+    fn hash_growth_under_a_reader() {
+        const N: usize = 48;
+        let t = SArc::new(hash::HashTable::new());
+        let removed = SArc::new(AtomicU64::new(0));
+        let nodes: SArc<Vec<usize>> = SArc::new(
+            (0..N)
+                .map(|i| Node::alloc(1, &hkey(i), &entry(1)) as usize)
+                .collect(),
+        );
+        {
+            let g = crossbeam_epoch::pin();
+            for (i, n) in nodes.iter().enumerate().take(8) {
+                t.insert(&hkey(i), *n as *const Node, &g);
+            }
+        }
+        let reader = {
+            let (t, nodes, removed) = (t.clone(), nodes.clone(), removed.clone());
+            thread::spawn(move || {
+                for _ in 0..20 {
+                    let g = crossbeam_epoch::pin();
+                    for (i, n) in nodes.iter().enumerate().take(8).skip(1) {
+                        let found = t.find(&hkey(i), &g).map(|f| f as *const Node as usize);
+                        assert_eq!(found, Some(*n), "key {i} lost during a growth");
+                    }
+                    let was_removed = removed.load(Ordering::SeqCst) == 1;
+                    let present = t.find(&hkey(0), &g).is_some();
+                    assert!(!(was_removed && present), "a removed key was found");
+                }
+            })
+        };
+        {
+            let g = crossbeam_epoch::pin();
+            for (i, n) in nodes.iter().enumerate().skip(8) {
+                t.insert(&hkey(i), *n as *const Node, &g);
+                // 34 keys: the third growth (at 30) is moving its old array.
+                if i == 33 {
+                    assert!(t.moving(), "the removal comes halfway through a growth");
+                    t.remove(&hkey(0), nodes[0] as *const Node, &g);
+                    removed.store(1, Ordering::SeqCst);
+                }
+            }
+        }
+        reader.join().unwrap();
+        drop(t);
+        for n in nodes.iter() {
+            // SAFETY: allocated above; the table is gone.
+            unsafe { Node::free(*n as *mut Node) };
+        }
+    }
+
+    #[test]
+    fn hash_growth_keeps_keys_findable_under_any_interleaving() {
+        shuttle::check_random(hash_growth_under_a_reader, 2000);
+    }
+
+    #[test]
+    fn hash_growth_under_pct_scheduling() {
+        shuttle::check_pct(hash_growth_under_a_reader, 2000, 3);
+    }
+
     #[test]
     fn version_chains_serve_snapshots_under_any_interleaving() {
         shuttle::check_random(chains_under_a_snapshot, 2000);
