@@ -159,11 +159,11 @@ fn probe<'g>(t: &Table, key: &[u8], h: usize, tag: u64) -> Option<&'g Node> {
 /// Slots of the old array a growing table moves per insert. A growth
 /// starts at a load of 3/4 into an array 1.4 times as long, which takes
 /// 0.3 of the old length in inserts before it must grow again; moving 128
-/// slots per insert (about 96 entries, some 10 us) empties the old array
-/// within 1/128 of its length in inserts. Measured against 16 per insert
+/// slots per insert (about 96 entries) empties the old array within 1/128
+/// of its length in inserts. Measured against 16 per insert
 /// (redis-benchmark SET -P 16 on new keys): the longer window made every
-/// insert of a new key probe both arrays, and SET's p99 went from 4.1-4.5
-/// ms to 7-12 ms; at 128 it is 3.9-4.1 ms. Model tests use small tables,
+/// insert of a new key probe both arrays, and SET's p99 went from 4.0-4.5
+/// ms (whole-table rehash) to 7-12 ms; at 128 it is 3.9-4.1 ms. Model tests use small tables,
 /// so they move a few slots at a time to see a growth half done.
 const MIGRATE_STEP: usize = if cfg!(feature = "shuttle") { 4 } else { 128 };
 
@@ -177,8 +177,9 @@ const MIGRATE_STEP: usize = if cfg!(feature = "shuttle") { 4 } else { 128 };
 /// lookups probe the new array, then the old one; the old array keeps every
 /// entry it had (moves copy) and loses only the removed ones, which are
 /// removed from both. So a growth never stops the writer for a rehash of
-/// the whole table (25-40 ms at half a million keys, measured under
-/// redis-benchmark SET -P 16), and a reader always finds a present key:
+/// the whole table (25-40 ms at a few hundred thousand keys, measured
+/// under redis-benchmark SET -P 16), and a reader always finds a present
+/// key:
 ///
 /// * it loads the new array, then the old one, then probes them in that
 ///   order. Seeing the old array gone (an `Acquire` of the `Release` that
@@ -209,14 +210,15 @@ impl HashTable {
         }
     }
 
-    /// Bytes held by the slot arrays.
+    /// Bytes held by the slot arrays. Any thread may ask (the index's
+    /// readers report it), so the arrays are read under a pinned guard: a
+    /// growth may retire either one meanwhile.
     pub(crate) fn memory_bytes(&self) -> usize {
-        // SAFETY: only the writer replaces or frees the arrays; a stale read
-        // of a length is harmless for a statistic.
-        let g = unsafe { crossbeam_epoch::unprotected() };
-        // SAFETY: as above; the table pointer is never null.
-        let t = unsafe { self.table.load(Ordering::Acquire, g).deref() };
-        let old = self.old.load(Ordering::Acquire, g);
+        let g = crossbeam_epoch::pin();
+        // SAFETY: the table pointer is never null, and arrays are freed only
+        // through the epoch, after this guard.
+        let t = unsafe { self.table.load(Ordering::Acquire, &g).deref() };
+        let old = self.old.load(Ordering::Acquire, &g);
         // SAFETY: as above.
         let o = unsafe { old.as_ref() }.map_or(0, |o| o.slots().len());
         (t.slots().len() + o) * 8
@@ -277,7 +279,8 @@ impl HashTable {
             // Grow by 1.4x when live entries fill 15/28 of the table or more
             // (the load just after a growth); otherwise deleted slots are the
             // problem and a same-size rebuild clears them. A growth still
-            // moving (never, at MIGRATE_STEP per insert) finishes first.
+            // moving (not expected: MIGRATE_STEP per insert ends it long
+            // before) finishes first.
             self.migrate(usize::MAX, guard);
             if (self.used.load(Ordering::Relaxed) + 1) * 4 > cap as u64 * 3 {
                 let live = self.live.load(Ordering::Relaxed) as usize;
