@@ -529,6 +529,13 @@ pub struct DataFile {
 /// holds the mapping while it works, so a sealed segment's unmapping
 /// waits for it. Best effort: without the thread (or on a kernel without
 /// the advice) appends fault as they go.
+///
+/// The thread runs at idle priority (`SCHED_IDLE`): its work is only ever
+/// ahead of need, and at normal priority it took the shard thread's core
+/// for milliseconds at a time (scheduler traces under pipelined SETs).
+/// Four alternating rounds of redis-benchmark SET -P 16 (400k requests,
+/// one shard): p95 2.2-2.8 ms and p99 3.1-5.7 ms against 2.4-3.3 ms and
+/// 3.8-6.0 ms at normal priority, better in every round.
 fn prefault(map: &Arc<MmapRaw>, start: u64, end: u64) {
     type Job = (Arc<MmapRaw>, usize, usize);
     static PREFAULT: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>> =
@@ -538,6 +545,7 @@ fn prefault(map: &Arc<MmapRaw>, start: u64, end: u64) {
         std::thread::Builder::new()
             .name("flashkv-prefault".into())
             .spawn(move || {
+                run_at_idle_priority();
                 for (map, start, len) in rx {
                     // SAFETY: the range lies inside the mapping, which
                     // `map` keeps alive; populating writes nothing.
@@ -558,6 +566,20 @@ fn prefault(map: &Arc<MmapRaw>, start: u64, end: u64) {
         && start < end
     {
         let _ = tx.send((map.clone(), start as usize, (end - start) as usize));
+    }
+}
+
+/// Moves the calling thread to the idle scheduling class: it runs only
+/// when nothing else wants its core. Best effort (a failure is logged).
+fn run_at_idle_priority() {
+    // SAFETY: a zeroed sched_param is valid for SCHED_IDLE (priority 0);
+    // pid 0 is the calling thread.
+    let r = unsafe {
+        let param: libc::sched_param = std::mem::zeroed();
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param)
+    };
+    if r != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "could not lower a helper thread's priority");
     }
 }
 
@@ -969,6 +991,46 @@ mod tests {
         assert_eq!(plain.append_path(SyncPolicy::Always), "mmap");
         let plain = plain.with_log_append(LogAppend::Write);
         assert_eq!(plain.append_path(SyncPolicy::None), "pwrite");
+    }
+
+    /// The prefault thread, started by a mapped append, runs in the idle
+    /// scheduling class.
+    #[test]
+    fn the_prefault_thread_runs_at_idle_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Io::new(IoEngine::Plain);
+        IoEngine::Plain.block_on(async {
+            let mut f = io.create(&dir.path().join("seg")).unwrap();
+            f.map_appends(3 * APPEND_CHUNK).unwrap();
+            f.write_all_at(vec![1; 4096], 0).await.0.unwrap();
+        });
+        let tid = (0..500)
+            .find_map(|_| {
+                let found = std::fs::read_dir("/proc/self/task").unwrap().find_map(|t| {
+                    let t = t.unwrap().path();
+                    let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+                    (comm.trim() == "flashkv-prefaul")
+                        .then(|| t.file_name()?.to_str()?.parse::<libc::pid_t>().ok())
+                        .flatten()
+                });
+                if found.is_none() {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                found
+            })
+            .expect("a prefault thread");
+        // The policy is set as the thread starts: wait for it briefly.
+        let policy = (0..500)
+            .map(|_| {
+                // SAFETY: a plain query of another thread's policy.
+                let p = unsafe { libc::sched_getscheduler(tid) };
+                if p != libc::SCHED_IDLE {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                p
+            })
+            .find(|&p| p == libc::SCHED_IDLE);
+        assert_eq!(policy, Some(libc::SCHED_IDLE), "thread {tid}");
     }
 
     #[test]
