@@ -36,9 +36,6 @@ const PTR_MASK: u64 = (1 << 48) - 1;
 
 const HUGE_PAGE: usize = 2 << 20;
 
-/// How far ahead a rebuild prefetches (per stage).
-const REHASH_AHEAD: usize = 16;
-
 /// A zeroed slot array. Arrays of 2 MiB or more are 2 MiB-aligned and
 /// advised to use transparent huge pages before first touch: lookups are
 /// random, and huge pages spare them most TLB misses.
@@ -430,66 +427,14 @@ impl HashTable {
             .is_null()
     }
 
-    /// Makes room for `n` live entries without growing again (bulk loads).
+    /// Makes room for `n` live entries without growing again (bulk loads,
+    /// which size the table before they start): a growth moved at once.
     pub(crate) fn reserve(&self, n: usize, guard: &Guard) {
         self.migrate(usize::MAX, guard);
         if n * 4 > self.capacity(guard) * 3 {
-            self.grow_to((n * 4).div_ceil(3) + 1, guard);
+            self.start_growth((n * 4).div_ceil(3) + 1, guard);
+            self.migrate(usize::MAX, guard);
         }
-    }
-
-    /// Rebuilds the slots in an array of at least `capacity` slots (deleted
-    /// slots are dropped) and swaps it in, all at once (no growth may be
-    /// moving). For bulk loads, which size the table before they start.
-    fn grow_to(&self, capacity: usize, guard: &Guard) {
-        debug_assert!(self.old.load(Ordering::Relaxed, guard).is_null());
-        // SAFETY: as in find.
-        let old = unsafe { self.table.load(Ordering::Acquire, guard).deref() };
-        let new = Table::with_capacity(capacity);
-        let mut live = 0u64;
-        // A two-stage pipeline, REHASH_AHEAD entries deep each: the node's
-        // key is prefetched, then (the key hashed) its new home slot, then
-        // the entry is placed. Every step is otherwise a cache miss.
-        let mut keyed = [0u64; REHASH_AHEAD];
-        let mut homed = [(0u64, 0usize); REHASH_AHEAD];
-        let place = |(s, h): (u64, usize)| {
-            let mut i = new.home(h);
-            while new.slots()[i].load(Ordering::Relaxed) != EMPTY {
-                i = new.next(i);
-            }
-            new.slots()[i].store(s, Ordering::Relaxed);
-        };
-        let mut n = 0usize;
-        let live_slots = old.slots().iter().map(|s| s.load(Ordering::Relaxed));
-        for s in live_slots.filter(|&s| s != EMPTY && s != DELETED) {
-            super::prefetch(untag(s));
-            if n >= REHASH_AHEAD {
-                let k = keyed[n % REHASH_AHEAD];
-                let (h, _) = hash_of(key_of(untag(k)));
-                new.prefetch(h);
-                if n >= 2 * REHASH_AHEAD {
-                    place(homed[n % REHASH_AHEAD]);
-                }
-                homed[n % REHASH_AHEAD] = (k, h);
-            }
-            keyed[n % REHASH_AHEAD] = s;
-            n += 1;
-        }
-        // Drain: entries still waiting for their hash, then for placement.
-        for j in n.saturating_sub(2 * REHASH_AHEAD)..n {
-            if j + REHASH_AHEAD < n {
-                place(homed[j % REHASH_AHEAD]);
-            } else {
-                let k = keyed[j % REHASH_AHEAD];
-                place((k, hash_of(key_of(untag(k))).0));
-            }
-        }
-        live += n as u64;
-        self.used.store(live, Ordering::Relaxed);
-        let prev = self.table.swap(Owned::new(new), Ordering::AcqRel, guard);
-        // SAFETY: readers pinned before the swap may still probe the old
-        // array; the epoch frees it after them.
-        unsafe { guard.defer_destroy(prev) };
     }
 }
 
