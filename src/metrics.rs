@@ -1,8 +1,9 @@
 //! Process-wide metrics for `GET /metrics` (Prometheus text format): request
 //! counts, errors and latency histograms per protocol and command, open
-//! connections per protocol, group-commit sizes and fsync latency per shard,
-//! conditional-write aborts by reason — plus figures read from the shards at
-//! scrape time (keys, bytes, merges, inbox depth).
+//! connections per protocol and per shard thread, group-commit sizes and
+//! fsync latency per shard, conditional-write aborts by reason — plus
+//! figures read from the shards at scrape time (keys, bytes, merges, inbox
+//! depth).
 //!
 //! Hot paths touch atomics only: a request costs one label lookup (a hash
 //! and a read lock in the prometheus crate), two counter increments and one
@@ -46,6 +47,7 @@ pub struct Metrics {
     errors: IntCounterVec,
     latency: HistogramVec,
     connections: IntGaugeVec,
+    shard_connections: IntGaugeVec,
     refused: IntCounterVec,
     group_batches: HistogramVec,
     fsync: HistogramVec,
@@ -95,6 +97,14 @@ impl Metrics {
             &["protocol"],
         )
         .expect("valid metric");
+        let shard_connections = IntGaugeVec::new(
+            Opts::new(
+                "flashkv_shard_connections",
+                "Open client connections served by each shard thread, by protocol and shard.",
+            ),
+            &["protocol", "shard"],
+        )
+        .expect("valid metric");
         let refused = IntCounterVec::new(
             Opts::new(
                 "flashkv_connections_refused_total",
@@ -138,6 +148,7 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
             Box::new(latency.clone()),
+            Box::new(shard_connections.clone()),
             Box::new(connections.clone()),
             Box::new(refused.clone()),
             Box::new(group_batches.clone()),
@@ -153,6 +164,7 @@ impl Metrics {
             errors,
             latency,
             connections,
+            shard_connections,
             refused,
             group_batches,
             fsync,
@@ -274,6 +286,12 @@ impl Metrics {
     pub fn set_slow_request_threshold(&self, t: Duration) {
         self.slow_threshold_us
             .store(t.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The gauge of `protocol`'s connections served by `shard`.
+    pub fn shard_connections(&self, protocol: &str, shard: usize) -> IntGauge {
+        self.shard_connections
+            .with_label_values(&[protocol, &shard.to_string()])
     }
 
     /// A guard for a new connection of `protocol`, or None (counted as

@@ -115,7 +115,7 @@ where
 pub struct CountedStream {
     stream: crate::api::security::BoxStream,
     info: tonic::transport::server::TcpConnectInfo,
-    _open: crate::metrics::ConnectionGuard,
+    _open: (crate::metrics::ConnectionGuard, crate::shard::spread::Seat),
 }
 
 impl CountedStream {
@@ -123,7 +123,7 @@ impl CountedStream {
     pub fn new(
         stream: crate::api::security::BoxStream,
         info: tonic::transport::server::TcpConnectInfo,
-        open: crate::metrics::ConnectionGuard,
+        open: (crate::metrics::ConnectionGuard, crate::shard::spread::Seat),
     ) -> Self {
         CountedStream {
             stream,

@@ -972,7 +972,7 @@ const TOO_MANY: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: applic
 /// that takes longer than the request timeout to send its headers is
 /// disconnected; connections beyond the limit get a 503 and are closed.
 pub async fn serve(
-    listener: std::net::TcpListener,
+    listener: crate::shard::spread::Listener,
     app: axum::Router,
     mut shutdown: watch::Receiver<bool>,
     limits: crate::api::ConnLimits,
@@ -980,14 +980,15 @@ pub async fn serve(
 ) -> Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tokio::io::AsyncWriteExt as _;
-    let listener = tokio::net::TcpListener::from_std(listener)
+    let mut acceptor = listener
+        .acceptor()
         .map_err(|e| Error::io("listener", "http", e))?;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((s, _)) => s,
+            accepted = acceptor.accept() => {
+                let (stream, seat) = match accepted {
+                    Ok((s, _, seat)) => (s, seat),
                     Err(e) => {
                         // Out of descriptors and the like: back off, keep serving.
                         tracing::warn!(error = %e, "HTTP accept failed");
@@ -1008,7 +1009,7 @@ pub async fn serve(
                 let watcher = graceful.watcher();
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _open = open;
+                    let _open = (open, seat);
                     let stream = match crate::api::security::accept(stream, tls.as_ref(), limits.request_timeout).await {
                         Ok(s) => s,
                         Err(e) => {
@@ -1029,7 +1030,7 @@ pub async fn serve(
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
-    drop(listener);
+    drop(acceptor);
     if tokio::time::timeout(DRAIN, graceful.shutdown())
         .await
         .is_err()

@@ -608,17 +608,18 @@ fn query_buffer_limit(limits: &Limits) -> usize {
 /// Serves RESP on `listener` until `shutdown`; each connection is its own
 /// task.
 pub async fn serve(
-    listener: std::net::TcpListener,
+    listener: crate::shard::spread::Listener,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let listener = tokio::net::TcpListener::from_std(listener)
+    let mut acceptor = listener
+        .acceptor()
         .map_err(|e| Error::io("listener", "resp", e))?;
     let mut stopping = shutdown.clone();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
+            accepted = acceptor.accept() => {
+                let (stream, peer, seat) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::warn!(error = %e, "RESP accept failed");
@@ -654,7 +655,7 @@ pub async fn serve(
                 let tls = shared.tls.clone();
                 let timeout = shared.conn_limits.request_timeout;
                 tokio::spawn(async move {
-                    let _open = open;
+                    let _open = (open, seat);
                     let stream = match crate::api::security::accept(stream, tls.as_ref(), timeout).await {
                         Ok(s) => s,
                         Err(e) => {

@@ -6,6 +6,7 @@ pub mod manifest;
 pub mod partition;
 pub mod router;
 pub mod runtime;
+pub mod spread;
 
 pub use partition::Partitioner;
 pub use router::Router;

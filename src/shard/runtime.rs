@@ -2,7 +2,9 @@
 //! and running its own current-thread runtime (tokio-uring's when io_uring is
 //! available), its storage task, and a gRPC server on a listener that every
 //! shard binds to the same port with SO_REUSEPORT — the kernel spreads
-//! connections over the shards, with no shared acceptor.
+//! connections over the shards, with no shared acceptor, and a shard hands a
+//! connection on where the kernel's spread came out uneven
+//! ([`crate::shard::spread`]).
 //!
 //! Start-up: lock the data directory, read or write its manifest, bind the
 //! listeners, open every shard's store on its thread (in parallel), build the
@@ -23,6 +25,7 @@ use crate::api::http::HttpState;
 use crate::clock::Clock;
 use crate::config::{Config, IoChoice};
 use crate::error::{Error, Result};
+use crate::shard::spread::Listener;
 use crate::shard::{Partitioner, Router, manifest};
 use crate::storage::service::{MAX_GROUP, serve};
 use crate::storage::{Io, IoEngine, RecoveryReport, Store, StoreHandle};
@@ -160,12 +163,16 @@ impl Daemon {
             .as_ref()
             .map(crate::api::security::Tls::load)
             .transpose()?;
+        // Each protocol's connections are spread evenly over the shards.
+        let listeners = crate::shard::spread::spread("grpc", listeners);
+        let resp_listeners = crate::shard::spread::spread("resp", resp_listeners);
         let interim = InterimHttp::start(
             &http_listeners,
             limits,
             cfg.conn_limits,
             tls.as_ref().map(|t| t.http.clone()),
         )?;
+        let http_listeners = crate::shard::spread::spread("http", http_listeners);
 
         let clock = Arc::new(Clock::new());
         clock.track_settlement(crate::shard::floor::read(&cfg.data_dir)?);
@@ -194,9 +201,9 @@ impl Daemon {
                 engine,
                 log_append: cfg.log_append,
                 clock: clock.clone(),
-                listener,
-                http_listener,
-                resp_listener,
+                listener: Some(listener),
+                http_listener: Some(http_listener),
+                resp_listener: Some(resp_listener),
                 resp_addr: resp_addr.to_string(),
                 ready: ready_tx.clone(),
                 router: router_rx,
@@ -353,9 +360,9 @@ struct ShardCtx {
     engine: IoEngine,
     log_append: crate::storage::io::LogAppend,
     clock: Arc<Clock>,
-    listener: std::net::TcpListener,
-    http_listener: std::net::TcpListener,
-    resp_listener: std::net::TcpListener,
+    listener: Option<Listener>,
+    http_listener: Option<Listener>,
+    resp_listener: Option<Listener>,
     resp_addr: String,
     ready: std::sync::mpsc::Sender<(u32, Result<(StoreHandle, RecoveryReport)>)>,
     router: tokio::sync::oneshot::Receiver<Option<Arc<Coordinator>>>,
@@ -414,14 +421,9 @@ impl ShardCtx {
             self.conn_limits.request_timeout,
             self.security.token.clone(),
         ));
-        let http_listener = self
-            .http_listener
-            .try_clone()
-            .map_err(|e| Error::io("listener", "http", e))?;
-        let resp_listener = self
-            .resp_listener
-            .try_clone()
-            .map_err(|e| Error::io("listener", "resp", e))?;
+        let http_listener = self.http_listener.take().expect("listeners are taken once");
+        let resp_listener = self.resp_listener.take().expect("listeners are taken once");
+        let grpc_listener = self.listener.take().expect("listeners are taken once");
         let resp = crate::resp::Shared::new(crate::resp::Settings {
             coord: coordinator.clone(),
             limits: self.limits,
@@ -435,7 +437,7 @@ impl ShardCtx {
         let reclaimer =
             crate::resp::coll::reclaimer(router.clone(), self.id as usize, self.shutdown.clone());
         let (grpc, http, resp, ()) = tokio::join!(
-            self.serve_grpc(coordinator),
+            self.serve_grpc(coordinator, grpc_listener),
             crate::resp::serve(resp_listener, resp, self.shutdown.clone()),
             crate::api::http::serve(
                 http_listener,
@@ -454,18 +456,15 @@ impl ShardCtx {
         served.and(stored)
     }
 
-    async fn serve_grpc(&self, coordinator: Arc<Coordinator>) -> Result<()> {
+    async fn serve_grpc(&self, coordinator: Arc<Coordinator>, listener: Listener) -> Result<()> {
         let router = coordinator.router().clone();
         use crate::api::txn::TxnService;
         use proto::admin_server::AdminServer;
         use proto::kv_server::KvServer;
         use proto::txn_server::TxnServer;
         let max_connections = self.conn_limits.max_connections;
-        let std_listener = self
-            .listener
-            .try_clone()
-            .map_err(|e| Error::io("listener", "grpc", e))?;
-        let listener = tokio::net::TcpListener::from_std(std_listener)
+        let mut acceptor = listener
+            .acceptor()
             .map_err(|e| Error::io("listener", "grpc", e))?;
         // Accept, admit, and hand over after the TLS handshake (each in its
         // own task, so a slow handshake holds up no other connection).
@@ -476,8 +475,8 @@ impl ShardCtx {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, peer)) => {
+                    accepted = acceptor.accept() => match accepted {
+                        Ok((stream, peer, seat)) => {
                             // Over the limit: dropped, i.e. closed.
                             let Some(open) = crate::metrics::metrics().admit("grpc", max_connections) else {
                                 continue;
@@ -490,7 +489,7 @@ impl ShardCtx {
                             tokio::spawn(async move {
                                 match crate::api::security::accept(stream, tls.as_ref(), timeout).await {
                                     Ok(io) => {
-                                        let _ = tx.send(Ok(CountedStream::new(io, info, open))).await;
+                                        let _ = tx.send(Ok(CountedStream::new(io, info, (open, seat)))).await;
                                     }
                                     Err(e) => tracing::debug!(error = %e, "gRPC TLS handshake failed"),
                                 }
@@ -603,7 +602,7 @@ impl InterimHttp {
                     ));
                     let servers = clones.into_iter().map(|l| {
                         crate::api::http::serve(
-                            l,
+                            Listener::alone(l),
                             app.clone(),
                             stopped.clone(),
                             conn_limits,

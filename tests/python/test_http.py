@@ -45,6 +45,7 @@ class Daemon:
         assert "HTTP on " in line, f"daemon did not start: {line!r} {''.join(self.stderr)}"
         self.url = "http://" + line.split("HTTP on ")[1].split(" ")[0]
         self.grpc = line.split("gRPC on ")[1].split(" ")[0]
+        self.resp = line.split("RESP on ")[1].split(" ")[0]
         return self
 
     def stop(self):
@@ -406,6 +407,36 @@ def test_metrics_parse_and_move(url):
         assert name in after, name
     assert sample(after, "flashkv_keys") > 0
     assert sample(after, "flashkv_connections", protocol="http") >= 1
+
+
+def test_connections_are_spread_evenly_over_the_shards(daemon):
+    """Each shard thread serves an even share of a protocol's connections,
+    however the kernel's SO_REUSEPORT hash happens to place them: after
+    every new connection the two shards' counts differ by at most one (16
+    connections placed at random would stray further all but 1 time in 250)."""
+    import socket
+
+    host, port = daemon.resp.rsplit(":", 1)
+
+    def per_shard():
+        m = scrape(daemon.url)
+        return [sample(m, "flashkv_shard_connections", protocol="resp", shard=str(i)) for i in range(2)]
+
+    conns = []
+    try:
+        base = sum(per_shard())
+        for n in range(1, 17):
+            s = socket.create_connection((host, int(port)), timeout=5)
+            conns.append(s)
+            # Answered: the connection has been accepted and placed.
+            s.sendall(b"PING\r\n")
+            assert s.recv(64) == b"+PONG\r\n"
+            counts = per_shard()
+            assert sum(counts) == base + n, counts
+            assert abs(counts[0] - counts[1]) <= 1, (n, counts)
+    finally:
+        for s in conns:
+            s.close()
 
 
 def test_grpc_traffic_shows_in_metrics(daemon):
