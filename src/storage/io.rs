@@ -519,6 +519,56 @@ pub struct DataFile {
     appender: Option<Appender>,
 }
 
+/// An fdatasync for the sync helpers: the file (a duplicate descriptor,
+/// closed once synced), its path for errors, and where the result goes.
+type SyncJob = (File, PathBuf, oneshot::Sender<Result<()>>);
+
+/// The fdatasync helper threads of [`DataFile::sync_data_in_background`],
+/// started on first use and shared by every shard: one per core, so each
+/// shard's tick can have its sync in flight at once, fed from one queue.
+/// `None` if not even one could be started.
+///
+/// Until session 14 every background sync started a thread of its own
+/// (once a second per shard under `interval:1000`). A thread's start is
+/// more than a `clone`: jemalloc gives a new thread an arena, and while
+/// the process has fewer than its limit it makes a new one, whose first
+/// block is a huge page (`thp:always`) zeroed on the spot. Profiled right
+/// after a redis-benchmark SET burst, those threads spent 3.6% of the
+/// process's samples zeroing pages, on the cores that serve requests.
+fn sync_helpers() -> Option<&'static std::sync::mpsc::Sender<SyncJob>> {
+    static HELPERS: std::sync::OnceLock<Option<std::sync::mpsc::Sender<SyncJob>>> =
+        std::sync::OnceLock::new();
+    HELPERS
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
+            let rx = Arc::new(Mutex::new(rx));
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let started = (0..n)
+                .filter(|_| {
+                    let rx = rx.clone();
+                    std::thread::Builder::new()
+                        .name("flashkv-sync".into())
+                        .spawn(move || {
+                            loop {
+                                let job = rx.lock().expect("sync queue lock").recv();
+                                let Ok((file, path, reply)) = job else {
+                                    return;
+                                };
+                                let r = file
+                                    .sync_data()
+                                    .map_err(|e| Error::io("fdatasync", &path, e));
+                                drop(file);
+                                let _ = reply.send(r);
+                            }
+                        })
+                        .is_ok()
+                })
+                .count();
+            (started > 0).then_some(tx)
+        })
+        .as_ref()
+}
+
 /// Asks the prefault thread to fault in `map`'s pages over `start..end`
 /// (allocated in the file), so that the copies of later appends find them
 /// present: a first write to a page of a shared file mapping costs a page
@@ -827,17 +877,12 @@ impl DataFile {
         let fd = unsafe { BorrowedFd::borrow_raw(self.raw_fd()) }
             .try_clone_to_owned()
             .map_err(|e| Error::io("dup", &self.path, e))?;
-        let file = File::from(fd);
-        let path = self.path.clone();
-        std::thread::Builder::new()
-            .name("flashkv-sync".into())
-            .spawn(move || {
-                let r = file
-                    .sync_data()
-                    .map_err(|e| Error::io("fdatasync", &path, e));
-                let _ = tx.send(r);
-            })
-            .map_err(|e| Error::io("spawn sync thread", &self.path, e))?;
+        let helpers = sync_helpers().ok_or_else(|| {
+            Error::Unavailable("no fdatasync helper thread could be started".into())
+        })?;
+        helpers
+            .send((File::from(fd), self.path.clone(), tx))
+            .map_err(|_| Error::Unavailable("the fdatasync helper threads are gone".into()))?;
         Ok(rx)
     }
 
@@ -991,6 +1036,37 @@ mod tests {
         assert_eq!(plain.append_path(SyncPolicy::Always), "mmap");
         let plain = plain.with_log_append(LogAppend::Write);
         assert_eq!(plain.append_path(SyncPolicy::None), "pwrite");
+    }
+
+    /// Background fdatasyncs run on long-lived helper threads: the same
+    /// threads serve every sync, none is started per sync.
+    #[test]
+    fn background_syncs_reuse_the_helper_threads() {
+        let helpers = || -> std::collections::BTreeSet<String> {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| {
+                    let t = t.unwrap().path();
+                    let name = std::fs::read_to_string(t.join("comm")).ok()?;
+                    (name.trim() == "flashkv-sync")
+                        .then(|| t.file_name()?.to_str().map(String::from))?
+                })
+                .collect()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let io = Io::new(IoEngine::Plain);
+        IoEngine::Plain.block_on(async {
+            let f = io.create(&dir.path().join("seg")).unwrap();
+            f.sync_data_in_background().unwrap().await.unwrap().unwrap();
+            let first = helpers();
+            assert!(!first.is_empty());
+            for i in 0..5u8 {
+                let f = io.create(&dir.path().join(format!("f{i}"))).unwrap();
+                f.write_all_at(vec![i; 4096], 0).await.0.unwrap();
+                f.sync_data_in_background().unwrap().await.unwrap().unwrap();
+            }
+            assert_eq!(helpers(), first);
+        });
     }
 
     /// The prefault thread, started by a mapped append, runs in the idle
