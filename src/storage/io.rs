@@ -621,7 +621,7 @@ fn prefault(map: &Arc<MmapRaw>, start: u64, end: u64) {
 
 /// Moves the calling thread to the idle scheduling class: it runs only
 /// when nothing else wants its core. Best effort (a failure is logged).
-fn run_at_idle_priority() {
+pub(crate) fn run_at_idle_priority() {
     // SAFETY: a zeroed sched_param is valid for SCHED_IDLE (priority 0);
     // pid 0 is the calling thread.
     let r = unsafe {
@@ -631,6 +631,39 @@ fn run_at_idle_priority() {
     if r != 0 {
         tracing::debug!(error = %io::Error::last_os_error(), "could not lower a helper thread's priority");
     }
+}
+
+/// Waits (up to 5 s) for a thread of this process named `comm` to exist
+/// and to run at idle priority, and fails the test if it does not.
+#[cfg(test)]
+pub(crate) fn assert_thread_runs_at_idle_priority(comm: &str) {
+    let tid = (0..500)
+        .find_map(|_| {
+            let found = std::fs::read_dir("/proc/self/task").unwrap().find_map(|t| {
+                let t = t.unwrap().path();
+                let name = std::fs::read_to_string(t.join("comm")).ok()?;
+                (name.trim() == comm)
+                    .then(|| t.file_name()?.to_str()?.parse::<libc::pid_t>().ok())
+                    .flatten()
+            });
+            if found.is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            found
+        })
+        .unwrap_or_else(|| panic!("no thread named {comm}"));
+    // The policy is set as the thread starts: wait for it briefly.
+    let policy = (0..500)
+        .map(|_| {
+            // SAFETY: a plain query of another thread's policy.
+            let p = unsafe { libc::sched_getscheduler(tid) };
+            if p != libc::SCHED_IDLE {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            p
+        })
+        .find(|&p| p == libc::SCHED_IDLE);
+    assert_eq!(policy, Some(libc::SCHED_IDLE), "thread {comm} ({tid})");
 }
 
 /// A shared writable mapping that appends are copied into.
@@ -1080,33 +1113,7 @@ mod tests {
             f.map_appends(3 * APPEND_CHUNK).unwrap();
             f.write_all_at(vec![1; 4096], 0).await.0.unwrap();
         });
-        let tid = (0..500)
-            .find_map(|_| {
-                let found = std::fs::read_dir("/proc/self/task").unwrap().find_map(|t| {
-                    let t = t.unwrap().path();
-                    let comm = std::fs::read_to_string(t.join("comm")).ok()?;
-                    (comm.trim() == "flashkv-prefaul")
-                        .then(|| t.file_name()?.to_str()?.parse::<libc::pid_t>().ok())
-                        .flatten()
-                });
-                if found.is_none() {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                found
-            })
-            .expect("a prefault thread");
-        // The policy is set as the thread starts: wait for it briefly.
-        let policy = (0..500)
-            .map(|_| {
-                // SAFETY: a plain query of another thread's policy.
-                let p = unsafe { libc::sched_getscheduler(tid) };
-                if p != libc::SCHED_IDLE {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                p
-            })
-            .find(|&p| p == libc::SCHED_IDLE);
-        assert_eq!(policy, Some(libc::SCHED_IDLE), "thread {tid}");
+        assert_thread_runs_at_idle_priority("flashkv-prefaul");
     }
 
     #[test]

@@ -551,7 +551,13 @@ impl MergeJob {
         self.moves = Vec::new();
         let victim_ids = inst.victim_ids;
         let guard = crossbeam_epoch::pin();
-        let table = store.shared.segments.load(&guard).without(&victim_ids);
+        let current = store.shared.segments.load(&guard);
+        for id in &victim_ids {
+            if let Some(seg) = current.get(*id) {
+                seg.retire();
+            }
+        }
+        let table = current.without(&victim_ids);
         store.shared.segments.replace(table, &guard);
         drop(guard);
         let before: u64 = victim_ids

@@ -555,7 +555,7 @@ impl Store {
             unsynced: false,
             background_sync: false,
             buf: Vec::new(),
-            hint_threads: Vec::new(),
+            hints_pending: Vec::new(),
             merge: None,
             merge_blocked: None,
             damaged: damaged.clone(),

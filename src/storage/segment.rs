@@ -52,6 +52,9 @@ pub struct Segment {
     /// File path.
     pub path: PathBuf,
     map: Mmap,
+    /// Set when a merge retires the segment, before its files are removed:
+    /// a hint still queued for it is not written (it would be a stray file).
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl Segment {
@@ -76,7 +79,19 @@ impl Segment {
             kind,
             path: path.to_path_buf(),
             map,
+            retired: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Marks the segment retired by a merge (see [`Segment::retired`]).
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a merge has retired the segment.
+    pub fn retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The mapped bytes. Only ranges known to be inside the file may be read.
