@@ -540,33 +540,53 @@ fn sync_helpers() -> Option<&'static std::sync::mpsc::Sender<SyncJob>> {
         std::sync::OnceLock::new();
     HELPERS
         .get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
-            let rx = Arc::new(Mutex::new(rx));
             let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let started = (0..n)
-                .filter(|_| {
-                    let rx = rx.clone();
-                    std::thread::Builder::new()
-                        .name("flashkv-sync".into())
-                        .spawn(move || {
-                            loop {
-                                let job = rx.lock().expect("sync queue lock").recv();
-                                let Ok((file, path, reply)) = job else {
-                                    return;
-                                };
-                                let r = file
-                                    .sync_data()
-                                    .map_err(|e| Error::io("fdatasync", &path, e));
-                                drop(file);
-                                let _ = reply.send(r);
-                            }
-                        })
-                        .is_ok()
-                })
-                .count();
-            (started > 0).then_some(tx)
+            job_threads("flashkv-sync", n, false, |(file, path, reply): SyncJob| {
+                let r = file
+                    .sync_data()
+                    .map_err(|e| Error::io("fdatasync", &path, e));
+                drop(file);
+                let _ = reply.send(r);
+            })
         })
         .as_ref()
+}
+
+/// Starts `n` threads named `name` that take jobs from one queue and run
+/// `work` on each, in the idle scheduling class if `idle`; the queue, or
+/// `None` if not one thread could be started. The threads live as long as
+/// the process: the queue's sender sits in a static.
+pub(crate) fn job_threads<J: Send + 'static>(
+    name: &str,
+    n: usize,
+    idle: bool,
+    work: fn(J),
+) -> Option<std::sync::mpsc::Sender<J>> {
+    let (tx, rx) = std::sync::mpsc::channel::<J>();
+    let rx = Arc::new(Mutex::new(rx));
+    let started = (0..n)
+        .filter(|_| {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    if idle {
+                        run_at_idle_priority();
+                    }
+                    loop {
+                        // One thread waits in recv, holding the lock; the
+                        // others wait for the lock.
+                        let job = rx.lock().expect("job queue lock").recv();
+                        match job {
+                            Ok(job) => work(job),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .is_ok()
+        })
+        .count();
+    (started > 0).then_some(tx)
 }
 
 /// Asks the prefault thread to fault in `map`'s pages over `start..end`
@@ -591,25 +611,17 @@ fn prefault(map: &Arc<MmapRaw>, start: u64, end: u64) {
     static PREFAULT: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>> =
         std::sync::OnceLock::new();
     let tx = PREFAULT.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("flashkv-prefault".into())
-            .spawn(move || {
-                run_at_idle_priority();
-                for (map, start, len) in rx {
-                    // SAFETY: the range lies inside the mapping, which
-                    // `map` keeps alive; populating writes nothing.
-                    unsafe {
-                        libc::madvise(
-                            map.as_mut_ptr().add(start).cast(),
-                            len,
-                            libc::MADV_POPULATE_WRITE,
-                        )
-                    };
-                }
-            })
-            .ok()
-            .map(|_| tx)
+        job_threads("flashkv-prefault", 1, true, |(map, start, len): Job| {
+            // SAFETY: the range lies inside the mapping, which `map` keeps
+            // alive; populating writes nothing.
+            unsafe {
+                libc::madvise(
+                    map.as_mut_ptr().add(start).cast(),
+                    len,
+                    libc::MADV_POPULATE_WRITE,
+                )
+            };
+        })
     });
     let end = end.min(map.len() as u64);
     if let Some(tx) = tx
@@ -621,7 +633,7 @@ fn prefault(map: &Arc<MmapRaw>, start: u64, end: u64) {
 
 /// Moves the calling thread to the idle scheduling class: it runs only
 /// when nothing else wants its core. Best effort (a failure is logged).
-pub(crate) fn run_at_idle_priority() {
+fn run_at_idle_priority() {
     // SAFETY: a zeroed sched_param is valid for SCHED_IDLE (priority 0);
     // pid 0 is the calling thread.
     let r = unsafe {

@@ -2025,26 +2025,15 @@ impl HintJob {
 /// priority. Under sustained writes those threads took about 18% of the
 /// daemon's samples on the two cores the shard thread and its clients
 /// need: redis-benchmark SET -P 16 over 3M requests (one shard) measured
-/// 385k-415k/s with p99 10.6-13.3 ms, against 513k-538k/s with p99
-/// 5.4-5.6 ms with the builds at idle priority. One worker also bounds
-/// the memory of builds that wait for a core to one build's sort array.
+/// 381k-415k/s with p99 10.6-13.3 ms, against 487k-544k/s with p99
+/// 5.0-6.7 ms with the builds on this worker (six and nine runs). One
+/// worker also bounds the memory of builds that wait for a core to one
+/// build's sort array.
 fn hint_worker() -> Option<&'static std::sync::mpsc::Sender<HintJob>> {
     static WORKER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<HintJob>>> =
         std::sync::OnceLock::new();
     WORKER
-        .get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<HintJob>();
-            std::thread::Builder::new()
-                .name("flashkv-hint".into())
-                .spawn(move || {
-                    crate::storage::io::run_at_idle_priority();
-                    for job in rx {
-                        job.run();
-                    }
-                })
-                .ok()
-                .map(|_| tx)
-        })
+        .get_or_init(|| crate::storage::io::job_threads("flashkv-hint", 1, true, HintJob::run))
         .as_ref()
 }
 
