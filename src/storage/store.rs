@@ -1671,7 +1671,7 @@ impl Store {
                 len: SEGMENT_HEADER_LEN as u64,
             },
         );
-        drop(old.file);
+        old.file.close_in_background();
         self.segs.insert(id, SegState::new_log());
         let guard = crossbeam_epoch::pin();
         let table = self.shared.segments.load(&guard).with(Arc::new(seg));
