@@ -43,6 +43,9 @@ struct Handoff {
 /// One protocol's connection counts and hand-over channels, shared by its
 /// accept loops.
 struct Spread {
+    /// Connections each shard serves. Not read back from `gauges`: those
+    /// are process-wide series, shared by every daemon a process runs
+    /// (tests run several), while these counts are this daemon's.
     live: Box<[AtomicUsize]>,
     gauges: Box<[IntGauge]>,
     inboxes: Box<[mpsc::Sender<Handoff>]>,

@@ -645,37 +645,50 @@ fn run_at_idle_priority() {
     }
 }
 
+/// Whether `cond` holds within about 5 s (polled every 10 ms).
+#[cfg(test)]
+pub(crate) fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    (0..500).any(|_| {
+        let held = cond();
+        if !held {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        held
+    })
+}
+
+/// The ids of this process's threads named `comm`.
+#[cfg(test)]
+pub(crate) fn threads_named(comm: &str) -> Vec<libc::pid_t> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let t = t.unwrap().path();
+            let name = std::fs::read_to_string(t.join("comm")).ok()?;
+            (name.trim() == comm)
+                .then(|| t.file_name()?.to_str()?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
 /// Waits (up to 5 s) for a thread of this process named `comm` to exist
-/// and to run at idle priority, and fails the test if it does not.
+/// and to run at idle priority (set as the thread starts), and fails the
+/// test if it does not.
 #[cfg(test)]
 pub(crate) fn assert_thread_runs_at_idle_priority(comm: &str) {
-    let tid = (0..500)
-        .find_map(|_| {
-            let found = std::fs::read_dir("/proc/self/task").unwrap().find_map(|t| {
-                let t = t.unwrap().path();
-                let name = std::fs::read_to_string(t.join("comm")).ok()?;
-                (name.trim() == comm)
-                    .then(|| t.file_name()?.to_str()?.parse::<libc::pid_t>().ok())
-                    .flatten()
-            });
-            if found.is_none() {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            found
-        })
-        .unwrap_or_else(|| panic!("no thread named {comm}"));
-    // The policy is set as the thread starts: wait for it briefly.
-    let policy = (0..500)
-        .map(|_| {
-            // SAFETY: a plain query of another thread's policy.
-            let p = unsafe { libc::sched_getscheduler(tid) };
-            if p != libc::SCHED_IDLE {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            p
-        })
-        .find(|&p| p == libc::SCHED_IDLE);
-    assert_eq!(policy, Some(libc::SCHED_IDLE), "thread {comm} ({tid})");
+    let mut tid = None;
+    assert!(
+        eventually(|| {
+            tid = threads_named(comm).first().copied();
+            tid.is_some()
+        }),
+        "no thread named {comm}"
+    );
+    let tid = tid.expect("found above");
+    // SAFETY: a plain query of another thread's policy.
+    let idle = eventually(|| unsafe { libc::sched_getscheduler(tid) } == libc::SCHED_IDLE);
+    assert!(idle, "thread {comm} ({tid}) is not in SCHED_IDLE");
 }
 
 /// A shared writable mapping that appends are copied into.
@@ -1109,16 +1122,8 @@ mod tests {
     /// threads serve every sync, none is started per sync.
     #[test]
     fn background_syncs_reuse_the_helper_threads() {
-        let helpers = || -> std::collections::BTreeSet<String> {
-            std::fs::read_dir("/proc/self/task")
-                .unwrap()
-                .filter_map(|t| {
-                    let t = t.unwrap().path();
-                    let name = std::fs::read_to_string(t.join("comm")).ok()?;
-                    (name.trim() == "flashkv-sync")
-                        .then(|| t.file_name()?.to_str().map(String::from))?
-                })
-                .collect()
+        let helpers = || -> std::collections::BTreeSet<libc::pid_t> {
+            threads_named("flashkv-sync").into_iter().collect()
         };
         let dir = tempfile::tempdir().unwrap();
         let io = Io::new(IoEngine::Plain);
@@ -1171,14 +1176,11 @@ mod tests {
             f.close_in_background();
         });
         assert_thread_runs_at_idle_priority("flashkv-unmap");
-        let gone = (0..500).any(|_| {
-            let g = !mapped();
-            if !g {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            g
-        });
-        assert!(gone, "the mapping of {} is still there", path.display());
+        assert!(
+            eventually(|| !mapped()),
+            "the mapping of {} is still there",
+            path.display()
+        );
     }
 
     #[test]

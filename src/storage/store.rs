@@ -1706,7 +1706,6 @@ impl Store {
         let (done, pending) = std::sync::mpsc::channel();
         let job = HintJob {
             seg,
-            id,
             len: st.len,
             min_version: st.min_version,
             max_version: st.max_version,
@@ -1983,7 +1982,6 @@ pub(crate) async fn create_segment(
 /// A sealed segment's hint to build and write.
 struct HintJob {
     seg: Arc<Segment>,
-    id: u32,
     len: u64,
     min_version: u64,
     max_version: u64,
@@ -1998,7 +1996,7 @@ impl HintJob {
         if self.seg.retired() {
             return;
         }
-        let id = self.id;
+        let id = self.seg.id;
         let path = self.dir.join(hint_file_name(id));
         match build_log_hint(&self.seg, self.len, self.min_version, self.max_version) {
             Ok(bytes) => {
