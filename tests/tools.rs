@@ -169,6 +169,43 @@ fn ctl_quiet(d: &Daemon, k: &str, v: &str) -> Output {
     ctl(d, &["put", k, v])
 }
 
+/// The unary mode's two transports (h2 straight, and tonic's `Channel`
+/// with `--channel`) both count a call the daemon answers with an error
+/// status as an error, and only such calls.
+#[test]
+fn bench_unary_counts_refused_calls_as_errors_on_both_transports() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), &["--max-value-size", "100"]);
+    let url = d.url();
+    for transport in [None, Some("--channel")] {
+        for (value_size, refused) in [("50", false), ("200", true)] {
+            let json = dir.path().join("unary.json");
+            let out = ok(Command::new(bin("flashkv-bench"))
+                .args(["--addr", &url, "--keys", "100", "--connections", "2"])
+                .args(["--inflight", "4", "--warmup", "0", "--duration", "0.5"])
+                .args(["--read-ratio", "0", "--value-size", value_size, "--quiet"])
+                .arg("--json")
+                .arg(&json)
+                .args(transport)
+                .output()
+                .unwrap());
+            let j: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+            let (ops, errors) = (
+                j["operations"].as_u64().unwrap(),
+                j["errors"].as_u64().unwrap(),
+            );
+            assert!(ops > 0, "{transport:?} {value_size}: {out}");
+            assert_eq!(
+                errors,
+                if refused { ops } else { 0 },
+                "{transport:?} {value_size}: {out}"
+            );
+        }
+    }
+    assert_eq!(d.stop(), 0);
+}
+
 #[test]
 fn bench_runs_every_mode_and_writes_its_reports() {
     let dir = tempfile::tempdir().unwrap();

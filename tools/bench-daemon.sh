@@ -30,7 +30,11 @@ start "$work/data" --sync always
 "$BIN/flashkv-bench" --addr "$ADDR" --quiet --mode bulk --connections 4 --duration 0.1 --warmup 0 --keys 1 >/dev/null # warm the connection path
 "$BIN/flashkv-bench" --addr "$ADDR" --quiet --preload --keys 1000000 --duration 0.1 --warmup 0 --read-ratio 1 >/dev/null
 bench unary-get --keys 1000000 --connections 4 --inflight 16 --read-ratio 1
-# About half the peak rate: closed loop with 8 callers (tokio's 1 ms timer
+# The same through tonic's Channel (a queue and worker task per call in the
+# client, as most tonic applications send): what the client's own cost
+# takes from the daemon on these shared cores.
+bench unary-get-channel --channel --keys 1000000 --connections 4 --inflight 16 --read-ratio 1
+# Half the peak rate or more: closed loop with 8 callers (tokio's 1 ms timer
 # cannot pace 64 callers at sub-millisecond intervals without distortion).
 bench unary-get-8-inflight --keys 1000000 --connections 2 --inflight 4 --read-ratio 1
 # HTTP against gRPC, same load shape: 64 connections, one request each in
@@ -64,7 +68,8 @@ python3 - "$OUT" <<'PY'
 import json, sys, os
 out = sys.argv[1]
 def j(n): return json.load(open(os.path.join(out, n + ".json")))
-rows = [("unary Get, 64 in flight", "unary-get"), ("unary Get, 8 in flight (about half the peak)", "unary-get-8-inflight"),
+rows = [("unary Get, 64 in flight", "unary-get"), ("the same through tonic's Channel", "unary-get-channel"),
+        ("unary Get, 8 in flight (half the peak or more)", "unary-get-8-inflight"),
         ("gRPC unary Get, 64 connections x 1", "grpc-get-64conn"), ("HTTP GET, 64 keep-alive connections", "http-get-64conn"),
         ("unary Put, sync=always, 64 in flight", "unary-put-always"), ("Pipeline, 4 streams, 90/10 get/put", "pipeline-90-10"),
         ("50/50 get/put, 8 in flight, no merge", "mixed-no-merge"), ("the same while a merge runs", "mixed-during-merge"),

@@ -28,10 +28,12 @@ use hdrhistogram::Histogram;
 use rand::Rng;
 use rand_distr::Distribution;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+
+mod transport;
+use transport::Transport;
 
 /// The gRPC client, with the bearer token (if any) on every call.
-type Kv = KvClient<InterceptedService<Channel, BearerToken>>;
+type Kv = KvClient<InterceptedService<Transport, BearerToken>>;
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum Mode {
@@ -67,6 +69,11 @@ struct Args {
     /// File holding the daemon's bearer token (--auth-token-file; gRPC).
     #[arg(long)]
     token_file: Option<std::path::PathBuf>,
+    /// Send unary gRPC calls through tonic's `Channel` (its request queue
+    /// and worker task, as tonic applications usually do) rather than
+    /// straight onto the HTTP/2 connection; always so with TLS.
+    #[arg(long)]
+    channel: bool,
     #[arg(long, value_enum, default_value = "unary")]
     mode: Mode,
     /// Protocol of the unary mode (preload always uses gRPC BulkLoad).
@@ -213,13 +220,17 @@ fn main() -> anyhow::Result<()> {
 /// token files are read once, not once per connection.
 struct Target {
     endpoint: tonic::transport::Endpoint,
+    /// `--channel`.
+    channel: bool,
     token: BearerToken,
 }
 
 impl Target {
     fn new(args: &Args) -> anyhow::Result<Target> {
+        let endpoint = flashkv::api::grpc::client_endpoint(&args.addr, args.ca_file.as_deref())?;
         Ok(Target {
-            endpoint: flashkv::api::grpc::client_endpoint(&args.addr, args.ca_file.as_deref())?,
+            channel: args.channel,
+            endpoint,
             token: match &args.token_file {
                 None => BearerToken::default(),
                 Some(p) => BearerToken::from_file(p)?,
@@ -227,13 +238,12 @@ impl Target {
         })
     }
 
-    async fn connect(&self) -> anyhow::Result<Kv> {
-        let ch = self
-            .endpoint
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {}", self.endpoint.uri()))?;
-        Ok(KvClient::with_interceptor(ch, self.token.clone()))
+    async fn connect(&self, unary: bool) -> anyhow::Result<Kv> {
+        let (transport, origin) = Transport::connect(&self.endpoint, self.channel, unary).await?;
+        Ok(KvClient::with_origin(
+            InterceptedService::new(transport, self.token.clone()),
+            origin,
+        ))
     }
 }
 
@@ -242,7 +252,7 @@ async fn preload(args: &Args, target: &Target) -> anyhow::Result<()> {
     let per = args.keys.div_ceil(args.connections as u64);
     let mut tasks = Vec::new();
     for c in 0..args.connections as u64 {
-        let mut kv = target.connect().await?;
+        let mut kv = target.connect(false).await?;
         let value = vec![b'v'; args.value_size];
         let (lo, hi) = (c * per, ((c + 1) * per).min(args.keys));
         tasks.push(tokio::spawn(async move {
@@ -290,7 +300,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let keygen = Arc::new(KeyGen::new(&args)?);
     let mut tasks = Vec::new();
     for c in 0..args.connections {
-        let kv = target.connect().await?;
+        let kv = target.connect(args.mode == Mode::Unary).await?;
         match args.mode {
             Mode::Unary => {
                 for _ in 0..args.inflight {
