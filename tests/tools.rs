@@ -206,6 +206,47 @@ fn bench_unary_counts_refused_calls_as_errors_on_both_transports() {
     assert_eq!(d.stop(), 0);
 }
 
+/// A daemon that dies during a unary run leaves calls that fail at once:
+/// the run still ends on time, counting them as errors.
+#[test]
+fn bench_ends_on_time_when_the_daemon_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(&dir.path().join("data"), &[]);
+    let json = dir.path().join("unary.json");
+    let mut bench = Command::new(bin("flashkv-bench"))
+        .args(["--addr", &d.url(), "--keys", "100", "--connections", "2"])
+        .args([
+            "--inflight",
+            "4",
+            "--warmup",
+            "0",
+            "--duration",
+            "2",
+            "--quiet",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    d.kill();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = bench.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = bench.kill();
+            panic!("the benchmark did not end after its daemon died");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(j["errors"].as_u64().unwrap() > 0, "{j}");
+}
+
 #[test]
 fn bench_runs_every_mode_and_writes_its_reports() {
     let dir = tempfile::tempdir().unwrap();

@@ -420,6 +420,12 @@ async fn unary(
             }
             shared.done.fetch_add(1, Ordering::Relaxed);
         }
+        if !ok {
+            // A call on a broken connection fails at once, without ever
+            // waiting: a loop of them would hold its worker thread and
+            // starve the task that ends the run.
+            tokio::task::yield_now().await;
+        }
     }
     Ok(rec)
 }
