@@ -59,6 +59,79 @@ const MIN_MOVES_PER_STEP: usize = 1024;
 /// How many moves ahead the index lookups are prefetched, per stage.
 const MOVE_PREFETCH: usize = 8;
 
+/// Cursors ahead of the copy in a victim: the index lookups of the records
+/// there (is each still live?) are prefetched in two stages, as the
+/// moves' are, so that the copy does not wait for a cache miss or two per
+/// record.
+#[derive(Default)]
+struct Ahead {
+    victim: Option<usize>,
+    /// Where the next slot and node prefetches go, and how many records
+    /// each is ahead of the copy.
+    slot: (usize, usize),
+    node: (usize, usize),
+}
+
+impl Ahead {
+    /// The copy is at `pos` of victim `victim` (`bytes`), one record on
+    /// from the last call (or anywhere in a new victim).
+    fn run(&mut self, writer: &crate::index::IndexWriter, victim: usize, bytes: &[u8], pos: usize) {
+        if self.victim != Some(victim) {
+            *self = Ahead {
+                victim: Some(victim),
+                slot: (pos, 0),
+                node: (pos, 0),
+            };
+        }
+        advance(&mut self.slot, 2 * MOVE_PREFETCH, bytes, pos, |k| {
+            writer.prefetch_slot(k)
+        });
+        advance(&mut self.node, MOVE_PREFETCH, bytes, pos, |k| {
+            writer.prefetch_node(k)
+        });
+    }
+}
+
+/// Moves cursor `c` (position, records ahead of `pos`) on to `distance`
+/// records ahead of the copy at `pos`, calling `fetch` with each key it
+/// passes. It stops at the end of the victim or at a record whose header
+/// does not parse (the copy reports that one).
+fn advance(
+    c: &mut (usize, usize),
+    distance: usize,
+    bytes: &[u8],
+    pos: usize,
+    fetch: impl Fn(&[u8]),
+) {
+    c.1 = c.1.saturating_sub(1);
+    if c.0 <= pos {
+        // Behind the copy (it skipped a damaged range), or just started.
+        *c = (pos, 0);
+    }
+    while c.1 < distance {
+        let Some((key, len)) = peek(bytes, c.0) else {
+            break;
+        };
+        fetch(key);
+        c.0 += len;
+        c.1 += 1;
+    }
+}
+
+/// The key and length of the record at `at`, from its header alone (no
+/// CRC check).
+fn peek(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let h = format::decode_header(bytes.get(at..)?).ok()?;
+    let key_at = at
+        + format::RECORD_HEADER_LEN
+        + if h.flags & FLAG_EXPIRES != 0 {
+            format::EXPIRY_LEN
+        } else {
+            0
+        };
+    Some((bytes.get(key_at..key_at + h.key_len)?, h.record_len()))
+}
+
 /// File name of the commit record of merge job `id`.
 pub fn commit_file_name(id: u32) -> String {
     format!("{id:010}.commit")
@@ -261,6 +334,7 @@ impl MergeJob {
     async fn copy(&mut self, store: &mut Store, budget: u64) -> Result<bool> {
         let now = now_ms();
         let mut consumed = 0u64;
+        let mut ahead = Ahead::default();
         while consumed < budget {
             let (vi, pos) = self.cursor;
             let Some((seg, len)) = self.victims.get(vi).cloned() else {
@@ -271,6 +345,7 @@ impl MergeJob {
                 continue;
             }
             let bytes = &seg.bytes()[..len as usize];
+            ahead.run(&store.writer, vi, bytes, pos);
             let rec = match format::decode_record(&bytes[pos..]) {
                 Ok(r) => r,
                 Err(d) if self.salvage.contains(&seg.id) => {
@@ -634,5 +709,60 @@ mod tests {
             assert_eq!(decode_commit(&d), None, "flip at {i}");
         }
         assert_eq!(decode_commit(&b[..b.len() - 1]), None);
+    }
+
+    #[test]
+    fn the_lookahead_visits_each_records_key_once_and_stops_at_the_end() {
+        let mut bytes = vec![0u8; SEGMENT_HEADER_LEN];
+        let mut starts = Vec::new();
+        for i in 0..40u64 {
+            starts.push(bytes.len());
+            let key = format!("key{i:03}");
+            format::encode_record(
+                &mut bytes,
+                &format::RecordSpec {
+                    kind: RecordKind::Put,
+                    flags: 0,
+                    version: i + 1,
+                    txn_id: 0,
+                    // Every third record has an expiry before its key.
+                    expires_at_ms: (i % 3 == 0).then_some(1 << 40),
+                    key: key.as_bytes(),
+                    value: &vec![b'v'; i as usize * 7],
+                },
+            );
+        }
+        let fetched = std::cell::RefCell::new(Vec::new());
+        let mut c = (0, 0);
+        for (n, &pos) in starts.iter().enumerate() {
+            advance(&mut c, 8, &bytes, pos, |k| {
+                fetched
+                    .borrow_mut()
+                    .push(String::from_utf8(k.to_vec()).unwrap())
+            });
+            // Always eight records ahead, or at the end.
+            let expect = (n + 8).min(starts.len());
+            assert_eq!(fetched.borrow().len(), expect, "at record {n}");
+        }
+        let want: Vec<String> = (0..40).map(|i| format!("key{i:03}")).collect();
+        assert_eq!(*fetched.borrow(), want);
+        // A damaged header stops it there; a cursor behind the copy (which
+        // skipped the damage) starts again from the copy.
+        let mut damaged = bytes.clone();
+        damaged[starts[5] + 4] = 0xEE;
+        fetched.borrow_mut().clear();
+        let mut c = (0, 0);
+        advance(&mut c, 8, &damaged, starts[0], |k| {
+            fetched
+                .borrow_mut()
+                .push(String::from_utf8(k.to_vec()).unwrap())
+        });
+        assert_eq!(fetched.borrow().len(), 5);
+        advance(&mut c, 8, &damaged, starts[6], |k| {
+            fetched
+                .borrow_mut()
+                .push(String::from_utf8(k.to_vec()).unwrap())
+        });
+        assert_eq!(fetched.borrow()[5], "key006");
     }
 }
