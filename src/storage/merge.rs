@@ -43,7 +43,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::index::Entry;
+use crate::index::{Entry, IndexWriter};
 use crate::storage::format::{
     self, FLAG_EXPIRES, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind,
 };
@@ -75,7 +75,7 @@ struct Ahead {
 impl Ahead {
     /// The copy is at `pos` of victim `victim` (`bytes`), one record on
     /// from the last call (or anywhere in a new victim).
-    fn run(&mut self, writer: &crate::index::IndexWriter, victim: usize, bytes: &[u8], pos: usize) {
+    fn run(&mut self, writer: &IndexWriter, victim: usize, bytes: &[u8], pos: usize) {
         if self.victim != Some(victim) {
             *self = Ahead {
                 victim: Some(victim),

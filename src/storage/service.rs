@@ -42,10 +42,10 @@ use crate::storage::store::{
 
 /// Most batches committed together.
 pub const MAX_GROUP: usize = 1024;
-/// Interval between merge steps. A step holds the storage task (about 3 ms
-/// per MiB of victims here), so steps are small: at 10 ms (1.3 MiB each
-/// at the default rate) they set the p99 of pipelined SETs while a merge
-/// ran.
+/// Interval between merge steps. A step holds the storage task (2.5-3 ms
+/// per MiB of victims on the development host), so steps are small: at
+/// 10 ms (1.3 MiB each at the default rate) they set the p99 of pipelined
+/// SETs while a merge ran.
 pub const MERGE_TICK: Duration = Duration::from_millis(1);
 /// The most time one merge step makes up for: a tick that comes late (the
 /// task was busy) does not become a long step.
