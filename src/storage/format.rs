@@ -356,6 +356,17 @@ impl RecordHeader {
     pub fn record_len(&self) -> usize {
         record_len(self.key_len, self.value_len, self.flags & FLAG_EXPIRES != 0)
     }
+
+    /// Where the key starts, from the start of the record: after the
+    /// header and the expiry, if any.
+    pub fn key_offset(&self) -> usize {
+        RECORD_HEADER_LEN
+            + if self.flags & FLAG_EXPIRES != 0 {
+                EXPIRY_LEN
+            } else {
+                0
+            }
+    }
 }
 
 /// Parses the fixed header at the start of `buf` (no CRC check).
@@ -419,13 +430,8 @@ pub fn decode_record(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
     if stored != computed {
         return Err(DecodeError::BadCrc { stored, computed });
     }
-    let mut pos = RECORD_HEADER_LEN;
-    let expires_at_ms = if h.flags & FLAG_EXPIRES != 0 {
-        pos += EXPIRY_LEN;
-        Some(le_u64(&buf[RECORD_HEADER_LEN..pos]))
-    } else {
-        None
-    };
+    let pos = h.key_offset();
+    let expires_at_ms = (h.flags & FLAG_EXPIRES != 0).then(|| le_u64(&buf[RECORD_HEADER_LEN..pos]));
     let key = &buf[pos..pos + h.key_len];
     let value = &buf[pos + h.key_len..len];
     Ok(Record {

@@ -122,13 +122,7 @@ fn advance(
 /// CRC check).
 fn peek(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let h = format::decode_header(bytes.get(at..)?).ok()?;
-    let key_at = at
-        + format::RECORD_HEADER_LEN
-        + if h.flags & FLAG_EXPIRES != 0 {
-            format::EXPIRY_LEN
-        } else {
-            0
-        };
+    let key_at = at + h.key_offset();
     Some((bytes.get(key_at..key_at + h.key_len)?, h.record_len()))
 }
 

@@ -1314,11 +1314,21 @@ impl Store {
     /// segment's file and makes its length durable (before a seal is
     /// final, or at close), so a sealed segment ends with its records.
     async fn release_preallocated(&mut self) -> Result<()> {
-        let r = match self.active.file.release_preallocated(self.active.len) {
-            Ok(true) => self.active.file.sync_data().await,
-            Ok(false) => Ok(()),
-            Err(e) => Err(e),
+        let r = match self.cut_preallocated()? {
+            true => self.active.file.sync_data().await,
+            false => Ok(()),
         };
+        if let Err(e) = &r {
+            self.poisoned = Some(e.to_string());
+        }
+        r
+    }
+
+    /// Cuts the space preallocated for mapped appends off the active
+    /// segment's file, without syncing; whether there was any. A failure
+    /// leaves the file's length unknown: the store refuses writes.
+    fn cut_preallocated(&mut self) -> Result<bool> {
+        let r = self.active.file.release_preallocated(self.active.len);
         if let Err(e) = &r {
             self.poisoned = Some(e.to_string());
         }
@@ -1652,10 +1662,7 @@ impl Store {
         // under redis-benchmark SET -P 16 with sync=interval:1000; one
         // holds it 18-40 ms). A crash before it leaves this the newest
         // segment, whose torn tail recovery cuts.
-        if let Err(e) = self.active.file.release_preallocated(self.active.len) {
-            self.poisoned = Some(e.to_string());
-            return Err(e);
-        }
+        self.cut_preallocated()?;
         self.sync_active().await?;
         if let Some(st) = self.segs.get_mut(&self.active.id) {
             st.sealed = true;
