@@ -1496,6 +1496,60 @@ fn merge_triggers_fire_without_being_asked() {
     }
 }
 
+/// A crash leaves the newest segment without its seal record. If start-up
+/// does not append to it again (it is over half full), it is sealed then:
+/// a second crash before its hint is written must not leave an unsealed
+/// segment that is no longer the newest, which start-up refuses.
+#[test]
+fn a_crashed_segment_that_is_not_reused_is_sealed_at_start_up() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = small_opts();
+        let key = |i: u32| format!("k{i:05}");
+        // About 40 KiB: over half of a 64 KiB segment, within one.
+        let n = 300u32;
+        engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            for i in 0..n {
+                s.put(key(i).as_bytes(), &[5u8; 100]).await.unwrap();
+            }
+            drop(s); // no close: as after a crash
+        });
+        assert_eq!(segment_files(dir.path()).len(), 1);
+        engine.block_on(async {
+            let (s, report) = open_with_report(dir.path(), &opts, engine).await;
+            assert_eq!(report.segments_sealed, 1, "{report:?}");
+            drop(s); // a second crash, before any hint is written
+        });
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "hint") {
+                std::fs::remove_file(f).unwrap();
+            }
+        }
+        let segs = segment_files(dir.path());
+        assert_eq!(segs.len(), 2, "{segs:?}");
+        let bytes = std::fs::read(&segs[0]).unwrap();
+        let seal = &bytes[bytes.len() - flashkv::storage::format::SEAL_LEN..];
+        assert_eq!(
+            flashkv::storage::format::decode_record(seal).unwrap().kind,
+            flashkv::storage::format::RecordKind::Seal
+        );
+        engine.block_on(async {
+            let s = open(dir.path(), &opts, engine).await.unwrap();
+            assert_eq!(s.reader().len(), n as usize);
+            assert_eq!(
+                s.reader()
+                    .get(key(n - 1).as_bytes())
+                    .unwrap()
+                    .unwrap()
+                    .value,
+                [5u8; 100]
+            );
+        });
+    }
+}
+
 /// A sealed segment cut exactly between two records scans cleanly, so
 /// without its seal record recovery would silently lose its tail while
 /// newer segments survive. It must refuse to start instead (hint or not).

@@ -18,7 +18,10 @@
 //!   the first bad record, the file is cut there (and an atomic group cut
 //!   short by the end is dropped whole). If a valid record follows, the
 //!   damage is not a torn tail: start-up stops with the file and offset,
-//!   unless `repair` is set.
+//!   unless `repair` is set. If start-up does not append to that segment
+//!   again (it is over half full), it seals it (a seal record, synced), so
+//!   that it is not an unsealed segment other than the newest at the next
+//!   start-up.
 //! * Damage anywhere in a sealed segment stops start-up with the file and
 //!   offset, unless `repair` is set: then damaged ranges are skipped and
 //!   reported, and the segment is rewritten by a merge right after opening.
@@ -534,6 +537,25 @@ impl Store {
                 }
             }
         };
+        // A log segment left without its seal (the newest, after a crash)
+        // that is not appended to again is sealed now: were it left open,
+        // it would no longer be the newest at the next start-up, which
+        // refuses an unsealed segment anywhere else.
+        for (&id, st) in segs.iter_mut() {
+            if id == active.id || st.sealed || st.kind != SegmentKind::Log || damaged.contains(&id)
+            {
+                continue;
+            }
+            let file = io.open_rw(&seg_files[&id])?;
+            let mut seal = Vec::with_capacity(format::SEAL_LEN);
+            format::encode_seal(&mut seal);
+            file.write_all_at(seal, st.len).await.0?;
+            file.sync_data().await?;
+            st.len += format::SEAL_LEN as u64;
+            st.sealed = true;
+            report.segments_sealed += 1;
+            tracing::info!(segment = id, "sealed a log segment a crash left open");
+        }
         let shared = Arc::new(Shared {
             index,
             segments: SegmentSet::new(table),

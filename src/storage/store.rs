@@ -332,6 +332,9 @@ pub struct RecoveryReport {
     pub dropped_ranges: Vec<(u32, u64, u64)>,
     /// Interrupted merges that were completed.
     pub merges_completed: usize,
+    /// Log segments left unsealed by a crash and sealed at start-up (not
+    /// appended to again).
+    pub segments_sealed: usize,
     /// Temporary files of interrupted merges or seals that were removed.
     pub temp_files_removed: usize,
     /// Index entries after recovery (tombstones included).
