@@ -1550,6 +1550,183 @@ fn a_crashed_segment_that_is_not_reused_is_sealed_at_start_up() {
     }
 }
 
+/// The header of `path`, as written.
+fn header_of(path: &Path) -> flashkv::storage::format::SegmentHeader {
+    let bytes = std::fs::read(path).unwrap();
+    flashkv::storage::format::SegmentHeader::decode(&bytes).unwrap()
+}
+
+/// Under `interval` and `none` a sealed segment's fdatasync runs in the
+/// background and the next segment's header names it until it is durable.
+/// A crash in that window may tear the predecessor: start-up cuts its tail
+/// and drops the newer segment's records, so what is left is a prefix of
+/// the writes; a second start-up finds a clean directory. Without the name
+/// in the header the same damage refuses start-up.
+#[test]
+fn a_crash_before_a_background_seal_is_durable_leaves_a_prefix() {
+    let key = |i: u32| format!("k{i:05}");
+    let n = 1500u32; // about three and a half 64 KiB segments
+    for engine in engines() {
+        for sync in [
+            SyncPolicy::None,
+            SyncPolicy::Interval(Duration::from_secs(60)),
+        ] {
+            for named in [true, false] {
+                let dir = tempfile::tempdir().unwrap();
+                let opts = StoreOptions {
+                    sync,
+                    ..small_opts()
+                };
+                engine.block_on(async {
+                    let mut s = open(dir.path(), &opts, engine).await.unwrap();
+                    for i in 0..n {
+                        s.put(key(i).as_bytes(), &[9u8; 100]).await.unwrap();
+                    }
+                    drop(s); // no close: as after a crash
+                });
+                let segs = segment_files(dir.path());
+                assert!(segs.len() >= 3, "{segs:?}");
+                let (pred, newest) = (&segs[segs.len() - 2], &segs[segs.len() - 1]);
+                let h = header_of(newest);
+                assert_eq!(h.unsynced_predecessor, Some(header_of(pred).segment_id));
+                if !named {
+                    let mut bytes = std::fs::read(newest).unwrap();
+                    let cleared = flashkv::storage::format::SegmentHeader {
+                        unsynced_predecessor: None,
+                        ..h
+                    };
+                    bytes[..32].copy_from_slice(&cleared.encode());
+                    std::fs::write(newest, bytes).unwrap();
+                }
+                // The predecessor's last pages never reached the disk: its
+                // seal record and part of the record before it are gone.
+                let pred_len = std::fs::metadata(pred).unwrap().len();
+                let torn_at = pred_len - flashkv::storage::format::SEAL_LEN as u64 - 50;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(pred)
+                    .unwrap()
+                    .set_len(torn_at)
+                    .unwrap();
+                engine.block_on(async {
+                    let opened =
+                        Store::open(dir.path(), opts.clone(), io(engine), Arc::new(Clock::new()))
+                            .await;
+                    if !named {
+                        let e = opened
+                            .err()
+                            .expect("damage in a sealed segment refuses start-up");
+                        assert!(e.to_string().contains(&pred.display().to_string()), "{e}");
+                        return;
+                    }
+                    let (mut s, report) = opened.unwrap();
+                    assert!(report.truncated_tail_bytes > 0, "{report:?}");
+                    assert_eq!(report.segments_sealed, 1, "{report:?}");
+                    // A prefix: every key below some cut, none above it.
+                    let r = s.reader();
+                    let present: Vec<bool> = (0..n)
+                        .map(|i| r.get(key(i).as_bytes()).unwrap().is_some())
+                        .collect();
+                    let cut = present.iter().position(|p| !p).expect("the tail was lost");
+                    assert!(
+                        present[cut..].iter().all(|p| !p),
+                        "not a prefix: cut at {cut}"
+                    );
+                    assert!(cut > 0);
+                    assert_eq!(s.reader().len(), cut);
+                    assert_eq!(header_of(newest).unsynced_predecessor, None);
+                    s.put(b"after", b"crash").await.unwrap();
+                    s.close().await.unwrap();
+                    let check = flashkv::storage::check::check_dir(dir.path(), false).unwrap();
+                    assert!(!check.damaged(), "{check:?}");
+                    let (s, report) = open_with_report(dir.path(), &opts, engine).await;
+                    assert_eq!(report.truncated_tail_bytes, 0, "{report:?}");
+                    assert_eq!(s.reader().len(), cut + 1);
+                });
+            }
+        }
+    }
+}
+
+/// A background seal, once durable, gets its hint and stops being named by
+/// the active segment's header; an intact predecessor that is still named
+/// after a crash costs nothing at start-up.
+#[test]
+fn a_durable_background_seal_gets_its_hint_and_leaves_the_header() {
+    let key = |i: u32| format!("k{i:05}");
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            sync: SyncPolicy::None,
+            ..small_opts()
+        };
+        let n = 700u32; // one seal
+        engine.block_on(async {
+            let mut s = open(dir.path(), &opts, engine).await.unwrap();
+            for i in 0..n {
+                s.put(key(i).as_bytes(), &[3u8; 100]).await.unwrap();
+            }
+            let segs = segment_files(dir.path());
+            assert_eq!(segs.len(), 2, "{segs:?}");
+            assert_eq!(header_of(&segs[1]).unsynced_predecessor, Some(1));
+            assert!(!dir.path().join("0000000001.hint").exists());
+            // A crash now finds the predecessor whole: nothing is dropped.
+            let copy = tempfile::tempdir().unwrap();
+            for f in &segs {
+                std::fs::copy(f, copy.path().join(f.file_name().unwrap())).unwrap();
+            }
+            s.sync().await.unwrap();
+            assert_eq!(header_of(&segs[1]).unsynced_predecessor, None);
+            s.wait_for_hints();
+            assert!(dir.path().join("0000000001.hint").exists());
+            drop(s);
+            let (s, report) = open_with_report(copy.path(), &opts, engine).await;
+            assert_eq!(report.truncated_tail_bytes, 0, "{report:?}");
+            assert_eq!(s.reader().len(), n as usize);
+        });
+    }
+}
+
+/// The storage task finishes a background seal as soon as its fdatasync
+/// ends, with no request after it: the hint is written and the active
+/// segment's header stops naming the sealed one.
+#[test]
+fn the_storage_task_finishes_a_background_seal_on_its_own() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            sync: SyncPolicy::None,
+            ..small_opts()
+        };
+        let t = store_thread(dir.path(), opts, engine);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let h = t.handle.clone();
+        rt.block_on(async move {
+            for i in 0..700u32 {
+                h.put(format!("k{i:05}").as_bytes(), &[1u8; 100])
+                    .await
+                    .unwrap();
+            }
+        });
+        let hint = dir.path().join("0000000001.hint");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !(hint.exists()
+            && header_of(&dir.path().join("0000000002.seg"))
+                .unsynced_predecessor
+                .is_none())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the seal was not finished"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 /// A sealed segment cut exactly between two records scans cleanly, so
 /// without its seal record recovery would silently lose its tail while
 /// newer segments survive. It must refuse to start instead (hint or not).

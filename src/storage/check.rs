@@ -3,8 +3,9 @@
 //!
 //! Every segment header and record CRC is checked, every hint is decoded and
 //! compared with its segment, and damage is reported with file and offset.
-//! A torn tail of the newest log segment is reported as such (start-up would
-//! cut it); anything else is damage.
+//! A torn tail of the newest log segment, or of the predecessor the newest
+//! names as not durably sealed (see `format`), is reported as such
+//! (start-up would cut it); anything else is damage.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -115,16 +116,19 @@ fn check_shard(dir: &Path, list: bool, report: &mut CheckReport) -> Result<()> {
         }
     }
     segs.sort();
-    let mut kinds = HashMap::new();
+    let mut headers = HashMap::new();
     for (id, path) in &segs {
         let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
-        kinds.insert(*id, SegmentHeader::decode(&bytes).ok().map(|h| h.kind));
+        headers.insert(*id, SegmentHeader::decode(&bytes).ok());
     }
-    let newest_log = segs
-        .iter()
-        .filter(|(id, _)| kinds[id] == Some(SegmentKind::Log))
-        .map(|(id, _)| *id)
-        .max();
+    let is_log = |id: &u32| headers[id].is_some_and(|h| h.kind == SegmentKind::Log);
+    let newest_log = segs.iter().map(|(id, _)| *id).filter(is_log).max();
+    // The newest segment's predecessor, if its seal was not durable when
+    // the newest was created, may have a torn tail too (see `format`).
+    let unsynced_pred = newest_log
+        .and_then(|id| headers[&id].and_then(|h| h.unsynced_predecessor))
+        .filter(|p| headers.contains_key(p) && is_log(p));
+    let tail_ok = |id: u32| Some(id) == newest_log || Some(id) == unsynced_pred;
     for (id, path) in segs {
         let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
         let mut r = SegmentReport {
@@ -195,14 +199,14 @@ fn check_shard(dir: &Path, list: bool, report: &mut CheckReport) -> Result<()> {
                     pos += rec.len;
                 }
                 Err(err) => {
-                    if (sealed || Some(id) == newest_log)
+                    if (sealed || tail_ok(id))
                         && crate::storage::recovery::unwritten_tail(&bytes, pos)
                     {
                         r.unwritten_tail = (bytes.len() - pos) as u64;
                         break;
                     }
                     let next = crate::storage::recovery::next_valid_record(&bytes, pos + 1);
-                    if next.is_none() && Some(id) == newest_log {
+                    if next.is_none() && tail_ok(id) {
                         r.torn_tail = (bytes.len() - pos) as u64;
                         break;
                     }
@@ -214,7 +218,7 @@ fn check_shard(dir: &Path, list: bool, report: &mut CheckReport) -> Result<()> {
                 }
             }
         }
-        if !sealed && Some(id) != newest_log && r.torn_tail == 0 {
+        if !sealed && !tail_ok(id) && r.torn_tail == 0 {
             r.damage.push((
                 bytes.len() as u64,
                 "segment ends without its seal record (cut short?)".into(),

@@ -12,7 +12,9 @@
 //!     12    4 segment kind: 1 = log (written by the shard), 2 = merge output
 //!     16    4 segment id
 //!     20    4 shard id
-//!     24    4 reserved, 0
+//!     24    4 unsynced predecessor: the id of the log segment before this
+//!             one if its seal was not yet durable when this one was
+//!             created (0 = none; see below)
 //!     28    4 CRC32 of bytes 0..28
 //!     32      records, back to back, until the end of the file
 //! ```
@@ -42,6 +44,14 @@
 //! (kind 6, empty key and value, version 0): a sealed segment cut anywhere,
 //! even exactly between two records, is then recognised as damaged instead
 //! of silently losing its tail.
+//!
+//! Under the `interval` and `none` sync policies a log segment's seal is
+//! made durable in the background while writes go on into the next
+//! segment, whose header then names it (bytes 24..28). Until the header is
+//! rewritten without it (once the seal is durable), a crash may leave that
+//! predecessor torn as well: start-up then cuts it like a torn tail and
+//! drops the records of the segment that names it, which were written
+//! after the lost ones, so that what survives is a prefix of the log.
 //!
 //! A *txn prepare* record (kind 3) is a redo record of a cross-shard
 //! commit: every participant writes one for every write of the other
@@ -130,6 +140,9 @@ pub struct SegmentHeader {
     pub segment_id: u32,
     /// Shard that owns the segment.
     pub shard_id: u32,
+    /// The log segment before this one, if its seal was not yet durable
+    /// when this one was created (see the module docs).
+    pub unsynced_predecessor: Option<u32>,
 }
 
 impl SegmentHeader {
@@ -141,6 +154,7 @@ impl SegmentHeader {
         b[12..16].copy_from_slice(&(self.kind as u32).to_le_bytes());
         b[16..20].copy_from_slice(&self.segment_id.to_le_bytes());
         b[20..24].copy_from_slice(&self.shard_id.to_le_bytes());
+        b[24..28].copy_from_slice(&self.unsynced_predecessor.unwrap_or(0).to_le_bytes());
         let crc = crc32fast::hash(&b[0..28]);
         b[28..32].copy_from_slice(&crc.to_le_bytes());
         b
@@ -183,6 +197,7 @@ impl SegmentHeader {
             kind,
             segment_id: le_u32(&b[16..20]),
             shard_id: le_u32(&b[20..24]),
+            unsynced_predecessor: Some(le_u32(&b[24..28])).filter(|&id| id != 0),
         })
     }
 }
@@ -505,6 +520,7 @@ mod tests {
             kind: SegmentKind::Log,
             segment_id: 3,
             shard_id: 1,
+            unsynced_predecessor: None,
         };
         let hb = h.encode();
         assert_eq!(&hb[0..8], b"FLASHKV\0");
@@ -512,6 +528,14 @@ mod tests {
             &hb[8..24],
             &[1, 0, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0]
         );
+        assert_eq!(SegmentHeader::decode(&hb).unwrap(), h);
+        assert_eq!(&hb[24..28], &[0, 0, 0, 0]);
+        let h = SegmentHeader {
+            unsynced_predecessor: Some(2),
+            ..h
+        };
+        let hb = h.encode();
+        assert_eq!(&hb[24..28], &[2, 0, 0, 0]);
         assert_eq!(SegmentHeader::decode(&hb).unwrap(), h);
     }
 
@@ -544,6 +568,7 @@ mod tests {
             kind: SegmentKind::Merged,
             segment_id: 1,
             shard_id: 0,
+            unsynced_predecessor: None,
         }
         .encode();
         hb[9] ^= 1;

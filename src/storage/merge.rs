@@ -446,6 +446,7 @@ impl MergeJob {
             kind: SegmentKind::Merged,
             segment_id: id,
             shard_id: store.opts.shard_id,
+            unsynced_predecessor: None,
         }
         .encode();
         Ok(Output {

@@ -22,6 +22,13 @@
 //!   again (it is over half full), it seals it (a seal record, synced), so
 //!   that it is not an unsealed segment other than the newest at the next
 //!   start-up.
+//! * If the newest log segment's header names its predecessor as not yet
+//!   durably sealed (a background seal, see `format`), that predecessor
+//!   may be torn too: its torn tail is cut the same way, and if anything
+//!   of it was lost (a tail cut, or its seal record missing), every record
+//!   of the newest segment is dropped, so that what is left is a prefix of
+//!   the log. The predecessor is then sealed and the newest's header
+//!   rewritten without the name.
 //! * Damage anywhere in a sealed segment stops start-up with the file and
 //!   offset, unless `repair` is set: then damaged ranges are skipped and
 //!   reported, and the segment is rewritten by a merge right after opening.
@@ -329,6 +336,15 @@ impl Store {
             .filter(|(_, (h, _))| h.kind == SegmentKind::Log)
             .map(|(id, _)| *id)
             .max();
+        // A log segment whose seal was not durable when the newest was
+        // created may be torn too (see `format`).
+        let unsynced_pred = newest_log
+            .and_then(|id| headers[&id].0.unsynced_predecessor)
+            .filter(|p| {
+                headers
+                    .get(p)
+                    .is_some_and(|(h, _)| h.kind == SegmentKind::Log)
+            });
 
         let (index, mut writer) = new_index();
         // Live bytes per segment, kept while the index is built.
@@ -396,9 +412,35 @@ impl Store {
             })
             .collect::<Result<Vec<Mmap>>>()?;
         let mut scanned: Vec<(u32, Vec<ScannedRecord<'_>>)> = Vec::new();
+        // Set when that predecessor lost anything: the newest segment's
+        // records were written after what was lost, and are dropped.
+        let mut pred_lost = false;
         for (&(id, h, len), map) in to_scan.iter().zip(&scan_maps) {
             let path = &seg_files[&id];
-            let torn_ok = Some(id) == newest_log;
+            if pred_lost && Some(id) == newest_log {
+                let dropped = len - SEGMENT_HEADER_LEN as u64;
+                tracing::warn!(
+                    segment = id,
+                    bytes = dropped,
+                    "dropping the newest log segment's records: its predecessor's seal was not durable and the predecessor lost its tail"
+                );
+                report.truncated_tail_bytes += dropped;
+                let f = io.open_rw(path)?;
+                f.set_len(SEGMENT_HEADER_LEN as u64)?;
+                f.sync_data().await?;
+                scanned.push((id, Vec::new()));
+                loaded.push(Loaded {
+                    id,
+                    kind: h.kind,
+                    len: SEGMENT_HEADER_LEN as u64,
+                    min_version: 0,
+                    max_version: 0,
+                    has_hint: false,
+                    sealed: false,
+                });
+                continue;
+            }
+            let torn_ok = Some(id) == newest_log || Some(id) == unsynced_pred;
             let mut recs: Vec<ScannedRecord<'_>> = Vec::new();
             let scan = scan_segment(
                 path,
@@ -409,11 +451,14 @@ impl Store {
                 |key, e| recs.push((key_prefix(key), key, e)),
             )?;
             report.segments_scanned += 1;
+            if Some(id) == unsynced_pred && (scan.truncated > 0 || !scan.sealed) {
+                pred_lost = true;
+            }
             if scan.truncated > 0 {
                 tracing::warn!(
                     segment = id,
                     bytes = scan.truncated,
-                    "cutting a torn tail off the newest log segment"
+                    "cutting a torn tail off a log segment written when the crash came"
                 );
                 report.truncated_tail_bytes += scan.truncated;
             }
@@ -527,7 +572,8 @@ impl Store {
             None => {
                 let id = next_id;
                 next_id += 1;
-                let (file, seg) = create_segment(dir, &io, &opts, id, SegmentKind::Log).await?;
+                let (file, seg) =
+                    create_segment(dir, &io, &opts, id, SegmentKind::Log, None).await?;
                 table = table.with(Arc::new(seg));
                 segs.insert(id, SegState::new_log());
                 Active {
@@ -556,6 +602,17 @@ impl Store {
             report.segments_sealed += 1;
             tracing::info!(segment = id, "sealed a log segment a crash left open");
         }
+        // The newest segment, appended to again, stops naming a
+        // predecessor that is now whole and durable.
+        if unsynced_pred.is_some() && Some(active.id) == newest_log {
+            let header = SegmentHeader {
+                unsynced_predecessor: None,
+                ..headers[&active.id].0
+            }
+            .encode();
+            active.file.write_all_at(header.to_vec(), 0).await.0?;
+            active.file.sync_data().await?;
+        }
         let shared = Arc::new(Shared {
             index,
             segments: SegmentSet::new(table),
@@ -576,6 +633,7 @@ impl Store {
             poisoned: None,
             unsynced: false,
             background_sync: false,
+            pending_seal: None,
             buf: Vec::new(),
             hints_pending: Vec::new(),
             merge: None,

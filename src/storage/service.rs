@@ -497,6 +497,11 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                     tracing::error!(error = %e, "background fdatasync failed; the shard now refuses writes");
                 }
             }
+            outcome = store.seal_done(), if store.seal_pending() => {
+                if let Err(e) = store.finish_seal(outcome).await {
+                    tracing::error!(error = %e, "the background fdatasync of a sealed segment failed; the shard now refuses writes");
+                }
+            }
             _ = merge_tick.tick(), if store.merge_running() => {
                 let budget = merge_budget(merge_rate, last_merge_step.elapsed());
                 last_merge_step = Instant::now();
