@@ -1697,31 +1697,38 @@ impl Store {
         // segment, whose torn tail recovery cuts.
         self.cut_preallocated()?;
         let sealed = self.active.id;
-        let background = self.opts.sync != SyncPolicy::Always
-            && match self.active.file.sync_data_in_background() {
+        let mut background = self.opts.sync != SyncPolicy::Always;
+        if !background {
+            self.sync_active().await?;
+        }
+        // The next segment is created (its header and the directory
+        // synced) before the sealed one's fdatasync starts: behind that
+        // fdatasync's writeback, these small syncs took up to 20 ms.
+        let id = self.alloc_id();
+        let (file, seg) = self
+            .create_segment(id, SegmentKind::Log, background.then_some(sealed))
+            .await?;
+        if background {
+            match self.active.file.sync_data_in_background() {
                 Ok(done) => {
                     self.pending_seal = Some(PendingSeal {
                         id: sealed,
                         started: std::time::Instant::now(),
                         done,
                     });
-                    true
                 }
                 Err(e) => {
+                    // The new header names a predecessor that is durable
+                    // once this returns: start-up finds it whole.
                     tracing::warn!(segment = sealed, error = %e, "could not sync the sealed segment in the background; syncing here");
-                    false
+                    self.sync_active().await?;
+                    background = false;
                 }
-            };
-        if !background {
-            self.sync_active().await?;
+            }
         }
         if let Some(st) = self.segs.get_mut(&sealed) {
             st.sealed = true;
         }
-        let id = self.alloc_id();
-        let (file, seg) = self
-            .create_segment(id, SegmentKind::Log, background.then_some(sealed))
-            .await?;
         let old = std::mem::replace(
             &mut self.active,
             Active {
