@@ -1608,6 +1608,13 @@ fn a_crash_before_a_background_seal_is_durable_leaves_a_prefix() {
                     .unwrap()
                     .set_len(torn_at)
                     .unwrap();
+                // The offline checker agrees with start-up.
+                let check = flashkv::storage::check::check_dir(dir.path(), false).unwrap();
+                assert_eq!(check.damaged(), !named, "{check:?}");
+                if named {
+                    let p = &check.segments[segs.len() - 2];
+                    assert!(p.torn_tail > 0, "{p:?}");
+                }
                 engine.block_on(async {
                     let opened =
                         Store::open(dir.path(), opts.clone(), io(engine), Arc::new(Clock::new()))
