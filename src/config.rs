@@ -75,7 +75,7 @@ pub struct Flags {
     pub io_engine: Option<String>,
     /// How log appends reach the file: mmap (copies into a mapped,
     /// preallocated segment), write (through the I/O engine), or auto
-    /// (mmap unless --sync always). [default: auto]
+    /// (mmap under --sync none only). [default: auto]
     #[arg(long)]
     pub log_append: Option<String>,
     /// Segment size in MiB. [default: 128]

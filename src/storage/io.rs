@@ -45,7 +45,7 @@
 //! Sealing a segment (and closing the store) cuts the file back to its
 //! records. Where the file system has no `fallocate`, the file falls back
 //! to `pwrite`. [`Io::maps_appends`] says when the store maps (by default
-//! unless every group is fdatasync'ed; `--log-append` chooses).
+//! under `sync=none` only; `--log-append` chooses).
 //!
 //! A [`FaultInjector`] can be attached to either backend to fail the N-th
 //! operation (EIO, ENOSPC, a torn write) or to simulate a crash (every
@@ -74,8 +74,8 @@ const GROW_AHEAD: u64 = APPEND_CHUNK / 2;
 /// How log appends reach the active segment (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogAppend {
-    /// Through the mapping unless every group is fdatasync'ed
-    /// (`sync=always`): see [`Io::maps_appends`].
+    /// Through the mapping under `sync=none` only: see
+    /// [`Io::maps_appends`].
     Auto,
     /// Always through the mapping.
     Mmap,
@@ -360,17 +360,22 @@ impl Io {
 
     /// Whether log appends under `sync` are copies into a mapped segment.
     ///
-    /// `Auto` maps unless `sync` is `always`: each fdatasync must then
-    /// write-protect the pages it cleans, which shoots down TLB entries on
-    /// the other cores (an inter-processor interrupt, a VM exit here), and
-    /// the next append takes a write fault. Measured in-process with 64
-    /// concurrent durable writers: 95-104k puts/s mapped against
-    /// 137-151k/s with `pwrite`, while one writer gains nothing either way.
-    /// Without a sync per group the mapping wins (a one-at-a-time put
-    /// drops from ~1.8 us to ~0.9 us).
+    /// `Auto` maps only under `sync=none`. Every fdatasync of a mapped
+    /// segment must write-protect the pages it cleans, which shoots down
+    /// TLB entries on the other cores (an inter-processor interrupt, a VM
+    /// exit here), and the next append takes a write fault. Under
+    /// `always`, measured in-process with 64 concurrent durable writers:
+    /// 95-104k puts/s mapped against 137-151k/s with `pwrite`, while one
+    /// writer gains nothing either way. Under `interval` the daemon's
+    /// groups are large enough that a `pwrite` each costs little, while
+    /// each interval fdatasync of mapped pages held the shard thread:
+    /// redis-benchmark GET -P 16 right after SETs had p99 3.7-4.3 ms
+    /// mapped against 1.2-1.6 ms with `pwrite` (four alternating rounds),
+    /// SET rates the same. Without any fdatasync the mapping wins (a
+    /// one-at-a-time put drops from ~1.8 us to ~0.9 us).
     pub fn maps_appends(&self, sync: crate::storage::SyncPolicy) -> bool {
         match self.log_append {
-            LogAppend::Auto => sync != crate::storage::SyncPolicy::Always,
+            LogAppend::Auto => sync == crate::storage::SyncPolicy::None,
             LogAppend::Mmap => true,
             LogAppend::Write => false,
         }
@@ -1249,5 +1254,28 @@ mod tests {
                 .all(|&b| b == 0)
         );
         assert_eq!(&bytes[cap as usize..], b"tail");
+    }
+
+    #[test]
+    fn by_default_only_sync_none_maps_log_appends() {
+        use crate::storage::SyncPolicy;
+        let policies = [
+            SyncPolicy::None,
+            SyncPolicy::Interval(std::time::Duration::from_secs(1)),
+            SyncPolicy::Always,
+        ];
+        let maps = |how| {
+            policies.map(|p| {
+                Io::new(IoEngine::Plain)
+                    .with_log_append(how)
+                    .maps_appends(p)
+            })
+        };
+        assert_eq!(maps(LogAppend::Auto), [true, false, false]);
+        assert_eq!(maps(LogAppend::Mmap), [true, true, true]);
+        assert_eq!(maps(LogAppend::Write), [false, false, false]);
+        let io = Io::new(IoEngine::Plain);
+        assert_eq!(io.append_path(SyncPolicy::None), "mmap");
+        assert_ne!(io.append_path(policies[1]), "mmap");
     }
 }
