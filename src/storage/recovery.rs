@@ -418,7 +418,11 @@ impl Store {
         for (&(id, h, len), map) in to_scan.iter().zip(&scan_maps) {
             let path = &seg_files[&id];
             if pred_lost && Some(id) == newest_log {
-                let dropped = len - SEGMENT_HEADER_LEN as u64;
+                // What was written, without the zeros of preallocated room.
+                let dropped = map[SEGMENT_HEADER_LEN..len as usize]
+                    .iter()
+                    .rposition(|&b| b != 0)
+                    .map_or(0, |i| i as u64 + 1);
                 tracing::warn!(
                     segment = id,
                     bytes = dropped,

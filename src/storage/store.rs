@@ -1692,9 +1692,9 @@ impl Store {
         // The room preallocated for mapped appends goes first, so that one
         // fdatasync makes both the records and the length durable (two,
         // the second for the length alone, held the shard 15-70 ms per seal
-        // under redis-benchmark SET -P 16 with sync=interval:1000; one
-        // holds it 18-40 ms). A crash before it leaves this the newest
-        // segment, whose torn tail recovery cuts.
+        // under redis-benchmark SET -P 16 with sync=interval:1000). A crash
+        // before that fdatasync ends leaves this segment's tail torn: as
+        // the newest segment, or as the predecessor the next one names.
         self.cut_preallocated()?;
         let sealed = self.active.id;
         let mut background = self.opts.sync != SyncPolicy::Always;
@@ -1785,6 +1785,11 @@ impl Store {
             return r;
         }
         self.spawn_hint_writer(p.id);
+        if self.poisoned.is_some() {
+            // No more writes; the name only loosens start-up's check of a
+            // predecessor that is whole.
+            return Ok(());
+        }
         // Not synced here: the next fdatasync of the active segment makes
         // it durable, and until then the header only names a predecessor
         // that is whole.
