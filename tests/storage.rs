@@ -67,6 +67,14 @@ fn store_thread(dir: &Path, opts: StoreOptions, engine: IoEngine) -> flashkv::st
     .unwrap()
 }
 
+/// A current-thread runtime for a test's client side of a store thread.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 async fn open(dir: &Path, opts: &StoreOptions, engine: IoEngine) -> flashkv::Result<Store> {
     Ok(
         Store::open(dir, opts.clone(), io(engine), Arc::new(Clock::new()))
@@ -1081,10 +1089,7 @@ fn interval_policy_syncs_on_the_tick() {
         let mut opts = small_opts();
         opts.sync = SyncPolicy::Interval(Duration::from_millis(5));
         let t = store_thread(dir.path(), opts, engine);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         let h = t.handle.clone();
         rt.block_on(async move {
             for i in 0..50u32 {
@@ -1459,10 +1464,7 @@ fn merge_triggers_fire_without_being_asked() {
                 ..small_opts()
             };
             let t = store_thread(dir.path(), opts, engine);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = current_thread();
             let h = t.handle.clone();
             let merged = rt.block_on(async move {
                 // Overwrite the same keys so that sealed segments fill with garbage.
@@ -1706,10 +1708,7 @@ fn the_storage_task_finishes_a_background_seal_on_its_own() {
             ..small_opts()
         };
         let t = store_thread(dir.path(), opts, engine);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         let h = t.handle.clone();
         rt.block_on(async move {
             for i in 0..700u32 {

@@ -612,9 +612,8 @@ impl Store {
             let header = SegmentHeader {
                 unsynced_predecessor: None,
                 ..headers[&active.id].0
-            }
-            .encode();
-            active.file.write_all_at(header.to_vec(), 0).await.0?;
+            };
+            store::write_header(&active.file, &header).await?;
             active.file.sync_data().await?;
         }
         let shared = Arc::new(Shared {

@@ -1798,9 +1798,8 @@ impl Store {
             segment_id: self.active.id,
             shard_id: self.opts.shard_id,
             unsynced_predecessor: None,
-        }
-        .encode();
-        let (w, _) = self.active.file.write_all_at(header.to_vec(), 0).await;
+        };
+        let w = write_header(&self.active.file, &header).await;
         if let Err(e) = &w {
             self.poisoned = Some(e.to_string());
         }
@@ -2106,10 +2105,9 @@ pub(crate) async fn create_segment(
         segment_id: id,
         shard_id: opts.shard_id,
         unsynced_predecessor,
-    }
-    .encode();
+    };
     let r = async {
-        file.write_all_at(header.to_vec(), 0).await.0?;
+        write_header(&file, &header).await?;
         file.sync_data().await?;
         io.rename(&tmp, &path)?;
         io.sync_dir(dir)
@@ -2125,6 +2123,11 @@ pub(crate) async fn create_segment(
     }
     let seg = Segment::map(id, kind, &path, opts.segment_size)?;
     Ok((file, seg))
+}
+
+/// Writes `header` at the start of `file` (not synced).
+pub(crate) async fn write_header(file: &DataFile, header: &SegmentHeader) -> Result<()> {
+    file.write_all_at(header.encode().to_vec(), 0).await.0
 }
 
 /// A sealed segment's hint to build and write.
