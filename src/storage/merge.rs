@@ -728,13 +728,14 @@ mod tests {
             );
         }
         let fetched = std::cell::RefCell::new(Vec::new());
+        let record = |k: &[u8]| {
+            fetched
+                .borrow_mut()
+                .push(String::from_utf8(k.to_vec()).unwrap())
+        };
         let mut c = (0, 0);
         for (n, &pos) in starts.iter().enumerate() {
-            advance(&mut c, 8, &bytes, pos, |k| {
-                fetched
-                    .borrow_mut()
-                    .push(String::from_utf8(k.to_vec()).unwrap())
-            });
+            advance(&mut c, 8, &bytes, pos, record);
             // Always eight records ahead, or at the end.
             let expect = (n + 8).min(starts.len());
             assert_eq!(fetched.borrow().len(), expect, "at record {n}");
@@ -747,17 +748,9 @@ mod tests {
         damaged[starts[5] + 4] = 0xEE;
         fetched.borrow_mut().clear();
         let mut c = (0, 0);
-        advance(&mut c, 8, &damaged, starts[0], |k| {
-            fetched
-                .borrow_mut()
-                .push(String::from_utf8(k.to_vec()).unwrap())
-        });
+        advance(&mut c, 8, &damaged, starts[0], record);
         assert_eq!(fetched.borrow().len(), 5);
-        advance(&mut c, 8, &damaged, starts[6], |k| {
-            fetched
-                .borrow_mut()
-                .push(String::from_utf8(k.to_vec()).unwrap())
-        });
+        advance(&mut c, 8, &damaged, starts[6], record);
         assert_eq!(fetched.borrow()[5], "key006");
     }
 }
