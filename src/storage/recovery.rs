@@ -64,13 +64,13 @@ fn entry_len(key: &[u8], e: &Entry) -> u64 {
     format::record_len(key.len(), e.value_len as usize, e.flags & FLAG_EXPIRES != 0) as u64
 }
 
-/// First offset at or after `from` where a valid record starts.
-/// Whether `bytes[from..]` is all zeros: room preallocated for mapped
-/// appends (see `storage::io`) that no write reached, not a torn write.
+/// Whether `bytes[from..]` is all zeros: room preallocated for appends
+/// (see `storage::io`) that no write reached, not a torn write.
 pub fn unwritten_tail(bytes: &[u8], from: usize) -> bool {
     bytes.get(from..).is_some_and(|t| t.iter().all(|&b| b == 0))
 }
 
+/// First offset at or after `from` where a valid record starts.
 pub fn next_valid_record(bytes: &[u8], from: usize) -> Option<usize> {
     (from..bytes.len().saturating_sub(format::RECORD_HEADER_LEN - 1))
         .find(|&p| format::decode_record(&bytes[p..]).is_ok())
@@ -568,9 +568,7 @@ impl Store {
         let active = match reuse {
             Some((id, len)) => {
                 let mut file = io.open_rw(&seg_files[&id])?;
-                if io.maps_appends(opts.sync) {
-                    file.map_appends(opts.segment_size)?;
-                }
+                file.prepare_appends(opts.sync, opts.segment_size)?;
                 Active { id, file, len }
             }
             None => {

@@ -1337,7 +1337,7 @@ impl Store {
         (Ok(()), buf)
     }
 
-    /// Cuts the space preallocated for mapped appends off the active
+    /// Cuts the space preallocated for appends off the active
     /// segment's file and makes its length durable (before a seal is
     /// final, or at close), so a sealed segment ends with its records.
     async fn release_preallocated(&mut self) -> Result<()> {
@@ -1351,7 +1351,7 @@ impl Store {
         r
     }
 
-    /// Cuts the space preallocated for mapped appends off the active
+    /// Cuts the space preallocated for appends off the active
     /// segment's file, without syncing; whether there was any. A failure
     /// leaves the file's length unknown: the store refuses writes.
     fn cut_preallocated(&mut self) -> Result<bool> {
@@ -1689,7 +1689,7 @@ impl Store {
         let (r, b) = self.append(seal).await;
         self.buf = b;
         r?;
-        // The room preallocated for mapped appends goes first, so that one
+        // The room preallocated for appends goes first, so that one
         // fdatasync makes both the records and the length durable (two,
         // the second for the length alone, held the shard 15-70 ms per seal
         // under redis-benchmark SET -P 16 with sync=interval:1000). A crash
@@ -2118,8 +2118,8 @@ pub(crate) async fn create_segment(
         return Err(e);
     }
     let mut file = file.renamed(&path);
-    if kind == SegmentKind::Log && io.maps_appends(opts.sync) {
-        file.map_appends(opts.segment_size)?;
+    if kind == SegmentKind::Log {
+        file.prepare_appends(opts.sync, opts.segment_size)?;
     }
     let seg = Segment::map(id, kind, &path, opts.segment_size)?;
     Ok((file, seg))
