@@ -27,7 +27,7 @@ use flashkv::clock::Clock;
 use flashkv::storage::{Batch, Io, IoEngine, Store, StoreOptions, StoreThread, SyncPolicy};
 
 #[cfg(feature = "jemalloc")]
-flashkv::jemalloc_global_allocator!();
+flashkv::jemalloc_global_allocator!(huge_pages);
 
 const N: u64 = 1_000_000;
 const VALUE: [u8; 100] = [0x5a; 100];

@@ -34,7 +34,7 @@ use flashkv::storage::{Batch, Io, IoEngine, Op, StoreOptions, StoreThread, SyncP
 use flashkv::txn::{Commit, Coordinator, TxnOptions};
 
 #[cfg(feature = "jemalloc")]
-flashkv::jemalloc_global_allocator!();
+flashkv::jemalloc_global_allocator!(huge_pages);
 
 const KEYS: u64 = 100_000;
 const INFLIGHT: usize = 64;

@@ -59,24 +59,36 @@ pub use error::{Error, ErrorCode, Result};
 #[doc(hidden)]
 pub use tikv_jemallocator as __jemallocator;
 
-/// Makes jemalloc the program's global allocator, with transparent huge
-/// pages for its memory (`thp:always`). The index's nodes are reached at
-/// random, one dependent miss each, and 2 MiB pages spare those lookups
-/// most TLB misses: in-process gets over 1M keys measured 15-20% faster,
-/// puts about 7% (`cargo bench --bench storage`, `_RJEM_MALLOC_CONF`
-/// toggled on one binary). The price is up to a few MiB of resident memory
-/// per arena that 4 KiB pages would have left unbacked. jemalloc reads
-/// `_RJEM_MALLOC_CONF` from the environment after this setting, so
-/// `_RJEM_MALLOC_CONF=thp:default` turns it off without a rebuild.
+/// Makes jemalloc the program's global allocator: with 4 KiB pages for
+/// its memory (jemalloc's default), or, given `huge_pages`, with
+/// transparent huge pages (`thp:always`).
 ///
-/// Used by the daemon and the benchmarks; a macro because jemalloc reads
-/// the setting from a symbol the final binary must define.
+/// Huge pages make the engine faster: the index's nodes are reached at
+/// random, and 2 MiB pages spare those visits TLB misses (in-process gets
+/// 15-20% faster in session 9, 0-8% in session 17; one-at-a-time puts
+/// 1.59M-1.61M/s against 1.44M-1.52M/s in session 17). But each new
+/// 2 MiB page is zeroed in one page fault by the thread that touches it
+/// first, the shard thread, while every request of the shard waits: on
+/// this VM 5 ms per page, every 60-120 ms under redis-benchmark SET -P 16,
+/// which made whole group commits of 800 SETs take 6-18 ms. So the daemon
+/// (latency) uses 4 KiB pages, and the in-process benchmarks (throughput
+/// of the engine embedded in a program that chooses) use huge pages; the
+/// README gives both figures. `_RJEM_MALLOC_CONF=thp:always` or
+/// `thp:default` in the environment overrides either choice. The
+/// point-lookup hash table asks for huge pages for its arrays itself
+/// (`index::hash`).
+///
+/// A macro because the global allocator, and the symbol jemalloc reads
+/// its options from, must be defined in the final binary.
 #[cfg(feature = "jemalloc")]
 #[macro_export]
 macro_rules! jemalloc_global_allocator {
     () => {
         #[global_allocator]
         static GLOBAL: $crate::__jemallocator::Jemalloc = $crate::__jemallocator::Jemalloc;
+    };
+    (huge_pages) => {
+        $crate::jemalloc_global_allocator!();
 
         /// jemalloc's options, read once when it starts (a C string).
         #[unsafe(export_name = "_rjem_malloc_conf")]
