@@ -36,11 +36,13 @@ const EMPTY: u64 = 0;
 const DELETED: u64 = 1;
 const PTR_MASK: u64 = (1 << 48) - 1;
 
-const HUGE_PAGE: usize = 2 << 20;
-
-/// A zeroed slot array. Arrays of 2 MiB or more are 2 MiB-aligned and
-/// advised to use transparent huge pages before first touch: lookups are
-/// random, and huge pages spare them most TLB misses.
+/// A zeroed slot array, in 4 KiB pages. Until session 17 arrays of 2 MiB
+/// or more asked for transparent huge pages (lookups are random, and huge
+/// pages spare them TLB misses), but each 2 MiB page cost its first toucher
+/// a 4-5 ms fault on the development VM (whose host backs it with 4 KiB
+/// pages), the shard thread included, and in-process gets measured no
+/// difference (1.65M-1.73M/s with them, 1.58M-1.77M/s without, three
+/// alternating runs of `get/hit`).
 pub(crate) struct Table {
     len: usize,
     ptr: *mut AtomicU64,
@@ -58,8 +60,7 @@ impl Table {
         let cap = cap.max(16).next_multiple_of(8);
         assert!(cap <= u32::MAX as usize, "hash table of {cap} slots");
         let size = cap * std::mem::size_of::<AtomicU64>();
-        let align = if size >= HUGE_PAGE { HUGE_PAGE } else { 64 };
-        let layout = std::alloc::Layout::from_size_align(size, align).expect("slot array layout");
+        let layout = std::alloc::Layout::from_size_align(size, 64).expect("slot array layout");
         // SAFETY: non-zero size; zeroed memory is a valid array of EMPTY slots.
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) } as *mut AtomicU64;
         if ptr.is_null() {
@@ -70,10 +71,6 @@ impl Table {
         for i in 0..cap {
             // SAFETY: i < cap slots were allocated above.
             unsafe { ptr.add(i).write(AtomicU64::new(0)) };
-        }
-        if size >= HUGE_PAGE {
-            // SAFETY: advice on memory we own; failure only means small pages.
-            unsafe { libc::madvise(ptr.cast(), size, libc::MADV_HUGEPAGE) };
         }
         Table {
             len: cap,
@@ -214,11 +211,10 @@ pub(crate) struct HashTable {
 
 /// The array the next growth swaps in, built and faulted in by a helper
 /// thread when the table is nearly full ([`SPARE_AT`]), so that the writer
-/// neither allocates it nor takes its page faults. Each of those faults
-/// zeroes a 2 MiB page (the arrays ask for huge pages), 5 ms apiece on the
-/// development VM: a growth to 8 MiB held the shard thread 10-15 ms,
-/// every request of the shard waiting (`perf` under redis-benchmark SET
-/// -P 16: `do_huge_pmd_wp_page` below `insert_hashed` and `migrate`).
+/// neither allocates it nor takes its page faults, every request of the
+/// shard waiting meanwhile. When the arrays were in 2 MiB pages, a growth
+/// to 8 MiB held the shard thread 10-15 ms (`perf` under redis-benchmark
+/// SET -P 16: `do_huge_pmd_wp_page` below `insert_hashed` and `migrate`).
 enum Spare {
     None,
     /// Asked for, of this capacity; being built.
@@ -228,17 +224,21 @@ enum Spare {
 }
 
 /// The load (in percent of the slots) from which the next array is built
-/// ahead; the table grows at 75%. At 1M keys inserted the load is 68%, so
-/// the memory figures of the benchmarks hold no spare.
-const SPARE_AT: u64 = 73;
+/// ahead; the table grows at 75%, 5% of the slots in inserts later. At 1M
+/// keys inserted the load is 68%, so the memory figures of the benchmarks
+/// hold no spare.
+const SPARE_AT: u64 = 70;
 
-/// Builds `f` on the index's helper thread; `false` if there is none.
+/// Runs `f` on the index's helper thread; `false` if there is none. The
+/// thread is in the idle scheduling class: at normal priority the
+/// scheduler woke it on the shard thread's core, where it took turns of
+/// 4 ms with the shard thread while it faulted a spare in.
 fn on_helper(f: Box<dyn FnOnce() + Send>) -> bool {
     type Job = Box<dyn FnOnce() + Send>;
     static HELPER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>> =
         std::sync::OnceLock::new();
     HELPER
-        .get_or_init(|| crate::storage::io::job_threads("flashkv-idxprep", 1, false, |f: Job| f()))
+        .get_or_init(|| crate::storage::io::job_threads("flashkv-idxprep", 1, true, |f: Job| f()))
         .as_ref()
         .is_some_and(|tx| tx.send(f).is_ok())
 }
