@@ -74,9 +74,7 @@ pub use tikv_jemallocator as __jemallocator;
 /// (latency) uses 4 KiB pages, and the in-process benchmarks (throughput
 /// of the engine embedded in a program that chooses) use huge pages; the
 /// README gives both figures. `_RJEM_MALLOC_CONF=thp:always` or
-/// `thp:default` in the environment overrides either choice. The
-/// point-lookup hash table asks for huge pages for its arrays itself
-/// (`index::hash`).
+/// `thp:default` in the environment overrides either choice.
 ///
 /// A macro because the global allocator, and the symbol jemalloc reads
 /// its options from, must be defined in the final binary.
