@@ -846,11 +846,16 @@ impl DataFile {
         }
     }
 
-    /// Records that the backend wrote up to `end`: a write the room did
-    /// not cover (`fallocate` failed) grew the file itself, and a later
-    /// failed `fallocate` must not cut the file back below it.
-    fn wrote_up_to(&self, end: u64) {
-        if let Some(a) = &self.appender {
+    /// Records that the backend wrote `pos..end`: a write the room did not
+    /// cover (`fallocate` failed) grew the file itself, and a later failed
+    /// `fallocate` must not cut the file back below it. Only a write that
+    /// starts within the room moves its end: one beyond it leaves a hole,
+    /// and every byte below the end must be allocated (a mapped copy into
+    /// a hole on a full disk would raise SIGBUS).
+    fn wrote(&self, pos: u64, end: u64) {
+        if let Some(a) = &self.appender
+            && pos <= a.end.load(Ordering::Relaxed)
+        {
             a.end.fetch_max(end, Ordering::Relaxed);
         }
     }
@@ -993,8 +998,9 @@ impl DataFile {
             self.grow_for_write(pos, n);
         }
         let (r, buf) = self.backend_write(buf, pos, n).await;
-        // Also after a failure: part of the write may have landed.
-        self.wrote_up_to(pos + n as u64);
+        if r.is_ok() {
+            self.wrote(pos, pos + n as u64);
+        }
         (r, buf)
     }
 
