@@ -1331,16 +1331,23 @@ mod tests {
                 f.write_all_at(b"tail".to_vec(), cap).await.0.unwrap();
                 assert_eq!(std::fs::metadata(&path).unwrap().len(), cap + 4);
             });
-            let bytes = std::fs::read(&path).unwrap();
-            assert_eq!(&bytes[..7], b"headabc");
-            assert!(bytes[7..7 + APPEND_CHUNK as usize].iter().all(|&b| b == 9));
-            assert!(
-                bytes[7 + APPEND_CHUNK as usize..cap as usize]
-                    .iter()
-                    .all(|&b| b == 0)
-            );
-            assert_eq!(&bytes[cap as usize..], b"tail");
+            assert_appended(&path, cap);
         }
+    }
+
+    /// What both append tests leave in `path`: "headabc", a step of 9s,
+    /// zeros up to `cap`, then "tail".
+    fn assert_appended(path: &Path, cap: u64) {
+        let bytes = std::fs::read(path).unwrap();
+        assert_eq!(bytes.len() as u64, cap + 4);
+        assert_eq!(&bytes[..7], b"headabc");
+        assert!(bytes[7..7 + APPEND_CHUNK as usize].iter().all(|&b| b == 9));
+        assert!(
+            bytes[7 + APPEND_CHUNK as usize..cap as usize]
+                .iter()
+                .all(|&b| b == 0)
+        );
+        assert_eq!(&bytes[cap as usize..], b"tail");
     }
 
     #[test]
@@ -1399,16 +1406,7 @@ mod tests {
             // Past the mapping, writes go through the backend.
             f.write_all_at(b"tail".to_vec(), cap).await.0.unwrap();
         });
-        let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(bytes.len() as u64, cap + 4);
-        assert_eq!(&bytes[..7], b"headabc");
-        assert!(bytes[7..7 + APPEND_CHUNK as usize].iter().all(|&b| b == 9));
-        assert!(
-            bytes[7 + APPEND_CHUNK as usize..cap as usize]
-                .iter()
-                .all(|&b| b == 0)
-        );
-        assert_eq!(&bytes[cap as usize..], b"tail");
+        assert_appended(&path, cap);
     }
 
     #[test]
