@@ -1622,9 +1622,14 @@ fn a_crash_before_a_background_seal_is_durable_leaves_a_prefix() {
                     .unwrap()
                     .set_len(torn_at)
                     .unwrap();
-                // The offline checker agrees with start-up.
+                // The offline checker agrees with start-up, and reports
+                // the name.
                 let check = flashkv::storage::check::check_dir(dir.path(), false).unwrap();
                 assert_eq!(check.damaged(), !named, "{check:?}");
+                assert_eq!(
+                    check.segments[segs.len() - 1].unsynced_predecessor,
+                    named.then_some(header_of(pred).segment_id)
+                );
                 if named {
                     let p = &check.segments[segs.len() - 2];
                     assert!(p.torn_tail > 0, "{p:?}");

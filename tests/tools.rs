@@ -146,6 +146,8 @@ fn ctl_commands_dump_load_and_offline_check() {
         .output()
         .unwrap());
     assert!(inspect.contains("key=item/042"), "{inspect}");
+    // A cleanly stopped daemon leaves no header naming an unsynced seal.
+    assert!(!inspect.contains("unsynced_predecessor"), "{inspect}");
     let seg = std::fs::read_dir(data.join("shard-000"))
         .unwrap()
         .map(|e| e.unwrap().path())

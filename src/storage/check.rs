@@ -41,6 +41,10 @@ pub struct SegmentReport {
     pub id: u32,
     /// Log or merge output (None if the header is damaged).
     pub kind: Option<SegmentKind>,
+    /// The segment the header names as sealed but not yet durably so
+    /// (a background seal in flight when it was last written; see
+    /// `format::SegmentHeader`).
+    pub unsynced_predecessor: Option<u32>,
     /// File length.
     pub len: u64,
     /// Valid records.
@@ -135,6 +139,7 @@ fn check_shard(dir: &Path, list: bool, report: &mut CheckReport) -> Result<()> {
             path: path.clone(),
             id,
             kind: None,
+            unsynced_predecessor: None,
             len: bytes.len() as u64,
             records: 0,
             puts: 0,
@@ -149,6 +154,7 @@ fn check_shard(dir: &Path, list: bool, report: &mut CheckReport) -> Result<()> {
         match SegmentHeader::decode(&bytes) {
             Ok(h) => {
                 r.kind = Some(h.kind);
+                r.unsynced_predecessor = h.unsynced_predecessor;
                 if h.segment_id != id {
                     r.damage.push((
                         16,

@@ -438,9 +438,12 @@ fn inspect(dir: &Path, records: bool) -> anyhow::Result<i32> {
     let r = flashkv::storage::check::check_dir(dir, records)?;
     for s in &r.segments {
         println!(
-            "{} kind={:?} len={} records={} puts={} deletes={} versions={}..{} hint={} torn_tail={} unwritten_tail={} damage={}",
+            "{} kind={:?}{} len={} records={} puts={} deletes={} versions={}..{} hint={} torn_tail={} unwritten_tail={} damage={}",
             s.path.display(),
             s.kind,
+            s.unsynced_predecessor
+                .map(|p| format!(" unsynced_predecessor={p}"))
+                .unwrap_or_default(),
             s.len,
             s.records,
             s.puts,
