@@ -207,6 +207,10 @@ pub(crate) struct HashTable {
     used: AtomicU64,
     /// The next array, built ahead of a growth on a helper thread.
     spare: Arc<Mutex<Spare>>,
+    /// Whether the spare for the coming growth was asked for (writer
+    /// only): inserts between the spare's load and the growth check this
+    /// instead of taking the lock.
+    spare_asked: std::sync::atomic::AtomicBool,
 }
 
 /// The array the next growth swaps in, built and faulted in by a helper
@@ -252,6 +256,7 @@ impl HashTable {
             live: AtomicU64::new(0),
             used: AtomicU64::new(0),
             spare: Arc::new(Mutex::new(Spare::None)),
+            spare_asked: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -261,6 +266,8 @@ impl HashTable {
         if cfg!(feature = "shuttle") {
             return; // model tests run no helper threads
         }
+        self.spare_asked
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut s = self.spare.lock().expect("spare lock");
         if !matches!(*s, Spare::None) {
             return;
@@ -285,6 +292,8 @@ impl HashTable {
     /// The spare array if it is built and of `capacity` slots; any other
     /// is given up (writer only).
     fn take_spare(&self, capacity: usize) -> Option<Table> {
+        self.spare_asked
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let prev = std::mem::replace(&mut *self.spare.lock().expect("spare lock"), Spare::None);
         match prev {
             Spare::Ready(c, t) if c == capacity => Some(t),
@@ -378,6 +387,7 @@ impl HashTable {
                 self.start_growth(target, guard);
             }
         } else if (used + 1) * 100 >= cap as u64 * SPARE_AT
+            && !self.spare_asked.load(std::sync::atomic::Ordering::Relaxed)
             && self.live.load(Ordering::Relaxed) as usize * 28 >= cap * 15
             && self.old.load(Ordering::Relaxed, guard).is_null()
         {

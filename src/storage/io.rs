@@ -789,23 +789,16 @@ impl DataFile {
     /// Makes writes below `capacity` copies into a shared writable mapping
     /// of the file, grown ahead of them (see the module documentation).
     pub fn map_appends(&mut self, capacity: u64) -> Result<()> {
-        let fd = self.raw_fd();
-        let len = std::fs::metadata(&self.path)
-            .map_err(|e| Error::io("stat", &self.path, e))?
-            .len();
-        let cap = usize::try_from(capacity.max(len)).map_err(|_| {
+        let mut a = self.room_for_appends(capacity)?;
+        let len = usize::try_from(a.cap).map_err(|_| {
             Error::Config(format!("segment size {capacity} does not fit in memory"))
         })?;
         let map = MmapOptions::new()
-            .len(cap)
-            .map_raw(fd)
+            .len(len)
+            .map_raw(self.raw_fd())
             .map_err(|e| Error::io("mmap", &self.path, e))?;
-        self.appender = Some(Appender {
-            map: Some(Arc::new(map)),
-            cap: cap as u64,
-            end: AtomicU64::new(len),
-            off: AtomicBool::new(false),
-        });
+        a.map = Some(Arc::new(map));
+        self.appender = Some(a);
         Ok(())
     }
 
@@ -814,16 +807,22 @@ impl DataFile {
     /// `pwrite`s (or ring writes), but into blocks the file system has
     /// already allocated.
     pub fn preallocate_appends(&mut self, capacity: u64) -> Result<()> {
+        self.appender = Some(self.room_for_appends(capacity)?);
+        Ok(())
+    }
+
+    /// The room for appends below `capacity` (or the file's length, if
+    /// longer), from the file's length on; no mapping yet.
+    fn room_for_appends(&self, capacity: u64) -> Result<Appender> {
         let len = std::fs::metadata(&self.path)
             .map_err(|e| Error::io("stat", &self.path, e))?
             .len();
-        self.appender = Some(Appender {
+        Ok(Appender {
             map: None,
             cap: capacity.max(len),
             end: AtomicU64::new(len),
             off: AtomicBool::new(false),
-        });
-        Ok(())
+        })
     }
 
     /// Whether the next write at `pos..pos + n` goes through the mapping.
