@@ -342,15 +342,18 @@ impl HashTable {
 
     /// Second stage: reads the home slot of `key` (fetched by
     /// [`HashTable::prefetch_slot`] a while ago) and prefetches the node it
-    /// points to if the tag matches.
-    pub(crate) fn prefetch_node(&self, key: &[u8], guard: &Guard) {
+    /// points to if the tag matches. Whether it did: false says the key is
+    /// probably absent (it may still sit in a later slot of its probe).
+    pub(crate) fn prefetch_node(&self, key: &[u8], guard: &Guard) -> bool {
         let (h, tag) = hash_of(key);
         // SAFETY: as in find.
         let t = unsafe { self.table.load(Ordering::Acquire, guard).deref() };
         let s = t.slots()[t.home(h)].load(Ordering::Acquire);
-        if s > DELETED && s & !PTR_MASK == tag {
+        let hit = s > DELETED && s & !PTR_MASK == tag;
+        if hit {
             super::prefetch_line(untag(s));
         }
+        hit
     }
 
     /// Adds a node for a key that is not in the table (writer only).

@@ -624,6 +624,21 @@ impl Index {
         None
     }
 
+    /// Starts fetching the hash slot a lookup of `key` reads first, so that
+    /// a batch of lookups can have their cache misses in flight together:
+    /// call this for every key of the batch, then
+    /// [`Index::prefetch_node`] for each, then look them up.
+    pub fn prefetch_slot(&self, key: &[u8], guard: &Guard) {
+        self.inner.hash.prefetch_slot(key, guard);
+    }
+
+    /// The second stage of [`Index::prefetch_slot`]: starts fetching the
+    /// node of `key` if its home slot names it. False if it does not (the
+    /// key is probably absent).
+    pub fn prefetch_node(&self, key: &[u8], guard: &Guard) -> bool {
+        self.inner.hash.prefetch_node(key, guard)
+    }
+
     /// The entry for `key`, tombstones included.
     pub fn get(&self, key: &[u8], guard: &Guard) -> Option<Entry> {
         self.inner.hash.find(key, guard).map(|n| n.entry())

@@ -4,7 +4,9 @@
 //! Redis strings are FlashKV keys: `SET k v` and the gRPC/HTTP `Put k v`
 //! write the same record, so every protocol sees the same data with the same
 //! durability (`--sync`). A connection parses every complete command in its
-//! input buffer, runs them in order, and writes their replies in one go.
+//! input buffer, runs them in order, and writes their replies in one go;
+//! the index entries and records of the GETs among them are prefetched 16
+//! at a time ([`read_ahead`]), so that their cache misses overlap.
 //! Read-modify-write commands (INCR, APPEND, SET NX, EXPIRE, ...) read the
 //! key and commit on the condition that its version has not changed, and
 //! retry if it has (optimistic concurrency on the engine's version check).
@@ -547,6 +549,43 @@ fn is_plain_set(args: &[Vec<u8>]) -> bool {
     args.len() == 3 && args[0].eq_ignore_ascii_case(b"set")
 }
 
+/// Gets whose reads [`read_ahead`] prefetches together.
+pub const READ_AHEAD: usize = 16;
+
+/// Starts the cache misses of the string gets of `keys` (the next GETs of
+/// a pipeline, an MGET's keys; at most [`READ_AHEAD`]) together, stage by
+/// stage, so that the gets that follow find their index entries and
+/// records in cache: a get is two or three dependent misses (hash slot,
+/// index node, record), and here they overlap instead of following one
+/// another. A get of a missing key also looks up its metadata key
+/// (WRONGTYPE), whose slot is fetched once the key looks absent.
+pub fn read_ahead<'a, I: Iterator<Item = &'a [u8]>>(router: &Router, keys: impl Fn() -> I) {
+    use crate::storage::ReadAhead;
+    // Nested pins below are cheap while this one is held.
+    let _guard = crossbeam_epoch::pin();
+    for k in keys() {
+        router.prefetch(k, ReadAhead::Slot);
+    }
+    for k in keys() {
+        if !router.prefetch(k, ReadAhead::Node) {
+            router.prefetch(&keyspace::meta_key(k), ReadAhead::Slot);
+        }
+    }
+    for k in keys() {
+        router.prefetch(k, ReadAhead::Record);
+    }
+}
+
+/// [`read_ahead`] of the GETs among `cmds`, if there are two or more.
+fn read_ahead_gets(router: &Router, cmds: &[Vec<Vec<u8>>]) {
+    let is_get = |a: &&Vec<Vec<u8>>| a.len() == 2 && a[0].eq_ignore_ascii_case(b"get");
+    if cmds.iter().filter(is_get).nth(1).is_some() {
+        read_ahead(router, || {
+            cmds.iter().filter(is_get).map(|a| a[1].as_slice())
+        });
+    }
+}
+
 /// Queues a plain SET on its shard.
 async fn submit_set(cx: &Conn, mut args: Vec<Vec<u8>>) -> Owed {
     let start = Instant::now();
@@ -693,45 +732,56 @@ async fn connection(
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut owed: VecDeque<Owed> = VecDeque::new();
+    let mut cmds: Vec<Vec<Vec<u8>>> = Vec::new();
     loop {
+        // Every complete command first (then the reads among them can be
+        // prefetched together), then a malformed frame if one follows.
         let mut used = 0;
-        loop {
+        let malformed = loop {
             match proto::parse(&buf[used..], max_bulk) {
                 Ok(Some((args, n))) => {
                     used += n;
-                    if args.is_empty() {
-                        continue;
-                    }
-                    if cx.multi.is_none() && is_plain_set(&args) {
-                        owed.push_back(submit_set(&cx, args).await);
-                        continue;
-                    }
-                    if !owed.is_empty() {
-                        settle(&cx, &mut owed, &mut out).await;
-                        cx.mark = None;
-                    }
-                    let reply = execute(&mut cx, &args).await;
-                    reply.encode(cx.proto, &mut out);
-                    if cx.quit {
-                        stream.write_all(&out).await?;
-                        return Ok(());
-                    }
-                    if out.len() >= FLUSH_AT {
-                        stream.write_all(&out).await?;
-                        out.clear();
-                        cx.mark = None;
+                    if !args.is_empty() {
+                        cmds.push(args);
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    settle(&cx, &mut owed, &mut out).await;
-                    Reply::err(format!("Protocol error: {}", e.0)).encode(cx.proto, &mut out);
-                    stream.write_all(&out).await?;
-                    return Ok(());
-                }
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        buf.drain(..used);
+        for i in 0..cmds.len() {
+            if i % READ_AHEAD == 0 {
+                read_ahead_gets(cx.router(), &cmds[i..cmds.len().min(i + READ_AHEAD)]);
+            }
+            let args = std::mem::take(&mut cmds[i]);
+            if cx.multi.is_none() && is_plain_set(&args) {
+                owed.push_back(submit_set(&cx, args).await);
+                continue;
+            }
+            if !owed.is_empty() {
+                settle(&cx, &mut owed, &mut out).await;
+                cx.mark = None;
+            }
+            let reply = execute(&mut cx, &args).await;
+            reply.encode(cx.proto, &mut out);
+            if cx.quit {
+                stream.write_all(&out).await?;
+                return Ok(());
+            }
+            if out.len() >= FLUSH_AT {
+                stream.write_all(&out).await?;
+                out.clear();
+                cx.mark = None;
             }
         }
-        buf.drain(..used);
+        cmds.clear();
+        if let Some(e) = malformed {
+            settle(&cx, &mut owed, &mut out).await;
+            Reply::err(format!("Protocol error: {}", e.0)).encode(cx.proto, &mut out);
+            stream.write_all(&out).await?;
+            return Ok(());
+        }
         settle(&cx, &mut owed, &mut out).await;
         if !out.is_empty() {
             stream.write_all(&out).await?;

@@ -151,6 +151,14 @@ impl Router {
         self.shards[self.shard_of(key) as usize].reader().get(key)
     }
 
+    /// One stage of the read-ahead of a get of `key` on its shard (see
+    /// [`crate::storage::StoreReader::prefetch`]).
+    pub fn prefetch(&self, key: &[u8], stage: crate::storage::ReadAhead) -> bool {
+        self.shards[self.shard_of(key) as usize]
+            .reader()
+            .prefetch(key, stage)
+    }
+
     /// Commits a batch on the shard that owns all of its keys. A batch whose
     /// keys live on more than one shard is refused whole.
     pub async fn write(&self, batch: Batch) -> Result<Outcome> {

@@ -35,5 +35,5 @@ pub use io::{FaultAction, FaultInjector, FaultOp, FaultRule, Io, IoEngine};
 pub use options::{MergePolicy, StoreOptions, SyncPolicy};
 pub use service::{StoreHandle, StoreThread};
 pub use store::{
-    Batch, Condition, Op, Outcome, RecoveryReport, Store, StoreReader, StoreStats, Value,
+    Batch, Condition, Op, Outcome, ReadAhead, RecoveryReport, Store, StoreReader, StoreStats, Value,
 };

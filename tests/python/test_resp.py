@@ -280,6 +280,37 @@ def test_pipelining_and_resp3(daemon):
     assert hello[b"proto"] == 3 and hello[b"server"] == b"redis"
 
 
+def test_a_long_pipeline_of_gets_answers_each_in_order(daemon):
+    """GETs are read ahead 16 at a time: hits, misses, deleted and expired
+    keys and a collection (WRONGTYPE) in one pipeline of 100, mixed with
+    writes, each get its own reply in order."""
+    c = daemon.client()
+    for i in range(0, 100, 2):
+        c.set(f"la:{i}", f"v{i}")
+    c.hset("la:hash", "f", "1")
+    c.set("la:gone", "x")
+    c.delete("la:gone")
+    c.set("la:exp", "x", px=1)
+    time.sleep(0.01)
+    p = c.pipeline(transaction=False)
+    want = []
+    for i in range(100):
+        if i % 10 == 3:
+            p.set(f"la:{i}", f"w{i}")
+            p.get(f"la:{i}")
+            want += [True, f"w{i}".encode()]
+        else:
+            p.get(f"la:{i}")
+            want.append(f"v{i}".encode() if i % 2 == 0 else None)
+    for k in ["la:hash", "la:gone", "la:exp", "la:0"]:
+        p.get(k)
+    out = p.execute(raise_on_error=False)
+    assert out[: len(want)] == want
+    assert isinstance(out[len(want)], redis.ResponseError)
+    assert str(out[len(want)]).startswith("WRONGTYPE")
+    assert out[len(want) + 1 :] == [None, None, b"v0"]
+
+
 def test_protocol_errors_close_only_that_connection(daemon):
     bad = socket.create_connection((daemon.host, daemon.port), timeout=5)
     bad.sendall(b"*1\r\n$abc\r\n")
@@ -289,6 +320,16 @@ def test_protocol_errors_close_only_that_connection(daemon):
     big = socket.create_connection((daemon.host, daemon.port), timeout=5)
     big.sendall(b"*1\r\n$70000\r\n")  # over --max-value-size 65536
     assert big.recv(1000).startswith(b"-ERR Protocol error: invalid bulk length")
+    # Commands ahead of a malformed frame in the same packet are answered
+    # first, in order (a pipeline of GETs is read ahead together).
+    early = socket.create_connection((daemon.host, daemon.port), timeout=5)
+    early.sendall(b"SET pe v\r\nGET pe\r\nGET pe:none\r\nGET pe\r\n*1\r\n$abc\r\n")
+    got = b""
+    while not got.endswith(b"\r\n") or b"Protocol" not in got:
+        chunk = early.recv(1000)
+        assert chunk, got
+        got += chunk
+    assert got.startswith(b"+OK\r\n$1\r\nv\r\n$-1\r\n$1\r\nv\r\n-ERR Protocol error:"), got
     # Inline commands work (as typed into telnet).
     inline = socket.create_connection((daemon.host, daemon.port), timeout=5)
     inline.sendall(b"SET inl \"a b\"\r\nGET inl\r\nPING hello\r\n")
