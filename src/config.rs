@@ -99,7 +99,8 @@ pub struct Flags {
     /// Also merge on this schedule, in seconds (0: off). [default: 0]
     #[arg(long)]
     pub merge_interval_secs: Option<u64>,
-    /// Merge reads at most this many MiB/s. [default: 128]
+    /// Merge reads at most this many MiB/s; a quarter of it while requests keep
+    /// the shard busy, until --merge-reclaimable-mb of garbage builds up. [default: 128]
     #[arg(long)]
     pub merge_rate_mb: Option<u64>,
     /// Skip damaged log ranges at start-up (reported) instead of refusing to start.

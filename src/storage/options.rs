@@ -64,7 +64,10 @@ pub struct MergePolicy {
     /// Also merge every sealed segment with garbage on this schedule.
     pub interval: Option<Duration>,
     /// Bytes of victim segments merge reads per second at most, so that
-    /// foreground latency holds while it runs.
+    /// foreground latency holds while it runs. While requests keep the
+    /// shard thread busy, merge runs at a quarter of this, unless the dead
+    /// bytes have reached `min_reclaimable_bytes` or a client asked for the
+    /// merge.
     pub rate_bytes_per_sec: u64,
 }
 

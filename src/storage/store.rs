@@ -2045,6 +2045,18 @@ impl Store {
         Ok(true)
     }
 
+    /// Whether the dead bytes of the sealed segments have reached the
+    /// reclaimable-bytes trigger: merge must not fall further behind.
+    pub fn merge_urgent(&self) -> bool {
+        let dead: u64 = self
+            .segs
+            .iter()
+            .filter(|(id, _)| **id != self.active.id)
+            .map(|(_, s)| s.dead_bytes())
+            .sum();
+        dead >= self.opts.merge.min_reclaimable_bytes
+    }
+
     /// Whether a merge is in progress.
     pub fn merge_running(&self) -> bool {
         self.merge.is_some()
