@@ -114,6 +114,11 @@ pub fn key_prefix(k: &[u8]) -> u64 {
     u64::from_be_bytes(p)
 }
 
+/// Entry flag of a key with an expiry time: the log record's flag of the
+/// same value (`storage::format::FLAG_EXPIRES`). The index counts the live
+/// entries that carry it ([`Index::expiring`]).
+pub const ENTRY_EXPIRES: u8 = 2;
+
 /// Index-only entry flag (never written to the log): the entry is a part
 /// of a cross-shard commit, hidden from plain reads while that commit is
 /// unsettled (the value it replaced is first in its version chain).
@@ -352,6 +357,8 @@ struct Inner {
     len: AtomicUsize,
     /// Tombstone entries.
     tombstones: AtomicUsize,
+    /// Entries (not tombstones) with [`ENTRY_EXPIRES`].
+    expiring: AtomicUsize,
     /// Bytes allocated for nodes (keys included).
     bytes: AtomicUsize,
     /// Point-lookup table over the same nodes.
@@ -499,6 +506,7 @@ pub fn new_index() -> (Index, IndexWriter) {
         height: AtomicUsize::new(1),
         len: AtomicUsize::new(0),
         tombstones: AtomicUsize::new(0),
+        expiring: AtomicUsize::new(0),
         bytes: AtomicUsize::new(Node::layout(MAX_HEIGHT, 0).size()),
         hash: HashTable::new(),
     });
@@ -690,6 +698,12 @@ impl Index {
     /// Number of tombstone entries.
     pub fn tombstones(&self) -> usize {
         self.inner.tombstones.load(Ordering::Relaxed)
+    }
+
+    /// Number of entries (not tombstones) with [`ENTRY_EXPIRES`]: keys with
+    /// an expiry time, expired or not.
+    pub fn expiring(&self) -> usize {
+        self.inner.expiring.load(Ordering::Relaxed)
     }
 
     /// Bytes allocated for the index nodes (keys included).
@@ -1119,6 +1133,17 @@ impl IndexWriter {
             self.inner.tombstones.fetch_sub(1, Ordering::Relaxed);
         } else if is && !was {
             self.inner.tombstones.fetch_add(1, Ordering::Relaxed);
+        }
+        let expires =
+            |e: Option<&Entry>| e.is_some_and(|e| !e.tombstone && e.flags & ENTRY_EXPIRES != 0);
+        match (expires(old), expires(new)) {
+            (true, false) => {
+                self.inner.expiring.fetch_sub(1, Ordering::Relaxed);
+            }
+            (false, true) => {
+                self.inner.expiring.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
     }
 
@@ -1788,6 +1813,42 @@ mod tests {
         assert_eq!(index.tombstones(), 1);
         w.upsert(b"a", e(1, 80, 3));
         assert_eq!(index.tombstones(), 0);
+    }
+
+    /// Live entries with an expiry are counted through every way an entry
+    /// changes: insert, overwrite, delete (tombstone), merge's move and
+    /// removal.
+    #[test]
+    fn keys_with_an_expiry_are_counted() {
+        let (index, mut w) = new_index();
+        let x = |seg, off, v| Entry {
+            flags: ENTRY_EXPIRES,
+            ..e(seg, off, v)
+        };
+        w.upsert(b"a", x(1, 0, 1));
+        w.upsert(b"b", e(1, 10, 2));
+        assert_eq!(index.expiring(), 1);
+        w.upsert(b"a", x(1, 20, 3)); // a new expiry: still one key
+        w.upsert(b"b", x(1, 30, 4));
+        assert_eq!(index.expiring(), 2);
+        w.upsert(b"a", e(1, 40, 5)); // SET without an expiry (or PERSIST)
+        assert_eq!(index.expiring(), 1);
+        let dead = Entry {
+            tombstone: true,
+            ..x(1, 50, 6)
+        };
+        w.upsert(b"b", dead);
+        assert_eq!(index.expiring(), 0, "a tombstone is not a key");
+        w.upsert(b"c", x(1, 60, 7));
+        assert!(w.update_if_at(b"c", 1, 60, x(2, 0, 7)));
+        assert_eq!(index.expiring(), 1, "a merge's move keeps the expiry");
+        assert!(w.update_if_at(b"c", 2, 0, e(2, 0, 7)));
+        assert_eq!(index.expiring(), 0);
+        w.upsert(b"d", x(1, 70, 8));
+        assert_eq!(index.expiring(), 1);
+        let guard = crossbeam_epoch::pin();
+        assert!(w.remove_if_at(b"d", 1, 70, &guard));
+        assert_eq!(index.expiring(), 0);
     }
 
     /// Readers on other threads run while the writer inserts, overwrites and

@@ -84,6 +84,10 @@ pub const MAX_KEY_LEN: usize = (1 << 24) - 1;
 pub const FLAG_GROUP_CONT: u8 = 1;
 /// Flag: an 8-byte expiry follows the header.
 pub const FLAG_EXPIRES: u8 = 2;
+const _: () = assert!(
+    FLAG_EXPIRES == crate::index::ENTRY_EXPIRES,
+    "the index counts the keys with an expiry by this flag"
+);
 /// Flag: this txn prepare (redo) record deletes its key.
 pub const FLAG_REDO_DELETE: u8 = 4;
 const KNOWN_FLAGS: u8 = FLAG_GROUP_CONT | FLAG_EXPIRES | FLAG_REDO_DELETE;

@@ -1447,6 +1447,12 @@ impl Store {
         if self.poisoned.is_some() {
             return Ok(0);
         }
+        // No key has an expiry: nothing to walk (the walk costs a cache
+        // miss or more per entry examined).
+        if self.shared.index.expiring() == 0 {
+            self.sweep_cursor = None;
+            return Ok(0);
+        }
         let now = now_ms();
         let mut expired = Vec::new();
         let (mut examined, mut last) = (0usize, None);
@@ -2568,6 +2574,50 @@ mod tests {
                 node_false_hits < 10,
                 "{node_false_hits} of 2000 absent keys matched"
             );
+            s.close().await.unwrap();
+        });
+    }
+
+    /// The active expiry sweep walks the index only while some key has an
+    /// expiry, and stops walking once none has.
+    #[test]
+    fn the_expiry_sweep_walks_only_while_a_key_has_an_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        IoEngine::Plain.block_on(async {
+            let io = Io::new(IoEngine::Plain);
+            let (mut s, _) = Store::open(
+                dir.path(),
+                StoreOptions::default(),
+                io,
+                Arc::new(Clock::new()),
+            )
+            .await
+            .unwrap();
+            for i in 0..100u32 {
+                s.put(format!("k{i:03}").as_bytes(), b"v").await.unwrap();
+            }
+            assert_eq!(s.sweep_expired(10).await.unwrap(), 0);
+            assert_eq!(s.sweep_cursor, None, "no key has an expiry: no walk");
+            let later = now_ms() + 3_600_000;
+            let ttl = |key: &[u8], expires_at_ms| Batch {
+                ops: vec![Op::Put {
+                    key: key.to_vec(),
+                    value: b"t".to_vec(),
+                    expires_at_ms,
+                }],
+                conditions: vec![],
+            };
+            s.write(ttl(b"k050", Some(later))).await.unwrap();
+            assert_eq!(s.sweep_expired(10).await.unwrap(), 0);
+            assert_eq!(
+                s.sweep_cursor.as_deref(),
+                Some(&b"k009"[..]),
+                "walked 10 keys"
+            );
+            // PERSIST-like: the key keeps its value and loses its expiry.
+            s.write(ttl(b"k050", None)).await.unwrap();
+            assert_eq!(s.sweep_expired(10).await.unwrap(), 0);
+            assert_eq!(s.sweep_cursor, None, "none has an expiry again");
             s.close().await.unwrap();
         });
     }
