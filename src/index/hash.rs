@@ -342,7 +342,8 @@ impl HashTable {
 
     /// Second stage: reads the home slot of `key` (fetched by
     /// [`HashTable::prefetch_slot`] a while ago) and prefetches the node it
-    /// points to if the tag matches. Whether it did: false says the key is
+    /// points to (its header and key: two lines) if the tag matches.
+    /// Whether it did: false says the key is
     /// probably absent (it may still sit in a later slot of its probe).
     pub(crate) fn prefetch_node(&self, key: &[u8], guard: &Guard) -> bool {
         let (h, tag) = hash_of(key);
@@ -351,7 +352,7 @@ impl HashTable {
         let s = t.slots()[t.home(h)].load(Ordering::Acquire);
         let hit = s > DELETED && s & !PTR_MASK == tag;
         if hit {
-            super::prefetch_line(untag(s));
+            super::prefetch(untag(s));
         }
         hit
     }
