@@ -751,11 +751,12 @@ async fn connection(
         };
         buf.drain(..used);
         for i in 0..cmds.len() {
-            if i % READ_AHEAD == 0 {
+            if i % READ_AHEAD == 0 && cx.authenticated {
                 read_ahead_gets(cx.router(), &cmds[i..cmds.len().min(i + READ_AHEAD)]);
             }
             let args = std::mem::take(&mut cmds[i]);
-            if cx.multi.is_none() && is_plain_set(&args) {
+            // (Unauthenticated, it goes to `execute`, which refuses it.)
+            if cx.multi.is_none() && cx.authenticated && is_plain_set(&args) {
                 owed.push_back(submit_set(&cx, args).await);
                 continue;
             }

@@ -8,6 +8,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -161,6 +163,20 @@ def test_resp_needs_tls_and_the_password(pki, daemon):
     anon = redis.Redis(host=host, port=int(port), ssl=True, ssl_ca_certs=pki["ca"])
     with pytest.raises(redis.AuthenticationError):
         anon.get("sec:r")
+    # Every command needs the password: a plain SET too (pipelined SETs
+    # take a path of their own), alone and in a pipeline.
+    with pytest.raises(redis.AuthenticationError):
+        anon.set("sec:r", "overwritten")
+    ctx = ssl.create_default_context(cafile=pki["ca"])
+    with ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=5), server_hostname=host) as raw:
+        raw.sendall(b"SET sec:r overwritten\r\nSET sec:anon v\r\nPING\r\n")
+        got = b""
+        while got.count(b"\r\n") < 3:
+            chunk = raw.recv(1000)
+            assert chunk, got
+            got += chunk
+    assert got == b"-NOAUTH Authentication required.\r\n" * 3, got
+    assert c.get("sec:r") == b"v" and c.get("sec:anon") is None
     wrong = redis.Redis(host=host, port=int(port), ssl=True, ssl_ca_certs=pki["ca"], password="nope")
     with pytest.raises(redis.AuthenticationError):
         wrong.get("sec:r")
