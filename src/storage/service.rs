@@ -537,7 +537,8 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                     }
                 }
             }
-            _ = sweep_tick.tick() => {
+            // (No key with an expiry: no step, and no wake-up for one.)
+            _ = sweep_tick.tick(), if store.has_expiring_keys() => {
                 // The sweep writes deletes without asking the lock table: it
                 // waits for a moment when no transaction holds a lock here
                 // (a tombstone newer than a prepared commit's version would

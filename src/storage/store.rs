@@ -1437,6 +1437,11 @@ impl Store {
         Ok(())
     }
 
+    /// Whether some key has an expiry time (expired or not).
+    pub fn has_expiring_keys(&self) -> bool {
+        self.shared.index.expiring() > 0
+    }
+
     /// Active expiry: examines up to `budget` index entries from where the
     /// last sweep stopped (wrapping around at the end) and deletes the keys
     /// whose expiry has passed, each on the condition that it is still
@@ -1449,7 +1454,7 @@ impl Store {
         }
         // No key has an expiry: nothing to walk (the walk costs a cache
         // miss or more per entry examined).
-        if self.shared.index.expiring() == 0 {
+        if !self.has_expiring_keys() {
             self.sweep_cursor = None;
             return Ok(0);
         }
