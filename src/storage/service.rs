@@ -14,7 +14,7 @@
 //! interleave with it in between short pauses; a quarter of that while
 //! requests keep the shard thread busy, as `Pace` measures), and the merge
 //! trigger checks (once a second), and the active expiry sweep (a step
-//! every [`SWEEP_TICK`], only while some key has an expiry).
+//! every 100 ms, only while some key has an expiry).
 //!
 //! The task is also the participant side of transactions: it owns the
 //! shard's [`LockManager`]. A cross-shard transaction locks its keys here
