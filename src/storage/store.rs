@@ -489,11 +489,15 @@ impl StoreReader {
                     );
                     let start = e.offset as usize;
                     if let Some(bytes) = seg.bytes().get(start..start + len) {
-                        // The record's first and last cache lines (a
-                        // small record spans two or three; the line
-                        // between comes with its neighbours).
-                        crate::index::prefetch_line(bytes.as_ptr());
-                        crate::index::prefetch_line(bytes[len - 1..].as_ptr());
+                        // The record's cache lines, up to the first
+                        // 256 bytes (a get reads the whole record; a long
+                        // one streams): a byte in each 64 from the start,
+                        // and the last, as the record need not start a line.
+                        let head = &bytes[..len.min(256)];
+                        for line in head.chunks(64) {
+                            crate::index::prefetch_line(line.as_ptr());
+                        }
+                        crate::index::prefetch_line(&head[head.len() - 1]);
                     }
                 }
                 true
