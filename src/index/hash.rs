@@ -343,8 +343,8 @@ impl HashTable {
     /// Second stage: reads the home slot of `key` (fetched by
     /// [`HashTable::prefetch_slot`] a while ago) and prefetches the node it
     /// points to (its header and key: two lines) if the tag matches.
-    /// Whether it did: false says the key is
-    /// probably absent (it may still sit in a later slot of its probe).
+    /// Whether it did: false says the key is probably absent (it may still
+    /// sit in a later slot of its probe).
     pub(crate) fn prefetch_node(&self, key: &[u8], guard: &Guard) -> bool {
         let (h, tag) = hash_of(key);
         // SAFETY: as in find.

@@ -2594,14 +2594,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         IoEngine::Plain.block_on(async {
             let io = Io::new(IoEngine::Plain);
-            let (mut s, _) = Store::open(
-                dir.path(),
-                StoreOptions::default(),
-                io,
-                Arc::new(Clock::new()),
-            )
-            .await
-            .unwrap();
+            let opts = StoreOptions {
+                segment_size: 16 << 10,
+                max_value_size: 1024,
+                max_key_size: 1024,
+                ..Default::default()
+            };
+            let (mut s, _) = Store::open(dir.path(), opts.clone(), io, Arc::new(Clock::new()))
+                .await
+                .unwrap();
             for i in 0..100u32 {
                 s.put(format!("k{i:03}").as_bytes(), b"v").await.unwrap();
             }
@@ -2627,6 +2628,23 @@ mod tests {
             s.write(ttl(b"k050", None)).await.unwrap();
             assert_eq!(s.sweep_expired(10).await.unwrap(), 0);
             assert_eq!(s.sweep_cursor, None, "none has an expiry again");
+            // The count is rebuilt at start-up, from sealed segments (their
+            // hints or a scan) and the active one.
+            s.write(ttl(b"e1", Some(later))).await.unwrap();
+            let sealed = s.stats().segments.len();
+            for i in 0..400u32 {
+                s.put(format!("f{i:03}").as_bytes(), &[1u8; 64])
+                    .await
+                    .unwrap();
+            }
+            assert!(s.stats().segments.len() > sealed, "e1's segment is sealed");
+            s.write(ttl(b"e2", Some(later))).await.unwrap();
+            s.close().await.unwrap();
+            let io = Io::new(IoEngine::Plain);
+            let (s, _) = Store::open(dir.path(), opts, io, Arc::new(Clock::new()))
+                .await
+                .unwrap();
+            assert_eq!(s.shared.index.expiring(), 2);
             s.close().await.unwrap();
         });
     }
