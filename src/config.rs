@@ -107,7 +107,8 @@ pub struct Flags {
     #[arg(long)]
     #[serde(default)]
     pub repair: bool,
-    /// Do not pin shard threads to cores.
+    /// Do not pin shard threads to cores (they are pinned only when there are
+    /// as many shards as cores).
     #[arg(long)]
     #[serde(default)]
     pub no_pin: bool,

@@ -607,3 +607,62 @@ fn second_daemon_on_the_same_address_is_refused() {
     }
     assert_eq!(first.stop(), 0);
 }
+
+/// The CPUs a thread may run on, as /proc lists them ("0-1", "1").
+fn cpus_allowed(status: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Shard threads pin themselves to cores only when the shards take every
+/// core; fewer shards than cores are left to the scheduler (pinned, one
+/// shard beside a client on two cores waited behind it).
+#[test]
+fn shard_threads_are_pinned_only_when_they_take_every_core() {
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let own = cpus_allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
+    for shards in [1, cores] {
+        let dir = tempfile::tempdir().unwrap();
+        let shard_flag = shards.to_string();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flashkv"))
+            .args(["--data-dir", dir.path().to_str().unwrap()])
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--resp-addr", "127.0.0.1:0", "--log-level", "warn"])
+            .args(["--shards", &shard_flag])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.contains("ready"), "{line}");
+        let mut seen = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap() {
+            let task = task.unwrap().path();
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            let Some(i) = comm.trim().strip_prefix("flashkv-shard-") else {
+                continue;
+            };
+            let i: usize = i.parse().unwrap();
+            let allowed = cpus_allowed(&std::fs::read_to_string(task.join("status")).unwrap());
+            if shards >= cores {
+                assert_eq!(allowed, i.to_string(), "{shards} shards: shard {i}");
+            } else {
+                assert_eq!(allowed, own, "{shards} of {cores} cores: shard {i}");
+            }
+            seen.push(i);
+        }
+        seen.sort();
+        assert_eq!(seen, (0..shards).collect::<Vec<_>>());
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
