@@ -16,7 +16,8 @@
 //!   built; readers load slots with `Acquire`.
 //! * Growing (load above 3/4, deleted slots counted) swaps in a new array
 //!   1.4 times as long, built ahead by a helper thread where it can be
-//!   (see [`Spare`]); the old array is freed through the epoch, like nodes. A lookup of an absent key (every new key, and every
+//!   (see [`Spare`]); the old array is freed through the epoch, like
+//!   nodes. A lookup of an absent key (every new key, and every
 //!   delete of a Redis collection's metadata key that a string write
 //!   carries) probes to an empty slot: about 8 slots at a load of 3/4,
 //!   about 32 at 7/8, where the table grew before. Growing at 3/4 costs

@@ -2061,7 +2061,8 @@ impl Store {
     }
 
     /// Whether the dead bytes of the sealed segments have reached the
-    /// reclaimable-bytes trigger: merge must not fall further behind.
+    /// reclaimable-bytes trigger (which also makes a merge take every
+    /// sealed segment with garbage): merge must not fall further behind.
     pub fn merge_urgent(&self) -> bool {
         let dead: u64 = self
             .segs
@@ -2120,8 +2121,7 @@ impl Store {
         if force {
             return sealed.iter().map(|(id, _)| *id).collect();
         }
-        let total_dead: u64 = sealed.iter().map(|(_, s)| s.dead_bytes()).sum();
-        if total_dead >= self.opts.merge.min_reclaimable_bytes {
+        if self.merge_urgent() {
             return sealed
                 .iter()
                 .filter(|(_, s)| s.dead_bytes() > 0)
@@ -2528,23 +2528,34 @@ mod tests {
             })
     }
 
+    /// Segments of `segment_size` bytes (small, so that a test seals a
+    /// few), values up to `max_value_size`, keys up to 1 KiB.
+    fn small_segments(segment_size: u64, max_value_size: usize) -> StoreOptions {
+        StoreOptions {
+            segment_size,
+            max_value_size,
+            max_key_size: 1024,
+            ..Default::default()
+        }
+    }
+
+    /// Opens a store in `dir` on the plain I/O backend.
+    async fn open_plain(dir: &Path, opts: StoreOptions) -> Store {
+        let io = Io::new(IoEngine::Plain);
+        Store::open(dir, opts, io, Arc::new(Clock::new()))
+            .await
+            .unwrap()
+            .0
+    }
+
     /// The read-ahead stages tell present keys from absent ones (exactly
     /// at the record stage, by the home slot at the node stage) and leave
     /// the gets that follow them unchanged, in sealed and active segments.
     #[test]
     fn read_ahead_reports_presence_and_changes_no_read() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions {
-            segment_size: 16 << 10,
-            max_value_size: 1024,
-            max_key_size: 1024,
-            ..Default::default()
-        };
         IoEngine::Plain.block_on(async {
-            let io = Io::new(IoEngine::Plain);
-            let (mut s, _) = Store::open(dir.path(), opts, io, Arc::new(Clock::new()))
-                .await
-                .unwrap();
+            let mut s = open_plain(dir.path(), small_segments(16 << 10, 1024)).await;
             for i in 0..2000u32 {
                 s.put(format!("k{i:05}").as_bytes(), format!("v{i}").as_bytes())
                     .await
@@ -2593,16 +2604,8 @@ mod tests {
     fn the_expiry_sweep_walks_only_while_a_key_has_an_expiry() {
         let dir = tempfile::tempdir().unwrap();
         IoEngine::Plain.block_on(async {
-            let io = Io::new(IoEngine::Plain);
-            let opts = StoreOptions {
-                segment_size: 16 << 10,
-                max_value_size: 1024,
-                max_key_size: 1024,
-                ..Default::default()
-            };
-            let (mut s, _) = Store::open(dir.path(), opts.clone(), io, Arc::new(Clock::new()))
-                .await
-                .unwrap();
+            let opts = small_segments(16 << 10, 1024);
+            let mut s = open_plain(dir.path(), opts.clone()).await;
             for i in 0..100u32 {
                 s.put(format!("k{i:03}").as_bytes(), b"v").await.unwrap();
             }
@@ -2640,10 +2643,7 @@ mod tests {
             assert!(s.stats().segments.len() > sealed, "e1's segment is sealed");
             s.write(ttl(b"e2", Some(later))).await.unwrap();
             s.close().await.unwrap();
-            let io = Io::new(IoEngine::Plain);
-            let (s, _) = Store::open(dir.path(), opts, io, Arc::new(Clock::new()))
-                .await
-                .unwrap();
+            let s = open_plain(dir.path(), opts).await;
             assert_eq!(s.shared.index.expiring(), 2);
             s.close().await.unwrap();
         });
@@ -2655,17 +2655,8 @@ mod tests {
     #[test]
     fn hints_are_built_at_idle_priority_and_not_for_retired_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions {
-            segment_size: 64 << 10,
-            max_value_size: 16 << 10,
-            max_key_size: 1024,
-            ..Default::default()
-        };
         IoEngine::Plain.block_on(async {
-            let io = Io::new(IoEngine::Plain);
-            let (mut s, _) = Store::open(dir.path(), opts, io, Arc::new(Clock::new()))
-                .await
-                .unwrap();
+            let mut s = open_plain(dir.path(), small_segments(64 << 10, 16 << 10)).await;
             for i in 0..1000u32 {
                 s.put(format!("k{i:05}").as_bytes(), &[7u8; 100])
                     .await
