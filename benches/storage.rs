@@ -2,7 +2,9 @@
 //!
 //! - `put`: single-threaded puts with `sync=none`, one write per put and in
 //!   groups of 64, on each I/O backend;
-//! - `get`: hits and misses over 1M keys, and the same on 2 reader threads;
+//! - `get`: hits and misses over 1M keys, one get at a time and as
+//!   multi-gets of 16 keys (`StoreReader::get_many`, which overlaps the
+//!   keys' cache misses), and hits on 2 reader threads;
 //! - `durable_put`: puts with `sync=always` from 1, 8 and 64 concurrent
 //!   writers through the storage task (group commit);
 //! - `reopen`: index rebuild from hints versus from a scan, 1M and 10M keys
@@ -173,6 +175,26 @@ fn bench_get(c: &mut Criterion) {
             reader.get(&key(i + N)).expect("get")
         })
     });
+    // Multi-gets of 16 keys; throughput counts keys.
+    for (name, offset) in [("hit_many16", 0), ("miss_many16", N)] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut keys = [[0u8; 16]; 16];
+                let start = Instant::now();
+                let mut done = 0;
+                while done < iters {
+                    for k in keys.iter_mut() {
+                        i = (i + 7919) % N;
+                        *k = key(i + offset);
+                    }
+                    let got = reader.get_many(&keys).expect("get_many");
+                    assert_eq!(got.iter().all(Option::is_some), offset == 0);
+                    done += keys.len() as u64;
+                }
+                start.elapsed()
+            })
+        });
+    }
     g.bench_function("hit_2_threads", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();

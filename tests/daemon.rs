@@ -146,6 +146,36 @@ fn every_rpc_works_against_the_daemon() {
             bg.results.iter().map(|r| r.found).collect::<Vec<_>>(),
             [true, false]
         );
+        // A longer BatchGet (read ahead in batches), keys on both shards,
+        // one twice, some absent: each answer in its place.
+        for i in 0..40 {
+            kv.put(put(&format!("bg{i}"), &format!("v{i}")))
+                .await
+                .unwrap();
+        }
+        let keys: Vec<String> = (0..50)
+            .rev()
+            .map(|i| format!("bg{i}"))
+            .chain(["bg7".to_string()])
+            .collect();
+        let bg = kv
+            .batch_get(BatchGetRequest {
+                keys: keys.iter().map(|k| k.clone().into()).collect(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(bg.results.len(), keys.len());
+        for (k, r) in keys.iter().zip(&bg.results) {
+            let i: u32 = k[2..].parse().unwrap();
+            assert_eq!(r.found, i < 40, "{k}");
+            let want = if i < 40 {
+                format!("v{i}").into_bytes()
+            } else {
+                vec![]
+            };
+            assert_eq!(r.value, want, "{k}");
+        }
         // Write: atomic batch on one shard; refused across shards.
         let mut admin = d.admin().await;
         let shard_of = |k: &str| {

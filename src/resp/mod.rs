@@ -549,8 +549,9 @@ fn is_plain_set(args: &[Vec<u8>]) -> bool {
     args.len() == 3 && args[0].eq_ignore_ascii_case(b"set")
 }
 
-/// Gets whose reads [`read_ahead`] prefetches together.
-pub const READ_AHEAD: usize = 16;
+/// Gets whose reads [`read_ahead`] prefetches together (as many as a
+/// multi-get of the engine reads ahead).
+pub const READ_AHEAD: usize = crate::storage::READ_AHEAD;
 
 /// Starts the cache misses of the string gets of `keys` (the next GETs of
 /// a pipeline, an MGET's keys; at most [`READ_AHEAD`]) together, stage by

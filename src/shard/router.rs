@@ -151,6 +151,17 @@ impl Router {
         self.shards[self.shard_of(key) as usize].reader().get(key)
     }
 
+    /// Reads `keys`, each on its shard, as [`Router::get`] would one by one,
+    /// with their cache misses overlapped (see
+    /// [`crate::storage::StoreReader::get_many`]).
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Value>>> {
+        crate::storage::store::read_ahead_many(
+            keys,
+            |k, stage| self.prefetch(k, stage),
+            |k| self.get(k),
+        )
+    }
+
     /// One stage of the read-ahead of a get of `key` on its shard (see
     /// [`crate::storage::StoreReader::prefetch`]).
     pub fn prefetch(&self, key: &[u8], stage: crate::storage::ReadAhead) -> bool {

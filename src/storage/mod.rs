@@ -35,5 +35,6 @@ pub use io::{FaultAction, FaultInjector, FaultOp, FaultRule, Io, IoEngine};
 pub use options::{MergePolicy, StoreOptions, SyncPolicy};
 pub use service::{StoreHandle, StoreThread};
 pub use store::{
-    Batch, Condition, Op, Outcome, ReadAhead, RecoveryReport, Store, StoreReader, StoreStats, Value,
+    Batch, Condition, Op, Outcome, READ_AHEAD, ReadAhead, RecoveryReport, Store, StoreReader,
+    StoreStats, Value,
 };
