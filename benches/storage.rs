@@ -4,7 +4,10 @@
 //!   groups of 64, on each I/O backend;
 //! - `get`: hits and misses over 1M keys, one get at a time and as
 //!   multi-gets of 16 keys (`StoreReader::get_many`, which overlaps the
-//!   keys' cache misses), and hits on 2 reader threads;
+//!   keys' cache misses), and hits on 2 reader threads; `get/dependent_read`
+//!   is the floor under a get: a read of a random byte of a 128 MiB file
+//!   mapping whose address depends on the read before it (a get is three
+//!   such reads in a row);
 //! - `durable_put`: puts with `sync=always` from 1, 8 and 64 concurrent
 //!   writers through the storage task (group commit);
 //! - `reopen`: index rebuild from hints versus from a scan, 1M and 10M keys
@@ -192,6 +195,38 @@ fn bench_get(c: &mut Criterion) {
                     done += keys.len() as u64;
                 }
                 start.elapsed()
+            })
+        });
+    }
+    // The floor under `get/hit`: one read of a random byte of a 128 MiB
+    // file mapping (written in 8 KiB writes, as group commits write the
+    // log) whose address depends on the byte read before it. A get is
+    // three such reads in a row (hash slot, index node, record).
+    {
+        use std::io::Write;
+        const SIZE: usize = 128 << 20;
+        let path = dir.path().join("floor");
+        let mut f = std::fs::File::create(&path).expect("create");
+        let chunk: Vec<u8> = (0..8192u32).map(|j| j as u8).collect();
+        for _ in 0..SIZE / chunk.len() {
+            f.write_all(&chunk).expect("write");
+        }
+        drop(f);
+        let file = std::fs::File::open(&path).expect("open");
+        // SAFETY: the file is not changed while mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.expect("mmap");
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut off = 0usize;
+        for i in (0..SIZE).step_by(4096) {
+            std::hint::black_box(map[i]);
+        }
+        g.bench_function("dependent_read", |b| {
+            b.iter(|| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                off = (x as usize ^ usize::from(map[off])) % SIZE;
+                off
             })
         });
     }
