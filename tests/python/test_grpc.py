@@ -83,6 +83,29 @@ def test_put_get_delete(stubs):
     assert not kv.Get(pb2.GetRequest(key=b"py:hello")).found
 
 
+def test_batch_get_answers_each_key_in_order(stubs):
+    """BatchGet reads its keys ahead in groups of 16: a long batch over both
+    shards, with absent, deleted and repeated keys, answers each in its
+    place; a bad key refuses the whole batch."""
+    pb2, kv, _ = stubs
+    versions = {}
+    for i in range(60):
+        versions[i] = kv.Put(pb2.PutRequest(key=b"py:bg:%d" % i, value=b"v%d" % i)).version
+    for i in range(0, 60, 7):
+        kv.Delete(pb2.DeleteRequest(key=b"py:bg:%d" % i))
+    wanted = [i * 11 % 80 for i in range(80)] + [3, 3, 59]
+    r = kv.BatchGet(pb2.BatchGetRequest(keys=[b"py:bg:%d" % i for i in wanted]))
+    assert len(r.results) == len(wanted)
+    for i, got in zip(wanted, r.results):
+        present = i < 60 and i % 7 != 0
+        assert got.found == present, i
+        assert got.value == (b"v%d" % i if present else b""), i
+        assert got.version == (versions[i] if present else 0), i
+    with pytest.raises(grpc.RpcError) as e:
+        kv.BatchGet(pb2.BatchGetRequest(keys=[b"py:bg:1", b"", b"py:bg:2"]))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_compare_and_set_and_errors(stubs):
     pb2, kv, _ = stubs
     kv.Put(pb2.PutRequest(key=b"py:cas", value=b"1", expected_version=0))
