@@ -569,17 +569,13 @@ pub fn read_ahead<'a, I: Iterator<Item = &'a [u8]>>(router: &Router, keys: impl 
     use crate::storage::ReadAhead;
     // Nested pins below are cheap while this one is held.
     let _guard = crossbeam_epoch::pin();
-    for k in keys() {
-        router.prefetch(k, ReadAhead::Slot);
-    }
-    for k in keys() {
-        if !router.prefetch(k, ReadAhead::Node) {
+    crate::storage::store::read_ahead_stages(keys, |k, stage| {
+        let present = router.prefetch(k, stage);
+        if stage == ReadAhead::Node && !present {
             router.prefetch(&keyspace::meta_key(k), ReadAhead::Slot);
         }
-    }
-    for k in keys() {
-        router.prefetch(k, ReadAhead::Record);
-    }
+        present
+    });
 }
 
 /// [`read_ahead`] of the GETs among `cmds`, if there are two or more.

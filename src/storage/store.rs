@@ -385,13 +385,29 @@ pub(crate) struct Shared {
 /// lines are still cached when it is read.
 pub const READ_AHEAD: usize = 16;
 
+/// Takes `keys` (an iterator made afresh for each stage) through the
+/// read-ahead stages with `prefetch`, one stage for all of them before the
+/// next, so that their misses overlap. Every key goes through every stage:
+/// the answer at [`ReadAhead::Node`] is no reason to skip a key's record (a
+/// key that linear probing moved past its home slot reads `false` there).
+/// The caller holds an epoch pin, so that the stages' own pins nest in it
+/// (cheap). Used by the multi-gets and by the RESP server's read-ahead of
+/// pipelined GETs.
+pub(crate) fn read_ahead_stages<'a, I: Iterator<Item = &'a [u8]>>(
+    keys: impl Fn() -> I,
+    prefetch: impl Fn(&[u8], ReadAhead) -> bool,
+) {
+    for stage in [ReadAhead::Slot, ReadAhead::Node, ReadAhead::Record] {
+        for k in keys() {
+            prefetch(k, stage);
+        }
+    }
+}
+
 /// Reads `keys` with `get`, [`READ_AHEAD`] at a time, each batch first
-/// taken through the read-ahead stages with `prefetch`, a hint only: the
-/// answers are `get`'s whatever it does. (Its answer at
-/// [`ReadAhead::Node`] is no reason to skip a key's record: a key that
-/// linear probing moved past its home slot reads `false` there.) Shared by
-/// a shard's [`StoreReader::get_many`] and the router's, whose keys span
-/// shards.
+/// taken through [`read_ahead_stages`] with `prefetch`, a hint only: the
+/// answers are `get`'s whatever it does. Shared by a shard's
+/// [`StoreReader::get_many`] and the router's, whose keys span shards.
 pub(crate) fn read_ahead_many<K: AsRef<[u8]>>(
     keys: &[K],
     prefetch: impl Fn(&[u8], ReadAhead) -> bool,
@@ -402,11 +418,7 @@ pub(crate) fn read_ahead_many<K: AsRef<[u8]>>(
         // The stages' and gets' own pins nest in this one (cheap).
         let _guard = crossbeam_epoch::pin();
         if batch.len() > 1 {
-            for stage in [ReadAhead::Slot, ReadAhead::Node, ReadAhead::Record] {
-                for k in batch {
-                    prefetch(k.as_ref(), stage);
-                }
-            }
+            read_ahead_stages(|| batch.iter().map(|k| k.as_ref()), &prefetch);
         }
         for k in batch {
             out.push(get(k.as_ref())?);
