@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::FutureExt;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -16,7 +17,7 @@ use crate::error::{Error, ErrorCode};
 use crate::shard::Router;
 use crate::shard::router::scan_bounds;
 use crate::storage::store::now_ms;
-use crate::storage::{Batch, Condition, Op, Outcome, Value};
+use crate::storage::{Batch, Condition, Op, Outcome, READ_AHEAD, Value};
 
 /// Generated protobuf and gRPC code.
 #[allow(missing_docs, clippy::all, clippy::unwrap_used)]
@@ -721,28 +722,38 @@ impl Kv for KvService {
                 tokio::select! {
                     msg = inbound.message(), if open && inflight.len() < PIPELINE_INFLIGHT => match msg {
                         Ok(Some(m)) => {
-                            let id = m.id;
-                            match m.op {
-                                Some(pipeline_request::Op::Get(g)) => {
-                                    let r = check_key(&g.key, &limits)
-                                        .and_then(|_| router.get(&g.key).map_err(status))
-                                        .map(|v| pipeline_response::Result::Get(get_response(v)));
-                                    if tx.send(Ok(pipeline_reply(id, r))).await.is_err() {
-                                        return;
+                            // The messages already received go together, so
+                            // that their gets read ahead: their cache misses
+                            // overlap instead of coming one after another.
+                            let mut batch = vec![m];
+                            let mut failed = None;
+                            while batch.len() < READ_AHEAD && inflight.len() + batch.len() < PIPELINE_INFLIGHT {
+                                match inbound.message().now_or_never() {
+                                    Some(Ok(Some(m))) => batch.push(m),
+                                    Some(Ok(None)) => {
+                                        open = false;
+                                        break;
                                     }
-                                }
-                                Some(pipeline_request::Op::Put(p)) => inflight.push(Box::pin(async move {
-                                    (id, do_put(router, p, &limits).await.map(pipeline_response::Result::Put))
-                                }) as Pin<Box<dyn std::future::Future<Output = _> + Send>>),
-                                Some(pipeline_request::Op::Delete(d)) => inflight.push(Box::pin(async move {
-                                    (id, do_delete(router, d, &limits).await.map(pipeline_response::Result::Delete))
-                                })),
-                                None => {
-                                    let r = Err(Status::invalid_argument("pipeline request without an operation"));
-                                    if tx.send(Ok(pipeline_reply(id, r))).await.is_err() {
-                                        return;
+                                    Some(Err(e)) => {
+                                        failed = Some(e);
+                                        break;
                                     }
+                                    None => break,
                                 }
+                            }
+                            for (id, step) in pipeline_batch(router, &limits, batch) {
+                                match step {
+                                    Step::Reply(r) => {
+                                        if tx.send(Ok(pipeline_reply(id, r))).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Step::Write(w) => inflight.push(w),
+                                }
+                            }
+                            if let Some(e) = failed {
+                                let _ = tx.send(Err(e)).await;
+                                return;
                             }
                         }
                         Ok(None) => open = false,
@@ -772,6 +783,83 @@ fn finish(r: Option<Result<crate::Result<Outcome>, tokio::task::JoinError>>) -> 
             "bulk load writer task failed: {e}"
         ))),
     }
+}
+
+/// A pipelined write in flight: its id and outcome.
+type PipelineWrite<'a> = Pin<
+    Box<
+        dyn std::future::Future<Output = (u64, Result<pipeline_response::Result, Status>)>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// What a Pipeline message comes to: an answer now (gets, malformed
+/// messages) or a write to wait for.
+enum Step<'a> {
+    Reply(Result<pipeline_response::Result, Status>),
+    Write(PipelineWrite<'a>),
+}
+
+/// The steps of a batch of Pipeline messages, in their order; the batch's
+/// gets are read ahead together ([`Router::get_many`]'s stages) first.
+fn pipeline_batch<'a>(
+    router: &'a Router,
+    limits: &'a Limits,
+    batch: Vec<PipelineRequest>,
+) -> Vec<(u64, Step<'a>)> {
+    let keys: Vec<&[u8]> = batch
+        .iter()
+        .filter_map(|m| match &m.op {
+            Some(pipeline_request::Op::Get(g)) if limits.check_key(&g.key).is_ok() => {
+                Some(g.key.as_slice())
+            }
+            _ => None,
+        })
+        .collect();
+    // The stages' and gets' own pins nest in this one (cheap).
+    let guard = crossbeam_epoch::pin();
+    if keys.len() > 1 {
+        crate::storage::store::read_ahead_stages(
+            || keys.iter().copied(),
+            |k, stage| router.prefetch(k, stage),
+        );
+    }
+    let steps = batch
+        .into_iter()
+        .map(|m| {
+            let id = m.id;
+            let step = match m.op {
+                Some(pipeline_request::Op::Get(g)) => Step::Reply(
+                    check_key(&g.key, limits)
+                        .and_then(|_| router.get(&g.key).map_err(status))
+                        .map(|v| pipeline_response::Result::Get(get_response(v))),
+                ),
+                Some(pipeline_request::Op::Put(p)) => Step::Write(Box::pin(async move {
+                    (
+                        id,
+                        do_put(router, p, limits)
+                            .await
+                            .map(pipeline_response::Result::Put),
+                    )
+                })),
+                Some(pipeline_request::Op::Delete(d)) => Step::Write(Box::pin(async move {
+                    (
+                        id,
+                        do_delete(router, d, limits)
+                            .await
+                            .map(pipeline_response::Result::Delete),
+                    )
+                })),
+                None => Step::Reply(Err(Status::invalid_argument(
+                    "pipeline request without an operation",
+                ))),
+            };
+            (id, step)
+        })
+        .collect();
+    drop(guard);
+    steps
 }
 
 fn pipeline_reply(id: u64, r: Result<pipeline_response::Result, Status>) -> PipelineResponse {

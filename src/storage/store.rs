@@ -391,8 +391,9 @@ pub const READ_AHEAD: usize = 16;
 /// the answer at [`ReadAhead::Node`] is no reason to skip a key's record (a
 /// key that linear probing moved past its home slot reads `false` there).
 /// The caller holds an epoch pin, so that the stages' own pins nest in it
-/// (cheap). Used by the multi-gets and by the RESP server's read-ahead of
-/// pipelined GETs.
+/// (cheap). Used by the multi-gets, by the RESP server's read-ahead of
+/// pipelined GETs and by the gRPC Pipeline's of the gets that arrive
+/// together.
 pub(crate) fn read_ahead_stages<'a, I: Iterator<Item = &'a [u8]>>(
     keys: impl Fn() -> I,
     prefetch: impl Fn(&[u8], ReadAhead) -> bool,

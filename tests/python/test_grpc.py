@@ -148,6 +148,45 @@ def test_pipeline_stream(stubs):
     assert all(ids[i].put.version > 0 for i in range(300))
 
 
+def test_pipeline_gets_each_answer_their_own_id(stubs):
+    """A stream of gets the server takes in batches (read ahead together):
+    each id gets the answer for its own key, whether present, absent,
+    invalid (empty key) or a message without an operation, in any order."""
+    pb2, kv, _ = stubs
+    n = 200
+    for r in kv.Pipeline(
+        pb2.PipelineRequest(id=i, put=pb2.PutRequest(key=b"py:pg:%d" % i, value=b"value-%d" % i)) for i in range(n)
+    ):
+        assert r.code == 0, r.message
+
+    def reqs():
+        for i in range(1200):
+            k = i // 4
+            if i % 4 in (0, 1):
+                yield pb2.PipelineRequest(id=i, get=pb2.GetRequest(key=b"py:pg:%d" % (k % n)))
+            elif i % 4 == 2:
+                yield pb2.PipelineRequest(id=i, get=pb2.GetRequest(key=b"py:pg:absent:%d" % k))
+            elif k % 2:
+                yield pb2.PipelineRequest(id=i, get=pb2.GetRequest(key=b""))
+            else:
+                yield pb2.PipelineRequest(id=i)
+
+    seen = set()
+    for r in kv.Pipeline(reqs()):
+        assert r.id not in seen, r.id
+        seen.add(r.id)
+        k = r.id // 4
+        if r.id % 4 in (0, 1):
+            assert r.code == 0, r.message
+            assert r.get.found and r.get.value == b"value-%d" % (k % n), (r.id, r.get)
+        elif r.id % 4 == 2:
+            assert r.code == 0, r.message
+            assert not r.get.found, (r.id, r.get)
+        else:
+            assert r.code == grpc.StatusCode.INVALID_ARGUMENT.value[0], (r.id, r.code, r.message)
+    assert seen == set(range(1200))
+
+
 def test_reflection_and_health_for_stock_tools(daemon):
     """Server reflection lists the services (what grpcurl and friends use),
     and the standard health service reports SERVING."""
