@@ -217,10 +217,7 @@ pub fn not_integer() -> Reply {
 
 /// An integer argument, or the Redis error.
 pub fn int_arg(b: &[u8]) -> std::result::Result<i64, Reply> {
-    std::str::from_utf8(b)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(not_integer)
+    proto::parse_int(b).ok_or_else(not_integer)
 }
 
 /// `WRONGTYPE Operation against a key holding the wrong kind of value`.

@@ -66,6 +66,31 @@ pub fn parse(buf: &[u8], max_bulk: usize) -> Result<Parsed, ProtocolError> {
     Ok(Some((args, pos)))
 }
 
+/// An integer written as Redis writes and reads them (its `string2ll`):
+/// an optional `-`, then decimal digits without leading zeros ("0" alone
+/// is zero), within i64; no `+`, no spaces, nothing else. Rust's `parse`
+/// also takes "+5" and "010", which Redis refuses (`INCR` of "010" is
+/// "value is not an integer or out of range" there).
+pub fn parse_int(b: &[u8]) -> Option<i64> {
+    let (negative, digits) = match b {
+        [b'0'] => return Some(0),
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, b),
+    };
+    if !matches!(digits.first(), Some(b'1'..=b'9')) {
+        return None;
+    }
+    // Accumulated negative, so that i64::MIN fits.
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if negative { Some(v) } else { v.checked_neg() }
+}
+
 /// An integer line starting at `from` (after the type byte): its value and
 /// the position after its CRLF.
 fn line_int(buf: &[u8], from: usize, what: &str) -> Result<Option<(i64, usize)>, ProtocolError> {
@@ -82,10 +107,7 @@ fn line_int(buf: &[u8], from: usize, what: &str) -> Result<Option<(i64, usize)>,
     if rest[nl + 1] != b'\n' {
         return Err(ProtocolError(format!("invalid {what}")));
     }
-    let n = std::str::from_utf8(&rest[..nl])
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| ProtocolError(format!("invalid {what}")))?;
+    let n = parse_int(&rest[..nl]).ok_or_else(|| ProtocolError(format!("invalid {what}")))?;
     Ok(Some((n, from + nl + 2)))
 }
 
@@ -282,6 +304,32 @@ fn bulk(out: &mut Vec<u8>, b: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_parse_as_redis_parses_them() {
+        for (text, want) in [
+            ("0", Some(0)),
+            ("7", Some(7)),
+            ("-7", Some(-7)),
+            ("1234567890", Some(1_234_567_890)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("-9223372036854775809", None),
+            ("010", None),
+            ("00", None),
+            ("-0", None),
+            ("+5", None),
+            (" 5", None),
+            ("5 ", None),
+            ("-", None),
+            ("", None),
+            ("1e3", None),
+            ("12a", None),
+        ] {
+            assert_eq!(parse_int(text.as_bytes()), want, "{text:?}");
+        }
+    }
 
     fn args(v: &[&str]) -> Vec<Vec<u8>> {
         v.iter().map(|s| s.as_bytes().to_vec()).collect()

@@ -520,3 +520,23 @@ def test_redis_benchmark_data_type_tests(daemon):
                 "ZADD", "LRANGE_100", "MSET"]:
         assert f"{cmd}" in out.stdout, out.stdout
     assert "ERR" not in out.stdout + out.stderr and "WRONGTYPE" not in out.stdout + out.stderr
+
+
+# The tests below cover what a side-by-side run against redis-server
+# (7.0, and 7.2's formats where they changed) found FlashKV answering
+# otherwise.
+
+
+def test_integers_read_as_redis_reads_them(r):
+    """No "+", no leading zeros, no spaces: Redis' string2ll, for stored
+    values and arguments alike."""
+    fresh(r, "d:n", "d:p", "d:i", "d:l")
+    r.set("d:n", "010")
+    r.set("d:p", "+5")
+    for k in ("d:n", "d:p"):
+        err(lambda: r.incr(k), "value is not an integer or out of range")
+    r.set("d:i", 1)
+    err(lambda: r.incrby("d:i", "010"), "value is not an integer or out of range")
+    err(lambda: r.execute_command("LRANGE", "d:l", "+0", "-1"), "value is not an integer or out of range")
+    assert r.incrby("d:i", "-10") == -9
+

@@ -57,10 +57,7 @@ pub async fn incr_by(cx: &Conn, key: &[u8], delta: i64) -> Result<Reply, Reply> 
             move |cur| {
                 let old = match cur {
                     None => 0,
-                    Some(v) => std::str::from_utf8(&v.value)
-                        .ok()
-                        .and_then(|s| s.parse::<i64>().ok())
-                        .ok_or_else(not_integer)?,
+                    Some(v) => stored_int(&v.value).ok_or_else(not_integer)?,
                 };
                 let new = old
                     .checked_add(delta)
@@ -410,7 +407,7 @@ pub fn float(b: &[u8]) -> Option<f64> {
 
 /// An integer stored as text (a hash field, a string), if it is one.
 pub fn stored_int(b: &[u8]) -> Option<i64> {
-    std::str::from_utf8(b).ok()?.parse::<i64>().ok()
+    crate::resp::proto::parse_int(b)
 }
 
 /// A pseudo-random number for the RAND* and POP commands (xorshift seeded
