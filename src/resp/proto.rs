@@ -269,8 +269,70 @@ impl Reply {
     }
 }
 
-/// A double as Redis prints it: shortest round-trip form, `inf`/`-inf`.
+/// A double reply (a score) as Redis 7.2 and later print one (`d2string`):
+/// an integral value within +-2^62 as an integer; otherwise the shortest
+/// digits that read back as the same double, laid out as Redis' `fpconv`
+/// lays them out: plainly while the exponent is small ("102.1",
+/// "0.00001"), in scientific notation beyond ("1.5e-7", "1e+21"); `inf`,
+/// `-inf`, `-0`.
 pub fn format_double(d: f64) -> String {
+    if d.is_nan() {
+        return "nan".into();
+    }
+    if d.is_infinite() {
+        return if d > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    if d == 0.0 {
+        return if d.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    let half = (i64::MAX / 2) as f64;
+    if (-half..=half).contains(&d) && d.fract() == 0.0 {
+        return (d as i64).to_string();
+    }
+    // Shortest round-trip digits and their decimal exponent.
+    let sci = format!("{:e}", d.abs());
+    let (mantissa, exp) = sci.split_once('e').expect("LowerExp writes an exponent");
+    let exp: i32 = exp.parse().expect("LowerExp writes an integer exponent");
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let n = digits.len() as i32;
+    // The value is digits x 10^k.
+    let k = exp - (n - 1);
+    let mut out = String::with_capacity(24);
+    if d < 0.0 {
+        out.push('-');
+    }
+    if k >= 0 && exp < n + 7 {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', k as usize));
+    } else if k < 0 && (k > -7 || exp.abs() < 4) {
+        let point = n + k;
+        if point <= 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-point) as usize));
+            out.push_str(&digits);
+        } else {
+            out.push_str(&digits[..point as usize]);
+            out.push('.');
+            out.push_str(&digits[point as usize..]);
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if n > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(out, "e{}{}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    }
+    out
+}
+
+/// A double as INCRBYFLOAT and HINCRBYFLOAT store and answer it: the
+/// shortest round-trip digits, never in scientific notation. (Redis
+/// computes these in long double and prints 17 decimals, trailing zeros
+/// cut: its sums of short decimals come out short, "3.3" for 1.1 + 2.2
+/// where this gives "3.3000000000000003", and it rounds below 1e-17 to
+/// 0.)
+pub fn format_human(d: f64) -> String {
     if d.is_infinite() {
         return if d > 0.0 { "inf" } else { "-inf" }.into();
     }
@@ -304,6 +366,42 @@ fn bulk(out: &mut Vec<u8>, b: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_print_as_redis_prints_them() {
+        for (d, want) in [
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (3.0, "3"),
+            (-12.0, "-12"),
+            (1_700_000_000_000.0, "1700000000000"),
+            (1e16, "10000000000000000"),
+            (4.0e18, "4000000000000000000"),
+            (1e19, "1e+19"),
+            (1e21, "1e+21"),
+            (1.2345678901234567e19, "12345678901234567000"),
+            (102.1, "102.1"),
+            (-1.5, "-1.5"),
+            (0.1, "0.1"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (0.00001, "0.00001"),
+            (0.000001, "0.000001"),
+            (1e-7, "1e-7"),
+            (1.5e-7, "1.5e-7"),
+            (-1.5e-7, "-1.5e-7"),
+            (0.00123456789, "0.00123456789"),
+            (123.456, "123.456"),
+            (1e-300, "1e-300"),
+            (5e-324, "5e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
+            assert_eq!(format_double(d), want, "{d:e}");
+        }
+        assert_eq!(format_human(1e21), "1000000000000000000000");
+        assert_eq!(format_human(1.5e-7), "0.00000015");
+    }
 
     #[test]
     fn integers_parse_as_redis_parses_them() {

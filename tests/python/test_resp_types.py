@@ -540,3 +540,21 @@ def test_integers_read_as_redis_reads_them(r):
     err(lambda: r.execute_command("LRANGE", "d:l", "+0", "-1"), "value is not an integer or out of range")
     assert r.incrby("d:i", "-10") == -9
 
+
+def test_scores_print_as_redis_7_2_prints_them(r):
+    """Integers within 2^62 in full; others the shortest digits, in
+    scientific notation beyond Redis' thresholds."""
+    fresh(r, "d:z")
+    scores = {"a": 1e21, "b": 1.5e-7, "c": 102.1, "d": 1700000000000, "e": 0.00001, "f": 0.1 + 0.2}
+    r.zadd("d:z", scores)
+    got = {m: raw(r, "ZSCORE", "d:z", m) for m in scores}
+    assert got == {
+        "a": b"1e+21",
+        "b": b"1.5e-7",
+        "c": b"102.1",
+        "d": b"1700000000000",
+        "e": b"0.00001",
+        "f": b"0.30000000000000004",
+    }, got
+    assert raw(r, "ZINCRBY", "d:z", 1e21, "a") == b"2e+21"
+

@@ -3,7 +3,7 @@
 
 use crate::resp::cmd::common::float;
 use crate::resp::coll::Kind;
-use crate::resp::proto::{Reply, format_double};
+use crate::resp::proto::{Reply, format_human};
 
 command!(
     "hincrbyfloat",
@@ -29,7 +29,7 @@ command!(
                     if !new.is_finite() {
                         return Err(Reply::err("increment would produce NaN or Infinity"));
                     }
-                    let text = format_double(new);
+                    let text = format_human(new);
                     h.put(args[2].clone(), text.clone().into_bytes())?;
                     Ok(text)
                 }

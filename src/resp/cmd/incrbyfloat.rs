@@ -2,7 +2,7 @@
 //! prints it (keeps the TTL).
 
 use crate::resp::cmd::common::{float, put};
-use crate::resp::proto::{Reply, format_double};
+use crate::resp::proto::{Reply, format_human};
 
 command!("incrbyfloat", 3, ["write", "fast"], (1, 1, 1), |cx, a| {
     let key = &a[1];
@@ -21,7 +21,7 @@ command!("incrbyfloat", 3, ["write", "fast"], (1, 1, 1), |cx, a| {
                 if !new.is_finite() {
                     return Err(Reply::err("increment would produce NaN or Infinity"));
                 }
-                let text = format_double(new);
+                let text = format_human(new);
                 let op = put(
                     &key,
                     text.clone().into_bytes(),
