@@ -558,3 +558,27 @@ def test_scores_print_as_redis_7_2_prints_them(r):
     }, got
     assert raw(r, "ZINCRBY", "d:z", 1e21, "a") == b"2e+21"
 
+
+def test_option_and_subcommand_errors_as_redis(r):
+    """EXPIRE's XX goes with GT or LT (NX with none, GT not with LT); the
+    errors of SELECT, SINTERCARD, LPOS and of CONFIG's and COMMAND's
+    subcommands are Redis' texts."""
+    fresh(r, "d:e", "d:s", "d:l")
+    r.set("d:e", "v")
+    assert r.expire("d:e", 100, xx=True, gt=True) is False  # no TTL yet
+    assert r.expire("d:e", 100, lt=True) is True  # none counts as infinite
+    assert r.expire("d:e", 500, xx=True, gt=True) is True
+    assert r.expire("d:e", 600, xx=True, lt=True) is False
+    assert r.expire("d:e", 400, xx=True, lt=True) is True
+    assert 300 < r.ttl("d:e") <= 400
+    err(lambda: r.execute_command("EXPIRE", "d:e", 10, "GT", "LT"), "GT and LT options at the same time are not compatible")
+    err(lambda: r.execute_command("EXPIRE", "d:e", 10, "NX", "GT"), "NX and XX, GT or LT options at the same time are not compatible")
+    err(lambda: r.execute_command("SELECT", "abc"), "value is not an integer or out of range")
+    r.sadd("d:s", "a")
+    err(lambda: r.execute_command("SINTERCARD", "abc", "d:s"), "numkeys should be greater than 0")
+    r.rpush("d:l", "a", "b")
+    err(lambda: r.execute_command("LPOS", "d:l", "a", "RANK", -(2**63)), "value is out of range")
+    err(lambda: r.execute_command("CONFIG", "GET"), "wrong number of arguments for 'config|get' command")
+    err(lambda: r.execute_command("CONFIG", "FOO"), "unknown subcommand 'FOO'. Try CONFIG HELP.")
+    err(lambda: r.execute_command("COMMAND", "COUNT", "x"), "wrong number of arguments for 'command|count' command")
+    err(lambda: r.execute_command("COMMAND", "FOO"), "unknown subcommand 'FOO'. Try COMMAND HELP.")

@@ -54,8 +54,11 @@ command!("command", -1, ["loading", "stale"], (0, 0, 0), |cx, a| {
         } else {
             names().flatten().map(docs).collect()
         })),
+        b"COUNT" => Err(Reply::err(
+            "wrong number of arguments for 'command|count' command",
+        )),
         _ => Err(Reply::err(format!(
-            "unknown subcommand or wrong number of arguments for '{}'. Try COMMAND HELP.",
+            "unknown subcommand '{}'. Try COMMAND HELP.",
             String::from_utf8_lossy(&a[1])
         ))),
     }

@@ -70,41 +70,37 @@ pub async fn incr_by(cx: &Conn, key: &[u8], delta: i64) -> Result<Reply, Reply> 
     Ok(Reply::Int(n))
 }
 
-/// Conditions of EXPIRE and kin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum When {
-    Always,
-    Nx,
-    Xx,
-    Gt,
-    Lt,
-}
-
-/// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT: `args` = name key time [NX|XX|GT|LT].
+/// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT: `args` = name key time
+/// [NX|XX|GT|LT ...]. As in Redis, XX may go with GT or LT; NX goes with
+/// none of the others, GT not with LT.
 pub async fn expire(cx: &Conn, args: &[Vec<u8>], ms: bool, absolute: bool) -> Result<Reply, Reply> {
     let cmd = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
     let key = &args[1];
     let n = int_arg(&args[2])?;
-    let mut when = When::Always;
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for opt in &args[3..] {
-        let w = match opt.to_ascii_uppercase().as_slice() {
-            b"NX" => When::Nx,
-            b"XX" => When::Xx,
-            b"GT" => When::Gt,
-            b"LT" => When::Lt,
+        match opt.to_ascii_uppercase().as_slice() {
+            b"NX" => nx = true,
+            b"XX" => xx = true,
+            b"GT" => gt = true,
+            b"LT" => lt = true,
             _ => {
                 return Err(Reply::err(format!(
                     "Unsupported option {}",
                     String::from_utf8_lossy(opt)
                 )));
             }
-        };
-        if when != When::Always && when != w {
-            return Err(Reply::err(
-                "NX and XX, GT or LT options at the same time are not compatible",
-            ));
         }
-        when = w;
+    }
+    if nx && (xx || gt || lt) {
+        return Err(Reply::err(
+            "NX and XX, GT or LT options at the same time are not compatible",
+        ));
+    }
+    if gt && lt {
+        return Err(Reply::err(
+            "GT and LT options at the same time are not compatible",
+        ));
     }
     let at = expiry(n, ms, absolute, false, &cmd)?;
     let done = cx
@@ -113,15 +109,12 @@ pub async fn expire(cx: &Conn, args: &[Vec<u8>], ms: bool, absolute: bool) -> Re
                 return Ok((None, false));
             };
             let old = v.expires_at_ms;
-            let allowed = match when {
-                When::Always => true,
-                When::Nx => old.is_none(),
-                When::Xx => old.is_some(),
-                // No TTL counts as an infinite one.
-                When::Gt => old.is_some_and(|o| at > o as i64),
-                When::Lt => old.is_none_or(|o| at < o as i64),
-            };
-            if !allowed {
+            // No TTL counts as an infinite one.
+            let refused = (nx && old.is_some())
+                || (xx && old.is_none())
+                || (gt && old.is_none_or(|o| at <= o as i64))
+                || (lt && old.is_some_and(|o| at >= o as i64));
+            if refused {
                 return Ok((None, false));
             }
             if at <= now_ms() as i64 {

@@ -85,8 +85,12 @@ command!(
                 Ok(Reply::OK)
             }
             b"RESETSTAT" if a.len() == 2 => Ok(Reply::OK),
+            b"GET" | b"SET" | b"RESETSTAT" => Err(Reply::err(format!(
+                "wrong number of arguments for 'config|{}' command",
+                String::from_utf8_lossy(&a[1]).to_ascii_lowercase()
+            ))),
             _ => Err(Reply::err(format!(
-                "unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
+                "unknown subcommand '{}'. Try CONFIG HELP.",
                 String::from_utf8_lossy(&a[1])
             ))),
         }

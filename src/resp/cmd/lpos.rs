@@ -14,7 +14,13 @@ command!("lpos", -3, ["readonly"], (1, 1, 1), |cx, a| {
         let v = int_arg(a.get(i + 1).ok_or_else(syntax_error)?)?;
         match a[i].to_ascii_uppercase().as_slice() {
             b"RANK" => {
-                if v == 0 || v == i64::MIN {
+                // As Redis 7.2 and later (7.0 takes i64::MIN as -i64::MAX).
+                if v == i64::MIN {
+                    return Err(Reply::err(
+                        "value is out of range, value must between -9223372036854775807 and 9223372036854775807",
+                    ));
+                }
+                if v == 0 {
                     return Err(Reply::err(
                         "RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list",
                     ));

@@ -9,12 +9,11 @@ command!(
     ["loading", "stale", "fast"],
     (0, 0, 0),
     |cx, a| {
-        match int_arg(&a[1]) {
-            Ok(0) => Ok(Reply::OK),
-            Ok(_) => Err(Reply::err(
+        match int_arg(&a[1])? {
+            0 => Ok(Reply::OK),
+            _ => Err(Reply::err(
                 "DB index is out of range (FlashKV has database 0 only)",
             )),
-            Err(_) => Err(Reply::err("invalid DB index")),
         }
     }
 );

@@ -6,10 +6,11 @@ use crate::resp::int_arg;
 use crate::resp::proto::Reply;
 
 command!("sintercard", -3, ["readonly"], (2, -1, 1), |cx, a| {
-    let n = int_arg(&a[1])?;
-    if n <= 0 {
-        return Err(Reply::err("numkeys should be greater than 0"));
-    }
+    // Not a number and not positive get the same error, as in Redis.
+    let n = match crate::resp::proto::parse_int(&a[1]) {
+        Some(n) if n > 0 => n,
+        _ => return Err(Reply::err("numkeys should be greater than 0")),
+    };
     let n = n as usize;
     if a.len() < 2 + n {
         return Err(Reply::err(
