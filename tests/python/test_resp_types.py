@@ -582,3 +582,23 @@ def test_option_and_subcommand_errors_as_redis(r):
     err(lambda: r.execute_command("CONFIG", "FOO"), "unknown subcommand 'FOO'. Try CONFIG HELP.")
     err(lambda: r.execute_command("COMMAND", "COUNT", "x"), "wrong number of arguments for 'command|count' command")
     err(lambda: r.execute_command("COMMAND", "FOO"), "unknown subcommand 'FOO'. Try COMMAND HELP.")
+
+
+def test_zrevrangebylex_and_the_range_and_pop_argument_errors(r):
+    """ZREVRANGEBYLEX (max first); WITHSCORES and LIMIT where they do not
+    apply get Redis' texts rather than a bare syntax error; a pop count
+    that is not a number is out of range, as a negative one."""
+    fresh(r, "d:zl", "d:pl", "d:ps")
+    r.zadd("d:zl", {m: 0 for m in "abcde"})
+    assert r.execute_command("ZREVRANGEBYLEX", "d:zl", "+", "-") == [b"e", b"d", b"c", b"b", b"a"]
+    assert r.execute_command("ZREVRANGEBYLEX", "d:zl", "[d", "(b") == [b"d", b"c"]
+    assert r.execute_command("ZREVRANGEBYLEX", "d:zl", "+", "-", "LIMIT", 1, 2) == [b"d", b"c"]
+    assert r.execute_command("ZREVRANGEBYLEX", "d:zl", "-", "+") == []
+    for cmd in (("ZRANGEBYLEX", "d:zl", "-", "+"), ("ZREVRANGEBYLEX", "d:zl", "+", "-")):
+        err(lambda: r.execute_command(*cmd, "WITHSCORES"), "WITHSCORES not supported in combination with BYLEX")
+    err(lambda: r.execute_command("ZREVRANGE", "d:zl", 0, -1, "LIMIT", 0, 1), "LIMIT is only supported in combination with either BYSCORE or BYLEX")
+    r.rpush("d:pl", "a", "b")
+    r.sadd("d:ps", "a")
+    for cmd in (("LPOP", "d:pl"), ("RPOP", "d:pl"), ("SPOP", "d:ps"), ("ZPOPMIN", "d:zl"), ("ZPOPMAX", "d:zl")):
+        err(lambda: r.execute_command(*cmd, "abc"), "value is out of range, must be positive")
+        err(lambda: r.execute_command(*cmd, -1), "value is out of range, must be positive")

@@ -548,13 +548,11 @@ pub fn pop_count(args: &[Vec<u8>]) -> Result<Option<u64>, Reply> {
     if args.len() > 3 {
         return Err(syntax_error());
     }
+    // Not a number gets the same error as a negative one, as in Redis.
     args.get(2)
-        .map(|c| {
-            let n = int_arg(c)?;
-            if n < 0 {
-                return Err(Reply::err("value is out of range, must be positive"));
-            }
-            Ok(n as u64)
+        .map(|c| match crate::resp::proto::parse_int(c) {
+            Some(n) if n >= 0 => Ok(n as u64),
+            _ => Err(Reply::err("value is out of range, must be positive")),
         })
         .transpose()
 }

@@ -188,6 +188,7 @@ mod zrem;
 mod zremrangebyrank;
 mod zremrangebyscore;
 mod zrevrange;
+mod zrevrangebylex;
 mod zrevrangebyscore;
 mod zrevrank;
 mod zscan;
@@ -313,6 +314,7 @@ pub static COMMANDS: &[&Spec] = &[
     &zrevrange::SPEC,
     &zrevrangebyscore::SPEC,
     &zrangebylex::SPEC,
+    &zrevrangebylex::SPEC,
     &zrank::SPEC,
     &zrevrank::SPEC,
     &zpopmin::SPEC,

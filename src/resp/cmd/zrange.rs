@@ -11,8 +11,6 @@ command!("zrange", -4, ["readonly"], (1, 1, 1), |cx, a| {
             by: By::Rank,
             rev: false,
             options: true,
-            limit_ok: true,
-            withscores_ok: true,
         },
     )
     .await

@@ -10,8 +10,6 @@ command!("zrangebylex", -4, ["readonly"], (1, 1, 1), |cx, a| {
             by: By::Lex,
             rev: false,
             options: false,
-            limit_ok: true,
-            withscores_ok: false,
         },
     )
     .await

@@ -10,8 +10,6 @@ command!("zrevrange", -4, ["readonly"], (1, 1, 1), |cx, a| {
             by: By::Rank,
             rev: true,
             options: false,
-            limit_ok: false,
-            withscores_ok: true,
         },
     )
     .await

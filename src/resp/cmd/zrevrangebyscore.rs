@@ -10,8 +10,6 @@ command!("zrevrangebyscore", -4, ["readonly"], (1, 1, 1), |cx, a| {
             by: By::Score,
             rev: true,
             options: false,
-            limit_ok: true,
-            withscores_ok: true,
         },
     )
     .await

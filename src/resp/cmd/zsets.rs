@@ -683,11 +683,13 @@ pub async fn range_command(cx: &Conn, args: &[Vec<u8>], form: Form) -> Result<Re
     let mut i = 4;
     while i < args.len() {
         match args[i].to_ascii_uppercase().as_slice() {
-            b"WITHSCORES" if form.withscores_ok => with_scores = true,
+            // Every form takes WITHSCORES and LIMIT, and refuses them
+            // below where they do not apply, with Redis' texts.
+            b"WITHSCORES" => with_scores = true,
             b"BYSCORE" if form.options => by = By::Score,
             b"BYLEX" if form.options => by = By::Lex,
             b"REV" if form.options => rev = true,
-            b"LIMIT" if form.limit_ok => {
+            b"LIMIT" => {
                 let (Some(o), Some(c)) = (args.get(i + 1), args.get(i + 2)) else {
                     return Err(syntax_error());
                 };
@@ -783,10 +785,6 @@ pub struct Form {
     pub rev: bool,
     /// Takes BYSCORE/BYLEX/REV (ZRANGE itself).
     pub options: bool,
-    /// Takes LIMIT.
-    pub limit_ok: bool,
-    /// Takes WITHSCORES.
-    pub withscores_ok: bool,
 }
 
 /// ZPOPMIN and ZPOPMAX: `args` = `name key [count]`.
