@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # and release builds use it.
 TEST_FLAGS ?= --no-default-features
 
-.PHONY: all build test test-shuttle lint fmt clippy doc bench bench-txn bench-daemon gen-fbs test-crash test-damage python-deps fuzz fuzz-build fuzz-smoke soak soak-smoke bench-redis
+.PHONY: all build test test-shuttle lint fmt clippy doc bench bench-txn bench-daemon gen-fbs test-crash test-damage python-deps fuzz fuzz-build fuzz-smoke soak soak-smoke bench-redis redis-diff
 
 all: build
 
@@ -32,6 +32,14 @@ bench-redis:
 	tools/bench-redis.sh $(BENCH_REDIS_N)
 
 BENCH_REDIS_N ?= 200000
+
+## FlashKV against redis-server command by command: the corpora under
+## tools/redis-diff, replies compared as sent; fails on a difference not
+## listed in tools/redis-diff/expected.txt (needs Debian's redis-server
+## and redis-py).
+redis-diff:
+	$(CARGO) build --release --bins
+	python3 tools/redis-diff/run.py
 
 ## Soak: mixed gRPC unary, Pipeline and HTTP load with merges and
 ## checkpoints for SOAK_SECS (release build); fails on any error or on
