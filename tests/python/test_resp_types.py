@@ -602,3 +602,25 @@ def test_zrevrangebylex_and_the_range_and_pop_argument_errors(r):
     for cmd in (("LPOP", "d:pl"), ("RPOP", "d:pl"), ("SPOP", "d:ps"), ("ZPOPMIN", "d:zl"), ("ZPOPMAX", "d:zl")):
         err(lambda: r.execute_command(*cmd, "abc"), "value is out of range, must be positive")
         err(lambda: r.execute_command(*cmd, -1), "value is out of range, must be positive")
+
+
+def test_repeated_and_conflicting_options_as_redis(r):
+    """A TTL option given twice takes the last time (two different ones,
+    or one with KEEPTTL, are a syntax error); ZRANGE takes each of BYSCORE,
+    BYLEX and REV once; LPOP and RPOP with two counts are an arity error."""
+    fresh(r, "d:o", "d:ol", "d:oz")
+    assert r.execute_command("SET", "d:o", "v", "EX", 10, "EX", 100) is True
+    assert 90 < r.ttl("d:o") <= 100
+    assert r.execute_command("SET", "d:o", "v", "KEEPTTL", "KEEPTTL") is True
+    assert 90 < r.ttl("d:o") <= 100
+    for extra in (("EX", 10, "PX", 10), ("KEEPTTL", "EX", 10), ("EX", 10, "KEEPTTL")):
+        err(lambda: r.execute_command("SET", "d:o", "v", *extra), "syntax error")
+    assert r.execute_command("GETEX", "d:o", "EX", 5, "EX", 50) == b"v"
+    assert 40 < r.ttl("d:o") <= 50
+    err(lambda: r.execute_command("GETEX", "d:o", "PERSIST", "EX", 10), "syntax error")
+    r.zadd("d:oz", {"a": 1})
+    for extra in (("BYSCORE", "BYLEX"), ("BYLEX", "BYLEX"), ("REV", "REV")):
+        err(lambda: r.execute_command("ZRANGE", "d:oz", 0, -1, *extra), "syntax error")
+    r.rpush("d:ol", "a", "b")
+    for cmd in ("LPOP", "RPOP"):
+        err(lambda: r.execute_command(cmd, "d:ol", 1, 2), f"wrong number of arguments for '{cmd.lower()}' command")

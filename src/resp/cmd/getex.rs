@@ -8,19 +8,23 @@ use crate::resp::syntax_error;
 command!("getex", -2, ["write", "fast"], (1, 1, 1), |cx, a| {
     let key = &a[1];
     let mut ttl = Ttl::Unset;
+    // One TTL option (repeating it replaces its time, as in Redis).
+    let mut ttl_word: Option<Vec<u8>> = None;
     let mut i = 2;
     while i < a.len() {
-        if ttl != Ttl::Unset {
+        let word = a[i].to_ascii_uppercase();
+        if ttl != Ttl::Unset && ttl_word.as_deref() != Some(word.as_slice()) {
             return Err(syntax_error());
         }
         if let Some(t) = ttl_option(a, &mut i, "getex")? {
             ttl = t;
-        } else if a[i].eq_ignore_ascii_case(b"PERSIST") {
+        } else if word == b"PERSIST" {
             ttl = Ttl::Persist;
             i += 1;
         } else {
             return Err(syntax_error());
         }
+        ttl_word = Some(word);
     }
     let value = cx
         .update(key, {

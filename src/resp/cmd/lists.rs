@@ -138,6 +138,13 @@ pub async fn pop_command(
     args: &[Vec<u8>],
     left: bool,
 ) -> Result<Reply, Reply> {
+    if args.len() > 3 {
+        // Redis counts this as arity (SPOP and ZPOP* as syntax).
+        return Err(Reply::err(format!(
+            "wrong number of arguments for '{}' command",
+            String::from_utf8_lossy(&args[0]).to_ascii_lowercase()
+        )));
+    }
     let count = crate::resp::cmd::common::pop_count(args)?;
     let (existed, popped) = cx
         .mutate(&args[1], crate::resp::coll::Kind::List, move |c| {

@@ -10,20 +10,25 @@ use crate::storage::Batch;
 command!("set", -3, ["write"], (1, 1, 1), |cx, a| {
     let (key, value) = (&a[1], &a[2]);
     let (mut nx, mut xx, mut get, mut ttl) = (false, false, false, Ttl::Unset);
+    // The TTL option given, by name: repeating it replaces its time, as in
+    // Redis; another TTL option with it is a syntax error.
+    let mut ttl_word: Option<Vec<u8>> = None;
     let mut i = 3;
     while i < a.len() {
+        let word = a[i].to_ascii_uppercase();
         if let Some(t) = ttl_option(a, &mut i, "set")? {
-            if ttl != Ttl::Unset {
+            if ttl != Ttl::Unset && ttl_word.as_deref() != Some(word.as_slice()) {
                 return Err(syntax_error());
             }
             ttl = t;
+            ttl_word = Some(word);
             continue;
         }
         match a[i].to_ascii_uppercase().as_slice() {
             b"NX" if !xx => nx = true,
             b"XX" if !nx => xx = true,
             b"GET" => get = true,
-            b"KEEPTTL" if ttl == Ttl::Unset => ttl = Ttl::Keep,
+            b"KEEPTTL" if matches!(ttl, Ttl::Unset | Ttl::Keep) => ttl = Ttl::Keep,
             _ => return Err(syntax_error()),
         }
         i += 1;

@@ -686,9 +686,10 @@ pub async fn range_command(cx: &Conn, args: &[Vec<u8>], form: Form) -> Result<Re
             // Every form takes WITHSCORES and LIMIT, and refuses them
             // below where they do not apply, with Redis' texts.
             b"WITHSCORES" => with_scores = true,
-            b"BYSCORE" if form.options => by = By::Score,
-            b"BYLEX" if form.options => by = By::Lex,
-            b"REV" if form.options => rev = true,
+            // Each once, and one of BYSCORE and BYLEX (Redis: syntax error).
+            b"BYSCORE" if form.options && by == By::Rank => by = By::Score,
+            b"BYLEX" if form.options && by == By::Rank => by = By::Lex,
+            b"REV" if form.options && !rev => rev = true,
             b"LIMIT" => {
                 let (Some(o), Some(c)) = (args.get(i + 1), args.get(i + 2)) else {
                     return Err(syntax_error());
