@@ -624,3 +624,15 @@ def test_repeated_and_conflicting_options_as_redis(r):
     r.rpush("d:ol", "a", "b")
     for cmd in ("LPOP", "RPOP"):
         err(lambda: r.execute_command(cmd, "d:ol", 1, 2), f"wrong number of arguments for '{cmd.lower()}' command")
+
+
+def test_zscan_answers_scores_as_strings_in_resp3_too(daemon):
+    """A SCAN-family reply is strings in either protocol; ZSCAN sent its
+    scores as RESP3 doubles."""
+    c = daemon.client(single_connection_client=True, protocol=3)
+    try:
+        c.delete("d:zs")
+        c.zadd("d:zs", {"a": 1, "b": 2.5})
+        assert raw(c, "ZSCAN", "d:zs", 0) == [b"0", [b"a", b"1", b"b", b"2.5"]]
+    finally:
+        c.close()

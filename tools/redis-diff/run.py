@@ -3,9 +3,9 @@
 
 Starts redis-server and the FlashKV daemon (target/release/flashkv, or
 FLASHKV_BIN) on 127.0.0.1, sends every line of the corpus files beside
-this script to both through redis-py (one connection each, RESP2), and
-compares the replies as sent (no redis-py callbacks): values, error
-texts, reply types. A line is a
+this script to both through redis-py (one connection each), once in
+RESP2 and once in RESP3 (HELLO 3), and compares the replies as sent (no
+redis-py callbacks): values, error texts, reply types. A line is a
 command, its words split on spaces ("\\s" for a space inside a word);
 RESET flushes both servers; # starts a comment. Replies that Redis gives
 in no fixed order (SMEMBERS, KEYS, ...) are compared sorted.
@@ -14,7 +14,7 @@ expected.txt lists the differences that are meant (a Redis 7.2 behaviour
 where Debian's redis-server is 7.0, a FlashKV limit, a command FlashKV
 does not have), each as `file: command` with the reason after `#`. Any
 other difference fails the run (exit status 1), as does an expected one
-that no longer happens (stale entry).
+that happens in neither protocol (stale entry).
 
 Needs redis-server (Debian's redis-server package) and redis-py.
 """
@@ -88,32 +88,35 @@ def main():
     try:
         wait(rport)
         wait(fport)
-        r = redis.Redis(port=rport, single_connection_client=True)
-        f = redis.Redis(port=fport, single_connection_client=True)
         total = 0
-        for name in sorted(n for n in os.listdir(HERE) if n.endswith(".txt") and n != "expected.txt"):
-            with open(os.path.join(HERE, name)) as corpus:
-                lines = [l.rstrip("\n") for l in corpus if l.strip() and not l.startswith("#")]
-            for line in lines:
-                if line == "RESET":
-                    r.flushall()
-                    f.flushall()
-                    continue
-                total += 1
-                words = [w.replace("\\s", " ") for w in line.split(" ")]
-                want, got = ordered(words, reply(r, words)), ordered(words, reply(f, words))
-                if want == got:
-                    continue
-                key = f"{name}: {line}"
-                if key in expected:
-                    expected[key] = True
-                    continue
-                failed += 1
-                print(f"DIFF {key}\n  redis:   {want!r}\n  flashkv: {got!r}")
+        for proto in (2, 3):
+            r = redis.Redis(port=rport, single_connection_client=True, protocol=proto)
+            f = redis.Redis(port=fport, single_connection_client=True, protocol=proto)
+            for name in sorted(n for n in os.listdir(HERE) if n.endswith(".txt") and n != "expected.txt"):
+                with open(os.path.join(HERE, name)) as corpus:
+                    lines = [l.rstrip("\n") for l in corpus if l.strip() and not l.startswith("#")]
+                for line in lines:
+                    if line == "RESET":
+                        r.flushall()
+                        f.flushall()
+                        continue
+                    total += 1
+                    words = [w.replace("\\s", " ") for w in line.split(" ")]
+                    want, got = ordered(words, reply(r, words)), ordered(words, reply(f, words))
+                    if want == got:
+                        continue
+                    key = f"{name}: {line}"
+                    if key in expected:
+                        expected[key] = True
+                        continue
+                    failed += 1
+                    print(f"DIFF (RESP{proto}) {key}\n  redis:   {want!r}\n  flashkv: {got!r}")
+            r.close()
+            f.close()
         stale = [k for k, seen in expected.items() if not seen]
         for k in stale:
             print(f"STALE expected difference (no longer differs): {k}")
-        print(f"{total} commands, {failed} unexpected differences, "
+        print(f"{total} commands (RESP2 and RESP3), {failed} unexpected differences, "
               f"{sum(expected.values())} expected ones, {len(stale)} stale entries")
         return 1 if failed or stale else 0
     finally:

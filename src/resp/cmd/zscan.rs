@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use crate::resp::cmd::common::{scan_args, scan_reply};
 use crate::resp::coll::Kind;
-use crate::resp::proto::Reply;
+use crate::resp::proto::{Reply, format_double};
 
 command!("zscan", -3, ["readonly"], (1, 1, 1), |cx, a| {
     let args = scan_args(cx, a, false)?;
@@ -29,7 +29,9 @@ command!("zscan", -3, ["readonly"], (1, 1, 1), |cx, a| {
         .map(|(k, v)| {
             let score = f64::from_bits(u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8])));
             let member = k[1..].to_vec();
-            (k, vec![Reply::Bulk(member), Reply::Double(score)])
+            // Bulk strings in RESP3 too: a SCAN reply is strings.
+            let score = format_double(score).into_bytes();
+            (k, vec![Reply::Bulk(member), Reply::Bulk(score)])
         })
         .collect();
     Ok(scan_reply(cx, page, &args, |k| k[1..].to_vec()))
