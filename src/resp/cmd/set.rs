@@ -24,7 +24,7 @@ command!("set", -3, ["write"], (1, 1, 1), |cx, a| {
             ttl_word = Some(word);
             continue;
         }
-        match a[i].to_ascii_uppercase().as_slice() {
+        match word.as_slice() {
             b"NX" if !xx => nx = true,
             b"XX" if !nx => xx = true,
             b"GET" => get = true,
