@@ -549,6 +549,53 @@ fn restart_keeps_data_and_refuses_mismatched_settings_and_second_daemon() {
     });
 }
 
+/// The data directory removed under the running daemon: with the default
+/// `sync=always` the next write on each shard fails (UNAVAILABLE, naming
+/// the deleted file) rather than being acknowledged into a deleted file,
+/// and later writes are refused; under `interval:1000` the storage task's
+/// once-a-second check finds it. Reads of what is in memory go on, and the
+/// daemon still shuts down.
+#[test]
+fn removed_data_directory_refuses_writes() {
+    for sync in ["always", "interval:1000"] {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("data");
+        let d = Daemon::start(&dir, &["--shards", "2", "--sync", sync]);
+        rt().block_on(async {
+            let mut kv = d.kv().await;
+            for i in 0..20 {
+                kv.put(put(&format!("k{i}"), "v")).await.unwrap();
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+            if sync != "always" {
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+            }
+            // Keys on both shards: each refuses.
+            for i in 0..20 {
+                let e = kv.put(put(&format!("k{i}"), "w")).await.unwrap_err();
+                assert_eq!(e.code(), Code::Unavailable, "{sync}: {e:?}");
+                assert!(
+                    e.message()
+                        .contains("was deleted while the shard had it open"),
+                    "{sync}: {}",
+                    e.message()
+                );
+            }
+            let g = kv
+                .get(GetRequest { key: "k3".into() })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!((g.found, g.value), (true, b"v".to_vec()), "{sync}");
+        });
+        // It stops, with a clean exit or (where its shutdown had state to
+        // persist into the missing directory) an error saying so; not by
+        // a signal or a panic.
+        let code = d.stop();
+        assert!(code == 0 || code == 1, "{sync}: exit code {code}");
+    }
+}
+
 #[test]
 fn health_service_reports_serving() {
     let dir = tempfile::tempdir().unwrap();

@@ -1044,6 +1044,74 @@ fn failed_fsync_poisons_the_store() {
     }
 }
 
+/// A data directory removed under a running store: under `sync=always` the
+/// first write after it fails (nothing written to a deleted file is
+/// acknowledged) and every later one is refused; under `none` the check
+/// the storage task runs every second finds it, and so does a deleted lock
+/// file (a second daemon could lock the path anew). Reads go on, and no
+/// merge starts.
+#[test]
+fn deleted_data_directory_refuses_writes() {
+    for engine in engines() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("shard");
+        engine.block_on(async {
+            let opts = small_opts();
+            assert_eq!(opts.sync, SyncPolicy::Always);
+            let mut s = open(&dir, &opts, engine).await.unwrap();
+            s.put(b"a", b"1").await.unwrap();
+            s.check_files().unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            let e = s.put(b"b", b"2").await.unwrap_err();
+            assert_eq!(e.code(), ErrorCode::Poisoned, "{e}");
+            assert!(
+                e.to_string()
+                    .contains("was deleted while the shard had it open"),
+                "{e}"
+            );
+            let e = s.put(b"c", b"3").await.unwrap_err();
+            assert_eq!(e.code(), ErrorCode::Poisoned, "{e}");
+            assert_eq!(s.reader().get(b"a").unwrap().unwrap().value, b"1");
+            assert!(
+                s.merge_now(true).await.is_err(),
+                "no merge into a deleted directory"
+            );
+            assert!(!s.maybe_start_merge().unwrap());
+            drop(s);
+
+            let opts = StoreOptions {
+                sync: SyncPolicy::None,
+                ..small_opts()
+            };
+            for victim in ["segment", "LOCK"] {
+                let mut s = open(&dir, &opts, engine).await.unwrap();
+                s.put(b"a", b"1").await.unwrap();
+                s.check_files().unwrap();
+                let path = if victim == "LOCK" {
+                    dir.join("LOCK")
+                } else {
+                    std::fs::read_dir(&dir)
+                        .unwrap()
+                        .map(|e| e.unwrap().path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+                        .max()
+                        .expect("an active segment")
+                };
+                std::fs::remove_file(&path).unwrap();
+                let e = s.check_files().unwrap_err();
+                assert_eq!(e.code(), ErrorCode::Poisoned, "{victim}: {e}");
+                assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+                let e = s.put(b"b", b"2").await.unwrap_err();
+                assert_eq!(e.code(), ErrorCode::Poisoned, "{victim}: {e}");
+                // Found once: later checks have nothing new to say.
+                s.check_files().unwrap();
+                drop(s);
+                std::fs::remove_dir_all(&dir).unwrap();
+            }
+        });
+    }
+}
+
 /// The `interval` policy's background fdatasync: it covers what was
 /// written before it began; writes after it count as unsynced again; a
 /// sync asked for meanwhile does not count on it; a failure poisons the

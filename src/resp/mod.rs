@@ -200,11 +200,16 @@ pub struct Multi {
     pub failed: bool,
 }
 
-/// The reply for a crate error.
+/// The reply for a crate error. A shard that cannot persist writes (disk
+/// full; refusing them after a failed fdatasync or with its files deleted)
+/// answers `MISCONF`, as Redis answers writes after its AOF or RDB failed.
 pub fn error_reply(e: Error) -> Reply {
     match e.code() {
         ErrorCode::Io if e.is_disk_full() => Reply::Error(format!(
             "MISCONF FlashKV cannot write: the disk is full; reads still work ({e})"
+        )),
+        ErrorCode::Poisoned => Reply::Error(format!(
+            "MISCONF FlashKV cannot write: {e}; reads still work"
         )),
         _ => Reply::err(e),
     }

@@ -1033,6 +1033,20 @@ impl DataFile {
         }
     }
 
+    /// Whether the file still has a name (its link count is not 0). A file
+    /// deleted while open stays writable and syncable, but what is written
+    /// to it is gone once the last descriptor closes.
+    pub fn linked(&self) -> Result<bool> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat on a descriptor owned by `self`, into a buffer of
+        // the type it fills.
+        if unsafe { libc::fstat(self.raw_fd(), st.as_mut_ptr()) } != 0 {
+            return Err(Error::io("fstat", &self.path, io::Error::last_os_error()));
+        }
+        // SAFETY: fstat succeeded, so it filled `st`.
+        Ok(unsafe { st.assume_init() }.st_nlink > 0)
+    }
+
     /// fdatasync: the written data (and the size) are durable when it returns.
     pub async fn sync_data(&self) -> Result<()> {
         self.io.gate(FaultOp::Sync, "fdatasync", &self.path)?;

@@ -562,6 +562,10 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                 }
                 store.trim_versions();
                 store.clock().feed.maybe_off();
+                // (A deleted file is logged where it is found.)
+                if let Err(e @ Error::Io { .. }) = store.check_files() {
+                    tracing::warn!(error = %e, "could not check the shard's files");
+                }
             }
         }
     }

@@ -849,8 +849,9 @@ pub struct Store {
     /// disconnects when its build is over.
     pub(crate) hints_pending: Vec<std::sync::mpsc::Receiver<()>>,
     pub(crate) merge: Option<MergeJob>,
-    /// Set when a merge failed after its commit point: the next start-up
-    /// completes it, and no merge runs until then.
+    /// Set when a merge failed after its commit point (the next start-up
+    /// completes it) or the shard's files were deleted under it
+    /// ([`Store::check_files`]): no merge runs until restart.
     pub(crate) merge_blocked: Option<String>,
     /// Segments with damaged ranges skipped under `repair`, to be rewritten.
     pub(crate) damaged: Vec<u32>,
@@ -1497,8 +1498,51 @@ impl Store {
             self.poisoned = Some(e.to_string());
             return Err(e);
         }
+        // Durable only if the file still has its name: no acknowledgement
+        // of a write into a data directory removed under the daemon.
+        self.check_files()?;
         self.unsynced = false;
         Ok(())
+    }
+
+    /// Checks that the files this store writes still have their names: the
+    /// active segment and the directory's lock file. If the data directory
+    /// was removed (or its files deleted) under the running daemon, they
+    /// stay writable, but all that is written to them is gone at the next
+    /// start, and a second daemon could lock the directory's path anew; so
+    /// the store refuses writes from then on (poisoned, as after a failed
+    /// fdatasync) and starts no merge. Runs after every fdatasync of the
+    /// active segment (so `sync=always` acknowledges nothing written to a
+    /// deleted file) and once a second from the storage task. An error
+    /// means it found such a file now (or could not look).
+    pub fn check_files(&mut self) -> Result<()> {
+        if self.poisoned.is_some() {
+            return Ok(());
+        }
+        use std::os::unix::fs::MetadataExt;
+        let lock_path = self.dir.join("LOCK");
+        let lock_linked = self
+            ._lock
+            .metadata()
+            .map_err(|e| Error::io("fstat", &lock_path, e))?
+            .nlink()
+            > 0;
+        let gone = if !self.active.file.linked()? {
+            self.active.file.path().to_path_buf()
+        } else if !lock_linked {
+            lock_path
+        } else {
+            return Ok(());
+        };
+        let cause = format!(
+            "{} was deleted while the shard had it open (the data directory {} was removed or changed under the running daemon; writes to a deleted file would be lost)",
+            gone.display(),
+            self.dir.display()
+        );
+        tracing::error!(shard = self.opts.shard_id, %cause, "the shard refuses writes until restart");
+        self.poisoned = Some(cause.clone());
+        self.merge_blocked.get_or_insert_with(|| cause.clone());
+        Err(Error::Poisoned { cause })
     }
 
     /// Whether some key has an expiry time (expired or not).

@@ -377,6 +377,26 @@ def test_data_and_expiry_survive_restart():
         shutil.rmtree(data, ignore_errors=True)
 
 
+def test_removed_data_directory_answers_misconf():
+    """The data directory removed under the daemon (default sync=always):
+    writes answer MISCONF, as Redis answers them once it cannot persist,
+    instead of OK for data written to deleted files; reads go on."""
+    d = Daemon("--shards", "2")
+    try:
+        c = d.client()
+        c.mset({f"gone:{i}": "v" for i in range(10)})
+        shutil.rmtree(d.data)
+        for i in range(10):
+            with pytest.raises(redis.ResponseError) as e:
+                c.set(f"gone:{i}", "w")
+            assert str(e.value).startswith("MISCONF FlashKV cannot write"), str(e.value)
+            assert "was deleted while the shard had it open" in str(e.value), str(e.value)
+        assert c.get("gone:3") == b"v"
+    finally:
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=30) in (0, 1)
+
+
 @pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-tools not installed")
 def test_redis_cli(daemon):
     cli = ["redis-cli", "-h", daemon.host, "-p", str(daemon.port)]
