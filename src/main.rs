@@ -10,9 +10,24 @@ flashkv::jemalloc_global_allocator!();
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("flashkv: error: {e:#}");
+        eprintln!("flashkv: error: {}", report(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, each once: FlashKV's errors already show
+/// their source (`create <path>: No such file or directory`), which
+/// anyhow's `{:#}` would print again.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
 }
 
 fn run() -> anyhow::Result<()> {
@@ -94,5 +109,25 @@ impl Signals {
                 _ = self.int.recv() => {}
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn an_error_prints_each_cause_once() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let e = anyhow::Error::from(flashkv::Error::io("create", "d/x.tmp", io));
+        assert_eq!(
+            report(&e),
+            "create d/x.tmp: No such file or directory (os error 2)"
+        );
+        let e = e.context("shutdown");
+        assert_eq!(
+            report(&e),
+            "shutdown: create d/x.tmp: No such file or directory (os error 2)"
+        );
     }
 }
