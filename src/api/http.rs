@@ -937,17 +937,39 @@ async fn checkpoint(
     Ok(axum::Json(json!({ "path": body.path })).into_response())
 }
 
+/// Liveness: 200 while the daemon works (or recovers); 503 with status
+/// `failing` once a shard refuses writes until restart (a failed
+/// fdatasync, its files deleted), since a restart is what recovers it.
 async fn healthz(State(st): State<HttpState>) -> Response {
-    let status = if st.0.router.is_some() {
-        "ok"
-    } else {
-        "recovering"
+    let Some(router) = st.0.router.as_ref() else {
+        return axum::Json(json!({ "status": "recovering" })).into_response();
     };
-    axum::Json(json!({ "status": status })).into_response()
+    let refusing = router.refusing_writes();
+    if refusing.is_empty() {
+        return axum::Json(json!({ "status": "ok" })).into_response();
+    }
+    let shards: Vec<Json> = refusing
+        .into_iter()
+        .map(|(shard, cause)| json!({ "shard": shard, "cause": cause }))
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({ "status": "failing", "refusing_writes": shards })),
+    )
+        .into_response()
 }
 
+/// Readiness: 200 once every shard has recovered and while every shard
+/// takes writes.
 async fn readyz(State(st): State<HttpState>) -> ApiResult<Response> {
-    st.router()?;
+    let router = st.router()?;
+    if let Some((shard, cause)) = router.refusing_writes().into_iter().next() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "poisoned",
+            format!("shard {shard} refuses writes until restart: {cause}"),
+        ));
+    }
     Ok(axum::Json(json!({ "status": "ready" })).into_response())
 }
 

@@ -69,6 +69,16 @@ impl Router {
         &self.shards[i]
     }
 
+    /// The shards that refuse writes until restart, with why (a failed
+    /// fdatasync, their files deleted), in shard order.
+    pub fn refusing_writes(&self) -> Vec<(usize, String)> {
+        self.shards
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.reader().poisoned().map(|c| (i, c.to_string())))
+            .collect()
+    }
+
     /// Storage figures of every shard, in shard order.
     pub async fn stats(&self) -> Result<Vec<StoreStats>> {
         let mut all = Vec::with_capacity(self.shards.len());

@@ -547,6 +547,28 @@ impl ShardCtx {
         reporter.set_serving::<KvServer<KvService>>().await;
         reporter.set_serving::<AdminServer<AdminService>>().await;
         reporter.set_serving::<TxnServer<TxnService>>().await;
+        // A shard that refuses writes until restart makes the daemon
+        // NOT_SERVING (HTTP /healthz says the same), checked each second.
+        {
+            let (router, mut stop) = (coordinator.router().clone(), self.shutdown.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if !router.refusing_writes().is_empty() {
+                                reporter.set_not_serving::<KvServer<KvService>>().await;
+                                reporter.set_not_serving::<AdminServer<AdminService>>().await;
+                                reporter.set_not_serving::<TxnServer<TxnService>>().await;
+                                reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                                break;
+                            }
+                        }
+                        _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+                    }
+                }
+            });
+        }
         // Reflection in both versions: grpcurl asks v1 first, older tools and
         // grpcio-reflection speak v1alpha.
         let reflection = || {

@@ -619,6 +619,7 @@ impl Store {
             segments: SegmentSet::new(table),
             clock: clock.clone(),
             sync: opts.sync,
+            poisoned: Default::default(),
         });
         let shard_id = opts.shard_id;
         let mut store = Store {

@@ -378,6 +378,9 @@ pub(crate) struct Shared {
     pub clock: Arc<Clock>,
     /// When the store makes its writes durable.
     pub sync: SyncPolicy,
+    /// Why the store refuses writes, once it does ([`Store::poison`]),
+    /// for health checks on other threads.
+    pub poisoned: std::sync::OnceLock<String>,
 }
 
 /// Keys a multi-get ([`StoreReader::get_many`]) reads ahead together:
@@ -451,6 +454,12 @@ impl StoreReader {
     /// cross-shard commit by it).
     pub fn sync_policy(&self) -> SyncPolicy {
         self.shared.sync
+    }
+
+    /// Why the store refuses writes until restart (a failed fdatasync, its
+    /// files deleted), if it does.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.shared.poisoned.get().map(String::as_str)
     }
 
     /// What a plain read of a cross-shard commit's part sees while that
@@ -1443,7 +1452,7 @@ impl Store {
             // Cut the file back so that no part of this failed write can be
             // read back at recovery.
             if let Err(te) = self.active.file.set_len(pos) {
-                self.poisoned = Some(format!(
+                self.poison(format!(
                     "write failed ({e}) and truncating it away failed ({te})"
                 ));
             }
@@ -1469,7 +1478,7 @@ impl Store {
             false => Ok(()),
         };
         if let Err(e) = &r {
-            self.poisoned = Some(e.to_string());
+            self.poison(e.to_string());
         }
         r
     }
@@ -1480,7 +1489,7 @@ impl Store {
     fn cut_preallocated(&mut self) -> Result<bool> {
         let r = self.active.file.release_preallocated(self.active.len);
         if let Err(e) = &r {
-            self.poisoned = Some(e.to_string());
+            self.poison(e.to_string());
         }
         r
     }
@@ -1495,7 +1504,7 @@ impl Store {
         self.fsync_seconds.observe(started.elapsed().as_secs_f64());
         if let Err(e) = synced {
             // What reached the disk is unknown: refuse writes until restart.
-            self.poisoned = Some(e.to_string());
+            self.poison(e.to_string());
             return Err(e);
         }
         // Durable only if the file still has its name: no acknowledgement
@@ -1540,9 +1549,17 @@ impl Store {
             self.dir.display()
         );
         tracing::error!(shard = self.opts.shard_id, %cause, "the shard refuses writes until restart");
-        self.poisoned = Some(cause.clone());
+        self.poison(cause.clone());
         self.merge_blocked.get_or_insert_with(|| cause.clone());
         Err(Error::Poisoned { cause })
+    }
+
+    /// Makes the store refuse writes until restart, for `cause` (the first
+    /// cause is kept); readers on other threads see it through
+    /// [`StoreReader::poisoned`].
+    pub(crate) fn poison(&mut self, cause: String) {
+        let _ = self.shared.poisoned.set(cause.clone());
+        self.poisoned.get_or_insert(cause);
     }
 
     /// Whether some key has an expiry time (expired or not).
@@ -1669,7 +1686,7 @@ impl Store {
         });
         if let Err(e) = &r {
             // What reached the disk is unknown: refuse writes until restart.
-            self.poisoned = Some(e.to_string());
+            self.poison(e.to_string());
         }
         r
     }
@@ -1958,7 +1975,7 @@ impl Store {
             ))
         });
         if let Err(e) = &r {
-            self.poisoned = Some(e.to_string());
+            self.poison(e.to_string());
             return r;
         }
         self.spawn_hint_writer(p.id);
@@ -1978,7 +1995,7 @@ impl Store {
         };
         let w = write_header(&self.active.file, &header).await;
         if let Err(e) = &w {
-            self.poisoned = Some(e.to_string());
+            self.poison(e.to_string());
         }
         self.unsynced = true;
         w

@@ -472,6 +472,46 @@ def free_port():
         return s.getsockname()[1]
 
 
+def test_removed_data_directory_fails_health_checks():
+    """The data directory removed under the daemon: writes answer 503
+    poisoned (naming the deleted file), /healthz 503 "failing" listing the
+    shards that refuse writes, /readyz 503, and the gRPC health service
+    (grpcio's stock client) NOT_SERVING; reads go on."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    d = Daemon("--shards", "2").wait_ready_line()
+    try:
+        assert requests.get(f"{d.url}/healthz").json() == {"status": "ok"}
+        for i in range(10):
+            assert requests.put(kv(d.url, f"rm{i}".encode()), data=b"v").status_code == 200
+        shutil.rmtree(d.data)
+        for i in range(10):
+            body = err(requests.put(kv(d.url, f"rm{i}".encode()), data=b"w"), 503, "poisoned")
+            assert "was deleted while the shard had it open" in body["message"], body
+        assert requests.get(kv(d.url, b"rm3")).content == b"v"
+        r = requests.get(f"{d.url}/healthz")
+        assert r.status_code == 503, r.text
+        h = r.json()
+        assert h["status"] == "failing" and sorted(s["shard"] for s in h["refusing_writes"]) == [0, 1], h
+        assert all("was deleted" in s["cause"] for s in h["refusing_writes"]), h
+        err(requests.get(f"{d.url}/readyz"), 503, "poisoned")
+        with grpc.insecure_channel(d.grpc) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            deadline = time.time() + 5
+            while True:
+                status = health.Check(health_pb2.HealthCheckRequest(service="flashkv.v1.KV")).status
+                if status == health_pb2.HealthCheckResponse.NOT_SERVING or time.time() > deadline:
+                    break
+                time.sleep(0.1)
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            overall = health.Check(health_pb2.HealthCheckRequest(service="")).status
+            assert overall == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=30) in (0, 1)
+
+
 def test_recovering_daemon_answers_503():
     port = free_port()
     d = Daemon("--startup-delay-ms", "3000", http=f"127.0.0.1:{port}")
