@@ -622,6 +622,15 @@ impl Store {
             poisoned: Default::default(),
         });
         let shard_id = opts.shard_id;
+        // A file system that reports no link counts (0 for a file just
+        // created) cannot show a deleted file: the check stays off there.
+        let links_counted = {
+            use std::os::unix::fs::MetadataExt;
+            lock.metadata().is_ok_and(|m| m.nlink() > 0)
+        };
+        if !links_counted {
+            tracing::warn!(dir = %dir.display(), "the file system reports no link counts: a data directory removed under the daemon will not be noticed");
+        }
         let mut store = Store {
             dir: dir.to_path_buf(),
             opts,
@@ -646,6 +655,7 @@ impl Store {
             group_batches: crate::metrics::metrics().group_batches(shard_id),
             sweep_cursor: None,
             chained: Default::default(),
+            links_counted,
             _lock: lock,
         };
         // Sealed segments that were scanned get their hint now.

@@ -873,6 +873,9 @@ pub struct Store {
     pub(crate) chained: HashSet<Vec<u8>>,
     /// Where the active expiry sweep goes on (None: from the start).
     pub(crate) sweep_cursor: Option<Vec<u8>>,
+    /// Whether the file system counts links, so that [`Store::check_files`]
+    /// can tell a deleted file.
+    pub(crate) links_counted: bool,
     pub(crate) _lock: File,
 }
 
@@ -1522,10 +1525,11 @@ impl Store {
     /// the store refuses writes from then on (poisoned, as after a failed
     /// fdatasync) and starts no merge. Runs after every fdatasync of the
     /// active segment (so `sync=always` acknowledges nothing written to a
-    /// deleted file) and once a second from the storage task. An error
-    /// means it found such a file now (or could not look).
+    /// deleted file) and once a second from the storage task; not on a file
+    /// system that reports no link counts. An error means it found such a
+    /// file now (or could not look).
     pub fn check_files(&mut self) -> Result<()> {
-        if self.poisoned.is_some() {
+        if self.poisoned.is_some() || !self.links_counted {
             return Ok(());
         }
         use std::os::unix::fs::MetadataExt;
@@ -2667,6 +2671,27 @@ mod tests {
             .await
             .unwrap()
             .0
+    }
+
+    /// On this file system link counts work: the check is on, and finds a
+    /// deleted lock file. Where a file system reports none (`links_counted`
+    /// false, as open sets it there), the check stays quiet rather than
+    /// taking every file for deleted.
+    #[test]
+    fn the_file_check_needs_link_counts() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("s");
+        IoEngine::Plain.block_on(async {
+            let mut s = open_plain(&dir, small_segments(64 << 10, 1024)).await;
+            assert!(s.links_counted);
+            std::fs::remove_file(dir.join("LOCK")).unwrap();
+            s.links_counted = false;
+            s.check_files().unwrap();
+            s.put(b"a", b"1").await.unwrap();
+            s.links_counted = true;
+            assert!(s.check_files().is_err());
+            assert!(s.put(b"b", b"2").await.is_err());
+        });
     }
 
     /// The read-ahead stages tell present keys from absent ones (exactly
