@@ -426,6 +426,16 @@ impl Metrics {
             for (i, _, depth) in &rows {
                 let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {depth}");
             }
+            // From the shared state, so also for a shard that cannot answer.
+            let name = "flashkv_shard_refusing_writes";
+            let _ = writeln!(
+                out,
+                "# HELP {name} 1 while a shard refuses writes until restart (a failed fdatasync, its files deleted).\n# TYPE {name} gauge"
+            );
+            for i in 0..router.shard_count() {
+                let refusing = u8::from(router.shard(i).reader().poisoned().is_some());
+                let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {refusing}");
+            }
         }
         if let Some(rss) = resident_bytes() {
             let name = "flashkv_process_resident_memory_bytes";

@@ -407,6 +407,8 @@ def test_metrics_parse_and_move(url):
         assert name in after, name
     assert sample(after, "flashkv_keys") > 0
     assert sample(after, "flashkv_connections", protocol="http") >= 1
+    assert after["flashkv_shard_refusing_writes"].type == "gauge"
+    assert [sample(after, "flashkv_shard_refusing_writes", shard=s) for s in ["0", "1"]] == [0, 0]
 
 
 @pytest.mark.parametrize("protocol", ["resp", "grpc"])
@@ -475,8 +477,9 @@ def free_port():
 def test_removed_data_directory_fails_health_checks():
     """The data directory removed under the daemon: writes answer 503
     poisoned (naming the deleted file), /healthz 503 "failing" listing the
-    shards that refuse writes, /readyz 503, and the gRPC health service
-    (grpcio's stock client) NOT_SERVING; reads go on."""
+    shards that refuse writes, /readyz 503, flashkv_shard_refusing_writes
+    1, and the gRPC health service (grpcio's stock client) NOT_SERVING;
+    reads go on."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -496,6 +499,8 @@ def test_removed_data_directory_fails_health_checks():
         assert h["status"] == "failing" and sorted(s["shard"] for s in h["refusing_writes"]) == [0, 1], h
         assert all("was deleted" in s["cause"] for s in h["refusing_writes"]), h
         err(requests.get(f"{d.url}/readyz"), 503, "poisoned")
+        m = scrape(d.url)
+        assert [sample(m, "flashkv_shard_refusing_writes", shard=s) for s in ["0", "1"]] == [1, 1]
         with grpc.insecure_channel(d.grpc) as ch:
             health = health_pb2_grpc.HealthStub(ch)
             deadline = time.time() + 5
