@@ -85,11 +85,10 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// A previous fsync failed; the shard refuses writes until restart,
-    /// because what reached the disk after a failed fsync is unknown.
-    #[error(
-        "shard refuses writes after an earlier durability failure ({cause}); restart the daemon to recover from the log"
-    )]
+    /// The shard refuses writes until restart: an fsync failed (what
+    /// reached the disk is unknown; the restart recovers from the log), or
+    /// its files were deleted under it.
+    #[error("shard refuses writes until the daemon restarts: {cause}")]
     Poisoned {
         /// The failure that poisoned the shard.
         cause: String,

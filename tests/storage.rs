@@ -1035,6 +1035,12 @@ fn failed_fsync_poisons_the_store() {
             assert!(s.put(b"b", b"2").await.is_err());
             let e = s.put(b"c", b"3").await.unwrap_err();
             assert_eq!(e.code(), ErrorCode::Poisoned, "{e}");
+            assert!(
+                e.to_string()
+                    .contains("until the daemon restarts: fdatasync")
+                    && e.to_string().contains("what reached the disk is unknown"),
+                "{e}"
+            );
             assert!(s.poisoned().is_some());
             assert_eq!(s.reader().get(b"a").unwrap().unwrap().value, b"1");
             drop(s);

@@ -927,7 +927,8 @@ impl Store {
         &self.clock
     }
 
-    /// Whether writes are refused after a durability failure.
+    /// Why writes are refused until restart, if they are (a failed
+    /// fdatasync, the store's files deleted).
     pub fn poisoned(&self) -> Option<&str> {
         self.poisoned.as_deref()
     }
@@ -1481,7 +1482,7 @@ impl Store {
             false => Ok(()),
         };
         if let Err(e) = &r {
-            self.poison(e.to_string());
+            self.poison_unknown(e);
         }
         r
     }
@@ -1492,7 +1493,7 @@ impl Store {
     fn cut_preallocated(&mut self) -> Result<bool> {
         let r = self.active.file.release_preallocated(self.active.len);
         if let Err(e) = &r {
-            self.poison(e.to_string());
+            self.poison_unknown(e);
         }
         r
     }
@@ -1507,7 +1508,7 @@ impl Store {
         self.fsync_seconds.observe(started.elapsed().as_secs_f64());
         if let Err(e) = synced {
             // What reached the disk is unknown: refuse writes until restart.
-            self.poison(e.to_string());
+            self.poison_unknown(&e);
             return Err(e);
         }
         // Durable only if the file still has its name: no acknowledgement
@@ -1556,6 +1557,14 @@ impl Store {
         self.poison(cause.clone());
         self.merge_blocked.get_or_insert_with(|| cause.clone());
         Err(Error::Poisoned { cause })
+    }
+
+    /// Makes the store refuse writes until restart after the I/O failure
+    /// `e` of its log, which leaves what reached the disk unknown.
+    fn poison_unknown(&mut self, e: &Error) {
+        self.poison(format!(
+            "{e}; what reached the disk is unknown, and a restart recovers from the log"
+        ));
     }
 
     /// Makes the store refuse writes until restart, for `cause` (the first
@@ -1690,7 +1699,7 @@ impl Store {
         });
         if let Err(e) = &r {
             // What reached the disk is unknown: refuse writes until restart.
-            self.poison(e.to_string());
+            self.poison_unknown(e);
         }
         r
     }
@@ -1979,7 +1988,7 @@ impl Store {
             ))
         });
         if let Err(e) = &r {
-            self.poison(e.to_string());
+            self.poison_unknown(e);
             return r;
         }
         self.spawn_hint_writer(p.id);
@@ -1999,7 +2008,7 @@ impl Store {
         };
         let w = write_header(&self.active.file, &header).await;
         if let Err(e) = &w {
-            self.poison(e.to_string());
+            self.poison_unknown(e);
         }
         self.unsynced = true;
         w
