@@ -641,7 +641,6 @@ impl Store {
             segs,
             next_id,
             clock,
-            poisoned: None,
             unsynced: false,
             background_sync: false,
             pending_seal: None,

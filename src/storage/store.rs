@@ -845,7 +845,6 @@ pub struct Store {
     pub(crate) segs: BTreeMap<u32, SegState>,
     pub(crate) next_id: u32,
     pub(crate) clock: Arc<Clock>,
-    pub(crate) poisoned: Option<String>,
     pub(crate) unsynced: bool,
     /// A background fdatasync of the active segment is running (see
     /// [`Store::begin_background_sync`]).
@@ -930,7 +929,17 @@ impl Store {
     /// Why writes are refused until restart, if they are (a failed
     /// fdatasync, the store's files deleted).
     pub fn poisoned(&self) -> Option<&str> {
-        self.poisoned.as_deref()
+        self.shared.poisoned.get().map(String::as_str)
+    }
+
+    /// The error for a write while [`Store::poisoned`].
+    fn refuse_if_poisoned(&self) -> Result<()> {
+        match self.poisoned() {
+            Some(cause) => Err(Error::Poisoned {
+                cause: cause.to_string(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Convenience: one put.
@@ -1075,9 +1084,7 @@ impl Store {
         start: usize,
         results: &mut [Option<Result<Outcome>>],
     ) -> Result<(Staged, usize, bool)> {
-        if let Some(p) = &self.poisoned {
-            return Err(Error::Poisoned { cause: p.clone() });
-        }
+        self.refuse_if_poisoned()?;
         // The index lookups of a small group (made when it is published)
         // are random cache misses: start them now, in two stages (hash
         // slot, then node), so that encoding and the copy to the log hide
@@ -1530,21 +1537,18 @@ impl Store {
     /// system that reports no link counts. An error means it found such a
     /// file now (or could not look).
     pub fn check_files(&mut self) -> Result<()> {
-        if self.poisoned.is_some() || !self.links_counted {
+        if self.poisoned().is_some() || !self.links_counted {
             return Ok(());
         }
         use std::os::unix::fs::MetadataExt;
-        let lock_path = self.dir.join("LOCK");
-        let lock_linked = self
-            ._lock
-            .metadata()
-            .map_err(|e| Error::io("fstat", &lock_path, e))?
-            .nlink()
-            > 0;
+        let lock_linked = || match self._lock.metadata() {
+            Ok(m) => Ok(m.nlink() > 0),
+            Err(e) => Err(Error::io("fstat", self.dir.join("LOCK"), e)),
+        };
         let gone = if !self.active.file.linked()? {
             self.active.file.path().to_path_buf()
-        } else if !lock_linked {
-            lock_path
+        } else if !lock_linked()? {
+            self.dir.join("LOCK")
         } else {
             return Ok(());
         };
@@ -1571,8 +1575,7 @@ impl Store {
     /// cause is kept); readers on other threads see it through
     /// [`StoreReader::poisoned`].
     pub(crate) fn poison(&mut self, cause: String) {
-        let _ = self.shared.poisoned.set(cause.clone());
-        self.poisoned.get_or_insert(cause);
+        let _ = self.shared.poisoned.set(cause);
     }
 
     /// Whether some key has an expiry time (expired or not).
@@ -1587,7 +1590,7 @@ impl Store {
     /// expired keys from reads; this reclaims them without a read. Returns
     /// how many keys it deleted.
     pub async fn sweep_expired(&mut self, budget: usize) -> Result<usize> {
-        if self.poisoned.is_some() {
+        if self.poisoned().is_some() {
             return Ok(0);
         }
         // No key has an expiry: nothing to walk (the walk costs a cache
@@ -1647,9 +1650,7 @@ impl Store {
     /// fdatasync of the active segment if anything was written since the last
     /// one (the `interval` policy's timer calls this).
     pub async fn sync(&mut self) -> Result<()> {
-        if let Some(p) = &self.poisoned {
-            return Err(Error::Poisoned { cause: p.clone() });
-        }
+        self.refuse_if_poisoned()?;
         // A background sync in flight has not made anything durable yet.
         if self.unsynced || self.background_sync || self.pending_seal.is_some() {
             self.sync_active().await
@@ -1670,9 +1671,7 @@ impl Store {
     pub fn begin_background_sync(
         &mut self,
     ) -> Result<Option<tokio::sync::oneshot::Receiver<Result<()>>>> {
-        if let Some(p) = &self.poisoned {
-            return Err(Error::Poisoned { cause: p.clone() });
-        }
+        self.refuse_if_poisoned()?;
         if !self.unsynced || self.background_sync {
             return Ok(None);
         }
@@ -1992,7 +1991,7 @@ impl Store {
             return r;
         }
         self.spawn_hint_writer(p.id);
-        if self.poisoned.is_some() {
+        if self.poisoned().is_some() {
             // No more writes; the name only loosens start-up's check of a
             // predecessor that is whole.
             return Ok(());
@@ -2162,7 +2161,7 @@ impl Store {
     /// Syncs what is unsynced and waits for background work; the store can be
     /// dropped after this without losing anything acknowledged.
     pub async fn close(mut self) -> Result<()> {
-        let r = if self.poisoned.is_none() {
+        let r = if self.poisoned().is_none() {
             match self.sync().await {
                 Ok(()) => self.release_preallocated().await,
                 Err(e) => Err(e),
