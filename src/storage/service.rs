@@ -26,6 +26,7 @@
 //! transactions, [`Command::Txn`]) wait, in arrival order, while they touch
 //! a locked key.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -194,6 +195,28 @@ impl PendingWrite {
     }
 }
 
+thread_local! {
+    /// The [`StoreReader::identity`] of the store whose storage task runs on
+    /// this thread (0: none).
+    static HOME: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks this thread as the home of a storage task while it runs.
+struct Home;
+
+impl Home {
+    fn set(identity: usize) -> Home {
+        HOME.set(identity);
+        Home
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        HOME.set(0);
+    }
+}
+
 /// A handle to a shard's storage task; `Send + Clone`.
 #[derive(Clone)]
 pub struct StoreHandle {
@@ -214,6 +237,12 @@ impl StoreHandle {
     /// The lock-free read side (no hop to the shard thread).
     pub fn reader(&self) -> &StoreReader {
         &self.reader
+    }
+
+    /// Whether the storage task runs on the calling thread: a request to it
+    /// wakes no other thread.
+    pub fn is_here(&self) -> bool {
+        HOME.get() == self.reader.identity()
     }
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
@@ -357,6 +386,7 @@ impl StoreHandle {
 /// Runs the storage task until every handle is dropped, then closes the
 /// store (syncing what is unsynced).
 pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<()> {
+    let _home = Home::set(store.reader().identity());
     let sync_every = match store.options().sync {
         SyncPolicy::Interval(d) => Some(d),
         _ => None,
@@ -1116,6 +1146,36 @@ mod tests {
         .unwrap();
         assert_eq!(got, (Some("flashkv-store-7".to_owned()), 3));
         t.shutdown().unwrap();
+    }
+
+    /// A handle knows whether its storage task runs on the calling thread
+    /// (a cross-shard commit picks its last participant by it).
+    #[test]
+    fn a_handle_knows_the_thread_of_its_storage_task() {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let clock = Arc::new(Clock::new());
+        let ts: Vec<StoreThread> = dirs
+            .iter()
+            .map(|d| {
+                StoreThread::spawn(
+                    d.path().into(),
+                    StoreOptions::default(),
+                    Io::new(IoEngine::Plain),
+                    clock.clone(),
+                )
+                .unwrap()
+            })
+            .collect();
+        let handles = [ts[0].handle.clone(), ts[1].handle.clone()];
+        assert!(!handles[0].is_here() && !handles[1].is_here());
+        let on_first = futures::executor::block_on(
+            ts[0].run_local(move || async move { handles.map(|h| h.is_here()) }),
+        )
+        .unwrap();
+        assert_eq!(on_first, [true, false]);
+        for t in ts {
+            t.shutdown().unwrap();
+        }
     }
 
     #[test]

@@ -450,6 +450,12 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
+    /// An identity of the store, the same for every reader of it (the
+    /// address of its shared state).
+    pub fn identity(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
+    }
+
     /// When the store makes its writes durable (the coordinator settles a
     /// cross-shard commit by it).
     pub fn sync_policy(&self) -> SyncPolicy {

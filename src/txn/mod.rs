@@ -577,7 +577,8 @@ impl Coordinator {
     }
 
     /// The growing phase without waiting: locks every participant but the
-    /// last writing one at once, then has the last lock, validate and
+    /// last writing one (one whose storage task runs on another thread,
+    /// where there is one) at once, then has the last lock, validate and
     /// write its part in one step ([`StoreHandle::lock_apply`]), taking the
     /// commit version (its part is removed from `parts`). Every lock is
     /// then held and every read validated. If a lock is held elsewhere,
@@ -590,7 +591,16 @@ impl Coordinator {
         requests: &[(usize, LockRequest)],
         parts: &mut BTreeMap<usize, (Vec<Op>, Vec<Op>)>,
     ) -> Fast {
-        let last = *parts.keys().next_back().expect("a writing transaction");
+        // The last participant is one on another thread where there is
+        // one: the others are then locked and written with no thread
+        // woken, and the commit crosses threads once, there and back.
+        let last = parts
+            .keys()
+            .rev()
+            .find(|&&s| !self.router.shard(s).is_here())
+            .or_else(|| parts.keys().next_back())
+            .copied()
+            .expect("a writing transaction");
         let now = Instant::now();
         let tries = futures::future::join_all(requests.iter().filter(|(s, _)| *s != last).map(
             |(s, req)| {
