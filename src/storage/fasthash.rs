@@ -1,13 +1,17 @@
-//! A fast hasher for the write path's and the hint builder's byte-key maps:
-//! xxh3 over each written slice, instead of the standard library's SipHash
-//! (DoS resistance buys nothing for maps of a shard's own keys, built by
-//! the shard itself).
+//! A fast hasher for the byte-key maps of the write path, the lock table
+//! and the hint builder: xxh3 over each written slice, instead of the
+//! standard library's SipHash. (The index hashes keys with xxh3 already, so
+//! SipHash's resistance to chosen colliding keys would protect these maps
+//! and not the table every key goes into.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A `HashMap` with [`KeyHasher`].
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+
+/// A `HashSet` with [`KeyHasher`].
+pub type FastSet<K> = HashSet<K, BuildHasherDefault<KeyHasher>>;
 
 /// Hashes each `write` with xxh3, seeded by what came before.
 #[derive(Default)]

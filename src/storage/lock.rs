@@ -19,8 +19,7 @@
 //! transactions, which run whole inside the storage task) ask
 //! [`LockManager::blocks`] first and wait while it says yes.
 
-use std::collections::HashMap;
-
+use crate::storage::fasthash::FastMap;
 use crate::storage::store::{KeyRange, key_in_range};
 
 /// A lock mode on the shard level.
@@ -83,9 +82,9 @@ struct Held {
 #[derive(Debug, Default)]
 pub struct LockManager {
     shard: Vec<(u64, ShardMode)>,
-    keys: HashMap<Vec<u8>, KeyLock>,
+    keys: FastMap<Vec<u8>, KeyLock>,
     ranges: Vec<(u64, KeyRange)>,
-    held: HashMap<u64, Held>,
+    held: FastMap<u64, Held>,
 }
 
 fn in_range(k: &[u8], r: &KeyRange) -> bool {
@@ -389,6 +388,7 @@ mod tests {
 mod shuttle_tests {
     use super::*;
     use shuttle::sync::{Arc, Mutex};
+    use std::collections::HashMap;
     use shuttle::thread;
 
     /// Waits this many turns for a refused request before calling it a

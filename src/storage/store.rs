@@ -38,7 +38,7 @@
 //! may take the segment before: its outputs are synced before it commits,
 //! and a committed merge has removed the segment whose tail could be torn.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Bound;
 use std::os::unix::fs::OpenOptionsExt;
@@ -49,7 +49,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::index::{At, Entry, Index, IndexWriter, OldVersion, key_prefix};
-use crate::storage::fasthash::FastMap;
+use crate::storage::fasthash::{FastMap, FastSet};
 use crate::storage::format::{
     self, FLAG_EXPIRES, FLAG_GROUP_CONT, RecordKind, RecordSpec, SEGMENT_HEADER_LEN, SegmentHeader,
     SegmentKind,
@@ -875,7 +875,7 @@ pub struct Store {
     /// Batches per group-commit write (metrics).
     pub(crate) group_batches: prometheus::Histogram,
     /// Keys whose index node holds old versions (for trimming).
-    pub(crate) chained: HashSet<Vec<u8>>,
+    pub(crate) chained: FastSet<Vec<u8>>,
     /// Where the active expiry sweep goes on (None: from the start).
     pub(crate) sweep_cursor: Option<Vec<u8>>,
     /// Whether the file system counts links, so that [`Store::check_files`]
