@@ -62,6 +62,9 @@ pub struct Clock {
     /// Woken whenever a cross-shard commit is revealed (its participants
     /// then release its locks).
     revealed: tokio::sync::Notify,
+    /// Cross-shard commits revealed so far (counted after each leaves
+    /// `hidden`), so a participant looks at `hidden` only after a reveal.
+    reveals: AtomicU64,
 }
 
 /// A registered writer floor; dropping it withdraws the floor.
@@ -164,6 +167,7 @@ impl Clock {
                 Ordering::SeqCst,
             );
         }
+        self.reveals.fetch_add(1, Ordering::SeqCst);
         remove_one(&self.inflight, v);
         self.wake_visible();
         self.revealed.notify_waiters();
@@ -192,6 +196,21 @@ impl Clock {
     pub fn min_hidden(&self) -> u64 {
         let m = self.min_hidden.load(Ordering::SeqCst);
         if m == 0 { u64::MAX } else { m }
+    }
+
+    /// How many cross-shard commits have been revealed: a commit hidden
+    /// when this read `n` can have been revealed since only if it reads
+    /// more now.
+    pub fn reveals(&self) -> u64 {
+        self.reveals.load(Ordering::SeqCst)
+    }
+
+    /// Runs `f` with a test of whether a cross-shard commit is still
+    /// hidden from plain reads, taking the lock once for all its tests.
+    pub fn with_hidden<R>(&self, f: impl FnOnce(&dyn Fn(u64) -> bool) -> R) -> R {
+        let min = self.min_hidden();
+        let h = self.hidden.lock().expect("clock maps are never poisoned");
+        f(&|v| v >= min && h.contains_key(&v))
     }
 
     /// Whether cross-shard commit `v` is still hidden from plain reads.

@@ -449,7 +449,7 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                             // commit is revealed (every part written).
                             let release = (!t.keep_locks).then_some(txn);
                             if let (true, Some(v)) = (t.keep_locks, t.commit_version) {
-                                p.held.push((txn, v));
+                                p.hold(txn, v);
                             }
                             p.ready.push(WriteReq { batch: b, txn: Some(t) });
                             p.replies.push((Answer::Write(reply), release));
@@ -755,6 +755,10 @@ struct Participant {
     /// Applied cross-shard parts holding their locks until their commit
     /// (transaction id, commit version) is revealed.
     held: Vec<(u64, u64)>,
+    /// [`Clock::reveals`] when `held` was last looked at (None: look).
+    seen_reveals: Option<u64>,
+    /// Scratch room for the transactions whose locks go at a reveal.
+    gone: Vec<u64>,
     /// Writes to run in the next group, with their replies (and the
     /// transaction whose locks to release after an apply).
     ready: Vec<WriteReq>,
@@ -785,21 +789,40 @@ fn touches(req: &WriteReq) -> (Vec<&[u8]>, Vec<&[u8]>) {
 
 impl Participant {
     /// Releases the locks of applied parts whose commit is revealed;
-    /// whether any went.
+    /// whether any went. Looks only after a reveal since it last looked
+    /// (a part is held before it is written, so before its reveal).
     fn release_revealed(&mut self, clock: &Clock) -> bool {
         if self.held.is_empty() {
             return false;
         }
-        let before = self.held.len();
-        let locks = &mut self.locks;
-        self.held.retain(|&(txn, v)| {
-            let hidden = clock.is_hidden(v);
-            if !hidden {
-                locks.release(txn);
-            }
-            hidden
+        let reveals = clock.reveals();
+        if self.seen_reveals == Some(reveals) {
+            return false;
+        }
+        self.seen_reveals = Some(reveals);
+        let mut gone = std::mem::take(&mut self.gone);
+        let held = &mut self.held;
+        clock.with_hidden(|hidden| {
+            held.retain(|&(txn, v)| {
+                let keep = hidden(v);
+                if !keep {
+                    gone.push(txn);
+                }
+                keep
+            })
         });
-        self.held.len() != before
+        let any = !gone.is_empty();
+        for txn in gone.drain(..) {
+            self.locks.release(txn);
+        }
+        self.gone = gone;
+        any
+    }
+
+    /// Keeps transaction `txn`'s locks until commit `version` is revealed.
+    fn hold(&mut self, txn: u64, version: u64) {
+        self.held.push((txn, version));
+        self.seen_reveals = None;
     }
 
     /// [`Command::LockApply`]: locks without waiting, validates, and queues
@@ -839,7 +862,7 @@ impl Participant {
         let version = store.clock().next_unsettled();
         part.commit_version = Some(version);
         part.keep_locks = true;
-        self.held.push((txn, version));
+        self.hold(txn, version);
         self.ready.push(WriteReq {
             batch,
             txn: Some(part),
