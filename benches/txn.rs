@@ -19,7 +19,9 @@
 //!   plain get.
 //!
 //! The abort rate of 64 clients on uniform keys is printed with the commit
-//! benchmarks. Run: `make bench-txn` (or `cargo bench --bench txn`);
+//! benchmarks, and so is the process's CPU time per commit with the CPUs
+//! it kept busy (steadier than the rate where other machines share the
+//! host). Run: `make bench-txn` (or `cargo bench --bench txn`);
 //! `FLASHKV_BENCH_ENGINE=plain` forces the plain I/O engine.
 
 use std::path::Path;
@@ -129,6 +131,20 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// CPU time of the whole process (every thread: the store threads, the
+/// bench thread, io_uring's workers), a steadier measure than the rate on
+/// a noisy host.
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// xorshift64*.
@@ -284,20 +300,29 @@ fn commit(c: &mut Criterion) {
         ("cross_shard_local", Shape::Cross, Place::Local),
         ("contended_zipf", Shape::Zipf, Place::Apart),
     ] {
-        let mut total = (0u64, 0u64);
+        // Transactions, aborts, process CPU time, wall time.
+        let mut total = (0u64, 0u64, Duration::ZERO, Duration::ZERO);
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
+                let cpu = process_cpu();
                 let (d, aborts) = run(&db, shape, place, iters.max(INFLIGHT as u64));
                 total.0 += iters.max(INFLIGHT as u64);
                 total.1 += aborts;
+                total.2 += process_cpu().saturating_sub(cpu);
+                total.3 += d;
                 d * iters as u32 / iters.max(INFLIGHT as u64) as u32
             })
         });
+        if total.0 == 0 {
+            continue; // filtered out
+        }
         eprintln!(
-            "commit/{name}: {} transactions, {} aborted ({:.3}%)",
+            "commit/{name}: {} transactions, {} aborted ({:.3}%), {:.2} us of CPU a commit, {:.2} CPUs busy",
             total.0,
             total.1,
-            100.0 * total.1 as f64 / total.0.max(1) as f64
+            100.0 * total.1 as f64 / total.0.max(1) as f64,
+            total.2.as_secs_f64() * 1e6 / total.0.max(1) as f64,
+            total.2.as_secs_f64() / total.3.as_secs_f64().max(1e-9),
         );
     }
     g.finish();
