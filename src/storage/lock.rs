@@ -388,8 +388,8 @@ mod tests {
 mod shuttle_tests {
     use super::*;
     use shuttle::sync::{Arc, Mutex};
-    use std::collections::HashMap;
     use shuttle::thread;
+    use std::collections::HashMap;
 
     /// Waits this many turns for a refused request before calling it a
     /// deadlock (the scheduler runs the holder long before that).
