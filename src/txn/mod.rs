@@ -197,14 +197,14 @@ impl Txn {
     }
 }
 
-fn op_of(key: &[u8], w: &Buffered) -> Op {
+fn op_of(key: Vec<u8>, w: Buffered) -> Op {
     match w {
         Some((value, expires_at_ms)) => Op::Put {
-            key: key.to_vec(),
-            value: value.clone(),
-            expires_at_ms: *expires_at_ms,
+            key,
+            value,
+            expires_at_ms,
         },
-        None => Op::Delete { key: key.to_vec() },
+        None => Op::Delete { key },
     }
 }
 
@@ -415,21 +415,22 @@ impl Coordinator {
         RunToEnd(Some(Box::pin(async move { me.commit_inner(txn).await }))).await
     }
 
-    async fn commit_inner(&self, txn: Txn) -> Result<Commit> {
+    async fn commit_inner(&self, mut txn: Txn) -> Result<Commit> {
         let n = self.router.shard_count();
+        // The buffered writes and the read set move into the requests.
         let mut writes: BTreeMap<usize, Vec<Op>> = BTreeMap::new();
-        for (k, w) in &txn.writes {
+        for (k, w) in std::mem::take(&mut txn.writes) {
             writes
-                .entry(self.router.shard_of(k) as usize)
+                .entry(self.router.shard_of(&k) as usize)
                 .or_default()
                 .push(op_of(k, w));
         }
         let mut reads: BTreeMap<usize, Vec<Vec<u8>>> = BTreeMap::new();
-        for k in &txn.reads {
+        for k in std::mem::take(&mut txn.reads) {
             reads
-                .entry(self.router.shard_of(k) as usize)
+                .entry(self.router.shard_of(&k) as usize)
                 .or_default()
-                .push(k.clone());
+                .push(k);
         }
         let mut shards: BTreeSet<usize> = writes.keys().chain(reads.keys()).copied().collect();
         if !txn.ranges.is_empty() {
@@ -441,7 +442,7 @@ impl Coordinator {
                 txn_id: txn.id,
                 start_version: txn.start,
                 reads: reads.remove(&s).unwrap_or_default(),
-                ranges: txn.ranges.clone(),
+                ranges: std::mem::take(&mut txn.ranges),
                 ..Default::default()
             };
             let batch = Batch {
