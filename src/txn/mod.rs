@@ -20,9 +20,9 @@
 //!   one part on disk decides the commit: recovery completes the rest.
 //!   - First without waiting: it locks every participant but the last
 //!     writing one (one on another thread, where there is one) at once;
-//!     then the last locks, validates, takes the
-//!     commit version and writes its part in one step (`LockApply`), and
-//!     the other writing shards write theirs at that version, at once.
+//!     then the last locks, validates, takes the commit version and
+//!     writes its part in one step (`LockApply`), and the other writing
+//!     shards write theirs at that version, at once.
 //!   - If a lock is held elsewhere, it gives back what it got, locks the
 //!     shards one at a time in ascending order, waiting, takes a commit
 //!     version and has every writing shard write its part, at once.
