@@ -215,12 +215,8 @@ impl Clock {
 
     /// Whether cross-shard commit `v` is still hidden from plain reads.
     pub fn is_hidden(&self, v: u64) -> bool {
-        v >= self.min_hidden()
-            && self
-                .hidden
-                .lock()
-                .expect("clock maps are never poisoned")
-                .contains_key(&v)
+        // Below the lowest hidden version without taking the lock.
+        v >= self.min_hidden() && self.with_hidden(|hidden| hidden(v))
     }
 
     /// Marks cross-shard commit `v` published but not settled (a part
