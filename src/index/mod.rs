@@ -1155,7 +1155,9 @@ impl IndexWriter {
     /// Inserts or overwrites with `old` pushed first on the key's version
     /// chain (for a new key, the chain is in place before the node is
     /// linked, so no reader sees the node without it); the chain is then
-    /// trimmed to what snapshots at or above `horizon` can read.
+    /// trimmed to what snapshots at or above `horizon` can read. Returns
+    /// the previous entry, and whether the key had no old versions before
+    /// (as [`IndexWriter::keep_old`]).
     pub fn upsert_keeping(
         &mut self,
         key: &[u8],
@@ -1163,15 +1165,17 @@ impl IndexWriter {
         old: Box<OldVersion>,
         horizon: u64,
         guard: &Guard,
-    ) -> Option<Entry> {
-        self.upsert_inner(key, entry, Some(old), horizon, Some(guard))
+    ) -> (Option<Entry>, bool) {
+        let mut fresh = true;
+        let prev = self.upsert_inner(key, entry, Some((old, &mut fresh)), horizon, Some(guard));
+        (prev, fresh)
     }
 
     fn upsert_inner(
         &mut self,
         key: &[u8],
         entry: Entry,
-        keep: Option<Box<OldVersion>>,
+        keep: Option<(Box<OldVersion>, &mut bool)>,
         horizon: u64,
         guard: Option<&Guard>,
     ) -> Option<Entry> {
@@ -1182,8 +1186,8 @@ impl IndexWriter {
             // the key's while it overwrites it; the reference is detached
             // from `self` so that `keep_old_at` may borrow it mutably.
             let n = unsafe { &*n };
-            if let (Some(k), Some(g)) = (keep, guard) {
-                self.keep_old_at(n, k, horizon, g);
+            if let (Some((k, fresh)), Some(g)) = (keep, guard) {
+                *fresh = self.keep_old_at(n, k, horizon, g);
             }
             let old = n.entry();
             n.set_entry(&entry);
@@ -1203,7 +1207,7 @@ impl IndexWriter {
             }
         };
         let node = Node::alloc(height, key, &entry);
-        if let Some(k) = keep {
+        if let Some((k, _)) = keep {
             self.inner
                 .bytes
                 .fetch_add(chain_bytes(&k), Ordering::Relaxed);
@@ -1244,18 +1248,29 @@ impl IndexWriter {
 
     /// Pushes `old` as the newest old version of `key` (call right before
     /// overwriting the key's entry with a newer one), then trims the chain
-    /// to what snapshots at or above `horizon` can read.
-    pub fn keep_old(&mut self, key: &[u8], old: Box<OldVersion>, horizon: u64, guard: &Guard) {
+    /// to what snapshots at or above `horizon` can read. Returns whether
+    /// the key had no old versions before (its chain is new: the caller
+    /// keeps a list of chained keys to trim, and looks it up only then);
+    /// false if the key is absent.
+    pub fn keep_old(
+        &mut self,
+        key: &[u8],
+        old: Box<OldVersion>,
+        horizon: u64,
+        guard: &Guard,
+    ) -> bool {
         let Some(n) = self.find(key).map(|n| n as *const Node) else {
-            return;
+            return false;
         };
         // SAFETY: as in upsert_inner.
-        self.keep_old_at(unsafe { &*n }, old, horizon, guard);
+        self.keep_old_at(unsafe { &*n }, old, horizon, guard)
     }
 
-    /// [`IndexWriter::keep_old`] on the key's node, already found.
-    fn keep_old_at(&mut self, n: &Node, old: Box<OldVersion>, horizon: u64, guard: &Guard) {
+    /// [`IndexWriter::keep_old`] on the key's node, already found. The
+    /// chain keeps at least `old` (see the trims below).
+    fn keep_old_at(&mut self, n: &Node, old: Box<OldVersion>, horizon: u64, guard: &Guard) -> bool {
         let prev = n.older.load(Ordering::Relaxed);
+        let fresh = prev.is_null();
         old.older.store(prev, Ordering::Relaxed);
         let (v, bytes) = (old.version, chain_bytes(&old));
         let p = Box::into_raw(old);
@@ -1267,8 +1282,10 @@ impl IndexWriter {
             // SAFETY: p is a live element we just linked.
             self.cut_after(unsafe { &*p }, guard);
         } else {
+            // Cuts below `v`, which is newer than the horizon.
             self.trim_from(n, horizon, u64::MAX, guard);
         }
+        fresh
     }
 
     /// Drops the old versions of `key` that no snapshot at or above
@@ -1557,6 +1574,30 @@ mod tests {
             tombstone: false,
             flags: 0,
         }
+    }
+
+    /// `keep_old` and `upsert_keeping` tell when a key's chain is new (the
+    /// store lists chained keys by it): on the first old version only,
+    /// again once a trim emptied the chain, never for an absent key.
+    #[test]
+    fn keeping_an_old_version_tells_when_the_chain_is_new() {
+        let (_index, mut w) = new_index();
+        let guard = crossbeam_epoch::pin();
+        let old = |v: u64| OldVersion::new(v, Some(v.to_le_bytes().into()), None);
+        assert!(!w.keep_old(b"absent", old(1), 0, &guard));
+        w.upsert(b"k", e(1, 0, 1));
+        assert!(w.keep_old(b"k", old(1), 0, &guard));
+        w.upsert(b"k", e(1, 10, 2));
+        assert!(!w.keep_old(b"k", old(2), 0, &guard));
+        let (prev, fresh) = w.upsert_keeping(b"k", e(1, 20, 3), old(2), 0, &guard);
+        assert_eq!(prev.map(|p| p.version), Some(2));
+        assert!(!fresh);
+        assert!(!w.trim(b"k", u64::MAX, &guard));
+        let (_, fresh) = w.upsert_keeping(b"k", e(1, 30, 4), old(3), 0, &guard);
+        assert!(fresh, "a chain emptied by a trim starts again");
+        let (prev, fresh) = w.upsert_keeping(b"new", e(1, 40, 5), old(0), 0, &guard);
+        assert!(prev.is_none());
+        assert!(fresh, "a new key's kept version is a new chain");
     }
 
     #[test]
