@@ -24,11 +24,14 @@
 //! lock request waits here until a release lets it through or its deadline
 //! passes. Writes that take no locks (plain batches and single-shard
 //! transactions, [`Command::Txn`]) wait, in arrival order, while they touch
-//! a locked key.
+//! a locked key. A coordinator on the task's own thread may take its locks
+//! without a message while the task waits for requests
+//! ([`StoreHandle::try_lock_here`]): the lock table is shared with it.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +43,7 @@ use crate::storage::io::{Io, IoEngine};
 use crate::storage::lock::{LockManager, LockRequest, ShardMode};
 use crate::storage::options::{StoreOptions, SyncPolicy};
 use crate::storage::store::{
-    Batch, Outcome, RecoveryReport, Store, StoreReader, StoreStats, TxnPart, WriteReq,
+    Batch, KeyRange, Outcome, RecoveryReport, Store, StoreReader, StoreStats, TxnPart, WriteReq,
 };
 
 /// Most batches committed together.
@@ -199,14 +202,18 @@ thread_local! {
     /// The [`StoreReader::identity`] of the store whose storage task runs on
     /// this thread (0: none).
     static HOME: Cell<usize> = const { Cell::new(0) };
+    /// That storage task's lock table, and whether the task is waiting for
+    /// its next request (see [`StoreHandle::try_lock_here`]).
+    static HOME_LOCKS: RefCell<Option<(SharedLocks, Rc<Cell<bool>>)>> = const { RefCell::new(None) };
 }
 
 /// Marks this thread as the home of a storage task while it runs.
 struct Home;
 
 impl Home {
-    fn set(identity: usize) -> Home {
+    fn set(identity: usize, locks: SharedLocks, idle: Rc<Cell<bool>>) -> Home {
         HOME.set(identity);
+        HOME_LOCKS.set(Some((locks, idle)));
         Home
     }
 }
@@ -214,6 +221,39 @@ impl Home {
 impl Drop for Home {
     fn drop(&mut self) {
         HOME.set(0);
+        HOME_LOCKS.set(None);
+    }
+}
+
+/// The lock table of a storage task, shared with the coordinators on its
+/// thread ([`StoreHandle::try_lock_here`]). Each call borrows it briefly;
+/// no borrow is held across an await.
+#[derive(Clone, Default)]
+struct SharedLocks(Rc<RefCell<LockManager>>);
+
+impl SharedLocks {
+    fn try_lock(&self, txn: u64, req: &LockRequest) -> std::result::Result<(), u64> {
+        self.0.borrow_mut().try_lock(txn, req)
+    }
+
+    fn try_lock_shard(&self, txn: u64, mode: ShardMode) -> std::result::Result<(), u64> {
+        self.0.borrow_mut().try_lock_shard(txn, mode)
+    }
+
+    fn release(&self, txn: u64) {
+        self.0.borrow_mut().release(txn);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.borrow().is_empty()
+    }
+
+    fn blocks(&self, write: Vec<&[u8]>, read: Vec<&[u8]>) -> bool {
+        self.0.borrow().blocks(write, read)
+    }
+
+    fn blocks_ranges(&self, ranges: &[KeyRange]) -> bool {
+        self.0.borrow().blocks_ranges(ranges)
     }
 }
 
@@ -243,6 +283,40 @@ impl StoreHandle {
     /// wakes no other thread.
     pub fn is_here(&self) -> bool {
         HOME.get() == self.reader.identity()
+    }
+
+    /// [`StoreHandle::lock`] without waiting and without a message, where
+    /// the storage task runs on this thread and waits for its next request
+    /// (so nothing it admitted is unpublished, and validation sees every
+    /// write before the lock): tries the locks at once and validates.
+    /// `None` where it cannot (ask the task).
+    pub fn try_lock_here(
+        &self,
+        txn: u64,
+        start_version: u64,
+        req: &LockRequest,
+    ) -> Option<LockOutcome> {
+        if !self.is_here() {
+            return None;
+        }
+        HOME_LOCKS.with_borrow(|home| {
+            let (locks, idle) = home.as_ref()?;
+            if !idle.get() {
+                return None;
+            }
+            if let Err(holder) = locks.try_lock(txn, req) {
+                return Some(LockOutcome::Timeout { holder });
+            }
+            Some(
+                match self.reader.validate(start_version, &req.read, &req.ranges) {
+                    None => LockOutcome::Locked,
+                    Some((key, version)) => {
+                        locks.release(txn);
+                        LockOutcome::Changed { key, version }
+                    }
+                },
+            )
+        })
     }
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
@@ -386,7 +460,11 @@ impl StoreHandle {
 /// Runs the storage task until every handle is dropped, then closes the
 /// store (syncing what is unsynced).
 pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<()> {
-    let _home = Home::set(store.reader().identity());
+    let mut p = Participant::default();
+    // Whether the task waits for its next request: set before each wait,
+    // cleared first thing in every branch that ends it.
+    let idle = Rc::new(Cell::new(false));
+    let _home = Home::set(store.reader().identity(), p.locks.clone(), idle.clone());
     let sync_every = match store.options().sync {
         SyncPolicy::Interval(d) => Some(d),
         _ => None,
@@ -409,7 +487,6 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
     let mut syncing: Option<(Instant, oneshot::Receiver<Result<()>>)> = None;
 
     let mut pace = Pace::new();
-    let mut p = Participant::default();
     let mut lock_tick = tokio::time::interval(Duration::from_millis(5));
     lock_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut others = Vec::new();
@@ -430,9 +507,11 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
         // Whether the next write was already queued when the last group
         // ended (another cohort of writers, not a new arrival).
         let queued = !rx.is_empty();
+        idle.set(true);
         tokio::select! {
-            _ = &mut revealed, if p.waits_on_held() => {}
+            _ = &mut revealed, if p.waits_on_held() => idle.set(false),
             cmd = rx.recv() => {
+                idle.set(false);
                 let Some(cmd) = cmd else { break };
                 // A reveal while the task slept: the locks go before the
                 // requests that came after it are looked at.
@@ -518,9 +597,11 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                 p.run(&mut store).await;
             }
             _ = lock_tick.tick(), if !p.waiting.is_empty() => {
+                idle.set(false);
                 p.retry_locks(&store, Instant::now());
             }
             _ = sync_tick.tick(), if sync_every.is_some() && syncing.is_none() => {
+                idle.set(false);
                 match store.begin_background_sync() {
                     Ok(rx) => syncing = rx.map(|rx| (Instant::now(), rx)),
                     Err(e) => {
@@ -532,17 +613,20 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                 }
             }
             r = async { (&mut syncing.as_mut().expect("a sync is running").1).await }, if syncing.is_some() => {
+                idle.set(false);
                 let (started, _) = syncing.take().expect("a sync is running");
                 if let Err(e) = store.finish_background_sync(started, r) {
                     tracing::error!(error = %e, "background fdatasync failed; the shard now refuses writes");
                 }
             }
             outcome = store.seal_done(), if store.seal_pending() => {
+                idle.set(false);
                 if let Err(e) = store.finish_seal(outcome).await {
                     tracing::error!(error = %e, "the background fdatasync of a sealed segment failed; the shard now refuses writes");
                 }
             }
             _ = merge_tick.tick(), if store.merge_running() => {
+                idle.set(false);
                 let mut budget = merge_budget(merge_rate, last_merge_step.elapsed());
                 last_merge_step = Instant::now();
                 if pace.busy() && compact_waiters.is_empty() && !store.merge_urgent() {
@@ -569,6 +653,7 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
             }
             // (No key with an expiry: no step, and no wake-up for one.)
             _ = sweep_tick.tick(), if store.has_expiring_keys() => {
+                idle.set(false);
                 // The sweep writes deletes without asking the lock table: it
                 // waits for a moment when no transaction holds a lock here
                 // (a tombstone newer than a prepared commit's version would
@@ -581,6 +666,7 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                 }
             }
             _ = trigger_tick.tick() => {
+                idle.set(false);
                 let started = if schedule.is_some_and(|d| last_scheduled.elapsed() >= d) {
                     last_scheduled = Instant::now();
                     store.start_scheduled_merge()
@@ -751,7 +837,7 @@ struct LockWait {
 /// waiting on it.
 #[derive(Default)]
 struct Participant {
-    locks: LockManager,
+    locks: SharedLocks,
     /// Applied cross-shard parts holding their locks until their commit
     /// (transaction id, commit version) is revealed.
     held: Vec<(u64, u64)>,
@@ -1199,6 +1285,66 @@ mod tests {
         for t in ts {
             t.shutdown().unwrap();
         }
+    }
+
+    /// A coordinator on a storage task's thread locks there without a
+    /// message while the task waits: the locks are the task's (a request
+    /// it is sent finds them held), validation sees the store's writes, a
+    /// failed validation leaves nothing locked, and off the task's thread
+    /// it declines.
+    #[test]
+    fn a_lock_taken_on_the_storage_tasks_thread_is_in_its_lock_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = StoreThread::spawn(
+            dir.path().into(),
+            StoreOptions::default(),
+            Io::new(IoEngine::Plain),
+            Arc::new(Clock::new()),
+        )
+        .unwrap();
+        let h = t.handle.clone();
+        let v1 = futures::executor::block_on(h.put(b"k", b"1")).unwrap();
+        let req = LockRequest {
+            write: vec![b"k".to_vec()],
+            read: vec![b"k".to_vec()],
+            ranges: vec![],
+        };
+        assert_eq!(
+            h.try_lock_here(1, v1, &req),
+            None,
+            "not on the task's thread"
+        );
+        let got = futures::executor::block_on(t.run_local(move || async move {
+            // A round trip: the task has run and waits for requests again.
+            h.stats().await.unwrap();
+            let first = h.try_lock_here(7, v1, &req);
+            let asked = h.lock(8, v1, req.clone(), Instant::now()).await.unwrap();
+            h.release(7).await.unwrap();
+            h.stats().await.unwrap();
+            let stale = h.try_lock_here(9, v1 - 1, &req);
+            let after = h.try_lock_here(10, v1, &req);
+            (first, asked, stale, after)
+        }))
+        .unwrap();
+        assert_eq!(got.0, Some(LockOutcome::Locked));
+        assert_eq!(
+            got.1,
+            LockOutcome::Timeout { holder: 7 },
+            "the task sees the lock"
+        );
+        assert_eq!(
+            got.2,
+            Some(LockOutcome::Changed {
+                key: b"k".to_vec(),
+                version: v1
+            })
+        );
+        assert_eq!(
+            got.3,
+            Some(LockOutcome::Locked),
+            "a failed validation keeps no lock"
+        );
+        t.shutdown().unwrap();
     }
 
     #[test]

@@ -166,6 +166,44 @@ pub fn bound_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     }
 }
 
+/// The first of `reads` (or key in `ranges`) with a version newer than
+/// `start_version`, looking first in `overlay` (writes of the same group,
+/// not in the index yet) and then at `version_of` and `index`: what a
+/// transaction's validation checks.
+fn changed_since(
+    index: &crate::index::Index,
+    start_version: u64,
+    reads: &[Vec<u8>],
+    ranges: &[KeyRange],
+    overlay: &FastMap<&[u8], (u64, bool)>,
+    version_of: impl Fn(&[u8]) -> u64,
+) -> Option<(Vec<u8>, u64)> {
+    for key in reads {
+        let v = match overlay.get(key.as_slice()) {
+            Some(&(v, _)) => v,
+            None => version_of(key),
+        };
+        if v > start_version {
+            return Some((key.clone(), v));
+        }
+    }
+    if ranges.is_empty() {
+        return None;
+    }
+    let guard = crossbeam_epoch::pin();
+    for (lo, hi) in ranges {
+        if let Some((k, &(v, _))) = overlay.iter().find(|(k, _)| key_in_range(k, lo, hi)) {
+            return Some((k.to_vec(), v));
+        }
+        for (k, e) in index.range(bound_ref(lo), bound_ref(hi), false, &guard) {
+            if e.version > start_version {
+                return Some((k.to_vec(), e.version));
+            }
+        }
+    }
+    None
+}
+
 /// The transaction side of a write: what to validate, the version to
 /// commit at, and the redo records a cross-shard commit's part carries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -450,6 +488,27 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
+    /// [`Store::validate_reads`] from any thread: whether any of `reads`
+    /// (or a key in `ranges`) has a version newer than `start_version`.
+    /// Sees what the storage task has published.
+    pub fn validate(
+        &self,
+        start_version: u64,
+        reads: &[Vec<u8>],
+        ranges: &[KeyRange],
+    ) -> Option<(Vec<u8>, u64)> {
+        let guard = crossbeam_epoch::pin();
+        let index = &self.shared.index;
+        changed_since(
+            index,
+            start_version,
+            reads,
+            ranges,
+            &FastMap::default(),
+            |key| index.get(key, &guard).map_or(0, |e| e.version),
+        )
+    }
+
     /// An identity of the store, the same for every reader of it (the
     /// address of its shared state).
     pub fn identity(&self) -> usize {
@@ -1719,34 +1778,14 @@ impl Store {
         t: &TxnPart,
         overlay: &FastMap<&[u8], (u64, bool)>,
     ) -> Option<(Vec<u8>, u64)> {
-        for key in &t.reads {
-            let v = match overlay.get(key.as_slice()) {
-                Some(&(v, _)) => v,
-                None => self.writer.get(key).map_or(0, |e| e.version),
-            };
-            if v > t.start_version {
-                return Some((key.clone(), v));
-            }
-        }
-        if t.ranges.is_empty() {
-            return None;
-        }
-        let guard = crossbeam_epoch::pin();
-        for (lo, hi) in &t.ranges {
-            if let Some((k, &(v, _))) = overlay.iter().find(|(k, _)| key_in_range(k, lo, hi)) {
-                return Some((k.to_vec(), v));
-            }
-            for (k, e) in self
-                .shared
-                .index
-                .range(bound_ref(lo), bound_ref(hi), false, &guard)
-            {
-                if e.version > t.start_version {
-                    return Some((k.to_vec(), e.version));
-                }
-            }
-        }
-        None
+        changed_since(
+            &self.shared.index,
+            t.start_version,
+            &t.reads,
+            &t.ranges,
+            overlay,
+            |key| self.writer.get(key).map_or(0, |e| e.version),
+        )
     }
 
     /// Redo records newer than `above` in every segment that may hold one.

@@ -19,8 +19,9 @@
 //!   part it writes carries *redo records of all the other parts*, so any
 //!   one part on disk decides the commit: recovery completes the rest.
 //!   - First without waiting: it locks every participant but the last
-//!     writing one (one on another thread, where there is one) at once;
-//!     then the last locks, validates, takes the commit version and
+//!     writing one (one on another thread, where there is one) at once
+//!     (its own thread's shard without a message when that shard's task
+//!     is waiting for requests); then the last locks, validates, takes the commit version and
 //!     writes its part in one step (`LockApply`), and the other writing
 //!     shards write theirs at that version, at once.
 //!   - If a lock is held elsewhere, it gives back what it got, locks the
@@ -580,13 +581,16 @@ impl Coordinator {
 
     /// The growing phase without waiting: locks every participant but the
     /// last writing one (one whose storage task runs on another thread,
-    /// where there is one) at once, then has the last lock, validate and
+    /// where there is one) at once (on this thread's shard without a
+    /// message, [`StoreHandle::try_lock_here`], where its task is waiting),
+    /// then has the last lock, validate and
     /// write its part in one step ([`StoreHandle::lock_apply`]), taking the
     /// commit version (its part is removed from `parts`). Every lock is
     /// then held and every read validated. If a lock is held elsewhere,
     /// gives back what it got ([`Fast::Busy`]).
     ///
     /// [`StoreHandle::lock_apply`]: crate::storage::StoreHandle::lock_apply
+    /// [`StoreHandle::try_lock_here`]: crate::storage::StoreHandle::try_lock_here
     async fn lock_fast(
         &self,
         txn: &Txn,
@@ -604,14 +608,31 @@ impl Coordinator {
             .copied()
             .expect("a writing transaction");
         let now = Instant::now();
-        let tries = futures::future::join_all(requests.iter().filter(|(s, _)| *s != last).map(
-            |(s, req)| {
-                self.router
-                    .shard(*s)
-                    .lock(txn.id, txn.start, req.clone(), now)
-            },
-        ))
+        // A shard whose storage task is on this thread and waiting is
+        // locked here and now; the others are asked.
+        let here: Vec<Option<LockOutcome>> = requests
+            .iter()
+            .filter(|(s, _)| *s != last)
+            .map(|(s, req)| self.router.shard(*s).try_lock_here(txn.id, txn.start, req))
+            .collect();
+        let asked = futures::future::join_all(
+            requests
+                .iter()
+                .filter(|(s, _)| *s != last)
+                .zip(&here)
+                .filter(|(_, h)| h.is_none())
+                .map(|((s, req), _)| {
+                    self.router
+                        .shard(*s)
+                        .lock(txn.id, txn.start, req.clone(), now)
+                }),
+        )
         .await;
+        let mut asked = asked.into_iter();
+        let tries = here.into_iter().map(|h| {
+            h.map(Ok)
+                .unwrap_or_else(|| asked.next().expect("an answer per request asked"))
+        });
         let mut locked = Vec::with_capacity(requests.len());
         let mut busy = false;
         let mut abort = None;
