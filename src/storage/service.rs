@@ -288,8 +288,9 @@ impl StoreHandle {
     /// [`StoreHandle::lock`] without waiting and without a message, where
     /// the storage task runs on this thread and waits for its next request
     /// (so nothing it admitted is unpublished, and validation sees every
-    /// write before the lock): tries the locks at once and validates.
-    /// `None` where it cannot (ask the task).
+    /// write before the lock): takes the locks at once and validates.
+    /// `None` where it cannot, and where a lock is held (the task may not
+    /// have seen the reveal that releases it yet): ask the task.
     pub fn try_lock_here(
         &self,
         txn: u64,
@@ -304,9 +305,7 @@ impl StoreHandle {
             if !idle.get() {
                 return None;
             }
-            if let Err(holder) = locks.try_lock(txn, req) {
-                return Some(LockOutcome::Timeout { holder });
-            }
+            locks.try_lock(txn, req).ok()?;
             Some(
                 match self.reader.validate(start_version, &req.read, &req.ranges) {
                     None => LockOutcome::Locked,
@@ -1290,8 +1289,8 @@ mod tests {
     /// A coordinator on a storage task's thread locks there without a
     /// message while the task waits: the locks are the task's (a request
     /// it is sent finds them held), validation sees the store's writes, a
-    /// failed validation leaves nothing locked, and off the task's thread
-    /// it declines.
+    /// failed validation leaves nothing locked; off the task's thread, or
+    /// where a lock is held, it declines.
     #[test]
     fn a_lock_taken_on_the_storage_tasks_thread_is_in_its_lock_table() {
         let dir = tempfile::tempdir().unwrap();
@@ -1319,13 +1318,15 @@ mod tests {
             h.stats().await.unwrap();
             let first = h.try_lock_here(7, v1, &req);
             let asked = h.lock(8, v1, req.clone(), Instant::now()).await.unwrap();
+            let held = h.try_lock_here(11, v1, &req);
             h.release(7).await.unwrap();
             h.stats().await.unwrap();
             let stale = h.try_lock_here(9, v1 - 1, &req);
             let after = h.try_lock_here(10, v1, &req);
-            (first, asked, stale, after)
+            (first, asked, stale, after, held)
         }))
         .unwrap();
+        assert_eq!(got.4, None, "a held lock: the task is asked");
         assert_eq!(got.0, Some(LockOutcome::Locked));
         assert_eq!(
             got.1,
