@@ -1199,6 +1199,7 @@ impl StoreThread {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::store::Op;
 
     /// Spins until this thread has used `cpu` more CPU time.
     fn spin_for(cpu: Duration) {
@@ -1345,6 +1346,83 @@ mod tests {
             Some(LockOutcome::Locked),
             "a failed validation keeps no lock"
         );
+        t.shutdown().unwrap();
+    }
+
+    /// The lock table is shared only while the task waits for requests: a
+    /// write the task has taken in (here one it holds while it gathers a
+    /// group under `sync=always`) is never passed over by a lock taken on
+    /// its thread. The lock is declined, or validation sees the write, or
+    /// the write waits for the lock; it is never written under it.
+    #[test]
+    fn a_lock_taken_on_the_tasks_thread_never_passes_over_a_write_it_took_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = StoreThread::spawn(
+            dir.path().into(),
+            StoreOptions {
+                sync: SyncPolicy::Always,
+                ..Default::default()
+            },
+            Io::new(IoEngine::Plain),
+            Arc::new(Clock::new()),
+        )
+        .unwrap();
+        let h = t.handle.clone();
+        let rounds = futures::executor::block_on(t.run_local(move || async move {
+            let put = |k: &[u8]| Batch {
+                ops: vec![Op::Put {
+                    key: k.to_vec(),
+                    value: b"v".to_vec(),
+                    expires_at_ms: None,
+                }],
+                conditions: vec![],
+            };
+            let req = LockRequest {
+                write: vec![b"k".to_vec()],
+                read: vec![b"k".to_vec()],
+                ranges: vec![],
+            };
+            let mut rounds = Vec::new();
+            for txn in 1..=10 {
+                // A group of two, so that the task waits for a second
+                // write to join the next one.
+                let a = h.submit(put(b"a")).await.unwrap();
+                let b = h.submit(put(b"b")).await.unwrap();
+                a.wait().await.unwrap();
+                let start = match b.wait().await.unwrap() {
+                    Outcome::Committed { version, .. } => version,
+                    other => panic!("{other:?}"),
+                };
+                let mut c = h.submit(put(b"k")).await.unwrap();
+                tokio::task::yield_now().await;
+                let got = h.try_lock_here(txn, start, &req);
+                let mut written_under_lock = false;
+                if got == Some(LockOutcome::Locked) {
+                    let until = Instant::now() + Duration::from_millis(100);
+                    while Instant::now() < until && !written_under_lock {
+                        written_under_lock = c.0.try_recv().is_ok();
+                        tokio::task::yield_now().await;
+                    }
+                    h.release(txn).await.unwrap();
+                }
+                if !written_under_lock {
+                    c.wait().await.unwrap();
+                }
+                rounds.push((got, written_under_lock));
+            }
+            rounds
+        }))
+        .unwrap();
+        for (got, written_under_lock) in &rounds {
+            assert!(
+                !written_under_lock,
+                "written under a lock taken after it: {rounds:?}"
+            );
+            assert!(
+                !matches!(got, Some(LockOutcome::Timeout { .. })),
+                "{rounds:?}"
+            );
+        }
         t.shutdown().unwrap();
     }
 
