@@ -199,29 +199,34 @@ impl PendingWrite {
 }
 
 thread_local! {
-    /// The [`StoreReader::identity`] of the store whose storage task runs on
-    /// this thread (0: none).
-    static HOME: Cell<usize> = const { Cell::new(0) };
-    /// That storage task's lock table, and whether the task is waiting for
-    /// its next request (see [`StoreHandle::try_lock_here`]).
-    static HOME_LOCKS: RefCell<Option<(SharedLocks, Rc<Cell<bool>>)>> = const { RefCell::new(None) };
+    /// The storage task running on this thread, if any.
+    static HOME: RefCell<Option<HomeTask>> = const { RefCell::new(None) };
+}
+
+/// What coordinators on a storage task's thread know of it.
+struct HomeTask {
+    /// The [`StoreReader::identity`] of its store.
+    identity: usize,
+    /// Its lock table.
+    locks: SharedLocks,
+    /// Whether it waits for its next request (see
+    /// [`StoreHandle::try_lock_here`]).
+    idle: Rc<Cell<bool>>,
 }
 
 /// Marks this thread as the home of a storage task while it runs.
 struct Home;
 
 impl Home {
-    fn set(identity: usize, locks: SharedLocks, idle: Rc<Cell<bool>>) -> Home {
-        HOME.set(identity);
-        HOME_LOCKS.set(Some((locks, idle)));
+    fn set(task: HomeTask) -> Home {
+        HOME.set(Some(task));
         Home
     }
 }
 
 impl Drop for Home {
     fn drop(&mut self) {
-        HOME.set(0);
-        HOME_LOCKS.set(None);
+        HOME.set(None);
     }
 }
 
@@ -282,7 +287,7 @@ impl StoreHandle {
     /// Whether the storage task runs on the calling thread: a request to it
     /// wakes no other thread.
     pub fn is_here(&self) -> bool {
-        HOME.get() == self.reader.identity()
+        HOME.with_borrow(|home| home.as_ref().map(|h| h.identity)) == Some(self.reader.identity())
     }
 
     /// [`StoreHandle::lock`] without waiting and without a message, where
@@ -297,12 +302,13 @@ impl StoreHandle {
         start_version: u64,
         req: &LockRequest,
     ) -> Option<LockOutcome> {
-        if !self.is_here() {
-            return None;
-        }
-        HOME_LOCKS.with_borrow(|home| {
-            let (locks, idle) = home.as_ref()?;
-            if !idle.get() {
+        HOME.with_borrow(|home| {
+            let HomeTask {
+                identity,
+                locks,
+                idle,
+            } = home.as_ref()?;
+            if *identity != self.reader.identity() || !idle.get() {
                 return None;
             }
             locks.try_lock(txn, req).ok()?;
@@ -463,7 +469,11 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
     // Whether the task waits for its next request: set before each wait,
     // cleared first thing in every branch that ends it.
     let idle = Rc::new(Cell::new(false));
-    let _home = Home::set(store.reader().identity(), p.locks.clone(), idle.clone());
+    let _home = Home::set(HomeTask {
+        identity: store.reader().identity(),
+        locks: p.locks.clone(),
+        idle: idle.clone(),
+    });
     let sync_every = match store.options().sync {
         SyncPolicy::Interval(d) => Some(d),
         _ => None,
@@ -1201,6 +1211,11 @@ mod tests {
     use super::*;
     use crate::storage::store::Op;
 
+    /// A storage task on a thread of its own, plain I/O, over `dir`.
+    fn store_thread(dir: &std::path::Path, opts: StoreOptions, clock: Arc<Clock>) -> StoreThread {
+        StoreThread::spawn(dir.into(), opts, Io::new(IoEngine::Plain), clock).unwrap()
+    }
+
     /// Spins until this thread has used `cpu` more CPU time.
     fn spin_for(cpu: Duration) {
         let until = thread_cpu_time() + cpu;
@@ -1234,16 +1249,14 @@ mod tests {
     #[test]
     fn run_local_runs_futures_that_are_not_send_on_the_store_thread() {
         let dir = tempfile::tempdir().unwrap();
-        let t = StoreThread::spawn(
-            dir.path().into(),
+        let t = store_thread(
+            dir.path(),
             StoreOptions {
                 shard_id: 7,
                 ..Default::default()
             },
-            Io::new(IoEngine::Plain),
             Arc::new(Clock::new()),
-        )
-        .unwrap();
+        );
         let got = futures::executor::block_on(t.run_local(|| async {
             let held_across_await = std::rc::Rc::new(3);
             tokio::task::yield_now().await;
@@ -1265,15 +1278,7 @@ mod tests {
         let clock = Arc::new(Clock::new());
         let ts: Vec<StoreThread> = dirs
             .iter()
-            .map(|d| {
-                StoreThread::spawn(
-                    d.path().into(),
-                    StoreOptions::default(),
-                    Io::new(IoEngine::Plain),
-                    clock.clone(),
-                )
-                .unwrap()
-            })
+            .map(|d| store_thread(d.path(), StoreOptions::default(), clock.clone()))
             .collect();
         let handles = [ts[0].handle.clone(), ts[1].handle.clone()];
         assert!(!handles[0].is_here() && !handles[1].is_here());
@@ -1295,13 +1300,7 @@ mod tests {
     #[test]
     fn a_lock_taken_on_the_storage_tasks_thread_is_in_its_lock_table() {
         let dir = tempfile::tempdir().unwrap();
-        let t = StoreThread::spawn(
-            dir.path().into(),
-            StoreOptions::default(),
-            Io::new(IoEngine::Plain),
-            Arc::new(Clock::new()),
-        )
-        .unwrap();
+        let t = store_thread(dir.path(), StoreOptions::default(), Arc::new(Clock::new()));
         let h = t.handle.clone();
         let v1 = futures::executor::block_on(h.put(b"k", b"1")).unwrap();
         let req = LockRequest {
@@ -1357,16 +1356,14 @@ mod tests {
     #[test]
     fn a_lock_taken_on_the_tasks_thread_never_passes_over_a_write_it_took_in() {
         let dir = tempfile::tempdir().unwrap();
-        let t = StoreThread::spawn(
-            dir.path().into(),
+        let t = store_thread(
+            dir.path(),
             StoreOptions {
                 sync: SyncPolicy::Always,
                 ..Default::default()
             },
-            Io::new(IoEngine::Plain),
             Arc::new(Clock::new()),
-        )
-        .unwrap();
+        );
         let h = t.handle.clone();
         let rounds = futures::executor::block_on(t.run_local(move || async move {
             let put = |k: &[u8]| Batch {

@@ -21,9 +21,10 @@
 //!   - First without waiting: it locks every participant but the last
 //!     writing one (one on another thread, where there is one) at once
 //!     (its own thread's shard without a message when that shard's task
-//!     is waiting for requests); then the last locks, validates, takes the commit version and
-//!     writes its part in one step (`LockApply`), and the other writing
-//!     shards write theirs at that version, at once.
+//!     is waiting for requests); then the last locks, validates, takes
+//!     the commit version and writes its part in one step (`LockApply`),
+//!     and the other writing shards write theirs at that version, at
+//!     once.
 //!   - If a lock is held elsewhere, it gives back what it got, locks the
 //!     shards one at a time in ascending order, waiting, takes a commit
 //!     version and has every writing shard write its part, at once.
@@ -609,30 +610,17 @@ impl Coordinator {
             .expect("a writing transaction");
         let now = Instant::now();
         // A shard whose storage task is on this thread and waiting is
-        // locked here and now; the others are asked.
-        let here: Vec<Option<LockOutcome>> = requests
-            .iter()
-            .filter(|(s, _)| *s != last)
-            .map(|(s, req)| self.router.shard(*s).try_lock_here(txn.id, txn.start, req))
-            .collect();
-        let asked = futures::future::join_all(
-            requests
-                .iter()
-                .filter(|(s, _)| *s != last)
-                .zip(&here)
-                .filter(|(_, h)| h.is_none())
-                .map(|((s, req), _)| {
-                    self.router
-                        .shard(*s)
-                        .lock(txn.id, txn.start, req.clone(), now)
-                }),
-        )
+        // locked here and now (at the first poll); the others are asked.
+        let tries = futures::future::join_all(requests.iter().filter(|(s, _)| *s != last).map(
+            |(s, req)| async move {
+                let h = self.router.shard(*s);
+                match h.try_lock_here(txn.id, txn.start, req) {
+                    Some(outcome) => Ok(outcome),
+                    None => h.lock(txn.id, txn.start, req.clone(), now).await,
+                }
+            },
+        ))
         .await;
-        let mut asked = asked.into_iter();
-        let tries = here.into_iter().map(|h| {
-            h.map(Ok)
-                .unwrap_or_else(|| asked.next().expect("an answer per request asked"))
-        });
         let mut locked = Vec::with_capacity(requests.len());
         let mut busy = false;
         let mut abort = None;
