@@ -39,7 +39,14 @@ use flashkv::txn::{Commit, Coordinator, TxnOptions};
 flashkv::jemalloc_global_allocator!(huge_pages);
 
 const KEYS: u64 = 100_000;
-const INFLIGHT: usize = 64;
+/// Transactions in flight: `FLASHKV_BENCH_INFLIGHT`, else 64.
+fn inflight() -> usize {
+    std::env::var("FLASHKV_BENCH_INFLIGHT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(64)
+}
 
 struct Db {
     coord: Arc<Coordinator>,
@@ -249,16 +256,17 @@ async fn client(
     }
 }
 
-/// Runs `n` transactions, `INFLIGHT` at a time; returns (elapsed, aborts).
+/// Runs `n` transactions, `inflight()` at a time; returns (elapsed, aborts).
 fn run(db: &Db, shape: Shape, place: Place, n: u64) -> (Duration, u64) {
     let rt = rt();
     let aborts = Arc::new(AtomicU64::new(0));
     let zipf = Arc::new(Zipf::new(1000));
-    let per = n.div_ceil(INFLIGHT as u64);
+    let inflight = inflight();
+    let per = n.div_ceil(inflight as u64);
     let started = Instant::now();
     rt.block_on(async {
         let mut done = Vec::new();
-        for w in 0..INFLIGHT {
+        for w in 0..inflight {
             let (c, keys, zipf, aborts) = (
                 db.coord.clone(),
                 db.by_shard.clone(),
@@ -305,12 +313,13 @@ fn commit(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let cpu = process_cpu();
-                let (d, aborts) = run(&db, shape, place, iters.max(INFLIGHT as u64));
-                total.0 += iters.max(INFLIGHT as u64);
+                let n = iters.max(inflight() as u64);
+                let (d, aborts) = run(&db, shape, place, n);
+                total.0 += n;
                 total.1 += aborts;
                 total.2 += process_cpu().saturating_sub(cpu);
                 total.3 += d;
-                d * iters as u32 / iters.max(INFLIGHT as u64) as u32
+                d * iters as u32 / n as u32
             })
         });
         if total.0 == 0 {
