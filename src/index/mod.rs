@@ -179,6 +179,10 @@ pub struct OldVersion {
     /// Expiry, Unix milliseconds.
     pub expires_at_ms: Option<u64>,
     older: AtomicPtr<OldVersion>,
+    /// A horizon the chain from here down is trimmed to: at most one of its
+    /// versions is at or below it, the oldest (0: none known). Only the
+    /// writer uses it, to skip walks that would cut nothing.
+    trimmed: AtomicU64,
 }
 
 impl OldVersion {
@@ -189,6 +193,7 @@ impl OldVersion {
             value,
             expires_at_ms,
             older: AtomicPtr::new(ptr::null_mut()),
+            trimmed: AtomicU64::new(0),
         })
     }
 }
@@ -424,6 +429,9 @@ pub struct IndexWriter {
     /// skiplist keeps for sequential inserts. The next key, if it falls
     /// between them at level 0, is linked with two key comparisons.
     splice: Option<Box<Splice>>,
+    /// Chain elements trim walks have visited (tests count them).
+    #[cfg(test)]
+    walked: std::cell::Cell<u64>,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -525,6 +533,8 @@ pub fn new_index() -> (Index, IndexWriter) {
             finger: [ptr::null(); MAX_HEIGHT],
             ascending: false,
             splice: None,
+            #[cfg(test)]
+            walked: std::cell::Cell::new(0),
             _not_sync: PhantomData,
         },
     )
@@ -1272,6 +1282,15 @@ impl IndexWriter {
         let prev = n.older.load(Ordering::Relaxed);
         let fresh = prev.is_null();
         old.older.store(prev, Ordering::Relaxed);
+        // SAFETY: the writer owns the chain; elements are live until retired.
+        if let Some(p) = unsafe { prev.as_ref() } {
+            // The chain below keeps its mark, and `old`, newer than every
+            // version in it, adds none at or below the mark.
+            let mark = p.trimmed.load(Ordering::Relaxed);
+            if old.version > mark {
+                old.trimmed.store(mark, Ordering::Relaxed);
+            }
+        }
         let (v, bytes) = (old.version, chain_bytes(&old));
         let p = Box::into_raw(old);
         n.older.store(p, Ordering::Release);
@@ -1280,7 +1299,9 @@ impl IndexWriter {
         // caller would not keep it), so `v` itself may still be needed.
         if v <= horizon {
             // SAFETY: p is a live element we just linked.
-            self.cut_after(unsafe { &*p }, guard);
+            let p = unsafe { &*p };
+            self.cut_after(p, guard);
+            p.trimmed.store(horizon, Ordering::Relaxed);
         } else {
             // Cuts below `v`, which is newer than the horizon.
             self.trim_from(n, horizon, u64::MAX, guard);
@@ -1306,15 +1327,29 @@ impl IndexWriter {
             self.retire_chain(head, guard);
             return;
         }
-        let mut p = n.older.load(Ordering::Relaxed);
+        let head = n.older.load(Ordering::Relaxed);
         // SAFETY: the writer owns the chain; elements are live until retired.
+        let Some(head) = (unsafe { head.as_ref() }) else {
+            return;
+        };
+        // Trimmed to this horizon or a later one already: nothing to cut.
+        // (While a long snapshot holds the horizon, every overwrite of a
+        // hot key walked its whole chain before session 24.)
+        if head.trimmed.load(Ordering::Relaxed) >= horizon {
+            return;
+        }
+        let mut p: *const OldVersion = head;
+        // SAFETY: as above.
         while let Some(v) = unsafe { p.as_ref() } {
+            #[cfg(test)]
+            self.walked.set(self.walked.get() + 1);
             if v.version <= horizon {
                 self.cut_after(v, guard);
-                return;
+                break;
             }
             p = v.older.load(Ordering::Relaxed);
         }
+        head.trimmed.store(horizon, Ordering::Relaxed);
     }
 
     fn cut_after(&self, v: &OldVersion, guard: &Guard) {
@@ -1598,6 +1633,59 @@ mod tests {
         let (prev, fresh) = w.upsert_keeping(b"new", e(1, 40, 5), old(0), 0, &guard);
         assert!(prev.is_none());
         assert!(fresh, "a new key's kept version is a new chain");
+    }
+
+    /// While a long snapshot holds the horizon, overwrites of a hot key
+    /// each keep a version without walking the chain (before session 24
+    /// each walked all of it: quadratic in the overwrites); once the
+    /// horizon moves, one walk trims the chain to what it needs.
+    #[test]
+    fn a_held_horizon_keeps_versions_without_walking_the_chain() {
+        const N: u64 = 10_000;
+        let (index, mut w) = new_index();
+        let guard = crossbeam_epoch::pin();
+        let old = |v: u64| OldVersion::new(v, Some(v.to_le_bytes().into()), None);
+        w.upsert(b"k", e(1, 0, 1));
+        for v in 2..=N {
+            w.keep_old(b"k", old(v - 1), 1, &guard);
+            w.upsert(b"k", e(1, 0, v));
+        }
+        assert!(
+            w.walked.get() < 3 * N,
+            "{} chain elements walked for {N} overwrites",
+            w.walked.get()
+        );
+        let chain = |index: &Index| {
+            let n = index.inner.hash.find(b"k", &guard).unwrap();
+            let mut len = 0;
+            let mut p = n.older.load(Ordering::Acquire);
+            // SAFETY: pinned; the test's writer retires through the guard.
+            while let Some(v) = unsafe { p.as_ref() } {
+                len += 1;
+                p = v.older.load(Ordering::Acquire);
+            }
+            len
+        };
+        assert_eq!(
+            chain(&index),
+            N - 1,
+            "the snapshot at 1 keeps every version"
+        );
+        assert!(matches!(index.get_at(b"k", 1, &guard), At::Old(v) if v.version == 1));
+        // The horizon moves to N - 5: versions N - 5 and newer stay.
+        w.keep_old(b"k", old(N), N - 5, &guard);
+        w.upsert(b"k", e(1, 0, N + 1));
+        assert_eq!(chain(&index), 6);
+        assert!(matches!(index.get_at(b"k", N - 5, &guard), At::Old(v) if v.version == N - 5));
+        assert!(matches!(index.get_at(b"k", N - 6, &guard), At::Absent));
+        // The periodic trim at the same horizon cuts nothing and walks nothing.
+        let walked = w.walked.get();
+        assert!(w.trim(b"k", N - 5, &guard));
+        assert_eq!(w.walked.get(), walked);
+        assert_eq!(chain(&index), 6);
+        // Later: only the newest at or below N - 1 and above.
+        assert!(w.trim(b"k", N - 1, &guard));
+        assert_eq!(chain(&index), 2);
     }
 
     #[test]
