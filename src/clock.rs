@@ -25,10 +25,10 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Default)]
 pub struct Clock {
     last: AtomicU64,
-    /// Floors of writers in flight (version -> count).
-    inflight: Mutex<BTreeMap<u64, usize>>,
-    /// Cross-shard commits not yet durable on every participant.
-    unsettled: Mutex<BTreeMap<u64, usize>>,
+    /// Writers in flight, unsettled and hidden cross-shard commits: one
+    /// lock, as a cross-shard commit enters all three at once and leaves
+    /// them together under `sync=none`.
+    versions: Mutex<Versions>,
     /// Open snapshots (start version -> count).
     snapshots: Mutex<BTreeMap<u64, usize>>,
     /// Oldest open snapshot (u64::MAX: none). Read by writers on every
@@ -53,11 +53,8 @@ pub struct Clock {
     visible_min: AtomicU64,
     /// Highest version any writer has started to publish.
     publishing: AtomicU64,
-    /// Cross-shard commits whose parts are not all applied yet: hidden
-    /// from plain reads.
-    hidden: Mutex<BTreeMap<u64, usize>>,
-    /// Lowest hidden version (u64::MAX: none), kept in step with `hidden`
-    /// so plain reads check it without a lock.
+    /// Lowest hidden version (u64::MAX: none), kept in step with
+    /// `Versions::hidden` so plain reads check it without a lock.
     min_hidden: AtomicU64,
     /// Woken whenever a cross-shard commit is revealed (its participants
     /// then release its locks).
@@ -65,6 +62,18 @@ pub struct Clock {
     /// Cross-shard commits revealed so far (counted after each leaves
     /// `hidden`), so a participant looks at `hidden` only after a reveal.
     reveals: AtomicU64,
+}
+
+/// Version sets of [`Clock`] (version -> count).
+#[derive(Debug, Default)]
+struct Versions {
+    /// Floors of writers in flight.
+    inflight: BTreeMap<u64, usize>,
+    /// Cross-shard commits not yet durable on every participant.
+    unsettled: BTreeMap<u64, usize>,
+    /// Cross-shard commits whose parts are not all applied yet: hidden
+    /// from plain reads.
+    hidden: BTreeMap<u64, usize>,
 }
 
 /// A registered writer floor; dropping it withdraws the floor.
@@ -76,13 +85,12 @@ pub struct Floor<'c> {
 
 impl Drop for Floor<'_> {
     fn drop(&mut self) {
-        remove_one(&self.clock.inflight, self.at);
+        take_one(&mut self.clock.versions().inflight, self.at);
         self.clock.wake_visible();
     }
 }
 
-fn remove_one(map: &Mutex<BTreeMap<u64, usize>>, at: u64) {
-    let mut m = map.lock().expect("clock maps are never poisoned");
+fn take_one(m: &mut BTreeMap<u64, usize>, at: u64) {
     if let Some(n) = m.get_mut(&at) {
         *n -= 1;
         if *n == 0 {
@@ -125,50 +133,55 @@ impl Clock {
     /// Announces a writer that will take versions from the clock and
     /// publish them before dropping the returned floor.
     pub fn enter_writer(&self) -> Floor<'_> {
-        let mut m = self.inflight.lock().expect("clock maps are never poisoned");
+        let mut m = self.versions();
         let at = self.current() + 1;
-        add_one(&mut m, at);
+        add_one(&mut m.inflight, at);
         Floor { clock: self, at }
     }
 
     /// Takes a version for a cross-shard commit: in flight and hidden until
     /// [`Clock::reveal`], unsettled until [`Clock::settle_durable`].
     pub fn next_unsettled(&self) -> u64 {
-        let mut m = self.inflight.lock().expect("clock maps are never poisoned");
+        let mut m = self.versions();
         let v = self.next();
-        add_one(&mut m, v);
-        add_one(
-            &mut self
-                .unsettled
-                .lock()
-                .expect("clock maps are never poisoned"),
-            v,
+        add_one(&mut m.inflight, v);
+        add_one(&mut m.unsettled, v);
+        add_one(&mut m.hidden, v);
+        self.min_hidden.store(
+            *m.hidden.keys().next().expect("just added"),
+            Ordering::SeqCst,
         );
-        let mut h = self.hidden.lock().expect("clock maps are never poisoned");
-        add_one(&mut h, v);
-        self.min_hidden
-            .store(*h.keys().next().expect("just added"), Ordering::SeqCst);
         v
+    }
+
+    fn versions(&self) -> std::sync::MutexGuard<'_, Versions> {
+        self.versions.lock().expect("clock maps are never poisoned")
     }
 
     /// Every part of cross-shard commit `v` is applied: it becomes visible
     /// to plain reads, all at once.
     pub fn reveal(&self, v: u64) {
+        self.reveal_settling(v, false);
+    }
+
+    /// [`Clock::reveal`], and [`Clock::settle_durable`] if `durable`, under
+    /// one lock.
+    fn reveal_settling(&self, v: u64, durable: bool) {
         {
-            let mut h = self.hidden.lock().expect("clock maps are never poisoned");
-            if let Some(n) = h.get_mut(&v) {
-                *n -= 1;
-                if *n == 0 {
-                    h.remove(&v);
-                }
-            }
+            let mut m = self.versions();
+            take_one(&mut m.hidden, v);
             self.min_hidden.store(
-                h.keys().next().copied().unwrap_or(u64::MAX),
+                m.hidden.keys().next().copied().unwrap_or(u64::MAX),
                 Ordering::SeqCst,
             );
+            // Counted after it leaves `hidden` (see `reveals`), and before
+            // the watermark can pass it.
+            self.reveals.fetch_add(1, Ordering::SeqCst);
+            take_one(&mut m.inflight, v);
+            if durable {
+                take_one(&mut m.unsettled, v);
+            }
         }
-        self.reveals.fetch_add(1, Ordering::SeqCst);
-        remove_one(&self.inflight, v);
         self.wake_visible();
         self.revealed.notify_waiters();
     }
@@ -183,13 +196,12 @@ impl Clock {
     /// Every part of cross-shard commit `v` is durable: the settled floor
     /// may pass it.
     pub fn settle_durable(&self, v: u64) {
-        remove_one(&self.unsettled, v);
+        take_one(&mut self.versions().unsettled, v);
     }
 
     /// [`Clock::reveal`] and [`Clock::settle_durable`] at once.
     pub fn settle(&self, v: u64) {
-        self.settle_durable(v);
-        self.reveal(v);
+        self.reveal_settling(v, true);
     }
 
     /// The lowest hidden cross-shard commit version (u64::MAX: none).
@@ -209,8 +221,8 @@ impl Clock {
     /// hidden from plain reads, taking the lock once for all its tests.
     pub fn with_hidden<R>(&self, f: impl FnOnce(&dyn Fn(u64) -> bool) -> R) -> R {
         let min = self.min_hidden();
-        let h = self.hidden.lock().expect("clock maps are never poisoned");
-        f(&|v| v >= min && h.contains_key(&v))
+        let m = self.versions();
+        f(&|v| v >= min && m.hidden.contains_key(&v))
     }
 
     /// Whether cross-shard commit `v` is still hidden from plain reads.
@@ -222,7 +234,7 @@ impl Clock {
     /// Marks cross-shard commit `v` published but not settled (a part
     /// failed to apply; a restart re-applies it from its redo records).
     pub fn unpublished(&self, v: u64) {
-        remove_one(&self.inflight, v);
+        take_one(&mut self.versions().inflight, v);
         self.wake_visible();
     }
 
@@ -289,8 +301,8 @@ impl Clock {
     /// The highest version below which everything is published.
     pub fn watermark(&self) -> u64 {
         let c = self.current();
-        let m = self.inflight.lock().expect("clock maps are never poisoned");
-        match m.keys().next() {
+        let m = self.versions();
+        match m.inflight.keys().next() {
             Some(&low) => c.min(low - 1),
             None => c,
         }
@@ -300,11 +312,8 @@ impl Clock {
     /// durable on all its participants.
     pub fn settled(&self) -> u64 {
         let c = self.current();
-        let m = self
-            .unsettled
-            .lock()
-            .expect("clock maps are never poisoned");
-        match m.keys().next() {
+        let m = self.versions();
+        match m.unsettled.keys().next() {
             Some(&low) => c.min(low - 1),
             None => c,
         }
