@@ -12,7 +12,8 @@
 //!   started at the watermark therefore never sees a write appear later at
 //!   a version it already covers.
 //! * Open snapshots are registered so that the index keeps the old versions
-//!   they may read ([`Clock::horizon`]), and merge keeps what they need.
+//!   they may read ([`Clock::horizon`] for writers, [`Clock::readers`] for
+//!   the periodic exact trim), and merge keeps what they need.
 //! * Cross-shard commits stay in flight until every participant has its part
 //!   durably; the [`Clock::settled`] floor (everything at or below it is
 //!   settled everywhere) is what recovery and merge rely on once persisted.
@@ -29,8 +30,8 @@ pub struct Clock {
     /// lock, as a cross-shard commit enters all three at once and leaves
     /// them together under `sync=none`.
     versions: Mutex<Versions>,
-    /// Open snapshots (start version -> count).
-    snapshots: Mutex<BTreeMap<u64, usize>>,
+    /// Open snapshots.
+    snapshots: Mutex<Snapshots>,
     /// Oldest open snapshot (u64::MAX: none). Read by writers on every
     /// overwrite, so it is kept apart from the map.
     horizon: AtomicU64,
@@ -62,6 +63,32 @@ pub struct Clock {
     /// Cross-shard commits revealed so far (counted after each leaves
     /// `hidden`), so a participant looks at `hidden` only after a reveal.
     reveals: AtomicU64,
+}
+
+/// Open snapshots (version -> count): those whose start is fixed, and
+/// those still opening, at a lower bound of their start.
+#[derive(Debug, Default)]
+struct Snapshots {
+    fixed: BTreeMap<u64, usize>,
+    opening: BTreeMap<u64, usize>,
+}
+
+impl Snapshots {
+    fn oldest(&self) -> u64 {
+        let first = |m: &BTreeMap<u64, usize>| m.keys().next().copied().unwrap_or(u64::MAX);
+        first(&self.fixed).min(first(&self.opening))
+    }
+}
+
+/// What old versions open snapshots can read (see [`Clock::readers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readers {
+    /// Versions newer than this may be read by a snapshot still opening
+    /// (u64::MAX: none), so what they replaced stays.
+    pub floor: u64,
+    /// The fixed starts of the other open snapshots, ascending: each reads
+    /// the newest version at or below it.
+    pub points: Vec<u64>,
 }
 
 /// Version sets of [`Clock`] (version -> count).
@@ -353,13 +380,9 @@ impl Clock {
     /// and walking them was half of a profile.)
     pub fn open_snapshot(self: &Arc<Self>) -> SnapshotReg {
         let at = self.publishing.load(Ordering::SeqCst);
-        let mut m = self
-            .snapshots
-            .lock()
-            .expect("clock maps are never poisoned");
-        add_one(&mut m, at);
-        let h = *m.keys().next().expect("just added");
-        self.horizon.store(h, Ordering::SeqCst);
+        let mut m = self.snapshot_maps();
+        add_one(&mut m.opening, at);
+        self.horizon.store(m.oldest(), Ordering::SeqCst);
         drop(m);
         // A writer announces what it publishes before it checks the
         // horizon, so everything published without seeing the registration
@@ -370,25 +393,37 @@ impl Clock {
             clock: self.clone(),
             at,
             target,
+            fixed: false,
         }
     }
 
-    fn move_snapshot(&self, from: u64, to: u64) {
-        let mut m = self
-            .snapshots
+    fn snapshot_maps(&self) -> std::sync::MutexGuard<'_, Snapshots> {
+        self.snapshots
             .lock()
-            .expect("clock maps are never poisoned");
-        if let Some(n) = m.get_mut(&from) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&from);
-            }
-        }
+            .expect("clock maps are never poisoned")
+    }
+
+    /// Moves a snapshot registered at `from` (fixed or opening) to its fixed
+    /// start `to` (u64::MAX: closes it).
+    fn move_snapshot(&self, from: (u64, bool), to: u64) {
+        let mut m = self.snapshot_maps();
+        take_one(if from.1 { &mut m.fixed } else { &mut m.opening }, from.0);
         if to != u64::MAX {
-            add_one(&mut m, to);
+            add_one(&mut m.fixed, to);
         }
-        let h = m.keys().next().copied().unwrap_or(u64::MAX);
-        self.horizon.store(h, Ordering::SeqCst);
+        self.horizon.store(m.oldest(), Ordering::SeqCst);
+    }
+
+    /// What open snapshots can read, for trimming version chains exactly
+    /// (a version no snapshot reads goes even while an older snapshot
+    /// stays open). Snapshots opened after this call read none of the old
+    /// versions of keys published before it.
+    pub fn readers(&self) -> Readers {
+        let m = self.snapshot_maps();
+        Readers {
+            floor: m.opening.keys().next().copied().unwrap_or(u64::MAX),
+            points: m.fixed.keys().copied().collect(),
+        }
     }
 
     /// The oldest open snapshot's start version (u64::MAX: none). Writers
@@ -400,11 +435,8 @@ impl Clock {
 
     /// Open snapshots.
     pub fn open_snapshots(&self) -> usize {
-        self.snapshots
-            .lock()
-            .expect("clock maps are never poisoned")
-            .values()
-            .sum()
+        let m = self.snapshot_maps();
+        m.fixed.values().chain(m.opening.values()).sum()
     }
 }
 
@@ -413,6 +445,8 @@ pub struct SnapshotReg {
     clock: Arc<Clock>,
     at: u64,
     target: u64,
+    /// Whether `at` is the fixed start (else a lower bound of it).
+    fixed: bool,
 }
 
 impl SnapshotReg {
@@ -432,9 +466,9 @@ impl SnapshotReg {
     /// Fixes the start version (call once [`SnapshotReg::ready`]); returns it.
     pub fn fix(&mut self) -> u64 {
         debug_assert!(self.ready());
-        if self.at != self.target {
-            self.clock.move_snapshot(self.at, self.target);
-            self.at = self.target;
+        if !self.fixed {
+            self.clock.move_snapshot((self.at, false), self.target);
+            (self.at, self.fixed) = (self.target, true);
         }
         self.at
     }
@@ -442,7 +476,7 @@ impl SnapshotReg {
 
 impl Drop for SnapshotReg {
     fn drop(&mut self) {
-        self.clock.move_snapshot(self.at, u64::MAX);
+        self.clock.move_snapshot((self.at, self.fixed), u64::MAX);
     }
 }
 
@@ -534,9 +568,19 @@ mod tests {
         assert_eq!(c.horizon(), u64::MAX);
         let mut s = c.open_snapshot();
         assert_eq!(c.horizon(), 5);
+        let opening = Readers {
+            floor: 5,
+            points: vec![],
+        };
+        assert_eq!(c.readers(), opening);
         assert!(s.ready());
         assert_eq!(s.fix(), 5);
         assert_eq!(c.horizon(), 5);
+        let fixed = Readers {
+            floor: u64::MAX,
+            points: vec![5],
+        };
+        assert_eq!(c.readers(), fixed);
         c.observe(9);
         let mut t = c.open_snapshot();
         t.fix();
@@ -546,6 +590,7 @@ mod tests {
         drop(t);
         assert_eq!(c.horizon(), u64::MAX);
         assert_eq!(c.open_snapshots(), 0);
+        assert_eq!(c.readers().points, Vec::<u64>::new());
     }
 
     #[test]

@@ -1321,6 +1321,49 @@ impl IndexWriter {
         !n.older.load(Ordering::Relaxed).is_null()
     }
 
+    /// Drops every old version of `key` that no reader can need: the
+    /// version `u` whose next newer one (or the entry) is `n` stays only if
+    /// `n > floor` (a reader below `floor` may still move to `n`'s side), or
+    /// a snapshot start in `points` (ascending) reads it (`u <= s < n`).
+    /// Versions between two open snapshots go, where [`IndexWriter::trim`]
+    /// keeps everything above the oldest one. Returns whether any remain.
+    pub fn trim_exact(&mut self, key: &[u8], floor: u64, points: &[u64], guard: &Guard) -> bool {
+        let Some(n) = self.find(key) else {
+            return false;
+        };
+        let mut newer = n.entry().version;
+        let mut link = &n.older;
+        let mut p = link.load(Ordering::Relaxed);
+        // SAFETY: the writer owns the chain; elements are live until retired.
+        while let Some(v) = unsafe { p.as_ref() } {
+            #[cfg(test)]
+            self.walked.set(self.walked.get() + 1);
+            let next = v.older.load(Ordering::Relaxed);
+            let i = points.partition_point(|&s| s < v.version);
+            if newer > floor || points.get(i).is_some_and(|&s| s < newer) {
+                (newer, link) = (v.version, &v.older);
+            } else {
+                // Unlinked, a reader on it still walks on from it: a reader
+                // that needs none of it gets the same answer either way.
+                link.store(next, Ordering::Release);
+                self.inner
+                    .bytes
+                    .fetch_sub(chain_bytes(v), Ordering::Relaxed);
+                let c = SendChain(p);
+                // SAFETY: unlinked; readers pinned before now may still be
+                // on it. Only this element goes, not the rest of the chain.
+                unsafe {
+                    guard.defer_unchecked(move || {
+                        let c = c;
+                        drop(Box::from_raw(c.0))
+                    });
+                }
+            }
+            p = next;
+        }
+        !n.older.load(Ordering::Relaxed).is_null()
+    }
+
     fn trim_from(&self, n: &Node, horizon: u64, cur: u64, guard: &Guard) {
         if cur <= horizon {
             let head = n.older.swap(ptr::null_mut(), Ordering::Release);
@@ -1686,6 +1729,53 @@ mod tests {
         // Later: only the newest at or below N - 1 and above.
         assert!(w.trim(b"k", N - 1, &guard));
         assert_eq!(chain(&index), 2);
+    }
+
+    /// The exact trim keeps the version each snapshot point reads, and
+    /// every version whose successor is above the floor; memory follows.
+    #[test]
+    fn an_exact_trim_keeps_what_each_reader_reads() {
+        let (index, mut w) = new_index();
+        let guard = crossbeam_epoch::pin();
+        let old = |v: u64| OldVersion::new(v, Some(v.to_le_bytes().into()), None);
+        w.upsert(b"k", e(1, 0, 1));
+        let bare = index.memory_bytes();
+        for v in 2..=11 {
+            w.keep_old(b"k", old(v - 1), 0, &guard);
+            w.upsert(b"k", e(1, 0, v));
+        }
+        let chain = |index: &Index| {
+            (1..=11)
+                .filter_map(|at| match index.get_at(b"k", at, &guard) {
+                    At::Old(v) => Some((at, v.version)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // Snapshots at 3 and 7; a snapshot still opening above 8.
+        assert!(w.trim_exact(b"k", 8, &[3, 7], &guard));
+        assert_eq!(
+            chain(&index),
+            [
+                (3, 3),
+                (4, 3),
+                (5, 3),
+                (6, 3),
+                (7, 7),
+                (8, 8),
+                (9, 9),
+                (10, 10)
+            ]
+        );
+        let one = size_of::<OldVersion>() + 8;
+        assert_eq!(index.memory_bytes(), bare + 5 * one);
+        // The opening one is gone, and so is the snapshot at 3.
+        assert!(w.trim_exact(b"k", u64::MAX, &[7], &guard));
+        assert_eq!(chain(&index), [(7, 7), (8, 7), (9, 7), (10, 7)]);
+        assert_eq!(index.memory_bytes(), bare + one);
+        assert!(!w.trim_exact(b"k", u64::MAX, &[], &guard));
+        assert_eq!(index.memory_bytes(), bare);
+        assert!(!w.trim_exact(b"absent", u64::MAX, &[], &guard));
     }
 
     #[test]
@@ -2111,6 +2201,10 @@ mod shuttle_tests {
                 }
                 if v % 2 == 0 {
                     w.trim(b"k", SNAPSHOT, &guard);
+                } else if v == 5 {
+                    // The exact trim unlinks 4 and 3 from the middle of
+                    // [4, 3, 2] under the readers.
+                    w.trim_exact(b"k", u64::MAX, &[SNAPSHOT], &guard);
                 }
             }
             w
