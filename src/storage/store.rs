@@ -754,8 +754,10 @@ impl StoreReader {
     }
 
     /// The value of `key` as of version `at` (a snapshot read), unless
-    /// absent, deleted or expired then. Correct for any `at` at or above the
-    /// oldest open snapshot registered with the clock.
+    /// absent, deleted or expired then. Correct for `at` the start of a
+    /// snapshot open with the clock (or one newer than every write): the
+    /// periodic trim keeps the versions open snapshots read, not those
+    /// between them.
     pub fn get_at(&self, key: &[u8], at: u64) -> Result<Option<Value>> {
         let guard = crossbeam_epoch::pin();
         for _ in 0..1000 {
