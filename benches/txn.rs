@@ -3,12 +3,12 @@
 //!
 //! - `commit/single_shard` and `commit/cross_shard`: read-write
 //!   transactions of 2 reads and 2 writes (keys on one shard, or one key on
-//!   each), 64 in flight, uniform over 100k keys, coordinated on the bench
-//!   thread, so that every commit is a message to another thread;
-//!   throughput is commits/s;
+//!   each), 64 in flight (`FLASHKV_BENCH_INFLIGHT` sets another count),
+//!   uniform over 100k keys, coordinated on the bench thread, so that
+//!   every commit is a message to another thread; throughput is commits/s;
 //! - `commit/single_shard_local` and `commit/cross_shard_local`: the same,
-//!   coordinated on the store threads themselves, 32 clients on each, as
-//!   the daemon runs its request handlers on the shard threads (DESIGN.md
+//!   coordinated on the store threads themselves, half the clients on
+//!   each, as the daemon runs its request handlers on the shard threads (DESIGN.md
 //!   §1). A single-shard transaction there uses its own shard's keys and
 //!   commits without any cross-thread message (the fast path of DESIGN.md
 //!   §3); a cross-shard one has one key on each shard;

@@ -86,8 +86,8 @@ pub struct Readers {
     /// Versions newer than this may be read by a snapshot still opening
     /// (u64::MAX: none), so what they replaced stays.
     pub floor: u64,
-    /// The fixed starts of the other open snapshots, ascending: each reads
-    /// the newest version at or below it.
+    /// The starts of the open snapshots whose start is fixed, ascending:
+    /// each reads the newest version at or below its start.
     pub points: Vec<u64>,
 }
 

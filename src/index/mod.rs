@@ -1323,8 +1323,9 @@ impl IndexWriter {
 
     /// Drops every old version of `key` that no reader can need: the
     /// version `u` whose next newer one (or the entry) is `n` stays only if
-    /// `n > floor` (a reader below `floor` may still move to `n`'s side), or
-    /// a snapshot start in `points` (ascending) reads it (`u <= s < n`).
+    /// `n > floor` (readers not pinned to a point, such as snapshots whose
+    /// start is not fixed yet, may read anything replaced above `floor`),
+    /// or a snapshot start in `points` (ascending) reads it (`u <= s < n`).
     /// Versions between two open snapshots go, where [`IndexWriter::trim`]
     /// keeps everything above the oldest one. Returns whether any remain.
     pub fn trim_exact(&mut self, key: &[u8], floor: u64, points: &[u64], guard: &Guard) -> bool {
