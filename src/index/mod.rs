@@ -1159,7 +1159,8 @@ impl IndexWriter {
 
     /// Inserts or overwrites; returns the previous entry.
     pub fn upsert(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
-        self.upsert_inner(key, entry, None, 0, None)
+        type NoKeep = fn(Option<&Entry>) -> Option<Box<OldVersion>>;
+        self.upsert_inner(key, entry, None::<(NoKeep, &mut bool)>, 0, None)
     }
 
     /// Inserts or overwrites with `old` pushed first on the key's version
@@ -1176,16 +1177,31 @@ impl IndexWriter {
         horizon: u64,
         guard: &Guard,
     ) -> (Option<Entry>, bool) {
-        let mut fresh = true;
-        let prev = self.upsert_inner(key, entry, Some((old, &mut fresh)), horizon, Some(guard));
-        (prev, fresh)
+        self.upsert_keeping_with(key, entry, |_| Some(old), horizon, guard)
     }
 
-    fn upsert_inner(
+    /// [`IndexWriter::upsert_keeping`] with the old version made by `keep`
+    /// from the entry the key has (`None`: absent), if it makes one, in a
+    /// single lookup of the key (a lookup to read the entry and another to
+    /// write it were two of the eight hash lookups of a cross-shard commit).
+    pub fn upsert_keeping_with(
         &mut self,
         key: &[u8],
         entry: Entry,
-        keep: Option<(Box<OldVersion>, &mut bool)>,
+        keep: impl FnOnce(Option<&Entry>) -> Option<Box<OldVersion>>,
+        horizon: u64,
+        guard: &Guard,
+    ) -> (Option<Entry>, bool) {
+        let mut fresh = false;
+        let prev = self.upsert_inner(key, entry, Some((keep, &mut fresh)), horizon, Some(guard));
+        (prev, fresh)
+    }
+
+    fn upsert_inner<K: FnOnce(Option<&Entry>) -> Option<Box<OldVersion>>>(
+        &mut self,
+        key: &[u8],
+        entry: Entry,
+        keep: Option<(K, &mut bool)>,
         horizon: u64,
         guard: Option<&Guard>,
     ) -> Option<Entry> {
@@ -1196,10 +1212,12 @@ impl IndexWriter {
             // the key's while it overwrites it; the reference is detached
             // from `self` so that `keep_old_at` may borrow it mutably.
             let n = unsafe { &*n };
-            if let (Some((k, fresh)), Some(g)) = (keep, guard) {
+            let old = n.entry();
+            if let (Some((k, fresh)), Some(g)) = (keep, guard)
+                && let Some(k) = k(Some(&old))
+            {
                 *fresh = self.keep_old_at(n, k, horizon, g);
             }
-            let old = n.entry();
             n.set_entry(&entry);
             self.account(Some(&old), Some(&entry));
             return Some(old);
@@ -1217,7 +1235,10 @@ impl IndexWriter {
             }
         };
         let node = Node::alloc(height, key, &entry);
-        if let Some((k, _)) = keep {
+        if let Some((k, fresh)) = keep
+            && let Some(k) = k(None)
+        {
+            *fresh = true;
             self.inner
                 .bytes
                 .fetch_add(chain_bytes(&k), Ordering::Relaxed);

@@ -873,6 +873,30 @@ fn read_record<'a>(seg: &'a Segment, key: &[u8], e: &Entry) -> Result<format::Re
     Ok(rec)
 }
 
+/// The value `o` (the entry `key` has now) as an old version; `None` if its
+/// record cannot be read.
+fn old_version(
+    shared: &Shared,
+    key: &[u8],
+    o: &Entry,
+    guard: &crossbeam_epoch::Guard,
+) -> Option<Box<OldVersion>> {
+    if o.tombstone {
+        return Some(OldVersion::new(o.version, None, None));
+    }
+    let table = shared.segments.load(guard);
+    table
+        .get(o.segment)
+        .and_then(|seg| read_record(seg, key, o).ok())
+        .map(|r| {
+            OldVersion::new(
+                o.version,
+                Some(r.value.to_vec().into_boxed_slice()),
+                r.expires_at_ms,
+            )
+        })
+}
+
 pub(crate) struct Active {
     pub id: u32,
     pub file: DataFile,
@@ -1860,25 +1884,6 @@ impl Store {
             .min(self.clock.min_hidden().saturating_sub(1))
     }
 
-    /// The value `o` (the entry `key` has now) as an old version.
-    fn old_version(&self, key: &[u8], o: &Entry) -> Option<Box<OldVersion>> {
-        if o.tombstone {
-            return Some(OldVersion::new(o.version, None, None));
-        }
-        let guard = crossbeam_epoch::pin();
-        let table = self.shared.segments.load(&guard);
-        table
-            .get(o.segment)
-            .and_then(|seg| read_record(seg, key, o).ok())
-            .map(|r| {
-                OldVersion::new(
-                    o.version,
-                    Some(r.value.to_vec().into_boxed_slice()),
-                    r.expires_at_ms,
-                )
-            })
-    }
-
     fn publish(&mut self, key: &[u8], mut entry: Entry, seg: u32, xshard: bool) {
         let len = format::record_len(
             key.len(),
@@ -1886,42 +1891,43 @@ impl Store {
             entry.flags & FLAG_EXPIRES != 0,
         ) as u64;
         let horizon = self.keep_horizon();
+        let shared = &self.shared;
         let old = if xshard {
             // A part of a cross-shard commit: plain readers keep seeing what
             // it replaces (absent: version 0) until the commit is settled on
             // every shard, so the commit becomes visible all at once.
             entry.flags |= crate::index::ENTRY_XSHARD;
-            let keep = match self.writer.get(key) {
-                Some(o) => self.old_version(key, &o),
-                None => None,
-            }
-            .unwrap_or_else(|| OldVersion::new(0, None, None));
             let horizon = horizon.min(entry.version - 1);
             let guard = crossbeam_epoch::pin();
+            let keep = |cur: Option<&Entry>| {
+                Some(
+                    cur.and_then(|o| old_version(shared, key, o, &guard))
+                        .unwrap_or_else(|| OldVersion::new(0, None, None)),
+                )
+            };
             let (old, fresh) = self
                 .writer
-                .upsert_keeping(key, entry, keep, horizon, &guard);
+                .upsert_keeping_with(key, entry, keep, horizon, &guard);
             // A key with a chain is listed already; a set lookup of every
             // key a cross-shard part wrote was 6% of a profile of them.
             if fresh {
                 self.chained.insert(key.to_vec());
             }
             old
+        } else if horizon < entry.version {
+            // An open snapshot may read what this write replaces. (Other
+            // plain writes do not pin the epoch.)
+            let guard = crossbeam_epoch::pin();
+            let keep = |cur: Option<&Entry>| cur.and_then(|o| old_version(shared, key, o, &guard));
+            let (old, fresh) = self
+                .writer
+                .upsert_keeping_with(key, entry, keep, horizon, &guard);
+            if fresh {
+                self.chained.insert(key.to_vec());
+            }
+            old
         } else {
-            // Plain writes pin the epoch only when a chain changes.
-            if horizon < entry.version
-                && let Some(o) = self.writer.get(key)
-                && let Some(keep) = self.old_version(key, &o)
-            {
-                // An open snapshot may read what this write replaces.
-                if self
-                    .writer
-                    .keep_old(key, keep, horizon, &crossbeam_epoch::pin())
-                {
-                    self.chained.insert(key.to_vec());
-                }
-            } else if horizon == u64::MAX && !self.chained.is_empty() && self.chained.contains(key)
-            {
+            if horizon == u64::MAX && !self.chained.is_empty() && self.chained.contains(key) {
                 self.writer.trim(key, horizon, &crossbeam_epoch::pin());
                 self.chained.remove(key);
             }
