@@ -1,5 +1,6 @@
 //! Transactions, in process: the classic isolation anomalies (each with its
-//! keys on one shard and on two), snapshot reads against concurrent writers,
+//! keys on one shard and on two), snapshot reads against concurrent writers
+//! (and held through the periodic version trims),
 //! lock waits and timeouts, a concurrent bank-transfer run, and redo of
 //! cross-shard commits after a restart.
 //!
@@ -476,6 +477,99 @@ fn concurrent_transfers_keep_the_total_on_one_and_two_shards() {
             sum += get_i(&c, &mut t, &acct(i)).await;
         }
         assert_eq!(sum, 100 * ACCOUNTS as i64);
+    });
+    db.close();
+}
+
+/// Two snapshots held open while cross-shard transfers run through
+/// several of the shards' once-a-second version trims: each still reads
+/// what it read first, and once the transfers stop the shards keep only
+/// the version each snapshot reads of each account, not every version
+/// written since the first began.
+#[test]
+fn held_snapshots_read_the_same_through_trims_that_keep_only_their_versions() {
+    const ACCOUNTS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), 2, SyncPolicy::None);
+    let c = db.coord.clone();
+    let handles: Vec<_> = db.threads.iter().map(|t| t.handle.clone()).collect();
+    rt().block_on(async move {
+        let acct = |i: usize| format!("held/{i:03}").into_bytes();
+        let init: Vec<(Vec<u8>, i64)> = (0..ACCOUNTS).map(|i| (acct(i), 100)).collect();
+        let refs: Vec<(&[u8], i64)> = init.iter().map(|(k, v)| (k.as_slice(), *v)).collect();
+        set(&c, &refs).await;
+        let index_bytes = async || {
+            let mut sum = 0;
+            for h in &handles {
+                sum += h.stats().await.unwrap().index_bytes;
+            }
+            sum
+        };
+        let base = index_bytes().await;
+        let read_all = async |t: &mut Txn| {
+            let mut vals = Vec::new();
+            for i in 0..ACCOUNTS {
+                vals.push(get_i(&c, t, &acct(i)).await);
+            }
+            vals
+        };
+        let mut first = c.begin().await;
+        let first_saw = read_all(&mut first).await;
+        assert_eq!(first_saw, vec![100; ACCOUNTS]);
+        let started = std::time::Instant::now();
+        let transfers = |w: u64, until: Duration| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut seed = w * 7919 + 1;
+                let mut done = 0;
+                while started.elapsed() < until {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let a = (seed >> 33) as usize % ACCOUNTS;
+                    let b = (a + 1 + (seed >> 40) as usize % (ACCOUNTS - 1)) % ACCOUNTS;
+                    let mut t = c.begin().await;
+                    let va = get_i(&c, &mut t, &acct(a)).await;
+                    let vb = get_i(&c, &mut t, &acct(b)).await;
+                    put_i(&mut t, &acct(a), va - 1);
+                    put_i(&mut t, &acct(b), vb + 1);
+                    if let Commit::Committed { .. } = c.commit(t).await.unwrap() {
+                        done += 1;
+                    }
+                }
+                done
+            })
+        };
+        // The second snapshot starts between two trims, mid-run.
+        let early: Vec<_> = (0..4)
+            .map(|w| transfers(w, Duration::from_millis(1300)))
+            .collect();
+        let mut done = 0;
+        for t in early {
+            done += t.await.unwrap();
+        }
+        let mut second = c.begin().await;
+        let second_saw = read_all(&mut second).await;
+        assert_eq!(second_saw.iter().sum::<i64>(), 100 * ACCOUNTS as i64);
+        let late: Vec<_> = (4..8)
+            .map(|w| transfers(w, Duration::from_millis(2600)))
+            .collect();
+        for t in late {
+            done += t.await.unwrap();
+        }
+        assert!(done > 100, "{done} transfers committed");
+        // Past one more trim, with no snapshot opening or commit hidden.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(read_all(&mut first).await, first_saw);
+        assert_eq!(read_all(&mut second).await, second_saw);
+        // Two old versions an account at most (with their 2-4 byte values).
+        let kept = index_bytes().await - base;
+        let most = (2 * ACCOUNTS * (size_of::<flashkv::index::OldVersion>() + 4)) as u64;
+        assert!(
+            kept <= most,
+            "{kept} bytes of old versions after {done} transfers, at most {most}"
+        );
+        drop((first, second));
     });
     db.close();
 }
