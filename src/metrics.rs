@@ -349,7 +349,7 @@ impl Metrics {
                 }
             }
             type Pick = fn(&crate::storage::StoreStats) -> u64;
-            let families: [(&str, &str, &str, Pick); 11] = [
+            let families: [(&str, &str, &str, Pick); 12] = [
                 ("flashkv_keys", "gauge", "Live keys.", |s| s.keys),
                 (
                     "flashkv_tombstones",
@@ -362,6 +362,12 @@ impl Metrics {
                     "gauge",
                     "Bytes allocated by the index, keys included.",
                     |s| s.index_bytes,
+                ),
+                (
+                    "flashkv_old_version_bytes",
+                    "gauge",
+                    "Bytes of old versions kept in memory for open snapshots (part of flashkv_index_memory_bytes).",
+                    |s| s.old_version_bytes,
                 ),
                 (
                     "flashkv_live_bytes",

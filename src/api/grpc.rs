@@ -913,6 +913,7 @@ impl Admin for AdminService {
                 keys: s.keys,
                 tombstones: s.tombstones,
                 index_bytes: s.index_bytes,
+                old_version_bytes: s.old_version_bytes,
                 live_bytes: s.live_bytes,
                 dead_bytes: s.dead_bytes,
                 batches: s.batches,

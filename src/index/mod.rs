@@ -364,8 +364,10 @@ struct Inner {
     tombstones: AtomicUsize,
     /// Entries (not tombstones) with [`ENTRY_EXPIRES`].
     expiring: AtomicUsize,
-    /// Bytes allocated for nodes (keys included).
+    /// Bytes allocated for nodes (keys included) and version chains.
     bytes: AtomicUsize,
+    /// Of `bytes`, those of version chains.
+    old_bytes: AtomicUsize,
     /// Point-lookup table over the same nodes.
     hash: HashTable,
 }
@@ -516,6 +518,7 @@ pub fn new_index() -> (Index, IndexWriter) {
         tombstones: AtomicUsize::new(0),
         expiring: AtomicUsize::new(0),
         bytes: AtomicUsize::new(Node::layout(MAX_HEIGHT, 0).size()),
+        old_bytes: AtomicUsize::new(0),
         hash: HashTable::new(),
     });
     (
@@ -719,6 +722,12 @@ impl Index {
     /// Bytes allocated for the index nodes (keys included).
     pub fn memory_bytes(&self) -> usize {
         self.inner.bytes.load(Ordering::Relaxed) + self.inner.hash.memory_bytes()
+    }
+
+    /// Bytes of the old versions kept for snapshots (values included), of
+    /// [`Index::memory_bytes`].
+    pub fn old_version_bytes(&self) -> usize {
+        self.inner.old_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -1239,9 +1248,7 @@ impl IndexWriter {
             && let Some(k) = k(None)
         {
             *fresh = true;
-            self.inner
-                .bytes
-                .fetch_add(chain_bytes(&k), Ordering::Relaxed);
+            self.chain_grew(chain_bytes(&k));
             // SAFETY: node is fresh and private.
             unsafe { (*node).older.store(Box::into_raw(k), Ordering::Relaxed) };
         }
@@ -1315,7 +1322,7 @@ impl IndexWriter {
         let (v, bytes) = (old.version, chain_bytes(&old));
         let p = Box::into_raw(old);
         n.older.store(p, Ordering::Release);
-        self.inner.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.chain_grew(bytes);
         // The entry that replaces `v` is newer than the horizon (or the
         // caller would not keep it), so `v` itself may still be needed.
         if v <= horizon {
@@ -1368,9 +1375,7 @@ impl IndexWriter {
                 // Unlinked, a reader on it still walks on from it: a reader
                 // that needs none of it gets the same answer either way.
                 link.store(next, Ordering::Release);
-                self.inner
-                    .bytes
-                    .fetch_sub(chain_bytes(v), Ordering::Relaxed);
+                self.chain_shrank(chain_bytes(v));
                 let c = SendChain(p);
                 // SAFETY: unlinked; readers pinned before now may still be
                 // on it. Only this element goes, not the rest of the chain.
@@ -1417,6 +1422,16 @@ impl IndexWriter {
         head.trimmed.store(horizon, Ordering::Relaxed);
     }
 
+    fn chain_grew(&self, bytes: usize) {
+        self.inner.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.inner.old_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn chain_shrank(&self, bytes: usize) {
+        self.inner.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.inner.old_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
     fn cut_after(&self, v: &OldVersion, guard: &Guard) {
         let rest = v.older.swap(ptr::null_mut(), Ordering::Release);
         self.retire_chain(rest, guard);
@@ -1433,7 +1448,7 @@ impl IndexWriter {
             bytes += chain_bytes(v);
             p = v.older.load(Ordering::Relaxed);
         }
-        self.inner.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.chain_shrank(bytes);
         let c = SendChain(head);
         // SAFETY: unlinked; readers pinned before now may still walk it.
         unsafe {
@@ -1791,12 +1806,14 @@ mod tests {
         );
         let one = size_of::<OldVersion>() + 8;
         assert_eq!(index.memory_bytes(), bare + 5 * one);
+        assert_eq!(index.old_version_bytes(), 5 * one);
         // The opening one is gone, and so is the snapshot at 3.
         assert!(w.trim_exact(b"k", u64::MAX, &[7], &guard));
         assert_eq!(chain(&index), [(7, 7), (8, 7), (9, 7), (10, 7)]);
         assert_eq!(index.memory_bytes(), bare + one);
         assert!(!w.trim_exact(b"k", u64::MAX, &[], &guard));
         assert_eq!(index.memory_bytes(), bare);
+        assert_eq!(index.old_version_bytes(), 0);
         assert!(!w.trim_exact(b"absent", u64::MAX, &[], &guard));
     }
 

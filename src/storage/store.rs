@@ -346,6 +346,9 @@ pub struct StoreStats {
     pub tombstones: u64,
     /// Bytes allocated by the index (keys included).
     pub index_bytes: u64,
+    /// Of `index_bytes`, the old versions kept in memory for open
+    /// snapshots (values included).
+    pub old_version_bytes: u64,
     /// Segments, by id.
     pub segments: Vec<SegmentStats>,
     /// Sum of live bytes.
@@ -2159,6 +2162,7 @@ impl Store {
         s.keys = (self.shared.index.len() - self.shared.index.tombstones()) as u64;
         s.tombstones = self.shared.index.tombstones() as u64;
         s.index_bytes = self.shared.index.memory_bytes() as u64;
+        s.old_version_bytes = self.shared.index.old_version_bytes() as u64;
         s.segments = self
             .segs
             .iter()
@@ -2799,6 +2803,7 @@ mod tests {
             drop(second);
             s.trim_versions();
             assert_eq!(s.stats().index_bytes, base, "no old version left");
+            assert_eq!(s.stats().old_version_bytes, 0);
             s.close().await.unwrap();
         });
     }

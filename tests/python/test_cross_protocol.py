@@ -147,3 +147,34 @@ def test_resp_commands_are_counted_in_metrics(clients):
     assert delta("flashkv_request_duration_seconds", "_count", **put) == 10
     assert delta("flashkv_request_errors", "_total", code="WRONGTYPE", **push) == 1
     assert delta("flashkv_request_duration_seconds", "_sum", **get) >= 0
+
+
+def old_version_bytes(base):
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("flashkv_old_version_bytes{"))
+
+
+def test_an_idle_transaction_keeps_one_old_version_of_a_hot_key(clients):
+    """A gRPC transaction left open while redis-py overwrites one key 2000
+    times: it keeps reading the value it began with, and after the shards'
+    once-a-second trim the daemon holds about one old version for it (not
+    2000); none once it is rolled back."""
+    import time
+
+    pb2, kv, tx, base, rc = clients
+    rc.set("xp:hot", "0")
+    t = tx.Begin(pb2.BeginRequest()).txn_id
+    assert tx.Get(pb2.TxnGetRequest(txn_id=t, key=b"xp:hot")).value == b"0"
+    p = rc.pipeline(transaction=False)
+    for _ in range(2000):
+        p.incr("xp:hot")
+    assert p.execute()[-1] == 2000
+    time.sleep(1.5)
+    kept = old_version_bytes(base)
+    assert 0 < kept < 1024, kept
+    assert tx.Get(pb2.TxnGetRequest(txn_id=t, key=b"xp:hot")).value == b"0"
+    tx.Rollback(pb2.RollbackRequest(txn_id=t))
+    time.sleep(1.5)
+    assert old_version_bytes(base) == 0
