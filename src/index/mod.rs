@@ -1191,8 +1191,8 @@ impl IndexWriter {
 
     /// [`IndexWriter::upsert_keeping`] with the old version made by `keep`
     /// from the entry the key has (`None`: absent), if it makes one, in a
-    /// single lookup of the key (a lookup to read the entry and another to
-    /// write it were two of the eight hash lookups of a cross-shard commit).
+    /// single lookup of the key (the store looked it up once to read the
+    /// entry and again to write it before session 24).
     pub fn upsert_keeping_with(
         &mut self,
         key: &[u8],

@@ -4,6 +4,7 @@ Write, BulkLoad, Pipeline, Txn) or HTTP (PUT, DELETE, /v1/batch) replaces
 or deletes a Redis collection of the same name, as Redis' SET and DEL do;
 the collection never comes back."""
 
+import time
 import urllib.error
 import urllib.request
 
@@ -161,8 +162,6 @@ def test_an_idle_transaction_keeps_one_old_version_of_a_hot_key(clients):
     times: it keeps reading the value it began with, and after the shards'
     once-a-second trim the daemon holds about one old version for it (not
     2000); none once it is rolled back."""
-    import time
-
     pb2, kv, tx, base, rc = clients
     rc.set("xp:hot", "0")
     t = tx.Begin(pb2.BeginRequest()).txn_id
