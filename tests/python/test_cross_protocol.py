@@ -2,7 +2,9 @@
 daemon binary: a string written or deleted through gRPC (Put, Delete,
 Write, BulkLoad, Pipeline, Txn) or HTTP (PUT, DELETE, /v1/batch) replaces
 or deletes a Redis collection of the same name, as Redis' SET and DEL do;
-the collection never comes back."""
+the collection never comes back. And a gRPC transaction left open while
+RESP overwrites its key keeps its snapshot, at the cost of one old version
+(/metrics)."""
 
 import time
 import urllib.error
