@@ -135,6 +135,28 @@ async fn set(c: &Arc<Coordinator>, pairs: &[(&[u8], i64)]) {
     ));
 }
 
+/// Moves `amount` between two of `accounts` accounts picked by `seed`
+/// (advanced), in one transaction; whether it committed.
+async fn transfer(
+    c: &Arc<Coordinator>,
+    seed: &mut u64,
+    accounts: usize,
+    acct: &impl Fn(usize) -> Vec<u8>,
+    amount: i64,
+) -> bool {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let a = (*seed >> 33) as usize % accounts;
+    let b = (a + 1 + (*seed >> 40) as usize % (accounts - 1)) % accounts;
+    let mut t = c.begin().await;
+    let va = get_i(c, &mut t, &acct(a)).await;
+    let vb = get_i(c, &mut t, &acct(b)).await;
+    put_i(&mut t, &acct(a), va - amount);
+    put_i(&mut t, &acct(b), vb + amount);
+    matches!(c.commit(t).await.unwrap(), Commit::Committed { .. })
+}
+
 fn aborted(c: &Commit) -> bool {
     matches!(c, Commit::Aborted(Abort::Conflict { .. }))
 }
@@ -434,19 +456,9 @@ fn concurrent_transfers_keep_the_total_on_one_and_two_shards() {
                 let (mut done, mut aborts) = (0, 0);
                 let mut seed = w as u64 * 7919 + 1;
                 while done < 40 {
-                    seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    let a = (seed >> 33) as usize % ACCOUNTS;
-                    let b = (a + 1 + (seed >> 40) as usize % (ACCOUNTS - 1)) % ACCOUNTS;
-                    let mut t = c.begin().await;
-                    let va = get_i(&c, &mut t, &acct(a)).await;
-                    let vb = get_i(&c, &mut t, &acct(b)).await;
-                    put_i(&mut t, &acct(a), va - 3);
-                    put_i(&mut t, &acct(b), vb + 3);
-                    match c.commit(t).await.unwrap() {
-                        Commit::Committed { .. } => done += 1,
-                        Commit::Aborted(_) => aborts += 1,
+                    match transfer(&c, &mut seed, ACCOUNTS, &acct, 3).await {
+                        true => done += 1,
+                        false => aborts += 1,
                     }
                     tokio::task::yield_now().await;
                 }
@@ -522,19 +534,7 @@ fn held_snapshots_read_the_same_through_trims_that_keep_only_their_versions() {
                 let mut seed = w * 7919 + 1;
                 let mut done = 0;
                 while started.elapsed() < until {
-                    seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    let a = (seed >> 33) as usize % ACCOUNTS;
-                    let b = (a + 1 + (seed >> 40) as usize % (ACCOUNTS - 1)) % ACCOUNTS;
-                    let mut t = c.begin().await;
-                    let va = get_i(&c, &mut t, &acct(a)).await;
-                    let vb = get_i(&c, &mut t, &acct(b)).await;
-                    put_i(&mut t, &acct(a), va - 1);
-                    put_i(&mut t, &acct(b), vb + 1);
-                    if let Commit::Committed { .. } = c.commit(t).await.unwrap() {
-                        done += 1;
-                    }
+                    done += u32::from(transfer(&c, &mut seed, ACCOUNTS, &acct, 1).await);
                 }
                 done
             })

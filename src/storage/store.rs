@@ -1895,36 +1895,32 @@ impl Store {
         ) as u64;
         let horizon = self.keep_horizon();
         let shared = &self.shared;
-        let old = if xshard {
-            // A part of a cross-shard commit: plain readers keep seeing what
-            // it replaces (absent: version 0) until the commit is settled on
-            // every shard, so the commit becomes visible all at once.
-            entry.flags |= crate::index::ENTRY_XSHARD;
-            let horizon = horizon.min(entry.version - 1);
+        let old = if xshard || horizon < entry.version {
+            // An open snapshot may read what this write replaces. A part of
+            // a cross-shard commit keeps it (absent: version 0) in any case:
+            // plain readers see it until the commit is settled on every
+            // shard, so the commit becomes visible all at once. (Other plain
+            // writes do not pin the epoch.)
+            let horizon = if xshard {
+                entry.flags |= crate::index::ENTRY_XSHARD;
+                horizon.min(entry.version - 1)
+            } else {
+                horizon
+            };
             let guard = crossbeam_epoch::pin();
             let keep = |cur: Option<&Entry>| {
-                Some(
-                    cur.and_then(|o| old_version(shared, key, o, &guard))
-                        .unwrap_or_else(|| OldVersion::new(0, None, None)),
-                )
+                let old = cur.and_then(|o| old_version(shared, key, o, &guard));
+                if xshard {
+                    Some(old.unwrap_or_else(|| OldVersion::new(0, None, None)))
+                } else {
+                    old
+                }
             };
             let (old, fresh) = self
                 .writer
                 .upsert_keeping_with(key, entry, keep, horizon, &guard);
             // A key with a chain is listed already; a set lookup of every
             // key a cross-shard part wrote was 6% of a profile of them.
-            if fresh {
-                self.chained.insert(key.to_vec());
-            }
-            old
-        } else if horizon < entry.version {
-            // An open snapshot may read what this write replaces. (Other
-            // plain writes do not pin the epoch.)
-            let guard = crossbeam_epoch::pin();
-            let keep = |cur: Option<&Entry>| cur.and_then(|o| old_version(shared, key, o, &guard));
-            let (old, fresh) = self
-                .writer
-                .upsert_keeping_with(key, entry, keep, horizon, &guard);
             if fresh {
                 self.chained.insert(key.to_vec());
             }
