@@ -15,6 +15,7 @@
 pub mod cmd;
 pub mod coll;
 pub mod glob;
+pub mod ldouble;
 pub mod proto;
 
 use std::collections::{HashMap, VecDeque};

@@ -326,21 +326,6 @@ pub fn format_double(d: f64) -> String {
     out
 }
 
-/// A double as INCRBYFLOAT and HINCRBYFLOAT store and answer it: the
-/// shortest round-trip digits, never in scientific notation. (Redis
-/// computes these in long double and prints 17 decimals, trailing zeros
-/// cut: its sums of short decimals come out short, "3.3" for 1.1 + 2.2
-/// where this gives "3.3000000000000003", and it rounds below 1e-17 to
-/// 0.)
-pub fn format_human(d: f64) -> String {
-    if d.is_infinite() {
-        return if d > 0.0 { "inf" } else { "-inf" }.into();
-    }
-    let mut s = String::new();
-    let _ = write!(s, "{d}");
-    s
-}
-
 fn line(out: &mut Vec<u8>, kind: u8, s: &str) {
     out.push(kind);
     // A status or error must stay on one line.
@@ -399,8 +384,6 @@ mod tests {
         ] {
             assert_eq!(format_double(d), want, "{d:e}");
         }
-        assert_eq!(format_human(1e21), "1000000000000000000000");
-        assert_eq!(format_human(1.5e-7), "0.00000015");
     }
 
     #[test]

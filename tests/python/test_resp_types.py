@@ -47,6 +47,8 @@ def test_hashes(r):
     assert r.hstrlen(h, "a") == 1 and r.hstrlen(h, "zz") == 0
     assert r.hincrby(h, "a", 10) == 11 and r.hincrby(h, "new", -3) == -3
     assert r.hincrbyfloat(h, "a", 0.5) == 11.5 and r.hincrbyfloat(h, "f", "1e2") == 100.0
+    assert r.hincrbyfloat(h, "fl", 1.1) == 1.1 and r.hincrbyfloat(h, "fl", 2.2) == 3.3 and r.hget(h, "fl") == b"3.3"
+    err(lambda: r.hincrbyfloat(h, "fl", "inf"), "value is NaN or Infinity")
     err(lambda: r.hincrby(h, "a", 1), "hash value is not an integer")
     r.hset(h, "big", str(2**63 - 1))
     err(lambda: r.hincrby(h, "big", 1), "increment or decrement would overflow")
