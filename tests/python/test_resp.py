@@ -97,6 +97,8 @@ def test_connection_commands(r, daemon):
     assert abs(secs - time.time()) < 5
     sections = r.info()
     assert sections["redis_mode"] == "standalone" and "connected_clients" in sections
+    assert sections["role"] == "master" and sections["cluster_enabled"] == 0
+    assert r.info("cluster") == {"cluster_enabled": 0}
     assert "aof_enabled" in r.info("persistence")
     assert r.config_get("appendfsync") == {"appendfsync": "always"}
     assert r.config_get("maxclients")["maxclients"] == "10000"

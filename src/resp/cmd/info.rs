@@ -1,5 +1,8 @@
 //! `INFO [section ...]`: server, clients, memory, persistence, stats,
-//! keyspace.
+//! replication, cluster, keyspace. Replication and cluster describe a
+//! standalone primary (`role:master`, `cluster_enabled:0`): clients and
+//! test suites read them to tell a standalone server from a replica or a
+//! cluster node.
 
 use std::fmt::Write as _;
 
@@ -68,6 +71,10 @@ async fn section(cx: &Conn, name: &str, out: &mut String) -> Result<(), Reply> {
                 sh.commands_processed()
             );
         }
+        "replication" => {
+            out.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+        }
+        "cluster" => out.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n"),
         "keyspace" => {
             let keys = crate::resp::cmd::common::key_count(cx).await?;
             out.push_str("# Keyspace\r\n");
@@ -81,12 +88,14 @@ async fn section(cx: &Conn, name: &str, out: &mut String) -> Result<(), Reply> {
     Ok(())
 }
 
-const ALL: [&str; 6] = [
+const ALL: [&str; 8] = [
     "server",
     "clients",
     "memory",
     "persistence",
     "stats",
+    "replication",
+    "cluster",
     "keyspace",
 ];
 
