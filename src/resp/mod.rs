@@ -171,6 +171,13 @@ pub struct Conn {
     pub name: Option<Vec<u8>>,
     /// Peer address.
     pub peer: String,
+    /// The socket's file descriptor (-1: none, as for internal work).
+    pub fd: i32,
+    /// CLIENT SETINFO LIB-NAME and LIB-VER.
+    pub lib: (String, String),
+    /// The connection's buffers when the running command started, for
+    /// CLIENT INFO.
+    pub held: Held,
     /// Close after this reply (QUIT).
     pub quit: bool,
     /// Whether AUTH succeeded (or no password is configured).
@@ -190,6 +197,19 @@ pub struct Conn {
     /// The transaction EXEC runs its queue in: reads and writes of the
     /// commands go through it while it is set.
     pub txn: std::sync::Mutex<Option<crate::txn::Txn>>,
+}
+
+/// A connection's buffers as CLIENT INFO reports them (bytes).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Held {
+    /// Input read and not yet parsed into commands (`qbuf`).
+    pub input: usize,
+    /// The input buffer's capacity (`rbs`; `qbuf-free` is the rest).
+    pub input_cap: usize,
+    /// Replies encoded and not yet written (`obl`).
+    pub output: usize,
+    /// The reply buffer's capacity.
+    pub output_cap: usize,
 }
 
 /// A MULTI block being queued.
@@ -246,6 +266,9 @@ impl Conn {
             id: 0,
             name: None,
             peer: String::new(),
+            fd: -1,
+            lib: Default::default(),
+            held: Held::default(),
             quit: false,
             authenticated: true,
             since: Instant::now(),
@@ -687,6 +710,9 @@ pub async fn serve(
                     proto: 2,
                     name: None,
                     peer: peer.to_string(),
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
+                    lib: Default::default(),
+                    held: Held::default(),
                     quit: false,
                     authenticated: shared.password.is_none(),
                     since: Instant::now(),
@@ -774,6 +800,12 @@ async fn connection(
                 settle(&cx, &mut owed, &mut out).await;
                 cx.mark = None;
             }
+            cx.held = Held {
+                input: buf.len(),
+                input_cap: buf.capacity(),
+                output: out.len(),
+                output_cap: out.capacity(),
+            };
             let reply = execute(&mut cx, &args).await;
             reads_only &= cx.last_readonly;
             reply.encode(cx.proto, &mut out);

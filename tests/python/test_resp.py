@@ -89,6 +89,14 @@ def test_connection_commands(r, daemon):
     assert r.client_getname() == "tester"
     assert isinstance(r.client_id(), int)
     assert "name=tester" in r.execute_command("CLIENT", "INFO").decode()
+    # redis-py parses every field of Redis' CLIENT INFO (a missing integer
+    # field raises KeyError), and announces itself with CLIENT SETINFO.
+    me = r.client_info()
+    assert me["name"] == "tester" and me["id"] == r.client_id() and me["multi"] == -1
+    assert me["lib-name"] == "redis-py" and me["cmd"] == "client|info" and me["tot-mem"] > 0
+    assert r.client_setinfo("LIB-VER", "9.9") is True and r.client_info()["lib-ver"] == "9.9"
+    err(lambda: r.client_setinfo("lib-name", "a b"), "lib-name cannot contain spaces")
+    err(lambda: r.client_setinfo("colour", "x"), "Unrecognized option 'colour'")
     err(lambda: r.execute_command("AUTH", "pw"), "without any password configured")
     assert r.command_count() > 40
     table = r.command()
