@@ -133,6 +133,14 @@ impl Shared {
         self.connections.load(Ordering::Relaxed)
     }
 
+    /// CONFIG RESETSTAT: INFO's stats counters start again from 0 (the
+    /// Prometheus counters under /metrics stay monotonic, as scrapers
+    /// need).
+    pub fn reset_stats(&self) {
+        self.commands.store(0, Ordering::Relaxed);
+        self.connections.store(0, Ordering::Relaxed);
+    }
+
     /// A SCAN cursor that resumes after `key`.
     pub fn save_cursor(&self, key: Vec<u8>) -> u64 {
         let mut c = self.cursors.lock().expect("cursor table lock");

@@ -107,6 +107,12 @@ def test_connection_commands(r, daemon):
     assert sections["redis_mode"] == "standalone" and "connected_clients" in sections
     assert sections["role"] == "master" and sections["cluster_enabled"] == 0
     assert r.info("cluster") == {"cluster_enabled": 0}
+    # CONFIG RESETSTAT starts INFO's counters again.
+    prior = r.info("stats")
+    assert prior["total_commands_processed"] > 5 and prior["total_connections_received"] >= 1
+    assert r.config_resetstat() is True
+    after = r.info("stats")
+    assert after["total_commands_processed"] <= 2 and after["total_connections_received"] == 0
     assert "aof_enabled" in r.info("persistence")
     assert r.config_get("appendfsync") == {"appendfsync": "always"}
     assert r.config_get("maxclients")["maxclients"] == "10000"

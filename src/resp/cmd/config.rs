@@ -1,5 +1,5 @@
-//! `CONFIG GET pattern...`, `CONFIG SET name value`, `CONFIG RESETSTAT`:
-//! the settings that exist. Most are fixed at start-up (flags); the
+//! `CONFIG GET pattern...`, `CONFIG SET name value`, `CONFIG RESETSTAT`
+//! (INFO's stats counters back to 0): the settings that exist. Most are fixed at start-up (flags); the
 //! slow-request threshold can be changed (`slowlog-log-slower-than`, in µs).
 
 use crate::resp::glob::matches;
@@ -84,7 +84,10 @@ command!(
                 }
                 Ok(Reply::OK)
             }
-            b"RESETSTAT" if a.len() == 2 => Ok(Reply::OK),
+            b"RESETSTAT" if a.len() == 2 => {
+                cx.shared.reset_stats();
+                Ok(Reply::OK)
+            }
             b"GET" | b"SET" | b"RESETSTAT" => Err(Reply::err(format!(
                 "wrong number of arguments for 'config|{}' command",
                 String::from_utf8_lossy(&a[1]).to_ascii_lowercase()
