@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # and release builds use it.
 TEST_FLAGS ?= --no-default-features
 
-.PHONY: all build test test-shuttle lint fmt clippy doc bench bench-txn bench-daemon gen-fbs test-crash test-damage python-deps fuzz fuzz-build fuzz-smoke soak soak-smoke bench-redis redis-diff
+.PHONY: all build test test-shuttle lint fmt clippy doc bench bench-txn bench-daemon gen-fbs test-crash test-damage python-deps fuzz fuzz-build fuzz-smoke soak soak-smoke bench-redis redis-diff redis-py-suite
 
 all: build
 
@@ -22,6 +22,7 @@ test: lint
 	FLASHKV_TEST_IO_ENGINE=plain $(CARGO) test $(TEST_FLAGS) --test daemon --test tools --test crash --test daemon_crash --test txn --test daemon_txn -- --test-threads=2
 	$(MAKE) test-shuttle
 	python3 -m pytest -q tests/python
+	$(MAKE) redis-py-suite
 	$(MAKE) fuzz-smoke
 	$(MAKE) soak-smoke
 
@@ -32,6 +33,13 @@ bench-redis:
 	tools/bench-redis.sh $(BENCH_REDIS_N)
 
 BENCH_REDIS_N ?= 200000
+
+## redis-py's own test suite (from its PyPI source release) against the
+## daemon the tests built; fails on a failure not listed, with its reason,
+## in tools/redis-py-suite/known-failures.txt (commands FlashKV does not
+## have), or on a listed test that passes.
+redis-py-suite:
+	tools/redis-py-suite/run.sh
 
 ## FlashKV against redis-server command by command: the corpora under
 ## tools/redis-diff, replies compared as sent; fails on a difference not
