@@ -423,6 +423,25 @@ def test_redis_cli(daemon):
     assert subprocess.run(cli + ["get", "cli:k"], capture_output=True, text=True).stdout == "hello\n"
     out = subprocess.run(cli, input="incr cli:n\nincr cli:n\nping\n", capture_output=True, text=True).stdout
     assert out.split() == ["1", "2", "PONG"]
+    # Mass insertion as Redis documents it: raw commands through --pipe,
+    # which ends with an ECHO of a random marker to find the last reply.
+    cmds = "".join(f"SET cli:m:{i} v{i}\r\n" for i in range(2000)) + "RPUSH cli:l a b c\r\nHSET cli:h f v\r\n"
+    out = subprocess.run(cli + ["--pipe"], input=cmds, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "errors: 0, replies: 2002" in out.stdout, out.stdout + out.stderr
+    scanned = subprocess.run(cli + ["--scan", "--pattern", "cli:m:1*"], capture_output=True, text=True).stdout
+    assert sorted(scanned.split()) == sorted(f"cli:m:{i}" for i in range(2000) if str(i).startswith("1"))
+    big = subprocess.run(cli + ["--bigkeys"], capture_output=True, text=True, timeout=60)
+    assert big.returncode == 0 and "Biggest   list found" in big.stdout and "hashs with" in big.stdout, big.stdout
+    # --stat reads INFO: keys, memory, clients, blocked clients (a missing
+    # field prints as -9223372036854775808), requests, connections.
+    stat = subprocess.Popen(["stdbuf", "-oL"] + cli + ["--stat", "-i", "0.2"], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [stat.stdout.readline() for _ in range(3)]
+    finally:
+        stat.kill()
+        stat.wait()
+    keys, _mem, clients, blocked, requests = lines[2].split()[:5]
+    assert int(keys) >= 2002 and int(clients) >= 1 and blocked == "0" and int(requests) > 2000, lines
 
 
 @pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="redis-tools not installed")
