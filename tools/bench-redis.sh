@@ -34,12 +34,20 @@ for tool in redis-server redis-benchmark redis-cli; do
 done
 
 TYPES=incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,lrange_100,mset
+# redis-benchmark retries a closed port at 100% of a core for ever: each
+# run has a time limit, and runs only against a server this script started.
 run() { # label port pipeline
   n=$N; [ "$3" = 1 ] || n=$N16
-  redis-benchmark -p "$2" -t set,get -n "$n" -c 50 -d 100 -r 1000000 -P "$3" --csv > "$OUT/$1-P$3.csv"
+  timeout 900 redis-benchmark -p "$2" -t set,get -n "$n" -c 50 -d 100 -r 1000000 -P "$3" --csv > "$OUT/$1-P$3.csv"
 }
 run_types() { # label port
-  redis-benchmark -p "$2" -t "$TYPES" -n "$N" -c 50 -d 100 --csv > "$OUT/$1-types.csv"
+  timeout 900 redis-benchmark -p "$2" -t "$TYPES" -n "$N" -c 50 -d 100 --csv > "$OUT/$1-types.csv"
+}
+# Whether the server answering on port $1 is process $2 (not another one
+# left listening there).
+serves() {
+  kill -0 "$2" 2>/dev/null &&
+    [ "$(redis-cli -p "$1" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')" = "$2" ]
 }
 
 for pair in "always always" "interval:1000 everysec"; do
@@ -47,13 +55,15 @@ for pair in "always always" "interval:1000 everysec"; do
   sync=$1 fsync=$2
   rm -rf "$work/fk" "$work/redis"; mkdir -p "$work/redis"
   "$BIN/flashkv" --data-dir "$work/fk" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
-    --resp-addr 127.0.0.1:16398 --sync "$sync" --shards "$SHARDS" --log-level warn > "$work/ready" &
+    --resp-addr 127.0.0.1:16398 --sync "$sync" --shards "$SHARDS" --log-level warn > "$work/ready" 2>&1 &
   fk=$!
   for _ in $(seq 100); do grep -q "RESP on" "$work/ready" 2>/dev/null && break; sleep 0.1; done
+  serves 16398 $fk || { echo "FlashKV did not start on 16398:"; cat "$work/ready"; exit 1; }
   redis-server --port 16399 --dir "$work/redis" --appendonly yes --appendfsync "$fsync" \
     --save '' --daemonize no --logfile "$work/redis.log" &
   rd=$!
   for _ in $(seq 100); do redis-cli -p 16399 ping >/dev/null 2>&1 && break; sleep 0.1; done
+  serves 16399 $rd || { echo "redis-server did not start on 16399:"; cat "$work/redis.log"; exit 1; }
   for p in 1 16; do
     run "flashkv-$fsync" 16398 $p
     run "redis-$fsync" 16399 $p
