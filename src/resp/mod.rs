@@ -12,6 +12,7 @@
 //! retry if it has (optimistic concurrency on the engine's version check).
 //! Commands live one per file in [`cmd`]; the protocol is [`proto`].
 
+pub mod clients;
 pub mod cmd;
 pub mod coll;
 pub mod glob;
@@ -41,7 +42,7 @@ const UPDATE_ATTEMPTS: usize = 64;
 /// Replies are flushed once this many bytes are pending, even mid-pipeline.
 const FLUSH_AT: usize = 1 << 20;
 /// Open SCAN cursors kept (oldest dropped first).
-const MAX_CURSORS: usize = 4096;
+pub(crate) const MAX_CURSORS: usize = 4096;
 
 /// What every connection shares.
 pub struct Shared {
@@ -63,11 +64,45 @@ pub struct Shared {
     pub password: Option<crate::api::security::Secret>,
     /// TLS, if on.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// What every shard thread's connections share.
+    pub server: Arc<Server>,
+    /// This listener's shard (its slot in the server's counters).
+    shard: usize,
+}
+
+/// The RESP state of the whole daemon, shared by the listeners of every
+/// shard thread: client ids unique across them, SCAN cursors that any
+/// connection can continue, INFO's counters, and the open connections
+/// (CLIENT LIST).
+pub struct Server {
     started: Instant,
     next_client_id: AtomicU64,
-    commands: AtomicU64,
+    /// Commands run, one counter per shard thread (on its own cache line:
+    /// each thread counts every command it runs).
+    commands: Box<[Padded]>,
     connections: AtomicU64,
     cursors: Mutex<Cursors>,
+    /// The open connections.
+    pub clients: Arc<clients::Clients>,
+}
+
+/// A counter alone on its cache lines.
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded(AtomicU64);
+
+impl Server {
+    /// The state for a daemon with `shards` shard threads.
+    pub fn new(shards: usize) -> Arc<Server> {
+        Arc::new(Server {
+            started: Instant::now(),
+            next_client_id: AtomicU64::new(1),
+            commands: (0..shards.max(1)).map(|_| Padded::default()).collect(),
+            connections: AtomicU64::new(0),
+            cursors: Mutex::new(Cursors::default()),
+            clients: Arc::new(clients::Clients::default()),
+        })
+    }
 }
 
 #[derive(Default)]
@@ -95,6 +130,10 @@ pub struct Settings {
     pub password: Option<crate::api::security::Secret>,
     /// TLS, if on.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The daemon-wide state ([`Server::new`], one for all shards).
+    pub server: Arc<Server>,
+    /// The shard this listener runs on.
+    pub shard: usize,
 }
 
 impl Shared {
@@ -110,40 +149,51 @@ impl Shared {
             io_engine: s.io_engine,
             addr: s.addr,
             conn_limits: s.conn_limits,
-            started: Instant::now(),
-            next_client_id: AtomicU64::new(1),
-            commands: AtomicU64::new(0),
-            connections: AtomicU64::new(0),
-            cursors: Mutex::new(Cursors::default()),
+            shard: s.shard.min(s.server.commands.len() - 1),
+            server: s.server,
         })
     }
 
     /// Seconds since the server started.
     pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
+        self.server.started.elapsed()
     }
 
-    /// Commands processed so far.
+    /// Commands processed so far, on every shard.
     pub fn commands_processed(&self) -> u64 {
-        self.commands.load(Ordering::Relaxed)
+        self.server
+            .commands
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .sum()
     }
 
-    /// Connections accepted so far.
+    /// Counts a command run on this listener's shard.
+    fn count_command(&self) {
+        self.server.commands[self.shard]
+            .0
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections accepted so far, on every shard.
     pub fn connections_received(&self) -> u64 {
-        self.connections.load(Ordering::Relaxed)
+        self.server.connections.load(Ordering::Relaxed)
     }
 
     /// CONFIG RESETSTAT: INFO's stats counters start again from 0 (the
     /// Prometheus counters under /metrics stay monotonic, as scrapers
     /// need).
     pub fn reset_stats(&self) {
-        self.commands.store(0, Ordering::Relaxed);
-        self.connections.store(0, Ordering::Relaxed);
+        for c in self.server.commands.iter() {
+            c.0.store(0, Ordering::Relaxed);
+        }
+        self.server.connections.store(0, Ordering::Relaxed);
     }
 
-    /// A SCAN cursor that resumes after `key`.
+    /// A SCAN cursor that resumes after `key` (any connection can continue
+    /// it).
     pub fn save_cursor(&self, key: Vec<u8>) -> u64 {
-        let mut c = self.cursors.lock().expect("cursor table lock");
+        let mut c = self.server.cursors.lock().expect("cursor table lock");
         c.next += 1;
         let id = c.next;
         c.by_id.insert(id, key);
@@ -158,7 +208,8 @@ impl Shared {
 
     /// The key a cursor resumes after (None: unknown or expired cursor).
     pub fn cursor(&self, id: u64) -> Option<Vec<u8>> {
-        self.cursors
+        self.server
+            .cursors
             .lock()
             .expect("cursor table lock")
             .by_id
@@ -179,13 +230,13 @@ pub struct Conn {
     pub name: Option<Vec<u8>>,
     /// Peer address.
     pub peer: String,
-    /// The socket's file descriptor (-1: none, as for internal work).
-    pub fd: i32,
     /// CLIENT SETINFO LIB-NAME and LIB-VER.
     pub lib: (String, String),
-    /// The connection's buffers when the running command started, for
-    /// CLIENT INFO.
-    pub held: Held,
+    /// What other connections see of this one (CLIENT LIST, CLIENT INFO).
+    pub slot: Arc<clients::Slot>,
+    /// Keeps `slot` listed while the connection is open (None: internal
+    /// work, never listed).
+    pub listed: Option<clients::Registration>,
     /// Close after this reply (QUIT).
     pub quit: bool,
     /// Whether AUTH succeeded (or no password is configured).
@@ -207,19 +258,6 @@ pub struct Conn {
     pub txn: std::sync::Mutex<Option<crate::txn::Txn>>,
 }
 
-/// A connection's buffers as CLIENT INFO reports them (bytes).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Held {
-    /// Input read and not yet parsed into commands (`qbuf`).
-    pub input: usize,
-    /// The input buffer's capacity (`rbs`; `qbuf-free` is the rest).
-    pub input_cap: usize,
-    /// Replies encoded and not yet written (`obl`).
-    pub output: usize,
-    /// The reply buffer's capacity.
-    pub output_cap: usize,
-}
-
 /// A MULTI block being queued.
 #[derive(Debug, Default)]
 pub struct Multi {
@@ -227,6 +265,8 @@ pub struct Multi {
     pub queued: Vec<Vec<Vec<u8>>>,
     /// A command was refused while queuing: EXEC answers EXECABORT.
     pub failed: bool,
+    /// The queued commands' argument bytes (CLIENT LIST's `multi-mem`).
+    pub bytes: usize,
 }
 
 /// The reply for a crate error. A shard that cannot persist writes (disk
@@ -265,6 +305,13 @@ pub fn syntax_error() -> Reply {
 }
 
 impl Conn {
+    /// Shows this connection's name, library and protocol to CLIENT LIST
+    /// (after SETNAME, SETINFO, HELLO, RESET).
+    pub fn publish_identity(&self) {
+        self.slot
+            .set_identity(self.name.as_deref(), &self.lib, self.proto);
+    }
+
     /// A connection-less context for work done on behalf of clients (the
     /// combined changes of [`Conn::mutate`]).
     pub fn internal(shared: Arc<Shared>) -> Conn {
@@ -274,9 +321,9 @@ impl Conn {
             id: 0,
             name: None,
             peer: String::new(),
-            fd: -1,
             lib: Default::default(),
-            held: Held::default(),
+            slot: Arc::new(clients::Slot::new(0, String::new(), String::new(), -1)),
+            listed: None,
             quit: false,
             authenticated: true,
             since: Instant::now(),
@@ -561,13 +608,21 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
         )
     {
         m.queued.push(args.to_vec());
+        m.bytes += args.iter().map(Vec::len).sum::<usize>();
+        cx.slot
+            .ran(&spec.name, Instant::now(), Some((m.queued.len(), m.bytes)));
         return Reply::Simple("QUEUED");
     }
     let start = cx.mark.take().unwrap_or_else(Instant::now);
     let reply = (spec.run)(cx, args).await;
     let end = Instant::now();
     cx.mark = Some(end);
-    cx.shared.commands.fetch_add(1, Ordering::Relaxed);
+    cx.shared.count_command();
+    cx.slot.ran(
+        &spec.name,
+        end,
+        cx.multi.as_ref().map(|m| (m.queued.len(), m.bytes)),
+    );
     let code = match &reply {
         Reply::Error(e) => Some(e.split(' ').next().unwrap_or("ERR")),
         _ => None,
@@ -655,6 +710,9 @@ async fn submit_set(cx: &Conn, mut args: Vec<Vec<u8>>) -> Owed {
     }
 }
 
+/// The name CLIENT LIST shows for a pipelined plain SET.
+static SET: &str = "set";
+
 /// Encodes every owed reply, waiting for queued writes in order.
 async fn settle(cx: &Conn, owed: &mut VecDeque<Owed>, out: &mut Vec<u8>) {
     while let Some(o) = owed.pop_front() {
@@ -665,9 +723,11 @@ async fn settle(cx: &Conn, owed: &mut VecDeque<Owed>, out: &mut Vec<u8>) {
                     Ok(_) => Reply::OK,
                     Err(e) => error_reply(e),
                 };
-                cx.shared.commands.fetch_add(1, Ordering::Relaxed);
+                cx.shared.count_command();
                 let code = reply.is_error().then_some("ERR");
-                metrics().command("resp", "set", start, Instant::now(), code);
+                let end = Instant::now();
+                cx.slot.ran(&SET, end, None);
+                metrics().command("resp", "set", start, end, code);
                 reply
             }
         };
@@ -711,16 +771,23 @@ pub async fn serve(
                     });
                     continue;
                 };
-                shared.connections.fetch_add(1, Ordering::Relaxed);
+                shared.server.connections.fetch_add(1, Ordering::Relaxed);
+                let id = shared.server.next_client_id.fetch_add(1, Ordering::Relaxed);
+                let slot = Arc::new(clients::Slot::new(
+                    id,
+                    peer.to_string(),
+                    shared.addr.clone(),
+                    std::os::fd::AsRawFd::as_raw_fd(&stream),
+                ));
                 let conn = Conn {
-                    id: shared.next_client_id.fetch_add(1, Ordering::Relaxed),
+                    id,
                     shared: shared.clone(),
                     proto: 2,
                     name: None,
                     peer: peer.to_string(),
-                    fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
                     lib: Default::default(),
-                    held: Held::default(),
+                    listed: Some(shared.server.clients.register(slot.clone())),
+                    slot,
                     quit: false,
                     authenticated: shared.password.is_none(),
                     since: Instant::now(),
@@ -808,12 +875,13 @@ async fn connection(
                 settle(&cx, &mut owed, &mut out).await;
                 cx.mark = None;
             }
-            cx.held = Held {
-                input: buf.len(),
-                input_cap: buf.capacity(),
-                output: out.len(),
-                output_cap: out.capacity(),
-            };
+            cx.slot.set_buffers(
+                buf.len(),
+                buf.capacity(),
+                out.len(),
+                out.capacity(),
+                args.iter().map(Vec::len).sum(),
+            );
             let reply = execute(&mut cx, &args).await;
             reads_only &= cx.last_readonly;
             reply.encode(cx.proto, &mut out);

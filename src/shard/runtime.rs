@@ -197,6 +197,7 @@ impl Daemon {
             std::sync::mpsc::channel::<(u32, Result<(StoreHandle, RecoveryReport)>)>();
         let mut router_txs = Vec::new();
         let mut threads = Vec::new();
+        let resp_server = crate::resp::Server::new(n as usize);
         for (i, ((listener, http_listener), resp_listener)) in listeners
             .into_iter()
             .zip(http_listeners)
@@ -232,6 +233,7 @@ impl Daemon {
                 conn_limits: cfg.conn_limits,
                 security: cfg.security.clone(),
                 tls: tls.clone(),
+                resp_server: resp_server.clone(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("flashkv-shard-{i}"))
@@ -391,6 +393,8 @@ struct ShardCtx {
     conn_limits: crate::api::ConnLimits,
     security: crate::config::Security,
     tls: Option<crate::api::security::Tls>,
+    /// The RESP state all shard threads share.
+    resp_server: Arc<crate::resp::Server>,
 }
 
 impl ShardCtx {
@@ -449,6 +453,8 @@ impl ShardCtx {
             conn_limits: self.conn_limits,
             password: self.security.resp_password.clone(),
             tls: self.tls.as_ref().map(|t| t.resp.clone()),
+            server: self.resp_server.clone(),
+            shard: self.id as usize,
         });
         let reclaimer =
             crate::resp::coll::reclaimer(router.clone(), self.id as usize, self.shutdown.clone());

@@ -124,6 +124,46 @@ def test_connection_commands(r, daemon):
     assert c.execute_command("QUIT") is True
 
 
+def test_ids_cursors_counters_and_client_list_are_the_daemons(daemon):
+    # Connections are spread over both shard threads; client ids, SCAN
+    # cursors, INFO's counters and CLIENT LIST belong to the daemon, not to
+    # the shard a connection landed on (each shard kept its own until
+    # session 25: ids repeated, and a cursor continued on a connection of
+    # the other shard answered "0", the end, with keys unseen).
+    cs = [daemon.client(single_connection_client=True) for _ in range(4)]
+    ids = [c.client_id() for c in cs]
+    assert len(set(ids)) == 4, ids
+    for i in range(60):
+        cs[0].set(f"xs:{i:02}", i)
+    cursor, seen = cs[0].scan(0, match="xs:*", count=7)
+    turn = 1
+    while cursor:
+        cursor, page = cs[turn % 4].scan(cursor, match="xs:*", count=7)
+        seen += page
+        turn += 1
+    assert sorted(seen) == [f"xs:{i:02}".encode() for i in range(60)] and turn > 4
+    counts = [c.info("stats")["total_commands_processed"] for c in cs]
+    assert [b - a for a, b in zip(counts, counts[1:])] == [1, 1, 1], counts
+    cs[1].client_setname("lister-1")
+    listed = {int(c["id"]): c for c in cs[2].client_list()}
+    assert set(ids) <= set(listed), listed
+    assert listed[ids[1]]["name"] == "lister-1" and listed[ids[1]]["cmd"] == "client"
+    assert listed[ids[2]]["cmd"] == "client|list" and listed[ids[0]]["cmd"] == "info"
+    assert all(listed[i]["lib-name"] == "redis-py" and listed[i]["flags"] == "N" for i in ids)
+    one = cs[0].execute_command("CLIENT", "LIST", "ID", ids[3]).decode().splitlines()
+    assert len(one) == 1 and one[0].startswith(f"id={ids[3]} ")
+    assert cs[0].client_list(_type="pubsub") == [] and len(cs[0].client_list(_type="normal")) >= 4
+    err(lambda: cs[0].execute_command("CLIENT", "LIST", "TYPE", "nobody"), "Unknown client type 'nobody'")
+    err(lambda: cs[0].execute_command("CLIENT", "LIST", "ID", "x"), "Invalid client ID")
+    cs[3].close()
+    deadline = time.time() + 5
+    while ids[3] in {int(c["id"]) for c in cs[0].client_list()} and time.time() < deadline:
+        time.sleep(0.05)
+    assert ids[3] not in {int(c["id"]) for c in cs[0].client_list()}
+    for c in cs[:3]:
+        c.close()
+
+
 def test_exact_error_replies(r):
     err(lambda: r.execute_command("NOSUCH", "a", "b"), "unknown command 'NOSUCH', with args beginning with: 'a' 'b'")
     # Names match in any case; one longer than any command is unknown.

@@ -1,53 +1,70 @@
-//! `CLIENT SETNAME|GETNAME|ID|INFO|SETINFO|NO-EVICT|NO-TOUCH`.
+//! `CLIENT SETNAME|GETNAME|ID|INFO|LIST|SETINFO|NO-EVICT|NO-TOUCH`.
+//!
+//! INFO and LIST describe connections as Redis 7.2 does, every field in
+//! its order (client libraries parse them: redis-py's `client_info()`
+//! needs each integer one); see [`crate::resp::clients::Slot::describe`].
+//! LIST covers every open RESP connection of the daemon, whichever shard
+//! thread serves it.
 
 use crate::resp::proto::Reply;
 use crate::resp::{Conn, syntax_error};
-
-/// This connection as Redis 7.2's CLIENT INFO describes one, every field
-/// in its order (client libraries parse them: redis-py's `client_info()`
-/// needs each integer one). No pub/sub, one database, one user: `sub`,
-/// `psub`, `ssub` and `db` are 0, `user` is `default`. The buffers are
-/// this connection's own: `qbuf` is input not yet parsed, `rbs` and `rbp`
-/// the input buffer's size (it never shrinks, so its size is its peak),
-/// `obl` replies not yet written; there is no reply list beyond that
-/// buffer, so `oll` and `omem` are 0.
-fn describe(cx: &Conn, args: &[Vec<u8>]) -> String {
-    let held = cx.held;
-    let argv: usize = args.iter().map(Vec::len).sum();
-    let (multi, multi_mem) = match &cx.multi {
-        None => (-1, 0),
-        Some(m) => (
-            m.queued.len() as i64,
-            m.queued.iter().flatten().map(Vec::len).sum::<usize>(),
-        ),
-    };
-    format!(
-        "id={} addr={} laddr={} fd={} name={} age={} idle=0 flags={} db=0 sub=0 psub=0 ssub=0 multi={multi} \
-         qbuf={} qbuf-free={} argv-mem={argv} multi-mem={multi_mem} rbs={} rbp={} obl={} oll=0 omem=0 \
-         tot-mem={} events=r cmd=client|info user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
-        cx.id,
-        cx.peer,
-        cx.shared.addr,
-        cx.fd,
-        String::from_utf8_lossy(cx.name.as_deref().unwrap_or_default()),
-        cx.since.elapsed().as_secs(),
-        if cx.multi.is_some() { "x" } else { "N" },
-        held.input,
-        held.input_cap.saturating_sub(held.input),
-        held.input_cap,
-        held.input_cap,
-        held.output,
-        held.input_cap + held.output_cap + argv + multi_mem,
-        cx.proto,
-        cx.lib.0,
-        cx.lib.1,
-    )
-}
 
 /// Whether a client name or library attribute keeps CLIENT LIST's format
 /// (no spaces, newlines or other bytes outside `!`..=`~`).
 fn printable(v: &[u8]) -> bool {
     v.iter().all(|&b| b > b' ' && b <= b'~')
+}
+
+/// `CLIENT LIST [TYPE type] [ID id ...]`: one line per open connection,
+/// by id. Every connection is a normal one (no replicas, no pub/sub), so
+/// TYPE normal lists them all and master, replica and pubsub none.
+fn list(cx: &Conn, a: &[Vec<u8>]) -> Result<Reply, Reply> {
+    let mut ids: Option<Vec<u64>> = None;
+    let mut any = true;
+    let mut i = 2;
+    while i < a.len() {
+        match a[i].to_ascii_uppercase().as_slice() {
+            b"TYPE" if i + 1 < a.len() => {
+                any = match a[i + 1].to_ascii_lowercase().as_slice() {
+                    b"normal" => true,
+                    b"master" | b"replica" | b"slave" | b"pubsub" => false,
+                    _ => {
+                        return Err(Reply::err(format!(
+                            "Unknown client type '{}'",
+                            String::from_utf8_lossy(&a[i + 1])
+                        )));
+                    }
+                };
+                i += 2;
+            }
+            b"ID" if i + 1 < a.len() => {
+                let mut got = Vec::new();
+                i += 1;
+                while i < a.len() {
+                    let id = std::str::from_utf8(&a[i])
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .filter(|id| *id > 0)
+                        .ok_or_else(|| Reply::err("Invalid client ID"))?;
+                    got.push(id);
+                    i += 1;
+                }
+                ids = Some(got);
+            }
+            _ => return Err(syntax_error()),
+        }
+    }
+    let mut out = String::new();
+    if any {
+        for slot in cx.shared.server.clients.all() {
+            if ids.as_ref().is_some_and(|ids| !ids.contains(&slot.id)) {
+                continue;
+            }
+            let me = (slot.id == cx.id).then_some("client|list");
+            slot.describe(me, &mut out);
+        }
+    }
+    Ok(Reply::text(out))
 }
 
 command!(
@@ -64,11 +81,17 @@ command!(
                     ));
                 }
                 cx.name = (!a[2].is_empty()).then(|| a[2].clone());
+                cx.publish_identity();
                 Ok(Reply::OK)
             }
             b"GETNAME" if a.len() == 2 => Ok(cx.name.clone().map_or(Reply::Null, Reply::Bulk)),
             b"ID" if a.len() == 2 => Ok(Reply::Int(cx.id as i64)),
-            b"INFO" if a.len() == 2 => Ok(Reply::text(describe(cx, a))),
+            b"INFO" if a.len() == 2 => {
+                let mut out = String::new();
+                cx.slot.describe(Some("client|info"), &mut out);
+                Ok(Reply::text(out))
+            }
+            b"LIST" => list(cx, a),
             // Client libraries announce themselves; CLIENT INFO shows it.
             b"SETINFO" if a.len() == 4 => {
                 let attr = String::from_utf8_lossy(&a[2]);
@@ -83,6 +106,7 @@ command!(
                     )));
                 }
                 *slot = String::from_utf8_lossy(&a[3]).into_owned();
+                cx.publish_identity();
                 Ok(Reply::OK)
             }
             b"NO-EVICT" | b"NO-TOUCH" if a.len() == 3 => Ok(Reply::OK),

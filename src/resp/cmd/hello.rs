@@ -59,6 +59,7 @@ command!(
         if name.is_some() {
             cx.name = name;
         }
+        cx.publish_identity();
         Ok(Reply::Map(vec![
             (Reply::text("server"), Reply::text("redis")),
             (Reply::text("version"), Reply::text("7.2.0")),

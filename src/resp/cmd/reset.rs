@@ -12,6 +12,7 @@ command!(
         cx.name = None;
         cx.multi = None;
         cx.watched.clear();
+        cx.publish_identity();
         Ok(Reply::Simple("RESET"))
     }
 );

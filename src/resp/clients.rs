@@ -1,0 +1,271 @@
+//! The open RESP connections, for CLIENT LIST and CLIENT INFO.
+//!
+//! Each connection owns a [`Slot`] registered in its listener's
+//! [`Clients`] while it is open. The connection writes its slot (relaxed
+//! atomics on a line no other thread writes: what it last ran and when,
+//! its buffers, its MULTI queue; a lock only when its name, library or
+//! protocol changes), and any connection can read every slot to describe
+//! it as Redis 7.2's CLIENT LIST does.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// What other connections can see of one connection.
+pub struct Slot {
+    /// CLIENT ID.
+    pub id: u64,
+    /// Peer address.
+    pub addr: String,
+    /// The listen address it came in on.
+    pub laddr: String,
+    /// Its socket's descriptor (-1: none).
+    pub fd: i32,
+    since: Instant,
+    /// CLIENT SETNAME, CLIENT SETINFO LIB-NAME and LIB-VER.
+    identity: Mutex<Identity>,
+    resp: AtomicU8,
+    /// Milliseconds from `since` to the end of the last command.
+    last_ms: AtomicU64,
+    /// The name of the last command run (null: none yet).
+    cmd: AtomicPtr<&'static str>,
+    /// Commands queued since MULTI (-1: not in MULTI) and their bytes.
+    multi: AtomicI64,
+    multi_mem: AtomicU64,
+    /// Buffers when the last command started: input not yet parsed, the
+    /// input buffer's size, replies not yet written, the reply buffer's
+    /// size, the command's own argument bytes.
+    qbuf: AtomicU64,
+    rbs: AtomicU64,
+    obl: AtomicU64,
+    obuf: AtomicU64,
+    argv: AtomicU64,
+}
+
+#[derive(Default, Clone)]
+struct Identity {
+    name: Vec<u8>,
+    lib_name: String,
+    lib_ver: String,
+}
+
+impl Slot {
+    /// A slot for connection `id` from `addr` on `laddr`, socket `fd`.
+    pub fn new(id: u64, addr: String, laddr: String, fd: i32) -> Slot {
+        Slot {
+            id,
+            addr,
+            laddr,
+            fd,
+            since: Instant::now(),
+            identity: Mutex::new(Identity::default()),
+            resp: AtomicU8::new(2),
+            last_ms: AtomicU64::new(0),
+            cmd: AtomicPtr::new(std::ptr::null_mut()),
+            multi: AtomicI64::new(-1),
+            multi_mem: AtomicU64::new(0),
+            qbuf: AtomicU64::new(0),
+            rbs: AtomicU64::new(0),
+            obl: AtomicU64::new(0),
+            obuf: AtomicU64::new(0),
+            argv: AtomicU64::new(0),
+        }
+    }
+
+    /// Records the name, library and protocol (after SETNAME, SETINFO,
+    /// HELLO, RESET).
+    pub fn set_identity(&self, name: Option<&[u8]>, lib: &(String, String), resp: u8) {
+        let mut i = self.identity.lock().expect("client identity lock");
+        i.name = name.unwrap_or_default().to_vec();
+        i.lib_name.clone_from(&lib.0);
+        i.lib_ver.clone_from(&lib.1);
+        self.resp.store(resp, Ordering::Relaxed);
+    }
+
+    /// Records the buffers as a command starts, and its argument bytes.
+    pub fn set_buffers(&self, qbuf: usize, rbs: usize, obl: usize, obuf: usize, argv: usize) {
+        self.qbuf.store(qbuf as u64, Ordering::Relaxed);
+        self.rbs.store(rbs as u64, Ordering::Relaxed);
+        self.obl.store(obl as u64, Ordering::Relaxed);
+        self.obuf.store(obuf as u64, Ordering::Relaxed);
+        self.argv.store(argv as u64, Ordering::Relaxed);
+    }
+
+    /// Records a command that ran (or was queued) at `end`, and the MULTI
+    /// queue after it: its length (None: not in MULTI) and bytes.
+    pub fn ran(&self, name: &'static &'static str, end: Instant, multi: Option<(usize, usize)>) {
+        let ms = end.saturating_duration_since(self.since).as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+        self.cmd.store(
+            name as *const &'static str as *mut &'static str,
+            Ordering::Relaxed,
+        );
+        let (n, mem) = multi.map_or((-1, 0), |(n, mem)| (n as i64, mem as u64));
+        self.multi.store(n, Ordering::Relaxed);
+        self.multi_mem.store(mem, Ordering::Relaxed);
+    }
+
+    /// The connection as a CLIENT LIST line (Redis 7.2's fields in its
+    /// order, newline-terminated). `cmd` names the command for the
+    /// connection that asks (`client|list`, `client|info`); for the others
+    /// it is the last command's name (a container command such as CLIENT
+    /// shows without its subcommand). No pub/sub, one database, one user:
+    /// `sub`, `psub`, `ssub` and `db` are 0, `user` is `default`; there is
+    /// no reply list beyond the reply buffer, so `oll` and `omem` are 0;
+    /// the input buffer never shrinks, so its size is its peak (`rbp`).
+    pub fn describe(&self, cmd: Option<&str>, out: &mut String) {
+        let now = Instant::now();
+        let age = now.saturating_duration_since(self.since);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let idle = (age.as_millis() as u64).saturating_sub(last) / 1000;
+        let last_cmd = match cmd {
+            Some(c) => c,
+            // SAFETY: only pointers to `'static` names are stored.
+            None => unsafe { self.cmd.load(Ordering::Relaxed).as_ref() }.map_or("NULL", |s| *s),
+        };
+        let multi = self.multi.load(Ordering::Relaxed);
+        let (qbuf, rbs) = (
+            self.qbuf.load(Ordering::Relaxed),
+            self.rbs.load(Ordering::Relaxed),
+        );
+        let (obl, obuf) = (
+            self.obl.load(Ordering::Relaxed),
+            self.obuf.load(Ordering::Relaxed),
+        );
+        let (argv, multi_mem) = (
+            self.argv.load(Ordering::Relaxed),
+            self.multi_mem.load(Ordering::Relaxed),
+        );
+        let id = self.identity.lock().expect("client identity lock").clone();
+        let _ = writeln!(
+            out,
+            "id={} addr={} laddr={} fd={} name={} age={} idle={idle} flags={} db=0 sub=0 psub=0 ssub=0 \
+             multi={multi} qbuf={qbuf} qbuf-free={} argv-mem={argv} multi-mem={multi_mem} rbs={rbs} \
+             rbp={rbs} obl={obl} oll=0 omem=0 tot-mem={} events=r cmd={last_cmd} user=default \
+             redir=-1 resp={} lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.fd,
+            String::from_utf8_lossy(&id.name),
+            age.as_secs(),
+            if multi >= 0 { "x" } else { "N" },
+            rbs.saturating_sub(qbuf),
+            rbs + obuf + argv + multi_mem,
+            self.resp.load(Ordering::Relaxed),
+            id.lib_name,
+            id.lib_ver,
+        );
+    }
+}
+
+/// The open connections of one listener, by id.
+#[derive(Default)]
+pub struct Clients {
+    open: Mutex<BTreeMap<u64, Arc<Slot>>>,
+}
+
+impl Clients {
+    /// Registers `slot` until the returned guard drops.
+    pub fn register(self: &Arc<Self>, slot: Arc<Slot>) -> Registration {
+        self.open
+            .lock()
+            .expect("client registry lock")
+            .insert(slot.id, slot.clone());
+        Registration {
+            clients: self.clone(),
+            id: slot.id,
+        }
+    }
+
+    /// Every open connection, by id.
+    pub fn all(&self) -> Vec<Arc<Slot>> {
+        self.open
+            .lock()
+            .expect("client registry lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Keeps a connection in [`Clients`]; dropping it (the connection ends)
+/// removes it.
+pub struct Registration {
+    clients: Arc<Clients>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.clients.open.lock() {
+            open.remove(&self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_is_listed_while_registered_and_describes_what_it_ran() {
+        let clients = Arc::new(Clients::default());
+        let a = Arc::new(Slot::new(
+            7,
+            "127.0.0.1:5000".into(),
+            "127.0.0.1:6380".into(),
+            9,
+        ));
+        let b = Arc::new(Slot::new(
+            8,
+            "127.0.0.1:5001".into(),
+            "127.0.0.1:6380".into(),
+            10,
+        ));
+        let ra = clients.register(a.clone());
+        let rb = clients.register(b.clone());
+        a.set_identity(Some(b"worker"), &("redis-py".into(), "5.2.1".into()), 3);
+        a.set_buffers(26, 16384, 5, 16384, 10);
+        let get = crate::resp::cmd::lookup("get").expect("get exists");
+        a.ran(&get.name, Instant::now(), Some((2, 30)));
+        let ids: Vec<u64> = clients.all().iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![7, 8]);
+        let mut line = String::new();
+        a.describe(None, &mut line);
+        for field in [
+            "id=7 ",
+            "addr=127.0.0.1:5000 ",
+            "fd=9 ",
+            "name=worker ",
+            "flags=x ",
+            "multi=2 ",
+            "qbuf=26 ",
+            "qbuf-free=16358 ",
+            "argv-mem=10 ",
+            "multi-mem=30 ",
+            "obl=5 ",
+            "tot-mem=32808 ",
+            "cmd=get ",
+            "resp=3 ",
+            "lib-name=redis-py ",
+            "lib-ver=5.2.1\n",
+        ] {
+            assert!(line.contains(field), "{field:?} in {line:?}");
+        }
+        let mut other = String::new();
+        b.describe(Some("client|list"), &mut other);
+        assert!(
+            other.contains("cmd=client|list ")
+                && other.contains("name= ")
+                && other.contains("flags=N "),
+            "{other}"
+        );
+        drop(ra);
+        assert_eq!(clients.all().len(), 1);
+        drop(rb);
+        assert!(clients.all().is_empty());
+    }
+}
