@@ -160,6 +160,11 @@ def test_ids_cursors_counters_and_client_list_are_the_daemons(daemon):
     while ids[3] in {int(c["id"]) for c in cs[0].client_list()} and time.time() < deadline:
         time.sleep(0.05)
     assert ids[3] not in {int(c["id"]) for c in cs[0].client_list()}
+    # A cursor the table no longer has is an error, not the end of the scan.
+    err(lambda: cs[0].scan(987654321), "cursor 987654321 is unknown or expired")
+    cs[0].hset("xs:h", mapping={"a": 1, "b": 2})
+    err(lambda: cs[0].hscan("xs:h", 987654321), "unknown or expired")
+    assert cs[0].hscan("xs:none", 987654321) == (0, {})
     for c in cs[:3]:
         c.close()
 

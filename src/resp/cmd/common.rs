@@ -429,8 +429,21 @@ pub struct ScanArgs {
     pub count: usize,
     /// NOVALUES (HSCAN).
     pub novalues: bool,
-    /// The cursor was unknown (expired from the table): the scan is over.
+    /// The cursor was unknown (expired from the table, or from before a
+    /// restart): [`unknown_cursor`].
     pub stale: bool,
+}
+
+/// The error for a cursor the table no longer has. Answering "0" (done)
+/// would end the caller's iteration early without a word: keys it never
+/// saw would look absent. Redis' cursors never expire; FlashKV's name the
+/// key to resume after and are kept in a bounded table.
+pub fn unknown_cursor(cursor: &[u8]) -> Reply {
+    Reply::err(format!(
+        "cursor {} is unknown or expired (FlashKV keeps the newest {} scan cursors, none across a restart); start again from 0",
+        String::from_utf8_lossy(cursor),
+        crate::resp::MAX_CURSORS
+    ))
 }
 
 /// Parses `key cursor [MATCH p] [COUNT n] [NOVALUES]` (`args[2..]`).

@@ -3,16 +3,19 @@
 
 use std::ops::Bound;
 
-use crate::resp::cmd::common::{scan_args, scan_reply};
+use crate::resp::cmd::common::{scan_args, scan_reply, unknown_cursor};
 use crate::resp::coll::Kind;
 use crate::resp::proto::Reply;
 
 command!("hscan", -3, ["readonly"], (1, 1, 1), |cx, a| {
     let args = scan_args(cx, a, true)?;
     let h = cx.read_coll(&a[1], Kind::Hash).await?;
-    let (Some(h), false) = (h, args.stale) else {
+    let Some(h) = h else {
         return Ok(Reply::Array(vec![Reply::text("0"), Reply::Array(vec![])]));
     };
+    if args.stale {
+        return Err(unknown_cursor(&a[2]));
+    }
     let lower = args
         .after
         .as_deref()

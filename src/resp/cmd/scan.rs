@@ -1,10 +1,11 @@
 //! `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`: keys in order,
 //! about COUNT at a time. A cursor names the last key returned (kept in a
-//! bounded table shared by all connections); 0 starts and ends.
+//! bounded table shared by every connection of the daemon); 0 starts and
+//! ends, and a cursor the table no longer has is an error.
 
 use std::ops::Bound;
 
-use crate::resp::cmd::common::Keys;
+use crate::resp::cmd::common::{Keys, unknown_cursor};
 use crate::resp::glob::{literal_prefix, matches};
 use crate::resp::proto::Reply;
 use crate::resp::{error_reply, int_arg, syntax_error};
@@ -36,9 +37,8 @@ command!("scan", -2, ["readonly"], (0, 0, 0), |cx, a| {
     let prefix = pattern.as_deref().map(literal_prefix).unwrap_or_default();
     let (mut lower, upper) = scan_bounds(b"", b"", &prefix);
     if cursor != 0 {
-        // An unknown cursor (expired from the table) ends the iteration.
         let Some(after) = cx.shared.cursor(cursor) else {
-            return Ok(Reply::Array(vec![Reply::text("0"), Reply::Array(vec![])]));
+            return Err(unknown_cursor(&a[1]));
         };
         lower = Bound::Excluded(after);
     }

@@ -3,16 +3,19 @@
 
 use std::ops::Bound;
 
-use crate::resp::cmd::common::{scan_args, scan_reply};
+use crate::resp::cmd::common::{scan_args, scan_reply, unknown_cursor};
 use crate::resp::coll::Kind;
 use crate::resp::proto::{Reply, format_double};
 
 command!("zscan", -3, ["readonly"], (1, 1, 1), |cx, a| {
     let args = scan_args(cx, a, false)?;
     let z = cx.read_coll(&a[1], Kind::ZSet).await?;
-    let (Some(z), false) = (z, args.stale) else {
+    let Some(z) = z else {
         return Ok(Reply::Array(vec![Reply::text("0"), Reply::Array(vec![])]));
     };
+    if args.stale {
+        return Err(unknown_cursor(&a[2]));
+    }
     // Members are the `m` records; the cursor is the last one's suffix.
     let lower = match &args.after {
         Some(after) => Bound::Excluded(after.as_slice()),
