@@ -1,4 +1,4 @@
-//! The open RESP connections, for CLIENT LIST and CLIENT INFO.
+//! The open RESP connections, for CLIENT LIST, CLIENT INFO and CLIENT KILL.
 //!
 //! Each connection owns a [`Slot`] registered in its listener's
 //! [`Clients`] while it is open. The connection writes its slot (relaxed
@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -42,6 +42,9 @@ pub struct Slot {
     obl: AtomicU64,
     obuf: AtomicU64,
     argv: AtomicU64,
+    /// CLIENT KILL: set, then the connection is woken to close.
+    killed: AtomicBool,
+    wake: tokio::sync::Notify,
 }
 
 #[derive(Default, Clone)]
@@ -71,6 +74,28 @@ impl Slot {
             obl: AtomicU64::new(0),
             obuf: AtomicU64::new(0),
             argv: AtomicU64::new(0),
+            killed: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Seconds since the connection was accepted.
+    pub fn age_secs(&self) -> u64 {
+        self.since.elapsed().as_secs()
+    }
+
+    /// Asks the connection to close (CLIENT KILL): it stops before its
+    /// next read.
+    fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        // A stored permit if the connection is not waiting yet.
+        self.wake.notify_one();
+    }
+
+    /// Resolves once the connection has been killed.
+    pub async fn killed(&self) {
+        while !self.killed.load(Ordering::SeqCst) {
+            self.wake.notified().await;
         }
     }
 
@@ -180,6 +205,20 @@ impl Clients {
         }
     }
 
+    /// Kills every open connection `pick` chooses (CLIENT KILL): they
+    /// leave the list at once and close before their next read. Returns
+    /// how many.
+    pub fn kill(&self, mut pick: impl FnMut(&Slot) -> bool) -> usize {
+        let mut open = self.open.lock().expect("client registry lock");
+        let ids: Vec<u64> = open.values().filter(|s| pick(s)).map(|s| s.id).collect();
+        for id in &ids {
+            if let Some(s) = open.remove(id) {
+                s.kill();
+            }
+        }
+        ids.len()
+    }
+
     /// Every open connection, by id.
     pub fn all(&self) -> Vec<Arc<Slot>> {
         self.open
@@ -263,9 +302,49 @@ mod tests {
                 && other.contains("flags=N "),
             "{other}"
         );
-        drop(ra);
-        assert_eq!(clients.all().len(), 1);
+        assert_eq!(clients.kill(|s| s.addr == "127.0.0.1:5009"), 0);
+        assert_eq!(clients.kill(|s| s.id == 8), 1);
+        assert!(b.killed.load(Ordering::SeqCst) && !a.killed.load(Ordering::SeqCst));
+        let ids: Vec<u64> = clients.all().iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![7], "a killed connection leaves the list at once");
         drop(rb);
+        assert_eq!(clients.all().len(), 1);
+        drop(ra);
         assert!(clients.all().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_kill_wakes_a_waiting_connection_and_one_not_waiting_yet() {
+        let clients = Arc::new(Clients::default());
+        let a = Arc::new(Slot::new(1, "a".into(), "l".into(), -1));
+        let b = Arc::new(Slot::new(2, "b".into(), "l".into(), -1));
+        let (_ra, _rb) = (clients.register(a.clone()), clients.register(b.clone()));
+        let waiting = tokio::spawn({
+            let a = a.clone();
+            async move { a.killed().await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(clients.kill(|_| true), 2);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting connection woke")
+            .expect("task");
+        // Killed before it waited: its next wait ends at once.
+        tokio::time::timeout(std::time::Duration::from_secs(5), b.killed())
+            .await
+            .expect("the later wait ended");
+    }
+
+    #[test]
+    fn registration_drop_after_a_kill_is_harmless() {
+        let clients = Arc::new(Clients::default());
+        let a = Arc::new(Slot::new(1, "a".into(), "l".into(), -1));
+        let ra = clients.register(a);
+        clients.kill(|_| true);
+        drop(ra);
+        assert!(clients.all().is_empty());
+        let b = Arc::new(Slot::new(2, "b".into(), "l".into(), -1));
+        let _rb = clients.register(b);
+        assert_eq!(clients.all().len(), 1, "a later connection stays listed");
     }
 }

@@ -930,6 +930,8 @@ async fn connection(
         let n = tokio::select! {
             r = stream.read_buf(&mut buf) => r?,
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            // CLIENT KILL.
+            _ = cx.slot.killed() => return Ok(()),
         };
         if n == 0 {
             return Ok(());

@@ -160,6 +160,25 @@ def test_ids_cursors_counters_and_client_list_are_the_daemons(daemon):
     while ids[3] in {int(c["id"]) for c in cs[0].client_list()} and time.time() < deadline:
         time.sleep(0.05)
     assert ids[3] not in {int(c["id"]) for c in cs[0].client_list()}
+    # CLIENT KILL, by id and by address, on a connection of either shard:
+    # gone from the list at once, its socket closed.
+    victims = [daemon.client(single_connection_client=True) for _ in range(2)]
+    vids = [v.client_id() for v in victims]
+    assert cs[0].client_kill_filter(_id=vids[0]) == 1
+    addr = next(c["addr"] for c in cs[0].client_list() if int(c["id"]) == vids[1])
+    assert cs[0].client_kill(addr) is True
+    assert not {int(c["id"]) for c in cs[0].client_list()} & set(vids)
+    for v in victims:
+        v.connection.retry_on_error = []
+        with pytest.raises(redis.ConnectionError):
+            v.connection.send_command("PING")
+            v.connection.read_response()
+    err(lambda: cs[0].client_kill("10.0.0.1:1"), "No such client")
+    assert cs[0].client_kill_filter(_id=vids[0]) == 0
+    # SKIPME yes (the default) spares the caller; no kills it after its reply.
+    me = cs[2].client_id()
+    assert cs[2].client_kill_filter(_id=me) == 0 and cs[2].ping()
+    assert cs[2].client_kill_filter(_id=me, skipme=False) == 1
     # A cursor the table no longer has is an error, not the end of the scan.
     err(lambda: cs[0].scan(987654321), "cursor 987654321 is unknown or expired")
     cs[0].hset("xs:h", mapping={"a": 1, "b": 2})

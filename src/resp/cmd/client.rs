@@ -1,4 +1,4 @@
-//! `CLIENT SETNAME|GETNAME|ID|INFO|LIST|SETINFO|NO-EVICT|NO-TOUCH`.
+//! `CLIENT SETNAME|GETNAME|ID|INFO|LIST|KILL|SETINFO|NO-EVICT|NO-TOUCH`.
 //!
 //! INFO and LIST describe connections as Redis 7.2 does, every field in
 //! its order (client libraries parse them: redis-py's `client_info()`
@@ -67,6 +67,93 @@ fn list(cx: &Conn, a: &[Vec<u8>]) -> Result<Reply, Reply> {
     Ok(Reply::text(out))
 }
 
+/// `CLIENT KILL addr` (the old form: OK, or an error if no connection
+/// has that address) or `CLIENT KILL filter value ...` (ID, TYPE, USER,
+/// ADDR, LADDR, SKIPME, MAXAGE: how many were killed). Killed connections
+/// leave CLIENT LIST at once and close before their next read, after the
+/// reply to a command they are running.
+fn kill(cx: &Conn, a: &[Vec<u8>]) -> Result<Reply, Reply> {
+    let clients = &cx.shared.server.clients;
+    if a.len() == 3 {
+        let n = clients.kill(|s| s.addr.as_bytes() == a[2].as_slice());
+        return if n == 0 {
+            Err(Reply::err("No such client"))
+        } else {
+            Ok(Reply::OK)
+        };
+    }
+    if !a.len().is_multiple_of(2) {
+        return Err(syntax_error());
+    }
+    let (mut id, mut any_type, mut addr, mut laddr, mut skipme, mut maxage) =
+        (None, true, None, None, true, None);
+    for pair in a[2..].chunks(2) {
+        let v = &pair[1];
+        match pair[0].to_ascii_uppercase().as_slice() {
+            b"ID" => {
+                id = Some(
+                    std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .filter(|id| *id > 0)
+                        .ok_or_else(|| Reply::err("client-id should be greater than 0"))?,
+                );
+            }
+            b"TYPE" => {
+                any_type = match v.to_ascii_lowercase().as_slice() {
+                    b"normal" => true,
+                    b"master" | b"replica" | b"slave" | b"pubsub" => false,
+                    _ => {
+                        return Err(Reply::err(format!(
+                            "Unknown client type '{}'",
+                            String::from_utf8_lossy(v)
+                        )));
+                    }
+                }
+            }
+            // Every connection is the default user's.
+            b"USER" if v.as_slice() == b"default" => {}
+            b"USER" => {
+                return Err(Reply::err(format!(
+                    "No such user '{}'",
+                    String::from_utf8_lossy(v)
+                )));
+            }
+            b"ADDR" => addr = Some(v.clone()),
+            b"LADDR" => laddr = Some(v.clone()),
+            b"SKIPME" => {
+                skipme = match v.to_ascii_lowercase().as_slice() {
+                    b"yes" => true,
+                    b"no" => false,
+                    _ => return Err(syntax_error()),
+                }
+            }
+            b"MAXAGE" => {
+                maxage = Some(
+                    std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or_else(crate::resp::not_integer)?,
+                );
+            }
+            _ => return Err(syntax_error()),
+        }
+    }
+    let n = clients.kill(|s| {
+        any_type
+            && id.is_none_or(|id| s.id == id)
+            && addr
+                .as_ref()
+                .is_none_or(|x| s.addr.as_bytes() == x.as_slice())
+            && laddr
+                .as_ref()
+                .is_none_or(|x| s.laddr.as_bytes() == x.as_slice())
+            && maxage.is_none_or(|m| s.age_secs() >= m)
+            && !(skipme && s.id == cx.id)
+    });
+    Ok(Reply::Int(n as i64))
+}
+
 command!(
     "client",
     -2,
@@ -92,6 +179,7 @@ command!(
                 Ok(Reply::text(out))
             }
             b"LIST" => list(cx, a),
+            b"KILL" if a.len() >= 3 => kill(cx, a),
             // Client libraries announce themselves; CLIENT INFO shows it.
             b"SETINFO" if a.len() == 4 => {
                 let attr = String::from_utf8_lossy(&a[2]);
@@ -110,10 +198,12 @@ command!(
                 Ok(Reply::OK)
             }
             b"NO-EVICT" | b"NO-TOUCH" if a.len() == 3 => Ok(Reply::OK),
-            b"SETNAME" | b"GETNAME" | b"ID" | b"INFO" | b"SETINFO" => Err(Reply::err(format!(
-                "wrong number of arguments for 'client|{}' command",
-                String::from_utf8_lossy(&a[1]).to_ascii_lowercase()
-            ))),
+            b"SETNAME" | b"GETNAME" | b"ID" | b"INFO" | b"SETINFO" | b"KILL" => {
+                Err(Reply::err(format!(
+                    "wrong number of arguments for 'client|{}' command",
+                    String::from_utf8_lossy(&a[1]).to_ascii_lowercase()
+                )))
+            }
             _ if a.len() < 2 => Err(syntax_error()),
             _ => Err(Reply::err(format!(
                 "unknown subcommand '{}'. Try CLIENT HELP.",
