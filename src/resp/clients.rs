@@ -1,7 +1,8 @@
 //! The open RESP connections, for CLIENT LIST, CLIENT INFO and CLIENT KILL.
 //!
-//! Each connection owns a [`Slot`] registered in its listener's
-//! [`Clients`] while it is open. The connection writes its slot (relaxed
+//! Each connection owns a [`Slot`] registered in the daemon's [`Clients`]
+//! (one for every shard thread, in [`crate::resp::Server`]) while it is
+//! open. The connection writes its slot (relaxed
 //! atomics on a line no other thread writes: what it last ran and when,
 //! its buffers, its MULTI queue; a lock only when its name, library or
 //! protocol changes), and any connection can read every slot to describe
@@ -186,7 +187,7 @@ impl Slot {
     }
 }
 
-/// The open connections of one listener, by id.
+/// The open connections of the daemon, by id.
 #[derive(Default)]
 pub struct Clients {
     open: Mutex<BTreeMap<u64, Arc<Slot>>>,

@@ -44,7 +44,7 @@ const FLUSH_AT: usize = 1 << 20;
 /// Open SCAN cursors kept (oldest dropped first).
 pub(crate) const MAX_CURSORS: usize = 4096;
 
-/// What every connection shares.
+/// What the connections of one shard thread's RESP listener share.
 pub struct Shared {
     /// The shards.
     pub router: Arc<Router>,

@@ -183,7 +183,7 @@ command!(
             // Client libraries announce themselves; CLIENT INFO shows it.
             b"SETINFO" if a.len() == 4 => {
                 let attr = String::from_utf8_lossy(&a[2]);
-                let slot = match attr.to_ascii_lowercase().as_str() {
+                let field = match attr.to_ascii_lowercase().as_str() {
                     "lib-name" => &mut cx.lib.0,
                     "lib-ver" => &mut cx.lib.1,
                     _ => return Err(Reply::err(format!("Unrecognized option '{attr}'"))),
@@ -193,7 +193,7 @@ command!(
                         "{attr} cannot contain spaces, newlines or special characters."
                     )));
                 }
-                *slot = String::from_utf8_lossy(&a[3]).into_owned();
+                *field = String::from_utf8_lossy(&a[3]).into_owned();
                 cx.publish_identity();
                 Ok(Reply::OK)
             }

@@ -1,6 +1,7 @@
 //! `CONFIG GET pattern...`, `CONFIG SET name value`, `CONFIG RESETSTAT`
-//! (INFO's stats counters back to 0): the settings that exist. Most are fixed at start-up (flags); the
-//! slow-request threshold can be changed (`slowlog-log-slower-than`, in µs).
+//! (INFO's stats counters back to 0): the settings that exist. Most are
+//! fixed at start-up (flags); the slow-request threshold can be changed
+//! (`slowlog-log-slower-than`, in µs).
 
 use crate::resp::glob::matches;
 use crate::resp::proto::Reply;
