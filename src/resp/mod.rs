@@ -18,6 +18,7 @@ pub mod coll;
 pub mod glob;
 pub mod ldouble;
 pub mod proto;
+pub mod slowlog;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -84,6 +85,8 @@ pub struct Server {
     cursors: Mutex<Cursors>,
     /// The open connections.
     pub clients: Arc<clients::Clients>,
+    /// SLOWLOG.
+    pub slowlog: slowlog::SlowLog,
 }
 
 /// A counter alone on its cache lines.
@@ -101,6 +104,7 @@ impl Server {
             connections: AtomicU64::new(0),
             cursors: Mutex::new(Cursors::default()),
             clients: Arc::new(clients::Clients::default()),
+            slowlog: slowlog::SlowLog::default(),
         })
     }
 }
@@ -623,6 +627,11 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
         end,
         cx.multi.as_ref().map(|m| (m.queued.len(), m.bytes)),
     );
+    let took = end.saturating_duration_since(start);
+    let slow = &cx.shared.server.slowlog;
+    if slow.is_slow(took) && !spec.flags.contains(&"skip_slowlog") {
+        slow.record(args, took, &cx.peer, cx.name.as_deref().unwrap_or_default());
+    }
     let code = match &reply {
         Reply::Error(e) => Some(e.split(' ').next().unwrap_or("ERR")),
         _ => None,

@@ -188,6 +188,39 @@ def test_ids_cursors_counters_and_client_list_are_the_daemons(daemon):
         c.close()
 
 
+def test_slowlog_records_what_ran_slower_than_its_threshold(daemon):
+    c = daemon.client(single_connection_client=True)
+    c.client_setname("slowpoke")
+    assert c.config_get("slowlog-max-len") == {"slowlog-max-len": "128"}
+    try:
+        # 0 records every command (Redis' meaning), on either shard thread;
+        # SLOWLOG RESET is the first entry after itself, as in Redis.
+        other = daemon.client(single_connection_client=True)
+        other.ping()
+        assert c.config_set("slowlog-log-slower-than", 0) and c.slowlog_reset()
+        c.get("sl:a")
+        c.hset("sl:h", "f", "x" * 300)
+        other.lrange("sl:l", 0, -1)
+        entries = c.slowlog_get(-1)
+        cmds = [e["command"] for e in entries]
+        assert cmds == [b"LRANGE sl:l 0 -1", b"HSET sl:h f " + b"x" * 128 + b"... (172 more bytes)",
+                        b"GET sl:a", b"SLOWLOG RESET"], cmds
+        assert entries[2]["client_name"] == b"slowpoke" and entries[2]["duration"] >= 0
+        assert entries[0]["id"] > entries[1]["id"] > entries[2]["id"]
+        assert len(c.slowlog_get(2)) == 2 and c.slowlog_len() >= 4
+        # A negative threshold turns it off; the length bounds it.
+        c.config_set("slowlog-log-slower-than", -1)
+        n = c.slowlog_len()
+        c.get("sl:a")
+        assert c.slowlog_len() == n
+        c.config_set("slowlog-max-len", 2)
+        assert c.slowlog_len() == 2
+        assert c.slowlog_reset() and c.slowlog_len() == 0
+    finally:
+        c.config_set("slowlog-log-slower-than", 10000)
+        c.config_set("slowlog-max-len", 128)
+
+
 def test_exact_error_replies(r):
     err(lambda: r.execute_command("NOSUCH", "a", "b"), "unknown command 'NOSUCH', with args beginning with: 'a' 'b'")
     # Names match in any case; one longer than any command is unknown.

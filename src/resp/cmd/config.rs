@@ -1,11 +1,11 @@
 //! `CONFIG GET pattern...`, `CONFIG SET name value`, `CONFIG RESETSTAT`
 //! (INFO's stats counters back to 0): the settings that exist. Most are
-//! fixed at start-up (flags); the slow-request threshold can be changed
-//! (`slowlog-log-slower-than`, in µs).
+//! fixed at start-up (flags); the SLOWLOG's `slowlog-log-slower-than` (µs)
+//! and `slowlog-max-len` can be changed.
 
+use crate::resp::Conn;
 use crate::resp::glob::matches;
 use crate::resp::proto::Reply;
-use crate::resp::{Conn, int_arg};
 
 fn settings(cx: &Conn) -> Vec<(&'static str, String)> {
     let sh = &cx.shared;
@@ -34,12 +34,19 @@ fn settings(cx: &Conn) -> Vec<(&'static str, String)> {
         ("timeout", "0".into()),
         (
             "slowlog-log-slower-than",
-            crate::metrics::metrics()
-                .slow_request_threshold()
-                .as_micros()
-                .to_string(),
+            sh.server.slowlog.slower_than_us().to_string(),
         ),
+        ("slowlog-max-len", sh.server.slowlog.max_len().to_string()),
     ]
+}
+
+/// An integer setting's value, or Redis' CONFIG SET error.
+fn config_int(name: &str, v: &[u8]) -> Result<i64, Reply> {
+    crate::resp::proto::parse_int(v).ok_or_else(|| {
+        Reply::err(format!(
+            "CONFIG SET failed (possibly related to argument '{name}') - argument couldn't be parsed into an integer"
+        ))
+    })
 }
 
 command!(
@@ -66,10 +73,18 @@ command!(
                     let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
                     match name.as_str() {
                         "slowlog-log-slower-than" => {
-                            let us = int_arg(&pair[1])?;
-                            crate::metrics::metrics().set_slow_request_threshold(
-                                std::time::Duration::from_micros(us.max(0) as u64),
-                            );
+                            let us = config_int(&name, &pair[1])?;
+                            cx.shared.server.slowlog.set_slower_than_us(us);
+                        }
+                        "slowlog-max-len" => {
+                            let n = config_int(&name, &pair[1])?;
+                            if n < 0 {
+                                return Err(Reply::err(format!(
+                                    "CONFIG SET failed (possibly related to argument 'slowlog-max-len') - argument must be between 0 and {} inclusive",
+                                    i64::MAX
+                                )));
+                            }
+                            cx.shared.server.slowlog.set_max_len(n as usize);
                         }
                         other if settings(cx).iter().any(|(n, _)| *n == other) => {
                             return Err(Reply::err(format!(

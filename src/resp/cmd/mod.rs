@@ -70,6 +70,7 @@ mod info;
 mod ping;
 mod quit;
 mod reset;
+mod slowlog;
 // transactions
 mod discard;
 mod exec;
@@ -208,6 +209,7 @@ pub static COMMANDS: &[&Spec] = &[
     &ping::SPEC,
     &quit::SPEC,
     &reset::SPEC,
+    &slowlog::SPEC,
     &multi::SPEC,
     &exec::SPEC,
     &discard::SPEC,
