@@ -300,6 +300,8 @@ def test_keys_expiry_and_iteration(r):
     assert r.type("k:a") == b"string" and r.type("k:none") == b"none"
     assert r.ttl("k:a") == -1 and r.ttl("k:none") == -2
     assert 99 <= r.ttl("k:b") <= 100 and 99000 <= r.pttl("k:b") <= 100000
+    # TTL rounds to the nearest second, as Redis does (1.2 s left: 1).
+    assert r.set("round:k", "v", px=1200) and r.ttl("round:k") == 1 and r.delete("round:k") == 1
     assert r.expire("k:a", 50) is True and 49 <= r.ttl("k:a") <= 50
     assert r.expire("k:a", 60, nx=True) is False
     assert r.expire("k:a", 60, gt=True) is True and r.ttl("k:a") >= 59

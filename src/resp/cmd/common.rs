@@ -134,7 +134,8 @@ pub fn ttl(cx: &Conn, key: &[u8], ms: bool) -> Result<Reply, Reply> {
         Some(v) => match remaining_ms(v) {
             None => -1,
             Some(left) if ms => left as i64,
-            Some(left) => left.div_ceil(1000) as i64,
+            // Rounded to the nearest second, as Redis rounds it.
+            Some(left) => ((left + 500) / 1000) as i64,
         },
     }))
 }
