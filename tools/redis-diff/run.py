@@ -88,6 +88,15 @@ def main():
     try:
         wait(rport)
         wait(fport)
+        # The servers answering must be the two started here, not others
+        # left listening on these ports (a server that could not bind has
+        # exited by now, or soon).
+        time.sleep(0.5)
+        for port, proc in ((rport, rd), (fport, fk)):
+            pid = redis.Redis(port=port).info("server")["process_id"]
+            if proc.poll() is not None or pid != proc.pid:
+                sys.exit(f"port {port} is answered by process {pid}, not the server started here "
+                         f"(exit status {proc.poll()}); stop what listens there")
         total = 0
         for proto in (2, 3):
             r = redis.Redis(port=rport, single_connection_client=True, protocol=proto)
