@@ -140,6 +140,19 @@ pub fn ttl(cx: &Conn, key: &[u8], ms: bool) -> Result<Reply, Reply> {
     }))
 }
 
+/// EXPIRETIME and PEXPIRETIME: when `key` expires (Unix seconds, or
+/// milliseconds if `ms`), -1 if it does not, -2 if it is absent.
+pub fn expire_time(cx: &Conn, key: &[u8], ms: bool) -> Result<Reply, Reply> {
+    Ok(Reply::Int(match cx.lookup(key)?.record() {
+        None => -2,
+        Some(v) => match v.expires_at_ms {
+            None => -1,
+            Some(at) if ms => at as i64,
+            Some(at) => (at.saturating_add(500) / 1000) as i64,
+        },
+    }))
+}
+
 /// Deletes keys (grouped per shard, one atomic batch per shard); returns how
 /// many existed.
 pub async fn delete(cx: &Conn, keys: &[Vec<u8>]) -> Result<Reply, Reply> {

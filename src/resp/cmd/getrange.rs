@@ -1,10 +1,15 @@
 //! `GETRANGE key start end`: the bytes from start to end inclusive;
-//! negative offsets count from the end.
+//! negative offsets count from the end (SUBSTR is its old name).
 
 use crate::resp::int_arg;
 use crate::resp::proto::Reply;
 
 command!("getrange", 4, ["readonly"], (1, 1, 1), |cx, a| {
+    range(cx, a)
+});
+
+/// GETRANGE and its old name SUBSTR.
+pub fn range(cx: &crate::resp::Conn, a: &[Vec<u8>]) -> Result<Reply, Reply> {
     let (mut start, mut end) = (int_arg(&a[2])?, int_arg(&a[3])?);
     let v = cx.get(&a[1])?.map(|v| v.value).unwrap_or_default();
     let len = v.len() as i64;
@@ -22,4 +27,4 @@ command!("getrange", 4, ["readonly"], (1, 1, 1), |cx, a| {
         return Ok(Reply::Bulk(vec![]));
     }
     Ok(Reply::Bulk(v[start as usize..=end as usize].to_vec()))
-});
+}

@@ -84,12 +84,14 @@ mod del;
 mod exists;
 mod expire;
 mod expireat;
+mod expiretime;
 mod flushall;
 mod flushdb;
 mod keys;
 mod persist;
 mod pexpire;
 mod pexpireat;
+mod pexpiretime;
 mod pttl;
 mod randomkey;
 mod rename;
@@ -105,7 +107,7 @@ mod decrby;
 mod get;
 mod getdel;
 mod getex;
-mod getrange;
+pub(crate) mod getrange;
 mod getset;
 mod incr;
 mod incrby;
@@ -119,6 +121,7 @@ mod setex;
 mod setnx;
 mod setrange;
 mod strlen;
+mod substr;
 // Hashes.
 mod hdel;
 mod hexists;
@@ -221,12 +224,14 @@ pub static COMMANDS: &[&Spec] = &[
     &exists::SPEC,
     &expire::SPEC,
     &expireat::SPEC,
+    &expiretime::SPEC,
     &flushall::SPEC,
     &flushdb::SPEC,
     &keys::SPEC,
     &persist::SPEC,
     &pexpire::SPEC,
     &pexpireat::SPEC,
+    &pexpiretime::SPEC,
     &pttl::SPEC,
     &randomkey::SPEC,
     &rename::SPEC,
@@ -255,6 +260,7 @@ pub static COMMANDS: &[&Spec] = &[
     &setnx::SPEC,
     &setrange::SPEC,
     &strlen::SPEC,
+    &substr::SPEC,
     &hset::SPEC,
     &hsetnx::SPEC,
     &hget::SPEC,
