@@ -1172,12 +1172,9 @@ impl IndexWriter {
         self.upsert_inner(key, entry, None::<(NoKeep, &mut bool)>, 0, None)
     }
 
-    /// Inserts or overwrites with `old` pushed first on the key's version
-    /// chain (for a new key, the chain is in place before the node is
-    /// linked, so no reader sees the node without it); the chain is then
-    /// trimmed to what snapshots at or above `horizon` can read. Returns
-    /// the previous entry, and whether the key had no old versions before
-    /// (as [`IndexWriter::keep_old`]).
+    /// [`IndexWriter::upsert_keeping_with`] with `old` always kept (the
+    /// tests' shorthand).
+    #[cfg(test)]
     pub fn upsert_keeping(
         &mut self,
         key: &[u8],
@@ -1189,10 +1186,14 @@ impl IndexWriter {
         self.upsert_keeping_with(key, entry, |_| Some(old), horizon, guard)
     }
 
-    /// [`IndexWriter::upsert_keeping`] with the old version made by `keep`
-    /// from the entry the key has (`None`: absent), if it makes one, in a
-    /// single lookup of the key (the store looked it up once to read the
-    /// entry and again to write it before session 24).
+    /// Inserts or overwrites, in a single lookup of the key, with the old
+    /// version that `keep` makes from the entry the key has (`None`:
+    /// absent), if it makes one, pushed first on the key's version chain
+    /// (for a new key, the chain is in place before the node is linked, so
+    /// no reader sees the node without it); the chain is then trimmed to
+    /// what snapshots at or above `horizon` can read. Returns the previous
+    /// entry, and whether the key had no old versions before (its chain is
+    /// new: the caller keeps a list of chained keys to trim).
     pub fn upsert_keeping_with(
         &mut self,
         key: &[u8],
@@ -1287,9 +1288,10 @@ impl IndexWriter {
     /// Pushes `old` as the newest old version of `key` (call right before
     /// overwriting the key's entry with a newer one), then trims the chain
     /// to what snapshots at or above `horizon` can read. Returns whether
-    /// the key had no old versions before (its chain is new: the caller
-    /// keeps a list of chained keys to trim, and looks it up only then);
-    /// false if the key is absent.
+    /// the key had no old versions before; false if the key is absent.
+    /// The tests' way to build chains (the store keeps versions through
+    /// [`IndexWriter::upsert_keeping_with`]).
+    #[cfg(test)]
     pub fn keep_old(
         &mut self,
         key: &[u8],
@@ -1304,8 +1306,9 @@ impl IndexWriter {
         self.keep_old_at(unsafe { &*n }, old, horizon, guard)
     }
 
-    /// [`IndexWriter::keep_old`] on the key's node, already found. The
-    /// chain keeps at least `old` (see the trims below).
+    /// Pushes `old` on node `n`'s chain and trims it (see
+    /// [`IndexWriter::upsert_keeping_with`]). The chain keeps at least
+    /// `old` (see the trims below).
     fn keep_old_at(&mut self, n: &Node, old: Box<OldVersion>, horizon: u64, guard: &Guard) -> bool {
         let prev = n.older.load(Ordering::Relaxed);
         let fresh = prev.is_null();

@@ -25,7 +25,8 @@ pub struct Slot {
     /// Its socket's descriptor (-1: none).
     pub fd: i32,
     since: Instant,
-    /// CLIENT SETNAME, CLIENT SETINFO LIB-NAME and LIB-VER.
+    /// CLIENT SETNAME, CLIENT SETINFO LIB-NAME and LIB-VER (kept here
+    /// only).
     identity: Mutex<Identity>,
     resp: AtomicU8,
     /// Milliseconds from `since` to the end of the last command.
@@ -100,14 +101,21 @@ impl Slot {
         }
     }
 
-    /// Records the name, library and protocol (after SETNAME, SETINFO,
-    /// HELLO, RESET).
-    pub fn set_identity(&self, name: Option<&[u8]>, lib: &(String, String), resp: u8) {
-        let mut i = self.identity.lock().expect("client identity lock");
-        i.name = name.unwrap_or_default().to_vec();
-        i.lib_name.clone_from(&lib.0);
-        i.lib_ver.clone_from(&lib.1);
+    /// Records the name and protocol (after SETNAME, HELLO, RESET).
+    pub fn set_identity(&self, name: Option<&[u8]>, resp: u8) {
+        self.identity.lock().expect("client identity lock").name =
+            name.unwrap_or_default().to_vec();
         self.resp.store(resp, Ordering::Relaxed);
+    }
+
+    /// CLIENT SETINFO: the library's name (`version` false) or version.
+    pub fn set_lib(&self, version: bool, value: String) {
+        let mut i = self.identity.lock().expect("client identity lock");
+        *if version {
+            &mut i.lib_ver
+        } else {
+            &mut i.lib_name
+        } = value;
     }
 
     /// Records the buffers as a command starts, and its argument bytes.
@@ -267,7 +275,9 @@ mod tests {
         ));
         let ra = clients.register(a.clone());
         let rb = clients.register(b.clone());
-        a.set_identity(Some(b"worker"), &("redis-py".into(), "5.2.1".into()), 3);
+        a.set_identity(Some(b"worker"), 3);
+        a.set_lib(false, "redis-py".into());
+        a.set_lib(true, "5.2.1".into());
         a.set_buffers(26, 16384, 5, 16384, 10);
         let get = crate::resp::cmd::lookup("get").expect("get exists");
         a.ran(&get.name, Instant::now(), Some((2, 30)));

@@ -57,15 +57,14 @@ impl LongDouble {
         if !self.is_finite() {
             return None;
         }
-        let mut buf = vec![0u8; MAX_CHARS];
+        let mut buf = [0u8; MAX_CHARS];
         // SAFETY: `buf` is writable for its length; the C side writes at
         // most that many bytes and returns how many are the text.
         let n = unsafe { fk_ld_format_human(self, buf.as_mut_ptr().cast(), buf.len()) };
         if n == 0 {
             return None;
         }
-        buf.truncate(n);
-        String::from_utf8(buf).ok()
+        String::from_utf8(buf[..n].to_vec()).ok()
     }
 }
 

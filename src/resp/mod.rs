@@ -234,8 +234,6 @@ pub struct Conn {
     pub name: Option<Vec<u8>>,
     /// Peer address.
     pub peer: String,
-    /// CLIENT SETINFO LIB-NAME and LIB-VER.
-    pub lib: (String, String),
     /// What other connections see of this one (CLIENT LIST, CLIENT INFO).
     pub slot: Arc<clients::Slot>,
     /// Keeps `slot` listed while the connection is open (None: internal
@@ -308,12 +306,28 @@ pub fn syntax_error() -> Reply {
     Reply::err("syntax error")
 }
 
+/// `ERR wrong number of arguments for 'cmd|sub' command` (the subcommand
+/// lower-cased, as Redis names it).
+pub fn subcommand_arity(cmd: &str, sub: &[u8]) -> Reply {
+    Reply::err(format!(
+        "wrong number of arguments for '{cmd}|{}' command",
+        String::from_utf8_lossy(sub).to_ascii_lowercase()
+    ))
+}
+
+/// `ERR unknown subcommand 'sub'. Try CMD HELP.` (the subcommand as sent).
+pub fn unknown_subcommand(cmd: &str, sub: &[u8]) -> Reply {
+    Reply::err(format!(
+        "unknown subcommand '{}'. Try {cmd} HELP.",
+        String::from_utf8_lossy(sub)
+    ))
+}
+
 impl Conn {
-    /// Shows this connection's name, library and protocol to CLIENT LIST
-    /// (after SETNAME, SETINFO, HELLO, RESET).
+    /// Shows this connection's name and protocol to CLIENT LIST (after
+    /// SETNAME, HELLO, RESET).
     pub fn publish_identity(&self) {
-        self.slot
-            .set_identity(self.name.as_deref(), &self.lib, self.proto);
+        self.slot.set_identity(self.name.as_deref(), self.proto);
     }
 
     /// A connection-less context for work done on behalf of clients (the
@@ -325,7 +339,6 @@ impl Conn {
             id: 0,
             name: None,
             peer: String::new(),
-            lib: Default::default(),
             slot: Arc::new(clients::Slot::new(0, String::new(), String::new(), -1)),
             listed: None,
             quit: false,
@@ -794,8 +807,7 @@ pub async fn serve(
                     proto: 2,
                     name: None,
                     peer: peer.to_string(),
-                    lib: Default::default(),
-                    listed: Some(shared.server.clients.register(slot.clone())),
+                            listed: Some(shared.server.clients.register(slot.clone())),
                     slot,
                     quit: false,
                     authenticated: shared.password.is_none(),

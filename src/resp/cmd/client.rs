@@ -7,12 +7,26 @@
 //! thread serves it.
 
 use crate::resp::proto::Reply;
-use crate::resp::{Conn, syntax_error};
+use crate::resp::{Conn, subcommand_arity, syntax_error, unknown_subcommand};
 
 /// Whether a client name or library attribute keeps CLIENT LIST's format
 /// (no spaces, newlines or other bytes outside `!`..=`~`).
 fn printable(v: &[u8]) -> bool {
     v.iter().all(|&b| b > b' ' && b <= b'~')
+}
+
+/// Whether a TYPE filter takes normal connections, which every connection
+/// is (no replicas, no pub/sub): true for `normal`, false for `master`,
+/// `replica`, `slave` and `pubsub`; Redis' error for anything else.
+fn is_normal(kind: &[u8]) -> Result<bool, Reply> {
+    match kind.to_ascii_lowercase().as_slice() {
+        b"normal" => Ok(true),
+        b"master" | b"replica" | b"slave" | b"pubsub" => Ok(false),
+        _ => Err(Reply::err(format!(
+            "Unknown client type '{}'",
+            String::from_utf8_lossy(kind)
+        ))),
+    }
 }
 
 /// `CLIENT LIST [TYPE type] [ID id ...]`: one line per open connection,
@@ -25,16 +39,7 @@ fn list(cx: &Conn, a: &[Vec<u8>]) -> Result<Reply, Reply> {
     while i < a.len() {
         match a[i].to_ascii_uppercase().as_slice() {
             b"TYPE" if i + 1 < a.len() => {
-                any = match a[i + 1].to_ascii_lowercase().as_slice() {
-                    b"normal" => true,
-                    b"master" | b"replica" | b"slave" | b"pubsub" => false,
-                    _ => {
-                        return Err(Reply::err(format!(
-                            "Unknown client type '{}'",
-                            String::from_utf8_lossy(&a[i + 1])
-                        )));
-                    }
-                };
+                any = is_normal(&a[i + 1])?;
                 i += 2;
             }
             b"ID" if i + 1 < a.len() => {
@@ -99,18 +104,7 @@ fn kill(cx: &Conn, a: &[Vec<u8>]) -> Result<Reply, Reply> {
                         .ok_or_else(|| Reply::err("client-id should be greater than 0"))?,
                 );
             }
-            b"TYPE" => {
-                any_type = match v.to_ascii_lowercase().as_slice() {
-                    b"normal" => true,
-                    b"master" | b"replica" | b"slave" | b"pubsub" => false,
-                    _ => {
-                        return Err(Reply::err(format!(
-                            "Unknown client type '{}'",
-                            String::from_utf8_lossy(v)
-                        )));
-                    }
-                }
-            }
+            b"TYPE" => any_type = is_normal(v)?,
             // Every connection is the default user's.
             b"USER" if v.as_slice() == b"default" => {}
             b"USER" => {
@@ -183,9 +177,9 @@ command!(
             // Client libraries announce themselves; CLIENT INFO shows it.
             b"SETINFO" if a.len() == 4 => {
                 let attr = String::from_utf8_lossy(&a[2]);
-                let field = match attr.to_ascii_lowercase().as_str() {
-                    "lib-name" => &mut cx.lib.0,
-                    "lib-ver" => &mut cx.lib.1,
+                let version = match attr.to_ascii_lowercase().as_str() {
+                    "lib-name" => false,
+                    "lib-ver" => true,
                     _ => return Err(Reply::err(format!("Unrecognized option '{attr}'"))),
                 };
                 if !printable(&a[3]) {
@@ -193,22 +187,16 @@ command!(
                         "{attr} cannot contain spaces, newlines or special characters."
                     )));
                 }
-                *field = String::from_utf8_lossy(&a[3]).into_owned();
-                cx.publish_identity();
+                cx.slot
+                    .set_lib(version, String::from_utf8_lossy(&a[3]).into_owned());
                 Ok(Reply::OK)
             }
             b"NO-EVICT" | b"NO-TOUCH" if a.len() == 3 => Ok(Reply::OK),
             b"SETNAME" | b"GETNAME" | b"ID" | b"INFO" | b"SETINFO" | b"KILL" => {
-                Err(Reply::err(format!(
-                    "wrong number of arguments for 'client|{}' command",
-                    String::from_utf8_lossy(&a[1]).to_ascii_lowercase()
-                )))
+                Err(subcommand_arity("client", &a[1]))
             }
             _ if a.len() < 2 => Err(syntax_error()),
-            _ => Err(Reply::err(format!(
-                "unknown subcommand '{}'. Try CLIENT HELP.",
-                String::from_utf8_lossy(&a[1])
-            ))),
+            _ => Err(unknown_subcommand("CLIENT", &a[1])),
         }
     }
 );

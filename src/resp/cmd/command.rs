@@ -54,12 +54,7 @@ command!("command", -1, ["loading", "stale"], (0, 0, 0), |cx, a| {
         } else {
             names().flatten().map(docs).collect()
         })),
-        b"COUNT" => Err(Reply::err(
-            "wrong number of arguments for 'command|count' command",
-        )),
-        _ => Err(Reply::err(format!(
-            "unknown subcommand '{}'. Try COMMAND HELP.",
-            String::from_utf8_lossy(&a[1])
-        ))),
+        b"COUNT" => Err(crate::resp::subcommand_arity("command", &a[1])),
+        _ => Err(crate::resp::unknown_subcommand("COMMAND", &a[1])),
     }
 });

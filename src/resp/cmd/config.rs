@@ -3,9 +3,9 @@
 //! fixed at start-up (flags); the SLOWLOG's `slowlog-log-slower-than` (µs)
 //! and `slowlog-max-len` can be changed.
 
-use crate::resp::Conn;
 use crate::resp::glob::matches;
 use crate::resp::proto::Reply;
+use crate::resp::{Conn, subcommand_arity, unknown_subcommand};
 
 fn settings(cx: &Conn) -> Vec<(&'static str, String)> {
     let sh = &cx.shared;
@@ -104,14 +104,8 @@ command!(
                 cx.shared.reset_stats();
                 Ok(Reply::OK)
             }
-            b"GET" | b"SET" | b"RESETSTAT" => Err(Reply::err(format!(
-                "wrong number of arguments for 'config|{}' command",
-                String::from_utf8_lossy(&a[1]).to_ascii_lowercase()
-            ))),
-            _ => Err(Reply::err(format!(
-                "unknown subcommand '{}'. Try CONFIG HELP.",
-                String::from_utf8_lossy(&a[1])
-            ))),
+            b"GET" | b"SET" | b"RESETSTAT" => Err(subcommand_arity("config", &a[1])),
+            _ => Err(unknown_subcommand("CONFIG", &a[1])),
         }
     }
 );

@@ -68,14 +68,8 @@ command!(
                 "unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
                 String::from_utf8_lossy(&a[1])
             ))),
-            b"LEN" | b"RESET" | b"HELP" => Err(Reply::err(format!(
-                "wrong number of arguments for 'slowlog|{}' command",
-                String::from_utf8_lossy(&a[1]).to_ascii_lowercase()
-            ))),
-            _ => Err(Reply::err(format!(
-                "unknown subcommand '{}'. Try SLOWLOG HELP.",
-                String::from_utf8_lossy(&a[1])
-            ))),
+            b"LEN" | b"RESET" | b"HELP" => Err(crate::resp::subcommand_arity("slowlog", &a[1])),
+            _ => Err(crate::resp::unknown_subcommand("SLOWLOG", &a[1])),
         }
     }
 );
