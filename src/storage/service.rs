@@ -98,11 +98,13 @@ pub enum LockApplied {
         version: u64,
     },
     /// Nothing written and nothing kept: transaction `holder` holds a lock
-    /// in the way. The part and its writes come back, for the caller's
-    /// waiting pass.
+    /// in the way. The request, the part and its writes come back, for the
+    /// caller's waiting pass.
     Busy {
         /// The holder.
         holder: u64,
+        /// The lock request, as sent.
+        req: LockRequest,
         /// The part, as sent.
         part: Box<TxnPart>,
         /// Its writes, as sent.
@@ -938,6 +940,7 @@ impl Participant {
         if let Err(holder) = self.locks.try_lock(txn, &req) {
             let _ = reply.send(Ok(LockApplied::Busy {
                 holder,
+                req,
                 part,
                 batch,
             }));

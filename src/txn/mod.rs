@@ -477,7 +477,7 @@ impl Coordinator {
         writes: BTreeMap<usize, Vec<Op>>,
         mut reads: BTreeMap<usize, Vec<Vec<u8>>>,
     ) -> Result<Commit> {
-        let requests: Vec<(usize, LockRequest)> = shards
+        let mut requests: Vec<(usize, LockRequest)> = shards
             .iter()
             .map(|&s| {
                 let req = LockRequest {
@@ -507,7 +507,8 @@ impl Coordinator {
         for (s, ops) in writes {
             parts.get_mut(&s).expect("a part per writing shard").0 = ops;
         }
-        let (locked, version, written) = match self.lock_fast(txn, &requests, &mut parts).await {
+        let (locked, version, written) = match self.lock_fast(txn, &mut requests, &mut parts).await
+        {
             Fast::Written {
                 locked,
                 version,
@@ -595,7 +596,7 @@ impl Coordinator {
     async fn lock_fast(
         &self,
         txn: &Txn,
-        requests: &[(usize, LockRequest)],
+        requests: &mut [(usize, LockRequest)],
         parts: &mut BTreeMap<usize, (Vec<Op>, Vec<Op>)>,
     ) -> Fast {
         // The last participant is one on another thread where there is
@@ -635,10 +636,11 @@ impl Coordinator {
             }
         }
         if abort.is_none() && !busy {
+            // Moved out, and back if it comes back busy.
             let req = requests
-                .iter()
+                .iter_mut()
                 .find(|(s, _)| *s == last)
-                .map(|(_, r)| r.clone())
+                .map(|(_, r)| std::mem::take(r))
                 .expect("the last writer has a request");
             let (ops, redo) = parts.remove(&last).expect("the last writer has a part");
             let part = TxnPart {
@@ -664,8 +666,13 @@ impl Coordinator {
                         last,
                     };
                 }
-                Ok(LockApplied::Busy { part, batch, .. }) => {
+                Ok(LockApplied::Busy {
+                    req, part, batch, ..
+                }) => {
                     busy = true;
+                    if let Some((_, r)) = requests.iter_mut().find(|(s, _)| *s == last) {
+                        *r = req;
+                    }
                     parts.insert(last, (batch.ops, part.redo));
                 }
                 Ok(LockApplied::Changed { key, version }) => {
