@@ -272,11 +272,6 @@ impl Metrics {
         }
     }
 
-    /// The slow-request threshold (zero: off).
-    pub fn slow_request_threshold(&self) -> Duration {
-        Duration::from_micros(self.slow_threshold_us.load(Ordering::Relaxed))
-    }
-
     /// Open connections of `protocol`.
     pub fn open(&self, protocol: &str) -> i64 {
         self.connections.with_label_values(&[protocol]).get()
