@@ -830,8 +830,12 @@ pub async fn serve(
                             return;
                         }
                     };
-                    if let Err(e) = connection(conn, stream, stop).await {
-                        tracing::debug!(error = %e, "RESP connection ended with an error");
+                    match connection(conn, stream, stop).await {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
+                            tracing::debug!(reason = %e, "RESP connection closed while writing");
+                        }
+                        Err(e) => tracing::debug!(error = %e, "RESP connection ended with an error"),
                     }
                 });
             }
@@ -839,6 +843,29 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Writes `bytes` to the client, unless the connection is killed (CLIENT
+/// KILL) or the daemon stops first: a client that stops reading its
+/// replies, so that the write waits for room in its socket, is still
+/// closed at once, as Redis closes it. Either ends the connection with
+/// `ConnectionAborted`.
+async fn send(
+    stream: &mut crate::api::security::BoxStream,
+    bytes: &[u8],
+    slot: &clients::Slot,
+    shutdown: &mut watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let aborted = |why: &str| std::io::Error::new(std::io::ErrorKind::ConnectionAborted, why);
+    tokio::select! {
+        // The write first: a write with room in the socket completes as
+        // before (the reply to a CLIENT KILL of the connection itself
+        // goes out, as in Redis), and the others are not polled.
+        biased;
+        r = stream.write_all(bytes) => r,
+        _ = slot.killed() => Err(aborted("killed by CLIENT KILL")),
+        _ = shutdown.wait_for(|s| *s) => Err(aborted("the daemon is stopping")),
+    }
 }
 
 /// One connection: read, run every complete command, write the replies.
@@ -907,11 +934,11 @@ async fn connection(
             reads_only &= cx.last_readonly;
             reply.encode(cx.proto, &mut out);
             if cx.quit {
-                stream.write_all(&out).await?;
+                send(&mut stream, &out, &cx.slot, &mut shutdown).await?;
                 return Ok(());
             }
             if out.len() >= FLUSH_AT {
-                stream.write_all(&out).await?;
+                send(&mut stream, &out, &cx.slot, &mut shutdown).await?;
                 out.clear();
                 cx.mark = None;
             }
@@ -921,7 +948,7 @@ async fn connection(
         if let Some(e) = malformed {
             settle(&cx, &mut owed, &mut out).await;
             Reply::err(format!("Protocol error: {}", e.0)).encode(cx.proto, &mut out);
-            stream.write_all(&out).await?;
+            send(&mut stream, &out, &cx.slot, &mut shutdown).await?;
             return Ok(());
         }
         settle(&cx, &mut owed, &mut out).await;
@@ -939,12 +966,12 @@ async fn connection(
                 // slows the next group's gathering.
                 tokio::task::yield_now().await;
             }
-            stream.write_all(&out).await?;
+            send(&mut stream, &out, &cx.slot, &mut shutdown).await?;
             out.clear();
         }
         if buf.len() > limit {
             Reply::err("Protocol error: query buffer limit exceeded").encode(cx.proto, &mut out);
-            stream.write_all(&out).await?;
+            send(&mut stream, &out, &cx.slot, &mut shutdown).await?;
             return Ok(());
         }
         buf.reserve(16 << 10);

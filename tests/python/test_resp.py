@@ -188,6 +188,46 @@ def test_ids_cursors_counters_and_client_list_are_the_daemons(daemon):
         c.close()
 
 
+def test_client_kill_closes_a_connection_that_stopped_reading(daemon):
+    # A client that stops reading, while the daemon's write of its replies
+    # waits for room in the socket, is closed at once by CLIENT KILL, as in
+    # Redis. Until session 26 the kill took effect at the connection's next
+    # read: after every pending reply had been written.
+    r = daemon.client(single_connection_client=True)
+    value = b"v" * 60000
+    r.set("stall:v", value)
+    s = socket.create_connection((daemon.host, daemon.port))
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        s.sendall(b"CLIENT ID\r\n")
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            reply += s.recv(64)
+        victim = int(reply[1:-2])
+        gets = 2000  # 120 MB of replies, never read before the kill
+        s.sendall(b"GET stall:v\r\n" * gets)
+        deadline = time.time() + 10
+        listed = {}
+        while time.time() < deadline:
+            listed = {int(c["id"]): c for c in r.client_list()}
+            if listed[victim]["cmd"] == "get":
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert r.client_kill_filter(_id=victim) == 1
+        s.settimeout(20)
+        got = 0
+        try:
+            while chunk := s.recv(1 << 20):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert got < gets * len(value) // 4, f"{got} bytes arrived after the kill"
+    finally:
+        s.close()
+        r.delete("stall:v")
+
+
 def test_slowlog_records_what_ran_slower_than_its_threshold(daemon):
     c = daemon.client(single_connection_client=True)
     c.client_setname("slowpoke")
