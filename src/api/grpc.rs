@@ -320,6 +320,8 @@ pub struct KvService {
     router: Arc<Router>,
     coord: Arc<crate::txn::Coordinator>,
     limits: Limits,
+    /// The daemon's shutdown signal: Watch streams end at it.
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl KvService {
@@ -329,7 +331,27 @@ impl KvService {
             router: coord.router().clone(),
             coord,
             limits,
+            stopping: None,
         }
+    }
+
+    /// Ends Watch streams when `stopping` turns true (or its sender goes),
+    /// each with UNAVAILABLE and the version to resume from, so that open
+    /// watchers do not hold up a shutdown.
+    pub fn with_shutdown(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stopping = Some(stopping);
+        self
+    }
+}
+
+/// Resolves once `stopping` turns true or its sender is gone; never
+/// without one.
+async fn stopped(stopping: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match stopping {
+        Some(rx) => {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -510,6 +532,7 @@ impl Kv for KvService {
         let filter = WatchFilter::new(r.key, r.prefix, r.start, r.end)?;
         let clock = self.coord.clock().clone();
         let (tx, rx) = mpsc::channel(1024);
+        let mut stopping = self.stopping.clone();
         // Registered before answering, so nothing after the start is missed.
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
@@ -541,8 +564,17 @@ impl Kv for KvService {
                     "watcher fell behind the change feed; resume with start_version {next}"
                 ))
             };
+            let shutting_down = |next: u64| {
+                Status::unavailable(format!(
+                    "the daemon is shutting down; resume with start_version {next}"
+                ))
+            };
             loop {
                 tokio::select! {
+                    () = stopped(&mut stopping) => {
+                        let _ = tx.try_send(Err(shutting_down(ordered.next())));
+                        return;
+                    }
                     got = w.rx.recv() => match got {
                         Ok(c) => {
                             if filter.matches(&c.key) {
@@ -583,8 +615,13 @@ impl Kv for KvService {
                         value: c.value.clone().unwrap_or_default(),
                         version: c.version,
                     };
-                    if tx.send(Ok(ev)).await.is_err() {
-                        return;
+                    // A watcher that stopped reading (its buffer full) is
+                    // left at a shutdown: the connection is cut off.
+                    tokio::select! {
+                        sent = tx.send(Ok(ev)) => if sent.is_err() {
+                            return;
+                        },
+                        () = stopped(&mut stopping) => return,
                     }
                 }
                 if let Some(v) = failed {

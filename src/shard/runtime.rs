@@ -421,7 +421,8 @@ impl ShardCtx {
             };
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
         let handle = StoreHandle::new(tx, store.reader());
-        let storage = tokio::task::spawn_local(serve(store, rx));
+        let closer = handle.closer();
+        let mut storage = tokio::task::spawn_local(serve(store, rx));
         let _ = self.ready.send((self.id, Ok((handle, report))));
         // Every shard has to be open before any can route; start-up only.
         // Awaited, not blocked on: the storage task must run meanwhile (the
@@ -458,23 +459,57 @@ impl ShardCtx {
         });
         let reclaimer =
             crate::resp::coll::reclaimer(router.clone(), self.id as usize, self.shutdown.clone());
-        let (grpc, http, resp, ()) = tokio::join!(
-            self.serve_grpc(coordinator, grpc_listener),
-            crate::resp::serve(resp_listener, resp, self.shutdown.clone()),
-            crate::api::http::serve(
-                http_listener,
-                http,
-                self.shutdown.clone(),
-                self.conn_limits,
-                self.tls.as_ref().map(|t| t.http.clone())
-            ),
-            reclaimer
-        );
-        let served = grpc.and(http).and(resp);
+        // From the shutdown on, open connections get DRAIN to finish; then
+        // they are cut off (a client that keeps a stream open, or stops
+        // reading its replies, must not keep the daemon from stopping).
+        let mut stopping = self.shutdown.clone();
+        let drained = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(DRAIN).await;
+        };
+        tokio::pin!(drained);
+        let servers = async {
+            tokio::join!(
+                self.serve_grpc(coordinator, grpc_listener),
+                crate::resp::serve(resp_listener, resp, self.shutdown.clone()),
+                crate::api::http::serve(
+                    http_listener,
+                    http,
+                    self.shutdown.clone(),
+                    self.conn_limits,
+                    self.tls.as_ref().map(|t| t.http.clone())
+                ),
+                reclaimer
+            )
+        };
+        let mut cut_off = false;
+        let served = tokio::select! {
+            (grpc, http, resp, ()) = servers => grpc.and(http).and(resp),
+            () = &mut drained => {
+                cut_off = true;
+                tracing::warn!(shard = self.id, "connections still open {DRAIN:?} after the shutdown began; closing them");
+                Ok(())
+            }
+        };
         drop(router);
-        // The server and every clone of the router are gone: once all shards
-        // are here, the storage tasks see their inboxes close and sync.
-        let stored = join_storage(storage).await;
+        // The servers and this thread's clones of the router are gone: once
+        // all shards are here, the storage tasks see their inboxes close and
+        // sync. A connection cut off above (its task ends with this
+        // thread's runtime), or one of another shard, may still hold a
+        // handle: after the drain period the task is told to close.
+        let stored = if cut_off {
+            closer.close().await;
+            storage.await
+        } else {
+            tokio::select! {
+                r = &mut storage => r,
+                () = &mut drained => {
+                    closer.close().await;
+                    storage.await
+                }
+            }
+        };
+        let stored = stored.map_err(|e| Error::Unavailable(format!("storage task failed: {e}")))?;
         served.and(stored)
     }
 
@@ -530,9 +565,12 @@ impl ShardCtx {
         let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
         let auth = crate::api::security::GrpcAuth(self.security.token.clone());
         let kv = tonic::service::interceptor::InterceptedService::new(
-            KvServer::new(KvService::new(coordinator.clone(), self.limits))
-                .max_decoding_message_size(self.max_message_size)
-                .max_encoding_message_size(self.max_message_size),
+            KvServer::new(
+                KvService::new(coordinator.clone(), self.limits)
+                    .with_shutdown(self.shutdown.clone()),
+            )
+            .max_decoding_message_size(self.max_message_size)
+            .max_encoding_message_size(self.max_message_size),
             auth.clone(),
         );
         let txn = tonic::service::interceptor::InterceptedService::new(
@@ -669,6 +707,10 @@ impl InterimHttp {
         let _ = self.thread.join();
     }
 }
+
+/// How long a shutdown waits for open connections to finish before it
+/// cuts them off.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn join_storage(t: tokio::task::JoinHandle<Result<()>>) -> Result<()> {
     t.await

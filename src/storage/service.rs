@@ -188,6 +188,11 @@ pub enum Command {
     Stats(oneshot::Sender<StoreStats>),
     /// fdatasync anything unsynced.
     Sync(oneshot::Sender<Result<()>>),
+    /// Stop now, as if every handle were gone: the writes queued so far
+    /// run, then the store syncs and closes; later requests find the task
+    /// gone. For a shutdown whose connections outlive its drain period
+    /// (they hold handles, so the inbox would never close).
+    Close,
 }
 
 /// The outcome of a submitted batch, to be awaited.
@@ -458,14 +463,35 @@ impl StoreHandle {
         self.call(Command::Sync).await?
     }
 
+    /// A way to stop the storage task that does not keep it running (as a
+    /// handle does): see [`Command::Close`].
+    pub fn closer(&self) -> StoreCloser {
+        StoreCloser(self.tx.downgrade())
+    }
+
     /// Requests waiting in the storage task's inbox.
     pub fn queue_depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
 }
 
-/// Runs the storage task until every handle is dropped, then closes the
-/// store (syncing what is unsynced).
+/// Stops a storage task, without keeping it running until dropped.
+pub struct StoreCloser(mpsc::WeakSender<Command>);
+
+impl StoreCloser {
+    /// Tells the task to close (see [`Command::Close`]); false if it has
+    /// stopped already.
+    pub async fn close(&self) -> bool {
+        match self.0.upgrade() {
+            Some(tx) => tx.send(Command::Close).await.is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Runs the storage task until every handle is dropped (or it is told to
+/// close, [`Command::Close`]), then closes the store (syncing what is
+/// unsynced).
 pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<()> {
     let mut p = Participant::default();
     // Whether the task waits for its next request: set before each wait,
@@ -504,6 +530,7 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
     let durable = store.options().sync == SyncPolicy::Always;
     let mut gather = Gather::default();
     let clock = store.clock().clone();
+    let mut closing = false;
     loop {
         // Locks of revealed cross-shard commits go first; a reveal while
         // something waits for them wakes the task. A `Notified` receives
@@ -602,10 +629,14 @@ pub async fn serve(mut store: Store, mut rx: mpsc::Receiver<Command>) -> Result<
                         Command::Sync(reply) => {
                             let _ = reply.send(store.sync().await);
                         }
+                        Command::Close => closing = true,
                     }
                 }
                 // Parts locked and applied above.
                 p.run(&mut store).await;
+                if closing {
+                    break;
+                }
             }
             _ = lock_tick.tick(), if !p.waiting.is_empty() => {
                 idle.set(false);
@@ -1270,6 +1301,37 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(got, (Some("flashkv-store-7".to_owned()), 3));
+        t.shutdown().unwrap();
+    }
+
+    /// A storage task told to close stops although handles to it remain
+    /// (a shutdown's drain period is over), with what it acknowledged
+    /// written; the remaining handles then find it gone.
+    #[test]
+    fn a_closed_storage_task_stops_while_handles_remain() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(Clock::new());
+        let t = store_thread(
+            dir.path(),
+            StoreOptions {
+                sync: SyncPolicy::None,
+                ..Default::default()
+            },
+            clock.clone(),
+        );
+        let kept = t.handle.clone();
+        futures::executor::block_on(kept.put(b"k", b"v")).unwrap();
+        assert!(futures::executor::block_on(kept.closer().close()));
+        // The thread ends with a handle still held.
+        t.join.join().unwrap().unwrap();
+        assert!(matches!(
+            futures::executor::block_on(kept.put(b"k", b"w")),
+            Err(Error::Unavailable(_))
+        ));
+        assert!(!futures::executor::block_on(kept.closer().close()));
+        drop(kept);
+        let t = store_thread(dir.path(), StoreOptions::default(), clock);
+        assert_eq!(t.handle.reader().get(b"k").unwrap().unwrap().value, b"v");
         t.shutdown().unwrap();
     }
 

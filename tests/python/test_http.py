@@ -690,3 +690,72 @@ def test_a_bulk_load_is_not_logged_as_a_slow_request(daemon, pb):  # noqa: F811
     time.sleep(0.2)
     logged = [l for l in daemon.stderr if "slow request" in l and "BulkLoad" in l]
     assert not logged, logged
+
+
+def stall(address, request, times):
+    """A client that sends `request` `times` times and then reads nothing,
+    so that the daemon's writes of the replies wait for room in its
+    socket. Returns the socket."""
+    import socket
+
+    host, port = address.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    s.sendall(request * times)
+    return s
+
+
+def test_a_shutdown_ends_watch_streams_and_stalled_resp_clients_at_once(pb):  # noqa: F811
+    """SIGTERM with a Watch stream open and a RESP client that stopped
+    reading its replies: the stream ends with UNAVAILABLE and the version
+    to resume from, the RESP connection is closed, and the daemon exits 0
+    at once. (Until session 26 either kept the daemon running for ever.)"""
+    import grpc
+
+    pb2, pb2_grpc = pb
+    d = Daemon("--shards", "2", "--max-value-size", str(MAX_VALUE)).wait_ready_line()
+    ch = grpc.insecure_channel(d.grpc)
+    kv = pb2_grpc.KVStub(ch)
+    watch = kv.Watch(pb2.WatchRequest(prefix=b"stop:"))
+    v = kv.Put(pb2.PutRequest(key=b"stop:big", value=b"v" * 60000)).version
+    assert next(watch).version == v
+    s = stall(d.resp, b"GET stop:big\r\n", 2000)
+    time.sleep(0.5)
+    started = time.time()
+    try:
+        d.stop()
+    finally:
+        d.proc.kill()  # (if it did not stop)
+    assert time.time() - started < 8, f"shutdown took {time.time() - started:.1f} s"
+    with pytest.raises(grpc.RpcError) as ended:
+        next(watch)
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
+    assert f"resume with start_version {v + 1}" in ended.value.details(), ended.value.details()
+    s.close()
+    ch.close()
+    shutil.rmtree(d.data, ignore_errors=True)
+
+
+def test_a_shutdown_cuts_off_a_stalled_http_client_after_the_drain_period():
+    """SIGTERM with an HTTP client that stopped reading pipelined replies:
+    open connections get 10 s to finish, then they are cut off and the
+    daemon exits 0 with everything acknowledged on disk. (Until session 26
+    it kept running for ever.)"""
+    d = Daemon("--max-value-size", str(MAX_VALUE)).wait_ready_line()
+    assert requests.put(kv(d.url, b"drain:big"), data=b"v" * 60000).status_code == 200
+    host = d.url.removeprefix("http://")
+    s = stall(host, b"GET /v1/kv/drain:big HTTP/1.1\r\nHost: x\r\n\r\n", 2000)
+    time.sleep(0.5)
+    started = time.time()
+    try:
+        d.stop()
+    finally:
+        d.proc.kill()  # (if it did not stop)
+    took = time.time() - started
+    assert 9 < took < 25, f"shutdown took {took:.1f} s"
+    assert any("closing them" in l for l in d.stderr), "".join(d.stderr[-20:])
+    s.close()
+    again = Daemon(data=d.data).wait_ready_line()
+    assert requests.get(kv(again.url, b"drain:big")).content == b"v" * 60000
+    again.stop()
+    shutil.rmtree(d.data, ignore_errors=True)
