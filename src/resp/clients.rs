@@ -144,8 +144,8 @@ impl Slot {
     /// The connection as a CLIENT LIST line (Redis 7.2's fields in its
     /// order, newline-terminated). `cmd` names the command for the
     /// connection that asks (`client|list`, `client|info`); for the others
-    /// it is the last command's name (a container command such as CLIENT
-    /// shows without its subcommand). No pub/sub, one database, one user:
+    /// it is the last command's name (`container|sub` for a subcommand, as
+    /// in Redis 7). No pub/sub, one database, one user:
     /// `sub`, `psub`, `ssub` and `db` are 0, `user` is `default`; there is
     /// no reply list beyond the reply buffer, so `oll` and `omem` are 0;
     /// the input buffer never shrinks, so its size is its peak (`rbp`).

@@ -315,6 +315,49 @@ pub fn subcommand_arity(cmd: &str, sub: &[u8]) -> Reply {
     ))
 }
 
+/// The subcommands of the container commands, under the names Redis 7
+/// gives them (CLIENT LIST's `cmd`).
+static SUBCOMMANDS: &[&str] = &[
+    "client|getname",
+    "client|id",
+    "client|info",
+    "client|kill",
+    "client|list",
+    "client|no-evict",
+    "client|no-touch",
+    "client|setinfo",
+    "client|setname",
+    "command|count",
+    "command|docs",
+    "command|info",
+    "config|get",
+    "config|resetstat",
+    "config|set",
+    "slowlog|get",
+    "slowlog|help",
+    "slowlog|len",
+    "slowlog|reset",
+];
+
+/// The name CLIENT LIST shows for a command `name` run with `args`:
+/// `container|sub` for a known subcommand of CLIENT, COMMAND, CONFIG or
+/// SLOWLOG, as Redis 7 shows it, else `name`.
+fn listed_name(name: &'static &'static str, args: &[Vec<u8>]) -> &'static &'static str {
+    if !matches!(*name, "client" | "command" | "config" | "slowlog") {
+        return name;
+    }
+    let Some(sub) = args.get(1) else {
+        return name;
+    };
+    SUBCOMMANDS
+        .iter()
+        .find(|full| {
+            full.split_once('|')
+                .is_some_and(|(c, s)| c == *name && s.as_bytes().eq_ignore_ascii_case(sub))
+        })
+        .unwrap_or(name)
+}
+
 /// `ERR unknown subcommand 'sub'. Try CMD HELP.` (the subcommand as sent).
 pub fn unknown_subcommand(cmd: &str, sub: &[u8]) -> Reply {
     Reply::err(format!(
@@ -626,8 +669,11 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
     {
         m.queued.push(args.to_vec());
         m.bytes += args.iter().map(Vec::len).sum::<usize>();
-        cx.slot
-            .ran(&spec.name, Instant::now(), Some((m.queued.len(), m.bytes)));
+        cx.slot.ran(
+            listed_name(&spec.name, args),
+            Instant::now(),
+            Some((m.queued.len(), m.bytes)),
+        );
         return Reply::Simple("QUEUED");
     }
     let start = cx.mark.take().unwrap_or_else(Instant::now);
@@ -636,7 +682,7 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
     cx.mark = Some(end);
     cx.shared.count_command();
     cx.slot.ran(
-        &spec.name,
+        listed_name(&spec.name, args),
         end,
         cx.multi.as_ref().map(|m| (m.queued.len(), m.bytes)),
     );
@@ -985,5 +1031,29 @@ async fn connection(
             return Ok(());
         }
         cx.mark = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_list_names_subcommands_as_redis_7_does() {
+        static CLIENT: &str = "client";
+        static GET: &str = "get";
+        let args = |a: &[&str]| a.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
+        assert_eq!(
+            *listed_name(&CLIENT, &args(&["CLIENT", "SetName", "x"])),
+            "client|setname"
+        );
+        assert_eq!(*listed_name(&CLIENT, &args(&["client", "nope"])), "client");
+        assert_eq!(*listed_name(&CLIENT, &args(&["client"])), "client");
+        // Only a container's own subcommands: GET's argument is a key.
+        assert_eq!(*listed_name(&GET, &args(&["get", "list"])), "get");
+        assert!(SUBCOMMANDS.iter().all(|s| {
+            s.split_once('|')
+                .is_some_and(|(c, sub)| c.len() > 2 && sub == sub.to_ascii_lowercase())
+        }));
     }
 }
