@@ -320,7 +320,7 @@ pub struct KvService {
     router: Arc<Router>,
     coord: Arc<crate::txn::Coordinator>,
     limits: Limits,
-    /// The daemon's shutdown signal: Watch streams end at it.
+    /// The daemon's shutdown signal: streams end at it.
     stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
@@ -335,9 +335,10 @@ impl KvService {
         }
     }
 
-    /// Ends Watch streams when `stopping` turns true (or its sender goes),
-    /// each with UNAVAILABLE and the version to resume from, so that open
-    /// watchers do not hold up a shutdown.
+    /// Ends streams when `stopping` turns true (or its sender goes), so
+    /// that open ones do not hold up a shutdown: Watch with UNAVAILABLE and
+    /// the version to resume from; Pipeline and BulkLoad stop reading,
+    /// finish what they read, and end with UNAVAILABLE saying so.
     pub fn with_shutdown(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
         self.stopping = Some(stopping);
         self
@@ -695,7 +696,20 @@ impl Kv for KvService {
                 .await
             })
         };
-        while let Some(p) = stream.message().await? {
+        let mut stopping = self.stopping.clone();
+        let mut cut = false;
+        loop {
+            // At a shutdown the load stops reading; what it read is written.
+            let p = tokio::select! {
+                m = stream.message() => match m? {
+                    Some(p) => p,
+                    None => break,
+                },
+                () = stopped(&mut stopping) => {
+                    cut = true;
+                    break;
+                }
+            };
             if p.expected_version.is_some() {
                 return Err(Status::invalid_argument(
                     "BulkLoad does not take expected_version; use Put or Write",
@@ -734,6 +748,12 @@ impl Kv for KvService {
         while let Some(r) = inflight.next().await {
             finish(Some(r))?;
         }
+        if cut {
+            return Err(Status::unavailable(format!(
+                "the daemon is shutting down: the first {keys} keys of this load are written; \
+                 send the rest after it restarts"
+            )));
+        }
         Ok(Response::new(BulkLoadSummary {
             keys,
             bytes,
@@ -751,12 +771,20 @@ impl Kv for KvService {
         let (tx, rx) = mpsc::channel(PIPELINE_INFLIGHT);
         let router = self.router.clone();
         let limits = self.limits;
+        let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
             let router = &router;
             let mut inflight = FuturesUnordered::new();
             let mut open = true;
+            // At a shutdown the stream stops reading: what was read is
+            // answered, then the stream ends with UNAVAILABLE.
+            let mut cut = false;
             while open || !inflight.is_empty() {
                 tokio::select! {
+                    () = stopped(&mut stopping), if open => {
+                        open = false;
+                        cut = true;
+                    }
                     msg = inbound.message(), if open && inflight.len() < PIPELINE_INFLIGHT => match msg {
                         Ok(Some(m)) => {
                             // The messages already received go together, so
@@ -805,6 +833,14 @@ impl Kv for KvService {
                         }
                     }
                 }
+            }
+            if cut {
+                let _ = tx
+                    .send(Err(Status::unavailable(
+                        "the daemon is shutting down: the requests answered on this stream ran, \
+                         no later one did",
+                    )))
+                    .await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

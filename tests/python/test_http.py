@@ -692,6 +692,9 @@ def test_a_bulk_load_is_not_logged_as_a_slow_request(daemon, pb):  # noqa: F811
     assert not logged, logged
 
 
+kv_url = kv  # (`kv` is a stub in the tests below)
+
+
 def stall(address, request, times):
     """A client that sends `request` `times` times and then reads nothing,
     so that the daemon's writes of the replies wait for room in its
@@ -705,11 +708,14 @@ def stall(address, request, times):
     return s
 
 
-def test_a_shutdown_ends_watch_streams_and_stalled_resp_clients_at_once(pb):  # noqa: F811
-    """SIGTERM with a Watch stream open and a RESP client that stopped
-    reading its replies: the stream ends with UNAVAILABLE and the version
-    to resume from, the RESP connection is closed, and the daemon exits 0
-    at once. (Until session 26 either kept the daemon running for ever.)"""
+def test_a_shutdown_ends_open_streams_and_stalled_resp_clients_at_once(pb):  # noqa: F811
+    """SIGTERM with gRPC streams open and idle (Watch, Pipeline, BulkLoad)
+    and a RESP client that stopped reading its replies: each stream ends
+    with UNAVAILABLE saying what ran (Watch: the version to resume from),
+    the RESP connection is closed, and the daemon exits 0 at once, with
+    what the streams wrote on disk. (Until session 26 a Watch stream or the
+    RESP client kept the daemon running for ever, and the other streams
+    held it up for the 10 s drain.)"""
     import grpc
 
     pb2, pb2_grpc = pb
@@ -717,8 +723,26 @@ def test_a_shutdown_ends_watch_streams_and_stalled_resp_clients_at_once(pb):  # 
     ch = grpc.insecure_channel(d.grpc)
     kv = pb2_grpc.KVStub(ch)
     watch = kv.Watch(pb2.WatchRequest(prefix=b"stop:"))
+    # The daemon answers a Watch once the watcher is registered: after
+    # this, no change is missed.
+    watch.initial_metadata()
     v = kv.Put(pb2.PutRequest(key=b"stop:big", value=b"v" * 60000)).version
     assert next(watch).version == v
+    never = threading.Event()  # the clients' streams stay open, idle
+    # (Their keys are outside the watched prefix.)
+
+    def pipe():
+        yield pb2.PipelineRequest(id=7, put=pb2.PutRequest(key=b"halt:pipe", value=b"p"))
+        never.wait()
+
+    def load():
+        for i in range(3):
+            yield pb2.PutRequest(key=b"halt:load:%d" % i, value=b"l")
+        never.wait()
+
+    piped = kv.Pipeline(pipe())
+    assert next(piped).id == 7
+    loading = kv.BulkLoad.future(load())
     s = stall(d.resp, b"GET stop:big\r\n", 2000)
     time.sleep(0.5)
     started = time.time()
@@ -730,9 +754,23 @@ def test_a_shutdown_ends_watch_streams_and_stalled_resp_clients_at_once(pb):  # 
     with pytest.raises(grpc.RpcError) as ended:
         next(watch)
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
-    assert f"resume with start_version {v + 1}" in ended.value.details(), ended.value.details()
+    # (Past v: nothing after it matched the prefix.)
+    resume = re.search(r"resume with start_version (\d+)", ended.value.details())
+    assert resume and int(resume.group(1)) > v, ended.value.details()
+    with pytest.raises(grpc.RpcError) as ended:
+        next(piped)
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
+    assert "answered on this stream ran" in ended.value.details(), ended.value.details()
+    loaded = loading.exception(timeout=10)
+    assert loaded is not None and loaded.code() == grpc.StatusCode.UNAVAILABLE, loaded
+    assert "the first 3 keys of this load are written" in loaded.details(), loaded.details()
+    never.set()
     s.close()
     ch.close()
+    again = Daemon(data=d.data).wait_ready_line()
+    for key in [b"halt:pipe", b"halt:load:0", b"halt:load:2"]:
+        assert requests.get(kv_url(again.url, key)).status_code == 200, key
+    again.stop()
     shutil.rmtree(d.data, ignore_errors=True)
 
 
