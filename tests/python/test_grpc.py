@@ -249,6 +249,7 @@ def test_transactions_commit_conflict_and_rollback(txn):
 def test_watch_streams_changes(txn):
     pb2, _, kv = txn
     stream = kv.Watch(pb2.WatchRequest(prefix=b"py:watch:"))
+    stream.initial_metadata()  # (answered once the watcher is registered)
     v = kv.Put(pb2.PutRequest(key=b"py:watch:1", value=b"x")).version
     kv.Delete(pb2.DeleteRequest(key=b"py:watch:1"))
     first = next(stream)
