@@ -46,8 +46,6 @@ use crate::storage::{Batch, Condition, Op, Outcome};
 const TXN_ATTEMPTS: usize = 16;
 /// A listing is sent in chunks of about this many bytes.
 const LIST_CHUNK: usize = 64 << 10;
-/// How long shutdown waits for open HTTP connections to finish.
-const DRAIN: Duration = Duration::from_secs(10);
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -1053,7 +1051,7 @@ pub async fn serve(
         }
     }
     drop(acceptor);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
+    if tokio::time::timeout(crate::api::SHUTDOWN_DRAIN, graceful.shutdown())
         .await
         .is_err()
     {

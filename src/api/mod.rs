@@ -51,6 +51,11 @@ impl Limits {
     }
 }
 
+/// How long a shutdown waits for open connections to finish (HTTP's
+/// graceful close; then every connection still open is cut off,
+/// `shard::runtime`).
+pub const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Limits every network edge applies to its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {

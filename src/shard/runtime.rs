@@ -430,7 +430,7 @@ impl ShardCtx {
         let router_rx = std::mem::replace(&mut self.router, tokio::sync::oneshot::channel().1);
         let coordinator = match router_rx.await {
             Ok(Some(c)) => c,
-            _ => return join_storage(storage).await,
+            _ => return join_storage(&mut storage).await,
         };
         let router = coordinator.router().clone();
         let http = crate::api::http::app(HttpState::ready(
@@ -459,9 +459,11 @@ impl ShardCtx {
         });
         let reclaimer =
             crate::resp::coll::reclaimer(router.clone(), self.id as usize, self.shutdown.clone());
-        // From the shutdown on, open connections get DRAIN to finish; then
-        // they are cut off (a client that keeps a stream open, or stops
-        // reading its replies, must not keep the daemon from stopping).
+        // From the shutdown on, open connections get SHUTDOWN_DRAIN to
+        // finish; then they are cut off (a client that keeps a stream open,
+        // or stops reading its replies, must not keep the daemon from
+        // stopping).
+        const DRAIN: std::time::Duration = crate::api::SHUTDOWN_DRAIN;
         let mut stopping = self.shutdown.clone();
         let drained = async move {
             let _ = stopping.wait_for(|s| *s).await;
@@ -499,17 +501,16 @@ impl ShardCtx {
         // handle: after the drain period the task is told to close.
         let stored = if cut_off {
             closer.close().await;
-            storage.await
+            join_storage(&mut storage).await
         } else {
             tokio::select! {
-                r = &mut storage => r,
+                r = join_storage(&mut storage) => r,
                 () = &mut drained => {
                     closer.close().await;
-                    storage.await
+                    join_storage(&mut storage).await
                 }
             }
         };
-        let stored = stored.map_err(|e| Error::Unavailable(format!("storage task failed: {e}")))?;
         served.and(stored)
     }
 
@@ -708,11 +709,7 @@ impl InterimHttp {
     }
 }
 
-/// How long a shutdown waits for open connections to finish before it
-/// cuts them off.
-const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
-
-async fn join_storage(t: tokio::task::JoinHandle<Result<()>>) -> Result<()> {
+async fn join_storage(t: &mut tokio::task::JoinHandle<Result<()>>) -> Result<()> {
     t.await
         .map_err(|e| Error::Unavailable(format!("storage task failed: {e}")))?
 }

@@ -692,7 +692,15 @@ def test_a_bulk_load_is_not_logged_as_a_slow_request(daemon, pb):  # noqa: F811
     assert not logged, logged
 
 
-kv_url = kv  # (`kv` is a stub in the tests below)
+def stop_timed(d):
+    """Stops `d` (exit code 0 within 30 s, or the test fails and the
+    process is killed); returns the seconds it took."""
+    started = time.time()
+    try:
+        d.stop()
+    finally:
+        d.proc.kill()  # (if it did not stop)
+    return time.time() - started
 
 
 def stall(address, request, times):
@@ -721,12 +729,12 @@ def test_a_shutdown_ends_open_streams_and_stalled_resp_clients_at_once(pb):  # n
     pb2, pb2_grpc = pb
     d = Daemon("--shards", "2", "--max-value-size", str(MAX_VALUE)).wait_ready_line()
     ch = grpc.insecure_channel(d.grpc)
-    kv = pb2_grpc.KVStub(ch)
-    watch = kv.Watch(pb2.WatchRequest(prefix=b"stop:"))
+    stub = pb2_grpc.KVStub(ch)
+    watch = stub.Watch(pb2.WatchRequest(prefix=b"stop:"))
     # The daemon answers a Watch once the watcher is registered: after
     # this, no change is missed.
     watch.initial_metadata()
-    v = kv.Put(pb2.PutRequest(key=b"stop:big", value=b"v" * 60000)).version
+    v = stub.Put(pb2.PutRequest(key=b"stop:big", value=b"v" * 60000)).version
     assert next(watch).version == v
     never = threading.Event()  # the clients' streams stay open, idle
     # (Their keys are outside the watched prefix.)
@@ -740,17 +748,13 @@ def test_a_shutdown_ends_open_streams_and_stalled_resp_clients_at_once(pb):  # n
             yield pb2.PutRequest(key=b"halt:load:%d" % i, value=b"l")
         never.wait()
 
-    piped = kv.Pipeline(pipe())
+    piped = stub.Pipeline(pipe())
     assert next(piped).id == 7
-    loading = kv.BulkLoad.future(load())
+    loading = stub.BulkLoad.future(load())
     s = stall(d.resp, b"GET stop:big\r\n", 2000)
     time.sleep(0.5)
-    started = time.time()
-    try:
-        d.stop()
-    finally:
-        d.proc.kill()  # (if it did not stop)
-    assert time.time() - started < 8, f"shutdown took {time.time() - started:.1f} s"
+    took = stop_timed(d)
+    assert took < 8, f"shutdown took {took:.1f} s"
     with pytest.raises(grpc.RpcError) as ended:
         next(watch)
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
@@ -769,7 +773,7 @@ def test_a_shutdown_ends_open_streams_and_stalled_resp_clients_at_once(pb):  # n
     ch.close()
     again = Daemon(data=d.data).wait_ready_line()
     for key in [b"halt:pipe", b"halt:load:0", b"halt:load:2"]:
-        assert requests.get(kv_url(again.url, key)).status_code == 200, key
+        assert requests.get(kv(again.url, key)).status_code == 200, key
     again.stop()
     shutil.rmtree(d.data, ignore_errors=True)
 
@@ -784,12 +788,7 @@ def test_a_shutdown_cuts_off_a_stalled_http_client_after_the_drain_period():
     host = d.url.removeprefix("http://")
     s = stall(host, b"GET /v1/kv/drain:big HTTP/1.1\r\nHost: x\r\n\r\n", 2000)
     time.sleep(0.5)
-    started = time.time()
-    try:
-        d.stop()
-    finally:
-        d.proc.kill()  # (if it did not stop)
-    took = time.time() - started
+    took = stop_timed(d)
     assert 9 < took < 25, f"shutdown took {took:.1f} s"
     assert any("closing them" in l for l in d.stderr), "".join(d.stderr[-20:])
     s.close()
