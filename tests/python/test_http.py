@@ -25,6 +25,19 @@ BIN = os.environ.get("FLASHKV_BIN", os.path.join(ROOT, "target", "debug", "flash
 MAX_VALUE = 64 << 10
 
 
+STARTED = []  # every daemon the module started, killed at its end if running
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_daemon_left_running():
+    """A test that fails before stopping its daemon leaves no process."""
+    yield
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class Daemon:
     """A flashkv process on ephemeral ports; stderr is collected."""
 
@@ -37,6 +50,7 @@ class Daemon:
             stderr=subprocess.PIPE,
             text=True,
         )
+        STARTED.append(self.proc)
         self.stderr = []
         threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
 
