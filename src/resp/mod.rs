@@ -228,13 +228,10 @@ pub struct Conn {
     pub shared: Arc<Shared>,
     /// Protocol version (2, or 3 after `HELLO 3`).
     pub proto: u8,
-    /// CLIENT ID.
-    pub id: u64,
     /// CLIENT SETNAME.
     pub name: Option<Vec<u8>>,
-    /// Peer address.
-    pub peer: String,
-    /// What other connections see of this one (CLIENT LIST, CLIENT INFO).
+    /// What other connections see of this one (CLIENT LIST, CLIENT INFO),
+    /// and its id and peer address.
     pub slot: Arc<clients::Slot>,
     /// Keeps `slot` listed while the connection is open (None: internal
     /// work, never listed).
@@ -379,9 +376,7 @@ impl Conn {
         Conn {
             shared,
             proto: 2,
-            id: 0,
             name: None,
-            peer: String::new(),
             slot: Arc::new(clients::Slot::new(0, String::new(), String::new(), -1)),
             listed: None,
             quit: false,
@@ -689,7 +684,12 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
     let took = end.saturating_duration_since(start);
     let slow = &cx.shared.server.slowlog;
     if slow.is_slow(took) && !spec.flags.contains(&"skip_slowlog") {
-        slow.record(args, took, &cx.peer, cx.name.as_deref().unwrap_or_default());
+        slow.record(
+            args,
+            took,
+            &cx.slot.addr,
+            cx.name.as_deref().unwrap_or_default(),
+        );
     }
     let code = match &reply {
         Reply::Error(e) => Some(e.split(' ').next().unwrap_or("ERR")),
@@ -848,11 +848,9 @@ pub async fn serve(
                     std::os::fd::AsRawFd::as_raw_fd(&stream),
                 ));
                 let conn = Conn {
-                    id,
                     shared: shared.clone(),
                     proto: 2,
                     name: None,
-                    peer: peer.to_string(),
                             listed: Some(shared.server.clients.register(slot.clone())),
                     slot,
                     quit: false,

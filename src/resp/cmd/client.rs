@@ -65,7 +65,7 @@ fn list(cx: &Conn, a: &[Vec<u8>]) -> Result<Reply, Reply> {
             if ids.as_ref().is_some_and(|ids| !ids.contains(&slot.id)) {
                 continue;
             }
-            let me = (slot.id == cx.id).then_some("client|list");
+            let me = (slot.id == cx.slot.id).then_some("client|list");
             slot.describe(me, &mut out);
         }
     }
@@ -143,7 +143,7 @@ fn kill(cx: &Conn, a: &[Vec<u8>]) -> Result<Reply, Reply> {
                 .as_ref()
                 .is_none_or(|x| s.laddr.as_bytes() == x.as_slice())
             && maxage.is_none_or(|m| s.age_secs() >= m)
-            && !(skipme && s.id == cx.id)
+            && !(skipme && s.id == cx.slot.id)
     });
     Ok(Reply::Int(n as i64))
 }
@@ -166,7 +166,7 @@ command!(
                 Ok(Reply::OK)
             }
             b"GETNAME" if a.len() == 2 => Ok(cx.name.clone().map_or(Reply::Null, Reply::Bulk)),
-            b"ID" if a.len() == 2 => Ok(Reply::Int(cx.id as i64)),
+            b"ID" if a.len() == 2 => Ok(Reply::Int(cx.slot.id as i64)),
             b"INFO" if a.len() == 2 => {
                 let mut out = String::new();
                 cx.slot.describe(Some("client|info"), &mut out);

@@ -64,7 +64,7 @@ command!(
             (Reply::text("server"), Reply::text("redis")),
             (Reply::text("version"), Reply::text("7.2.0")),
             (Reply::text("proto"), Reply::Int(i64::from(proto))),
-            (Reply::text("id"), Reply::Int(cx.id as i64)),
+            (Reply::text("id"), Reply::Int(cx.slot.id as i64)),
             (Reply::text("mode"), Reply::text("standalone")),
             (Reply::text("role"), Reply::text("master")),
             (Reply::text("modules"), Reply::Array(vec![])),
