@@ -86,8 +86,8 @@ impl Slot {
         self.since.elapsed().as_secs()
     }
 
-    /// Asks the connection to close (CLIENT KILL): it stops before its
-    /// next read.
+    /// Asks the connection to close (CLIENT KILL): it stops at its next
+    /// read, or in the reply write it is waiting on.
     fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
         // A stored permit if the connection is not waiting yet.
@@ -215,8 +215,8 @@ impl Clients {
     }
 
     /// Kills every open connection `pick` chooses (CLIENT KILL): they
-    /// leave the list at once and close before their next read. Returns
-    /// how many.
+    /// leave the list at once and close (mid-write too). Returns how
+    /// many.
     pub fn kill(&self, mut pick: impl FnMut(&Slot) -> bool) -> usize {
         let mut open = self.open.lock().expect("client registry lock");
         let ids: Vec<u64> = open.values().filter(|s| pick(s)).map(|s| s.id).collect();

@@ -75,8 +75,9 @@ fn list(cx: &Conn, a: &[Vec<u8>]) -> Result<Reply, Reply> {
 /// `CLIENT KILL addr` (the old form: OK, or an error if no connection
 /// has that address) or `CLIENT KILL filter value ...` (ID, TYPE, USER,
 /// ADDR, LADDR, SKIPME, MAXAGE: how many were killed). Killed connections
-/// leave CLIENT LIST at once and close before their next read, after the
-/// reply to a command they are running.
+/// leave CLIENT LIST at once and close, after the reply to a command they
+/// are running (one that waits for a client that stopped reading is cut
+/// off).
 fn kill(cx: &Conn, a: &[Vec<u8>]) -> Result<Reply, Reply> {
     let clients = &cx.shared.server.clients;
     if a.len() == 3 {
