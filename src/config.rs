@@ -49,6 +49,12 @@ pub struct Flags {
     /// the client's deadline (grpc-timeout). [default: 30000]
     #[arg(long)]
     pub request_timeout_ms: Option<u64>,
+    /// At a shutdown (SIGTERM, SIGINT), connections still open this many
+    /// milliseconds later are cut off; streams (Watch, Pipeline, BulkLoad)
+    /// end at once either way. 0 cuts every connection off at once.
+    /// [default: 10000]
+    #[arg(long)]
+    pub shutdown_drain_ms: Option<u64>,
     /// Log requests slower than this many milliseconds (0: off). [default: 500]
     #[arg(long)]
     pub slow_request_ms: Option<u64>,
@@ -270,6 +276,7 @@ impl Flags {
             txn_idle_timeout_ms: self.txn_idle_timeout_ms.or(file.txn_idle_timeout_ms),
             max_connections: self.max_connections.or(file.max_connections),
             request_timeout_ms: self.request_timeout_ms.or(file.request_timeout_ms),
+            shutdown_drain_ms: self.shutdown_drain_ms.or(file.shutdown_drain_ms),
             shards: self.shards.or(file.shards),
             split_keys: self.split_keys.or(file.split_keys),
             sync: self.sync.or(file.sync),
@@ -406,6 +413,9 @@ impl Config {
                 request_timeout: Duration::from_millis(
                     flags.request_timeout_ms.unwrap_or(30_000).max(1),
                 ),
+                shutdown_drain: flags
+                    .shutdown_drain_ms
+                    .map_or(crate::api::SHUTDOWN_DRAIN, Duration::from_millis),
             },
             partitioner,
             store,
@@ -438,6 +448,7 @@ mod tests {
             Config::from_flags(Flags::parse_from(["flashkv", "--log-append", "write"])).unwrap();
         assert_eq!(w.log_append, LogAppend::Write);
         assert!(c.partitioner.is_none());
+        assert_eq!(c.conn_limits.shutdown_drain, Duration::from_secs(10));
     }
 
     #[test]
@@ -446,7 +457,7 @@ mod tests {
         let path = dir.path().join("flashkv.toml");
         std::fs::write(
             &path,
-            "data-dir = \"/srv/kv\"\nsync = \"interval:1000\"\nshards = 3\n",
+            "data-dir = \"/srv/kv\"\nsync = \"interval:1000\"\nshards = 3\nshutdown-drain-ms = 2500\n",
         )
         .unwrap();
         let c = Config::from_flags(Flags::parse_from([
@@ -460,6 +471,16 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/srv/kv"));
         assert_eq!(c.store.sync, SyncPolicy::None);
         assert_eq!(c.partitioner, Some(Partitioner::hash(3).unwrap()));
+        assert_eq!(c.conn_limits.shutdown_drain, Duration::from_millis(2500));
+        let now = Config::from_flags(Flags::parse_from([
+            "flashkv",
+            "--config",
+            path.to_str().unwrap(),
+            "--shutdown-drain-ms",
+            "0",
+        ]))
+        .unwrap();
+        assert_eq!(now.conn_limits.shutdown_drain, Duration::ZERO);
         std::fs::write(&path, "no-such-key = 1\n").unwrap();
         let err = Config::from_flags(Flags::parse_from([
             "flashkv",

@@ -985,7 +985,8 @@ async fn metrics_text(State(st): State<HttpState>) -> Response {
 const TOO_MANY: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 92\r\n\r\n{\"error\":{\"code\":\"too_many_connections\",\"message\":\"the server is at its connection limit\"}}\n";
 
 /// Serves `app` on `listener` until `shutdown` turns true, then lets open
-/// connections finish their current request (up to ten seconds).
+/// connections finish their current request (up to the drain period,
+/// [`ConnLimits::shutdown_drain`](crate::api::ConnLimits::shutdown_drain)).
 ///
 /// Each connection is its own task, so a slow or stalled client holds only
 /// its own buffers (hyper's, bounded) and never blocks another; a client
@@ -1051,7 +1052,7 @@ pub async fn serve(
         }
     }
     drop(acceptor);
-    if tokio::time::timeout(crate::api::SHUTDOWN_DRAIN, graceful.shutdown())
+    if tokio::time::timeout(limits.shutdown_drain, graceful.shutdown())
         .await
         .is_err()
     {

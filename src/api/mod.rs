@@ -51,9 +51,10 @@ impl Limits {
     }
 }
 
-/// How long a shutdown waits for open connections to finish (HTTP's
-/// graceful close; then every connection still open is cut off,
-/// `shard::runtime`).
+/// How long a shutdown waits for open connections to finish by default
+/// (HTTP's graceful close; then every connection still open is cut off,
+/// `shard::runtime`); `--shutdown-drain-ms` sets it
+/// ([`ConnLimits::shutdown_drain`]).
 pub const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Limits every network edge applies to its connections.
@@ -64,6 +65,9 @@ pub struct ConnLimits {
     pub max_connections: usize,
     /// HTTP request deadline (and header read timeout).
     pub request_timeout: Duration,
+    /// How long a shutdown waits for open connections before it cuts them
+    /// off.
+    pub shutdown_drain: Duration,
 }
 
 impl Default for ConnLimits {
@@ -71,6 +75,7 @@ impl Default for ConnLimits {
         ConnLimits {
             max_connections: 10_000,
             request_timeout: Duration::from_secs(30),
+            shutdown_drain: SHUTDOWN_DRAIN,
         }
     }
 }

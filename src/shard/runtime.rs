@@ -459,15 +459,15 @@ impl ShardCtx {
         });
         let reclaimer =
             crate::resp::coll::reclaimer(router.clone(), self.id as usize, self.shutdown.clone());
-        // From the shutdown on, open connections get SHUTDOWN_DRAIN to
+        // From the shutdown on, open connections get the drain period to
         // finish; then they are cut off (a client that keeps a stream open,
         // or stops reading its replies, must not keep the daemon from
         // stopping).
-        const DRAIN: std::time::Duration = crate::api::SHUTDOWN_DRAIN;
+        let drain = self.conn_limits.shutdown_drain;
         let mut stopping = self.shutdown.clone();
         let drained = async move {
             let _ = stopping.wait_for(|s| *s).await;
-            tokio::time::sleep(DRAIN).await;
+            tokio::time::sleep(drain).await;
         };
         tokio::pin!(drained);
         let servers = async {
@@ -489,7 +489,7 @@ impl ShardCtx {
             (grpc, http, resp, ()) = servers => grpc.and(http).and(resp),
             () = &mut drained => {
                 cut_off = true;
-                tracing::warn!(shard = self.id, "connections still open {DRAIN:?} after the shutdown began; closing them");
+                tracing::warn!(shard = self.id, "connections still open {drain:?} after the shutdown began; closing them");
                 Ok(())
             }
         };
