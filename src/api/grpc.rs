@@ -533,6 +533,9 @@ impl Kv for KvService {
         let filter = WatchFilter::new(r.key, r.prefix, r.start, r.end)?;
         let clock = self.coord.clock().clone();
         let (tx, rx) = mpsc::channel(1024);
+        // The status that ends the stream goes out after the events queued
+        // before it, however full the buffer was when the task stopped.
+        let (end_tx, end_rx) = tokio::sync::oneshot::channel::<Status>();
         let mut stopping = self.stopping.clone();
         // Registered before answering, so nothing after the start is missed.
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
@@ -573,7 +576,7 @@ impl Kv for KvService {
             loop {
                 tokio::select! {
                     () = stopped(&mut stopping) => {
-                        let _ = tx.try_send(Err(shutting_down(ordered.next())));
+                        let _ = end_tx.send(shutting_down(ordered.next()));
                         return;
                     }
                     got = w.rx.recv() => match got {
@@ -583,7 +586,7 @@ impl Kv for KvService {
                             }
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            let _ = tx.send(Err(lagged(ordered.next()))).await;
+                            let _ = end_tx.send(lagged(ordered.next()));
                             return;
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -602,7 +605,7 @@ impl Kv for KvService {
                             }
                         }
                         Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
-                            let _ = tx.send(Err(lagged(ordered.next()))).await;
+                            let _ = end_tx.send(lagged(ordered.next()));
                             return;
                         }
                         Err(_) => break,
@@ -616,23 +619,25 @@ impl Kv for KvService {
                         value: c.value.clone().unwrap_or_default(),
                         version: c.version,
                     };
-                    // A watcher that stopped reading (its buffer full) is
-                    // left at a shutdown: the connection is cut off.
+                    // A shutdown while the buffer is full ends the stream
+                    // after what is queued, resuming at this event's
+                    // version (its events already queued come again).
                     tokio::select! {
                         sent = tx.send(Ok(ev)) => if sent.is_err() {
                             return;
                         },
-                        () = stopped(&mut stopping) => return,
+                        () = stopped(&mut stopping) => {
+                            let _ = end_tx.send(shutting_down(c.version));
+                            return;
+                        }
                     }
                 }
                 if let Some(v) = failed {
-                    let _ = tx
-                        .send(Err(Status::unavailable(format!(
-                            "the cross-shard commit at version {v} could not be applied on every \
-                             shard (an I/O error) and completes only when the daemon restarts; \
-                             read the watched keys again after the restart, then watch from there"
-                        ))))
-                        .await;
+                    let _ = end_tx.send(Status::unavailable(format!(
+                        "the cross-shard commit at version {v} could not be applied on every \
+                         shard (an I/O error) and completes only when the daemon restarts; \
+                         read the watched keys again after the restart, then watch from there"
+                    )));
                     return;
                 }
             }
@@ -640,7 +645,8 @@ impl Kv for KvService {
         first_rx
             .await
             .map_err(|_| Status::unavailable("the watch task stopped"))??;
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let end = futures::stream::once(end_rx).filter_map(|r| async move { r.ok().map(Err) });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).chain(end))))
     }
 
     type ScanStream = BoxStream<KeyValue>;

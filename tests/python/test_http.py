@@ -792,6 +792,49 @@ def test_a_shutdown_ends_open_streams_and_stalled_resp_clients_at_once(pb):  # n
     shutil.rmtree(d.data, ignore_errors=True)
 
 
+def test_a_shutdown_ends_a_lagging_watch_after_its_queued_events(pb):  # noqa: F811
+    """SIGTERM while a Watch consumer is far behind (its buffers full): the
+    events queued for it still arrive, then UNAVAILABLE naming a version to
+    resume from at or below the next one it has not seen, with nothing
+    before that version missed. (Until session 27 the status was dropped
+    when the buffer was full: the stream ended OK after the queued events,
+    as if there were nothing more.)"""
+    import grpc
+
+    pb2, pb2_grpc = pb
+    d = Daemon("--shards", "2", "--max-value-size", str(MAX_VALUE)).wait_ready_line()
+    ch = grpc.insecure_channel(d.grpc)
+    stub = pb2_grpc.KVStub(ch)
+    watch = stub.Watch(pb2.WatchRequest(prefix=b"lag:"))
+    watch.initial_metadata()  # (the watcher is registered)
+    # 80 commits of 50 keys, 2 KB each: 8 MB, past every buffer between
+    # the daemon's watch task and this unread stream.
+    written = set()
+    for b in range(80):
+        muts = [pb2.Mutation(put=pb2.PutRequest(key=b"lag:%03d:%02d" % (b, i), value=b"w" * 2048)) for i in range(50)]
+        written.add(stub.Write(pb2.WriteRequest(mutations=muts)).version)
+    time.sleep(0.5)
+    d.proc.send_signal(signal.SIGTERM)
+    seen = {}
+    with pytest.raises(grpc.RpcError) as ended:
+        for ev in watch:
+            seen[ev.version] = seen.get(ev.version, 0) + 1
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
+    resume = re.search(r"resume with start_version (\d+)", ended.value.details())
+    assert resume, ended.value.details()
+    resume = int(resume.group(1))
+    assert seen, "no event arrived"
+    assert resume <= max(seen) + 1, (resume, max(seen))
+    # Every commit before the resume point arrived whole.
+    for v in sorted(written):
+        if v < resume:
+            assert seen.get(v) == 50, (v, seen.get(v), resume)
+    assert resume <= max(written), "the test should stop the stream mid-way"
+    assert d.proc.wait(timeout=30) == 0, "".join(d.stderr[-20:])
+    ch.close()
+    shutil.rmtree(d.data, ignore_errors=True)
+
+
 @pytest.mark.parametrize(
     "flags,low,high",
     [([], 9, 25), (["--shutdown-drain-ms", "1500"], 1.4, 8)],
