@@ -94,6 +94,18 @@ impl Slot {
         self.wake.notify_one();
     }
 
+    /// Ends the connection's blocking command, if it runs one (the client
+    /// hung up, or the daemon is stopping): as a kill, without a
+    /// CLIENT KILL.
+    pub fn hang_up(&self) {
+        self.kill();
+    }
+
+    /// Whether the connection has been killed (or hung up).
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+
     /// Resolves once the connection has been killed.
     pub async fn killed(&self) {
         while !self.killed.load(Ordering::SeqCst) {

@@ -12,6 +12,7 @@
 //! retry if it has (optimistic concurrency on the engine's version check).
 //! Commands live one per file in [`cmd`]; the protocol is [`proto`].
 
+pub mod blocking;
 pub mod clients;
 pub mod cmd;
 pub mod coll;
@@ -87,6 +88,8 @@ pub struct Server {
     pub clients: Arc<clients::Clients>,
     /// SLOWLOG.
     pub slowlog: slowlog::SlowLog,
+    /// The clients blocked on keys (BLPOP and the other blocking pops).
+    pub wakeups: blocking::Wakeups,
 }
 
 /// A counter alone on its cache lines.
@@ -105,6 +108,7 @@ impl Server {
             cursors: Mutex::new(Cursors::default()),
             clients: Arc::new(clients::Clients::default()),
             slowlog: slowlog::SlowLog::default(),
+            wakeups: blocking::Wakeups::default(),
         })
     }
 }
@@ -255,6 +259,9 @@ pub struct Conn {
     /// The transaction EXEC runs its queue in: reads and writes of the
     /// commands go through it while it is set.
     pub txn: std::sync::Mutex<Option<crate::txn::Txn>>,
+    /// Nanoseconds the running command has waited in a blocking pop (left
+    /// out of its latency, as Redis leaves it out of SLOWLOG).
+    pub blocked_ns: std::sync::atomic::AtomicU64,
 }
 
 /// A MULTI block being queued.
@@ -387,6 +394,7 @@ impl Conn {
             multi: None,
             watched: Vec::new(),
             txn: std::sync::Mutex::new(None),
+            blocked_ns: Default::default(),
         }
     }
 
@@ -673,6 +681,9 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
     }
     let start = cx.mark.take().unwrap_or_else(Instant::now);
     let reply = (spec.run)(cx, args).await;
+    if !matches!(reply, Reply::Error(_)) {
+        wake_blocked(cx, spec, args);
+    }
     let end = Instant::now();
     cx.mark = Some(end);
     cx.shared.count_command();
@@ -681,6 +692,14 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
         end,
         cx.multi.as_ref().map(|m| (m.queued.len(), m.bytes)),
     );
+    // A blocking pop's wait is not its run time.
+    let start = match cx.blocked_ns.load(Ordering::Relaxed) {
+        0 => start,
+        _ => {
+            let waited = Duration::from_nanos(cx.blocked_ns.swap(0, Ordering::Relaxed));
+            start.checked_add(waited).unwrap_or(end).min(end)
+        }
+    };
     let took = end.saturating_duration_since(start);
     let slow = &cx.shared.server.slowlog;
     if slow.is_slow(took) && !spec.flags.contains(&"skip_slowlog") {
@@ -703,6 +722,49 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
 enum Owed {
     Ready(Reply),
     Set(Instant, crate::storage::service::PendingWrite),
+}
+
+/// After write command `args` (of `spec`) ran on `cx`: wakes the clients
+/// blocked on its keys, which it may have given elements ([`blocking`]).
+/// Inside EXEC it does nothing: EXEC wakes them once its transaction
+/// commits.
+pub(crate) fn wake_blocked(cx: &Conn, spec: &cmd::Spec, args: &[Vec<u8>]) {
+    if !spec.flags.contains(&"write") {
+        return;
+    }
+    let server = &cx.shared.server;
+    // (See `Wakeups::notify`.)
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if server.wakeups.blocked() == 0 || cx.txn.lock().expect("txn lock").is_some() {
+        return;
+    }
+    let (first, last, step) = spec.keys;
+    if first <= 0 || step <= 0 {
+        return;
+    }
+    let n = args.len() as i32;
+    let last = if last < 0 { n + last } else { last.min(n - 1) };
+    let mut i = first;
+    while i <= last {
+        server.wakeups.notify(&args[i as usize]);
+        i += step;
+    }
+}
+
+/// Whether `args` is a blocking pop (it may wait for another client's
+/// push; see [`blocking`]).
+fn is_blocking(args: &[Vec<u8>]) -> bool {
+    const BLOCKING: [&[u8]; 8] = [
+        b"blpop",
+        b"brpop",
+        b"blmove",
+        b"brpoplpush",
+        b"blmpop",
+        b"bzpopmin",
+        b"bzpopmax",
+        b"bzmpop",
+    ];
+    BLOCKING.iter().any(|b| args[0].eq_ignore_ascii_case(b))
 }
 
 /// A plain `SET key value` (no options): a blind write that can be queued
@@ -861,6 +923,7 @@ pub async fn serve(
                     multi: None,
                     watched: Vec::new(),
                     txn: std::sync::Mutex::new(None),
+                    blocked_ns: Default::default(),
                 };
                 let stop = shutdown.clone();
                 let tls = shared.tls.clone();
@@ -932,6 +995,8 @@ async fn connection(
     let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut owed: VecDeque<Owed> = VecDeque::new();
     let mut cmds: Vec<Vec<Vec<u8>>> = Vec::new();
+    // Input read while a blocking command waited, not parsed yet.
+    let mut read_more = false;
     loop {
         // Every complete command first (then the reads among them can be
         // prefetched together), then a malformed frame if one follows.
@@ -974,7 +1039,46 @@ async fn connection(
                 out.capacity(),
                 args.iter().map(Vec::len).sum(),
             );
-            let reply = execute(&mut cx, &args).await;
+            let reply = if cx.multi.is_none() && is_blocking(&args) {
+                // A blocking pop may wait long: meanwhile the client's input
+                // is read (kept for after it), so that a client hanging up
+                // or a shutdown ends the wait. The replies before it go
+                // out first.
+                if !out.is_empty() {
+                    send(&mut stream, &out, &cx.slot, &mut shutdown).await?;
+                    out.clear();
+                }
+                let slot = cx.slot.clone();
+                let run = execute(&mut cx, &args);
+                tokio::pin!(run);
+                let mut open = true;
+                let reply = loop {
+                    tokio::select! {
+                        biased;
+                        reply = &mut run => break reply,
+                        n = stream.read_buf(&mut buf), if open && buf.len() <= limit => match n {
+                            Ok(0) | Err(_) => {
+                                open = false;
+                                slot.hang_up();
+                            }
+                            Ok(_) => read_more = true,
+                        },
+                        _ = shutdown.wait_for(|s| *s), if open => {
+                            open = false;
+                            slot.hang_up();
+                        }
+                    }
+                };
+                // Ended by CLIENT KILL, the client hanging up or the
+                // shutdown, with nothing popped: closed without a reply,
+                // as Redis closes it.
+                if slot.is_killed() && matches!(reply, Reply::Null | Reply::NullArray) {
+                    return Ok(());
+                }
+                reply
+            } else {
+                execute(&mut cx, &args).await
+            };
             reads_only &= cx.last_readonly;
             reply.encode(cx.proto, &mut out);
             if cx.quit {
@@ -1017,6 +1121,10 @@ async fn connection(
             Reply::err("Protocol error: query buffer limit exceeded").encode(cx.proto, &mut out);
             send(&mut stream, &out, &cx.slot, &mut shutdown).await?;
             return Ok(());
+        }
+        if std::mem::take(&mut read_more) {
+            cx.mark = None;
+            continue;
         }
         buf.reserve(16 << 10);
         let n = tokio::select! {

@@ -638,3 +638,217 @@ def test_zscan_answers_scores_as_strings_in_resp3_too(daemon):
         assert raw(c, "ZSCAN", "d:zs", 0) == [b"0", [b"a", b"1", b"b", b"2.5"]]
     finally:
         c.close()
+
+
+def blocked_clients(c):
+    return c.info("clients")["blocked_clients"]
+
+
+def wait_until(what, timeout=10):
+    deadline = time.time() + timeout
+    while not what():
+        assert time.time() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def in_thread(fn):
+    """Runs fn in a thread; returns a function that joins it and gives its
+    result (or raises its exception)."""
+    out = {}
+
+    def run():
+        try:
+            out["v"] = fn()
+        except BaseException as e:  # noqa: B902 (handed to the test)
+            out["e"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+
+    def join(timeout=10):
+        t.join(timeout)
+        assert not t.is_alive(), "the blocked call did not return"
+        if "e" in out:
+            raise out["e"]
+        return out.get("v")
+
+    return join
+
+
+def test_blocking_pops_serve_at_once_wait_for_a_push_and_time_out(r, daemon):
+    a, b, c, z, dst = fresh(r, "bl:a", "bl:b", "bl:c", "bl:z", "bl:dst")
+    r.rpush(a, "1", "2")
+    r.rpush(b, "3", "4")
+    # Available at once: the first key (in order) with an element.
+    assert r.blpop([b, a], timeout=1) == (b"bl:b", b"3")
+    assert r.brpop([b, a], timeout=1) == (b"bl:b", b"4")
+    assert r.brpop([b, a], timeout=1) == (b"bl:a", b"2")
+    assert r.blpop([c, a], timeout=0) == (b"bl:a", b"1")
+    # Nothing to pop: nil once the timeout has passed (fractions allowed).
+    r.slowlog_reset()
+    started = time.time()
+    assert r.blpop([a, b], timeout=0.3) is None
+    assert 0.25 < time.time() - started < 5
+    # The wait is not run time: SLOWLOG (10 ms) has no entry for it.
+    assert not [e for e in r.slowlog_get(-1) if e["command"].startswith(b"BLPOP")], r.slowlog_get(-1)
+    assert raw(r, "BRPOPLPUSH", a, dst, "0.1") is None
+    assert raw(r, "BZPOPMIN", z, "0.1") is None
+    # Waiting, on keys of both shards: a push by another client serves it.
+    for key in [a, b]:
+        other = daemon.client()
+        join = in_thread(lambda: other.blpop([a, b], timeout=0))
+        wait_until(lambda: blocked_clients(r) == 1)
+        r.rpush(key, "x", "y")
+        assert join() == (key.encode(), b"x")
+        assert blocked_clients(r) == 0
+        assert r.lrange(key, 0, -1) == [b"y"]
+        r.delete(key)
+        other.close()
+    # BLMOVE and BRPOPLPUSH move the element that arrives.
+    other = daemon.client()
+    join = in_thread(lambda: other.blmove(a, dst, 0, "LEFT", "RIGHT"))
+    wait_until(lambda: blocked_clients(r) == 1)
+    r.lpush(a, "moved")
+    assert join() == b"moved"
+    join = in_thread(lambda: other.brpoplpush(a, dst, 0))
+    wait_until(lambda: blocked_clients(r) == 1)
+    r.rpush(a, "again")
+    assert join() == b"again"
+    assert r.lrange(dst, 0, -1) == [b"again", b"moved"] and r.exists(a) == 0
+    # BZPOPMIN and BZPOPMAX, woken by ZADD.
+    join = in_thread(lambda: other.bzpopmax([c, z], timeout=0))
+    wait_until(lambda: blocked_clients(r) == 1)
+    r.zadd(z, {"lo": 1, "hi": 2})
+    assert join() == (b"bl:z", b"hi", 2.0)
+    assert r.bzpopmin([c, z], timeout=1) == (b"bl:z", b"lo", 1.0)
+    # BLMPOP and BZMPOP take up to COUNT of what arrives.
+    join = in_thread(lambda: other.blmpop(0, 2, c, a, direction="RIGHT", count=5))
+    wait_until(lambda: blocked_clients(r) == 1)
+    r.rpush(a, "m1", "m2", "m3")
+    assert join() == [b"bl:a", [b"m3", b"m2", b"m1"]]
+    join = in_thread(lambda: other.bzmpop(0, 1, [z], min=True, count=2))
+    wait_until(lambda: blocked_clients(r) == 1)
+    r.zadd(z, {"z1": 1, "z2": 2, "z3": 3})
+    assert join() == [b"bl:z", [[b"z1", b"1"], [b"z2", b"2"]]]
+    assert r.lmpop(1, c, direction="LEFT") is None
+    assert r.zmpop(2, [c, z], max=True) == [b"bl:z", [[b"z3", b"3"]]]
+    # A push inside MULTI/EXEC wakes it once the transaction commits.
+    join = in_thread(lambda: other.brpop([c], timeout=0))
+    wait_until(lambda: blocked_clients(r) == 1)
+    p = r.pipeline(transaction=True)
+    p.rpush(c, "in-exec")
+    p.execute()
+    assert join() == (b"bl:c", b"in-exec")
+    other.close()
+
+
+def test_blocking_pop_errors_and_exec_as_redis(r):
+    a, s, z = fresh(r, "be:a", "be:s", "be:z")
+    err(lambda: r.execute_command("BLPOP", a, "-1"), "timeout is negative")
+    err(lambda: r.execute_command("BLPOP", a, "soon"), "timeout is not a float or out of range")
+    err(lambda: r.execute_command("BLPOP", a), "wrong number of arguments for 'blpop' command")
+    err(lambda: r.execute_command("BLMOVE", a, s, "UP", "LEFT", "1"), "syntax error")
+    err(lambda: r.execute_command("BZPOPMIN", z), "wrong number of arguments for 'bzpopmin' command")
+    err(lambda: r.execute_command("LMPOP", 0, a, "LEFT"), "numkeys should be greater than 0")
+    err(lambda: r.execute_command("LMPOP", 2, a, "LEFT"), "syntax error")
+    err(lambda: r.execute_command("ZMPOP", 1, z, "LEFT"), "syntax error")
+    err(lambda: r.execute_command("LMPOP", 1, a, "LEFT", "COUNT", 0), "count should be greater than 0")
+    err(lambda: r.execute_command("BZMPOP", "-1", 1, z, "MIN"), "timeout is negative")
+    err(lambda: r.execute_command("BLMPOP", 0, 1, a), "wrong number of arguments for 'blmpop' command")
+    r.set(s, "text")
+    err(lambda: r.blpop([s, a], timeout=1), WRONGTYPE)
+    err(lambda: r.bzpopmin([s], timeout=1), WRONGTYPE)
+    err(lambda: r.lmpop(2, a, s, direction="LEFT"), WRONGTYPE)
+    # (An empty source is nil before the destination's type matters.)
+    assert r.brpoplpush(a, s, timeout=0.1) is None
+    r.rpush(a, "e")
+    err(lambda: r.brpoplpush(a, s, timeout=1), WRONGTYPE)
+    # A list before a key of the wrong type is served, as in Redis.
+    assert r.blpop([a, s], timeout=1) == (b"be:a", b"e")
+    # Inside EXEC a blocking pop does not wait.
+    p = r.pipeline(transaction=True)
+    p.blpop([a], timeout=0)
+    p.rpush(a, "later")
+    p.blpop([a], timeout=0)
+    started = time.time()
+    assert p.execute() == [None, 1, (b"be:a", b"later")]
+    assert time.time() - started < 5
+    info = raw(r, "COMMAND", "INFO", "blpop")[0]
+    flags = [f if isinstance(f, bytes) else f.encode() for f in info[2]]
+    assert info[1] == -3 and flags == [b"write", b"blocking"] and info[3:6] == [1, -2, 1], info
+
+
+def test_blocked_consumers_share_pushed_elements_exactly_once(daemon):
+    """Workers blocked in BRPOP on a queue (as job queues run) take every
+    element pushed exactly once."""
+    c = daemon.client()
+    (q,) = fresh(c, "bq:jobs")
+    workers, jobs = 6, 300
+    got, lock = [], threading.Lock()
+
+    def worker():
+        x = daemon.client()
+        while True:
+            _, job = x.brpop([q], timeout=0)
+            if job == b"stop":
+                break
+            with lock:
+                got.append(job)
+        x.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    [t.start() for t in threads]
+    wait_until(lambda: blocked_clients(c) == workers)
+    for i in range(jobs):
+        c.lpush(q, f"job{i}")
+    wait_until(lambda: len(got) == jobs)
+    c.lpush(q, *["stop"] * workers)
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive()
+    assert sorted(got) == sorted(f"job{i}".encode() for i in range(jobs))
+    assert c.exists(q) == 0 and blocked_clients(c) == 0
+    c.close()
+
+
+def test_a_blocked_client_that_leaves_takes_nothing_and_a_shutdown_ends_the_wait():
+    d = Daemon("--shards", "2")
+    c = d.client()
+    # A client that hangs up while blocked: it leaves, and a later push
+    # stays in the list.
+    s = socket.create_connection((d.host, d.port))
+    s.sendall(b"*3\r\n$5\r\nBLPOP\r\n$5\r\ngone1\r\n$1\r\n0\r\n")
+    wait_until(lambda: blocked_clients(c) == 1)
+    s.close()
+    wait_until(lambda: blocked_clients(c) == 0)
+    c.rpush("gone1", "kept")
+    time.sleep(0.3)
+    assert c.lrange("gone1", 0, -1) == [b"kept"]
+    # CLIENT KILL of a blocked client.
+    k = d.client(single_connection_client=True)
+    kid = k.client_id()
+    join = in_thread(lambda: k.blpop(["gone2"], timeout=0))
+    wait_until(lambda: blocked_clients(c) == 1)
+    assert c.client_kill_filter(_id=kid) == 1
+    with pytest.raises(redis.ConnectionError):
+        join()
+    wait_until(lambda: blocked_clients(c) == 0)
+    # The replies before a blocking pop in a pipeline arrive while it waits.
+    p = socket.create_connection((d.host, d.port))
+    p.sendall(b"*1\r\n$4\r\nPING\r\n*3\r\n$5\r\nBLPOP\r\n$5\r\ngone4\r\n$1\r\n0\r\n")
+    p.settimeout(5)
+    assert p.recv(100) == b"+PONG\r\n"
+    wait_until(lambda: blocked_clients(c) == 1)
+    p.close()
+    wait_until(lambda: blocked_clients(c) == 0)
+    # A shutdown while a client waits with no timeout: the daemon stops at
+    # once (not after the drain period).
+    w = socket.create_connection((d.host, d.port))
+    w.sendall(b"*3\r\n$5\r\nBRPOP\r\n$5\r\ngone3\r\n$1\r\n0\r\n")
+    wait_until(lambda: blocked_clients(c) == 1)
+    c.close()
+    started = time.time()
+    d.stop()
+    assert time.time() - started < 8
+    w.close()
+    shutil.rmtree(d.data, ignore_errors=True)

@@ -53,7 +53,15 @@ command!(
                 .take()
                 .expect("the EXEC transaction is still set");
             match coord.commit(t).await.map_err(error_reply)? {
-                Commit::Committed { .. } => return Ok(Reply::Array(replies)),
+                Commit::Committed { .. } => {
+                    for args in &m.queued {
+                        let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+                        if let Some(spec) = crate::resp::cmd::lookup(&name) {
+                            crate::resp::wake_blocked(cx, spec, args);
+                        }
+                    }
+                    return Ok(Reply::Array(replies));
+                }
                 Commit::Aborted(_) => continue,
             }
         }

@@ -2,9 +2,9 @@
 //! replication, cluster, keyspace. Replication and cluster describe a
 //! standalone primary (`role:master`, `cluster_enabled:0`): clients and
 //! test suites read them to tell a standalone server from a replica or a
-//! cluster node. No command blocks and there is no client tracking, so
-//! `blocked_clients` and `tracking_clients` are 0 (`redis-cli --stat`
-//! prints a missing field as -2^63).
+//! cluster node. `blocked_clients` counts the clients waiting in a
+//! blocking pop; there is no client tracking, so `tracking_clients` is 0
+//! (`redis-cli --stat` prints a missing field as -2^63).
 
 use std::fmt::Write as _;
 
@@ -31,9 +31,10 @@ async fn section(cx: &Conn, name: &str, out: &mut String) -> Result<(), Reply> {
         "clients" => {
             let _ = write!(
                 out,
-                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\ntracking_clients:0\r\n\r\n",
+                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\ntracking_clients:0\r\n\r\n",
                 crate::metrics::metrics().open("resp"),
-                sh.conn_limits.max_connections
+                sh.conn_limits.max_connections,
+                sh.server.wakeups.blocked()
             );
         }
         "memory" => {

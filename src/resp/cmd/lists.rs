@@ -158,6 +158,105 @@ pub async fn pop_command(
     })
 }
 
+/// BLPOP and BRPOP: `args` = name key [key ...] timeout. Pops from the
+/// first key (in order) with an element, waiting for one up to the
+/// timeout; [key, element], or a null array on timeout.
+pub async fn bpop_command(
+    cx: &crate::resp::Conn,
+    args: &[Vec<u8>],
+    left: bool,
+) -> Result<Reply, Reply> {
+    use crate::resp::coll::Kind;
+    let keys = &args[1..args.len() - 1];
+    let block = crate::resp::blocking::Block::new(cx, keys, &args[args.len() - 1])?;
+    loop {
+        for k in keys {
+            // A read first: an empty key costs no write.
+            let len = cx.read_coll(k, Kind::List).await?.map_or(0, |l| l.meta.len);
+            if len == 0 {
+                continue;
+            }
+            let popped = cx.mutate(k, Kind::List, move |c| pop(c, 1, left)).await?;
+            if let Some(e) = popped.into_iter().next() {
+                return Ok(Reply::Array(vec![Reply::Bulk(k.clone()), Reply::Bulk(e)]));
+            }
+        }
+        if !block.wait().await {
+            return Ok(Reply::NullArray);
+        }
+    }
+}
+
+/// LMPOP and BLMPOP: `args` = `name [timeout] numkeys key [key ...]
+/// LEFT|RIGHT [COUNT count]`. Pops up to count elements from the first key
+/// (in order) with any, BLMPOP waiting for one up to the timeout;
+/// [key, [element ...]], or a null array.
+pub async fn mpop_command(
+    cx: &crate::resp::Conn,
+    args: &[Vec<u8>],
+    blocking: bool,
+) -> Result<Reply, Reply> {
+    use crate::resp::blocking::{Block, mpop_args, parse_timeout};
+    use crate::resp::coll::Kind;
+    if blocking {
+        parse_timeout(&args[1])?;
+    }
+    let (keys, left, count) = mpop_args(args, if blocking { 2 } else { 1 }, [b"LEFT", b"RIGHT"])?;
+    let block = if blocking {
+        Some(Block::new(cx, keys, &args[1])?)
+    } else {
+        for k in keys {
+            cx.check_key(k)?;
+        }
+        None
+    };
+    loop {
+        for k in keys {
+            // A read first: an empty key costs no write.
+            let len = cx.read_coll(k, Kind::List).await?.map_or(0, |l| l.meta.len);
+            if len == 0 {
+                continue;
+            }
+            let popped = cx
+                .mutate(k, Kind::List, move |c| pop(c, count, left))
+                .await?;
+            if !popped.is_empty() {
+                return Ok(Reply::Array(vec![
+                    Reply::Bulk(k.clone()),
+                    Reply::Array(popped.into_iter().map(Reply::Bulk).collect()),
+                ]));
+            }
+        }
+        match &block {
+            Some(b) if b.wait().await => {}
+            _ => return Ok(Reply::NullArray),
+        }
+    }
+}
+
+/// BLMOVE and BRPOPLPUSH: LMOVE, waiting up to `timeout` for `src` to have
+/// an element; the element, or nil on timeout.
+pub async fn bmove_command(
+    cx: &crate::resp::Conn,
+    src: &[u8],
+    dst: &[u8],
+    from_left: bool,
+    to_left: bool,
+    timeout: &[u8],
+) -> Result<Reply, Reply> {
+    let block = crate::resp::blocking::Block::new(cx, &[src.to_vec()], timeout)?;
+    cx.check_key(dst)?;
+    loop {
+        match move_element(cx, src, dst, from_left, to_left).await? {
+            Reply::Null => {}
+            moved => return Ok(moved),
+        }
+        if !block.wait().await {
+            return Ok(Reply::Null);
+        }
+    }
+}
+
 /// Parses LEFT or RIGHT.
 pub fn side(b: &[u8]) -> Result<bool, Reply> {
     match b.to_ascii_uppercase().as_slice() {

@@ -140,10 +140,16 @@ mod hsetnx;
 mod hstrlen;
 mod hvals;
 // Lists.
+mod blmove;
+mod blmpop;
+mod blpop;
+mod brpop;
+mod brpoplpush;
 mod lindex;
 mod linsert;
 mod llen;
 mod lmove;
+mod lmpop;
 mod lpop;
 mod lpos;
 mod lpush;
@@ -175,12 +181,16 @@ mod sscan;
 mod sunion;
 mod sunionstore;
 // Sorted sets.
+mod bzmpop;
+mod bzpopmax;
+mod bzpopmin;
 mod zadd;
 mod zcard;
 mod zcount;
 mod zincrby;
 mod zinterstore;
 mod zlexcount;
+mod zmpop;
 mod zmscore;
 mod zpopmax;
 mod zpopmin;
@@ -293,6 +303,12 @@ pub static COMMANDS: &[&Spec] = &[
     &lpos::SPEC,
     &lmove::SPEC,
     &rpoplpush::SPEC,
+    &blpop::SPEC,
+    &brpop::SPEC,
+    &blmove::SPEC,
+    &brpoplpush::SPEC,
+    &lmpop::SPEC,
+    &blmpop::SPEC,
     &sadd::SPEC,
     &srem::SPEC,
     &smembers::SPEC,
@@ -327,6 +343,10 @@ pub static COMMANDS: &[&Spec] = &[
     &zrevrank::SPEC,
     &zpopmin::SPEC,
     &zpopmax::SPEC,
+    &bzpopmin::SPEC,
+    &bzpopmax::SPEC,
+    &zmpop::SPEC,
+    &bzmpop::SPEC,
     &zlexcount::SPEC,
     &zremrangebyscore::SPEC,
     &zremrangebyrank::SPEC,

@@ -813,6 +813,96 @@ pub async fn pop_command(cx: &Conn, args: &[Vec<u8>], max: bool) -> Result<Reply
     Ok(reply(cx, popped, true))
 }
 
+/// BZPOPMIN and BZPOPMAX: `args` = name key [key ...] timeout. Pops the
+/// lowest (highest) scored member of the first key (in order) with one,
+/// waiting for one up to the timeout; [key, member, score], or a null
+/// array on timeout.
+pub async fn bpop_command(cx: &Conn, args: &[Vec<u8>], max: bool) -> Result<Reply, Reply> {
+    let keys = &args[1..args.len() - 1];
+    let block = crate::resp::blocking::Block::new(cx, keys, &args[args.len() - 1])?;
+    loop {
+        for k in keys {
+            // A read first: an empty key costs no write.
+            let len = cx.read_coll(k, Kind::ZSet).await?.map_or(0, |z| z.meta.len);
+            if len == 0 {
+                continue;
+            }
+            let popped = cx
+                .mutate(k, Kind::ZSet, move |c| {
+                    let items = by_rank(c, 0, 1, max)?;
+                    for (m, s) in &items {
+                        remove(c, m, *s)?;
+                    }
+                    Ok(items)
+                })
+                .await?;
+            if let Some((m, s)) = popped.into_iter().next() {
+                return Ok(Reply::Array(vec![
+                    Reply::Bulk(k.clone()),
+                    Reply::Bulk(m),
+                    Reply::Double(s),
+                ]));
+            }
+        }
+        if !block.wait().await {
+            return Ok(Reply::NullArray);
+        }
+    }
+}
+
+/// ZMPOP and BZMPOP: `args` = `name [timeout] numkeys key [key ...]
+/// MIN|MAX [COUNT count]`. Pops up to count of the lowest (highest) scored
+/// members of the first key (in order) with any, BZMPOP waiting for one up
+/// to the timeout; [key, [[member, score] ...]], or a null array.
+pub async fn mpop_command(cx: &Conn, args: &[Vec<u8>], blocking: bool) -> Result<Reply, Reply> {
+    use crate::resp::blocking::{Block, mpop_args, parse_timeout};
+    if blocking {
+        parse_timeout(&args[1])?;
+    }
+    let (keys, min, count) = mpop_args(args, if blocking { 2 } else { 1 }, [b"MIN", b"MAX"])?;
+    let block = if blocking {
+        Some(Block::new(cx, keys, &args[1])?)
+    } else {
+        for k in keys {
+            cx.check_key(k)?;
+        }
+        None
+    };
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    loop {
+        for k in keys {
+            // A read first: an empty key costs no write.
+            let len = cx.read_coll(k, Kind::ZSet).await?.map_or(0, |z| z.meta.len);
+            if len == 0 {
+                continue;
+            }
+            let popped = cx
+                .mutate(k, Kind::ZSet, move |c| {
+                    let items = by_rank(c, 0, count, !min)?;
+                    for (m, s) in &items {
+                        remove(c, m, *s)?;
+                    }
+                    Ok(items)
+                })
+                .await?;
+            if !popped.is_empty() {
+                let pairs = popped
+                    .into_iter()
+                    .map(|(m, s)| Reply::Array(vec![Reply::Bulk(m), Reply::Double(s)]))
+                    .collect();
+                return Ok(Reply::Array(vec![
+                    Reply::Bulk(k.clone()),
+                    Reply::Array(pairs),
+                ]));
+            }
+        }
+        match &block {
+            Some(b) if b.wait().await => {}
+            _ => return Ok(Reply::NullArray),
+        }
+    }
+}
+
 /// ZUNIONSTORE and ZINTERSTORE: `args` = name dst numkeys key [key ...]
 /// [WEIGHTS w ...] [AGGREGATE SUM|MIN|MAX]; the size of the result.
 pub async fn combine_store(cx: &Conn, args: &[Vec<u8>], union: bool) -> Result<Reply, Reply> {

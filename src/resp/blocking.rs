@@ -1,0 +1,297 @@
+//! Blocking pops (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BZPOPMIN, BZPOPMAX):
+//! the registry that wakes a client blocked on keys when a write may have
+//! given one of them an element, the timeout argument, and the wait.
+//!
+//! * A blocked client registers its keys first, then tries them, then
+//!   waits for a wake-up, its deadline, a re-check tick
+//!   ([`RECHECK`]) or the end of its connection (CLIENT KILL, the client
+//!   hanging up, a shutdown: the connection loop marks its slot killed),
+//!   and tries again. A wake-up between the registration and the wait is
+//!   kept (a stored permit), so none is missed.
+//! * Writes that can add elements (the pushes, LMOVE and RPOPLPUSH, ZADD,
+//!   ZINCRBY, the ZUNIONSTORE family, RENAME, EXEC) wake the clients
+//!   blocked on their keys once committed ([`Wakeups::notify`]: one atomic
+//!   load while nobody is blocked). Anything else that makes a key
+//!   non-empty is seen at the next re-check.
+//! * Every client blocked on a key wakes and they race for the element:
+//!   unlike Redis, the one blocked longest is not guaranteed to be served
+//!   first.
+//! * Inside EXEC a blocking pop does not block: it answers at once, as in
+//!   Redis.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::resp::Conn;
+use crate::resp::proto::Reply;
+
+/// How often a blocked client looks at its keys without being woken.
+pub const RECHECK: Duration = Duration::from_millis(100);
+
+/// The longest timeout taken (Redis refuses timeouts that overflow its
+/// millisecond clock; this is about 31 years).
+const MAX_TIMEOUT_SECS: f64 = 1e9;
+
+/// The wake-ups of the clients blocked on one key (client registration id,
+/// its wake-up).
+type Waiting = Vec<(u64, std::sync::Arc<Notify>)>;
+
+/// The clients blocked on keys, daemon-wide.
+#[derive(Default)]
+pub struct Wakeups {
+    /// Clients blocked now (INFO's `blocked_clients`).
+    blocked: AtomicUsize,
+    next_id: AtomicU64,
+    /// Key -> the wake-ups of the clients blocked on it.
+    keys: Mutex<HashMap<Vec<u8>, Waiting>>,
+}
+
+impl Wakeups {
+    /// Clients blocked now.
+    pub fn blocked(&self) -> usize {
+        self.blocked.load(Ordering::SeqCst)
+    }
+
+    /// Wakes the clients blocked on `key` (call after the write that may
+    /// have given it elements is committed).
+    pub fn notify(&self, key: &[u8]) {
+        // Either the blocked client's attempt, after its registration, sees
+        // the write, or this sees the registration.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.blocked.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let keys = self.keys.lock().expect("wake-up registry lock");
+        if let Some(waiting) = keys.get(key) {
+            for (_, n) in waiting {
+                n.notify_one();
+            }
+        }
+    }
+
+    fn register(&self, keys: &[Vec<u8>]) -> (u64, std::sync::Arc<Notify>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let notify = std::sync::Arc::new(Notify::new());
+        let mut map = self.keys.lock().expect("wake-up registry lock");
+        for k in keys {
+            map.entry(k.clone()).or_default().push((id, notify.clone()));
+        }
+        drop(map);
+        self.blocked.fetch_add(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        (id, notify)
+    }
+
+    fn unregister(&self, id: u64, keys: &[Vec<u8>]) {
+        let mut map = self.keys.lock().expect("wake-up registry lock");
+        for k in keys {
+            if let Some(waiting) = map.get_mut(k) {
+                waiting.retain(|(i, _)| *i != id);
+                if waiting.is_empty() {
+                    map.remove(k);
+                }
+            }
+        }
+        drop(map);
+        self.blocked.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Parses a blocking command's timeout (seconds, fractions allowed; 0:
+/// none), with Redis' errors.
+pub fn parse_timeout(b: &[u8]) -> Result<Option<Duration>, Reply> {
+    let secs = std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite())
+        .ok_or_else(|| Reply::err("timeout is not a float or out of range"))?;
+    if secs < 0.0 {
+        return Err(Reply::err("timeout is negative"));
+    }
+    if secs > MAX_TIMEOUT_SECS {
+        return Err(Reply::err("timeout is out of range"));
+    }
+    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
+}
+
+/// The arguments of LMPOP and ZMPOP (and their blocking forms) from
+/// `numkeys` at `args[at]` on: the keys, whether the side is the first of
+/// `sides` (LEFT, or MIN), and the count (1 without COUNT), with Redis'
+/// errors.
+pub fn mpop_args<'a>(
+    args: &'a [Vec<u8>],
+    at: usize,
+    sides: [&[u8]; 2],
+) -> Result<(&'a [Vec<u8>], bool, u64), Reply> {
+    let positive = |b: &[u8], what: &str| {
+        crate::resp::proto::parse_int(b)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| Reply::err(format!("{what} should be greater than 0")))
+    };
+    let n = positive(&args[at], "numkeys")? as usize;
+    let side_at = at
+        .checked_add(n)
+        .and_then(|i| i.checked_add(1))
+        .filter(|i| *i < args.len())
+        .ok_or_else(crate::resp::syntax_error)?;
+    let first = match &args[side_at] {
+        s if s.eq_ignore_ascii_case(sides[0]) => true,
+        s if s.eq_ignore_ascii_case(sides[1]) => false,
+        _ => return Err(crate::resp::syntax_error()),
+    };
+    let mut count = None;
+    let mut i = side_at + 1;
+    while i < args.len() {
+        if count.is_none() && args[i].eq_ignore_ascii_case(b"COUNT") && i + 1 < args.len() {
+            count = Some(positive(&args[i + 1], "count")? as u64);
+            i += 2;
+        } else {
+            return Err(crate::resp::syntax_error());
+        }
+    }
+    Ok((&args[at + 1..side_at], first, count.unwrap_or(1)))
+}
+
+/// A blocking command's wait: registered on its keys until dropped.
+pub struct Block<'c> {
+    cx: &'c Conn,
+    server: std::sync::Arc<crate::resp::Server>,
+    /// None inside EXEC: it never waits.
+    registered: Option<(u64, std::sync::Arc<Notify>)>,
+    keys: Vec<Vec<u8>>,
+    deadline: Option<Instant>,
+}
+
+impl<'c> Block<'c> {
+    /// Parses `timeout` and registers on `keys` (checked against the key
+    /// limits), unless the command runs inside EXEC.
+    pub fn new(cx: &'c Conn, keys: &[Vec<u8>], timeout: &[u8]) -> Result<Block<'c>, Reply> {
+        let timeout = parse_timeout(timeout)?;
+        for k in keys {
+            cx.check_key(k)?;
+        }
+        let in_exec = cx.txn.lock().expect("txn lock").is_some();
+        let server = cx.shared.server.clone();
+        let registered = (!in_exec).then(|| server.wakeups.register(keys));
+        Ok(Block {
+            cx,
+            server,
+            registered,
+            keys: keys.to_vec(),
+            deadline: timeout.map(|t| Instant::now() + t),
+        })
+    }
+
+    /// Waits for a reason to try again: true, or false once the timeout
+    /// has passed, the connection is ending, or inside EXEC.
+    pub async fn wait(&self) -> bool {
+        let Some((_, notify)) = &self.registered else {
+            return false;
+        };
+        let now = Instant::now();
+        if self.deadline.is_some_and(|d| now >= d) {
+            return false;
+        }
+        let nap = self
+            .deadline
+            .map_or(RECHECK, |d| d.saturating_duration_since(now).min(RECHECK));
+        let again = tokio::select! {
+            _ = notify.notified() => true,
+            _ = tokio::time::sleep(nap) => self.deadline.is_none_or(|d| Instant::now() < d),
+            _ = self.cx.slot.killed() => false,
+        };
+        let waited = now.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
+        self.cx.blocked_ns.fetch_add(waited, Ordering::Relaxed);
+        again
+    }
+}
+
+impl Drop for Block<'_> {
+    fn drop(&mut self) {
+        if let Some((id, _)) = self.registered {
+            self.server.wakeups.unregister(id, &self.keys);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_parse_as_redis_does() {
+        assert_eq!(parse_timeout(b"0").unwrap(), None);
+        assert_eq!(parse_timeout(b"0.0").unwrap(), None);
+        assert_eq!(
+            parse_timeout(b"1.5").unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_timeout(b"2").unwrap(), Some(Duration::from_secs(2)));
+        let err = |b: &[u8]| match parse_timeout(b) {
+            Err(Reply::Error(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(err(b"-1"), "ERR timeout is negative");
+        assert_eq!(err(b"abc"), "ERR timeout is not a float or out of range");
+        assert_eq!(err(b"inf"), "ERR timeout is not a float or out of range");
+        assert_eq!(err(b"1e300"), "ERR timeout is out of range");
+    }
+
+    #[test]
+    fn mpop_arguments_parse_as_redis_does() {
+        let args =
+            |s: &str| -> Vec<Vec<u8>> { s.split(' ').map(|a| a.as_bytes().to_vec()).collect() };
+        let sides = [&b"LEFT"[..], &b"RIGHT"[..]];
+        let a = args("LMPOP 2 k1 k2 left COUNT 3");
+        let (keys, left, count) = mpop_args(&a, 1, sides).unwrap();
+        assert_eq!(keys, &a[2..4]);
+        assert!(left && count == 3);
+        let a = args("BLMPOP 0 1 k RIGHT");
+        assert_eq!(mpop_args(&a, 2, sides).unwrap(), (&a[3..4], false, 1));
+        let err = |s: &str| match mpop_args(&args(s), 1, sides) {
+            Err(Reply::Error(e)) => e,
+            other => panic!("{s}: {other:?}"),
+        };
+        assert_eq!(
+            err("LMPOP 0 k LEFT"),
+            "ERR numkeys should be greater than 0"
+        );
+        assert_eq!(
+            err("LMPOP x k LEFT"),
+            "ERR numkeys should be greater than 0"
+        );
+        assert_eq!(err("LMPOP 3 k LEFT"), "ERR syntax error");
+        assert_eq!(err("LMPOP 1 k UP"), "ERR syntax error");
+        assert_eq!(
+            err("LMPOP 1 k LEFT COUNT 0"),
+            "ERR count should be greater than 0"
+        );
+        assert_eq!(err("LMPOP 1 k LEFT COUNT 1 COUNT 2"), "ERR syntax error");
+        assert_eq!(err("LMPOP 1 k LEFT COUNT"), "ERR syntax error");
+        assert_eq!(err("LMPOP 1 k LEFT LIMIT 2"), "ERR syntax error");
+    }
+
+    #[tokio::test]
+    async fn a_notify_reaches_only_the_clients_blocked_on_that_key_and_is_kept() {
+        let w = Wakeups::default();
+        w.notify(b"nobody"); // nothing registered: a no-op
+        let (a, na) = w.register(&[b"q1".to_vec(), b"q2".to_vec()]);
+        let (b, nb) = w.register(&[b"q3".to_vec()]);
+        assert_eq!(w.blocked(), 2);
+        // Before the wait: kept as a permit.
+        w.notify(b"q2");
+        tokio::time::timeout(Duration::from_secs(5), na.notified())
+            .await
+            .expect("the client blocked on q2 is woken");
+        let other = tokio::time::timeout(Duration::from_millis(50), nb.notified()).await;
+        assert!(other.is_err(), "the client blocked on q3 only is not woken");
+        w.unregister(a, &[b"q1".to_vec(), b"q2".to_vec()]);
+        w.unregister(b, &[b"q3".to_vec()]);
+        assert_eq!(w.blocked(), 0);
+        assert!(w.keys.lock().unwrap().is_empty(), "no key left registered");
+    }
+}
