@@ -177,6 +177,9 @@ impl<'c> Block<'c> {
         let in_exec = cx.txn.lock().expect("txn lock").is_some();
         let server = cx.shared.server.clone();
         let registered = (!in_exec).then(|| server.wakeups.register(keys));
+        if registered.is_some() {
+            cx.slot.set_blocked(true);
+        }
         Ok(Block {
             cx,
             server,
@@ -187,22 +190,29 @@ impl<'c> Block<'c> {
     }
 
     /// Waits for a reason to try again: true, or false once the timeout
-    /// has passed, the connection is ending, or inside EXEC.
-    pub async fn wait(&self) -> bool {
+    /// has passed, the connection is ending, at a CLIENT UNBLOCK, or
+    /// inside EXEC; the error of a CLIENT UNBLOCK ... ERROR.
+    pub async fn wait(&self) -> Result<bool, Reply> {
         let Some((_, notify)) = &self.registered else {
-            return false;
+            return Ok(false);
         };
         let now = Instant::now();
         if self.deadline.is_some_and(|d| now >= d) {
-            return false;
+            return Ok(false);
         }
         let nap = self
             .deadline
             .map_or(RECHECK, |d| d.saturating_duration_since(now).min(RECHECK));
         let again = tokio::select! {
-            _ = notify.notified() => true,
-            _ = tokio::time::sleep(nap) => self.deadline.is_none_or(|d| Instant::now() < d),
-            _ = self.cx.slot.killed() => false,
+            _ = notify.notified() => Ok(true),
+            _ = tokio::time::sleep(nap) => Ok(self.deadline.is_none_or(|d| Instant::now() < d)),
+            _ = self.cx.slot.killed() => Ok(false),
+            error = self.cx.slot.unblocked() => match error {
+                true => Err(Reply::Error(
+                    "UNBLOCKED client unblocked via CLIENT UNBLOCK".into(),
+                )),
+                false => Ok(false),
+            },
         };
         let waited = now.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
         self.cx.blocked_ns.fetch_add(waited, Ordering::Relaxed);
@@ -214,6 +224,7 @@ impl Drop for Block<'_> {
     fn drop(&mut self) {
         if let Some((id, _)) = self.registered {
             self.server.wakeups.unregister(id, &self.keys);
+            self.cx.slot.set_blocked(false);
         }
     }
 }

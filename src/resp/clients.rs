@@ -47,6 +47,12 @@ pub struct Slot {
     /// CLIENT KILL: set, then the connection is woken to close.
     killed: AtomicBool,
     wake: tokio::sync::Notify,
+    /// Whether the connection waits in a blocking pop (flag `b`).
+    blocked: AtomicBool,
+    /// CLIENT UNBLOCK of that wait: 0 none, 1 as a timeout, 2 with an
+    /// error; `unblock_wake` wakes it.
+    unblock: AtomicU8,
+    unblock_wake: tokio::sync::Notify,
 }
 
 #[derive(Default, Clone)]
@@ -77,6 +83,9 @@ impl Slot {
             obuf: AtomicU64::new(0),
             argv: AtomicU64::new(0),
             killed: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
+            unblock: AtomicU8::new(0),
+            unblock_wake: tokio::sync::Notify::new(),
             wake: tokio::sync::Notify::new(),
         }
     }
@@ -99,6 +108,35 @@ impl Slot {
     /// CLIENT KILL.
     pub fn hang_up(&self) {
         self.kill();
+    }
+
+    /// Marks the connection as waiting in a blocking pop, or no longer.
+    pub fn set_blocked(&self, blocked: bool) {
+        self.unblock.store(0, Ordering::SeqCst);
+        self.blocked.store(blocked, Ordering::SeqCst);
+    }
+
+    /// CLIENT UNBLOCK: ends the connection's blocking pop as a timeout
+    /// (or with an error); false if it is not in one.
+    pub fn unblock(&self, error: bool) -> bool {
+        if !self.blocked.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.unblock
+            .store(if error { 2 } else { 1 }, Ordering::SeqCst);
+        self.unblock_wake.notify_one();
+        true
+    }
+
+    /// Resolves at a CLIENT UNBLOCK of the connection's blocking pop:
+    /// whether it asked for an error.
+    pub async fn unblocked(&self) -> bool {
+        loop {
+            match self.unblock.load(Ordering::SeqCst) {
+                0 => self.unblock_wake.notified().await,
+                how => return how == 2,
+            }
+        }
     }
 
     /// Whether the connection has been killed (or hung up).
@@ -197,7 +235,13 @@ impl Slot {
             self.fd,
             String::from_utf8_lossy(&id.name),
             age.as_secs(),
-            if multi >= 0 { "x" } else { "N" },
+            if self.blocked.load(Ordering::Relaxed) {
+                "b"
+            } else if multi >= 0 {
+                "x"
+            } else {
+                "N"
+            },
             rbs.saturating_sub(qbuf),
             rbs + obuf + argv + multi_mem,
             self.resp.load(Ordering::Relaxed),
@@ -238,6 +282,15 @@ impl Clients {
             }
         }
         ids.len()
+    }
+
+    /// The open connection with id `id`.
+    pub fn get(&self, id: u64) -> Option<Arc<Slot>> {
+        self.open
+            .lock()
+            .expect("client registry lock")
+            .get(&id)
+            .cloned()
     }
 
     /// Every open connection, by id.

@@ -331,6 +331,7 @@ static SUBCOMMANDS: &[&str] = &[
     "client|no-touch",
     "client|setinfo",
     "client|setname",
+    "client|unblock",
     "command|count",
     "command|docs",
     "command|info",

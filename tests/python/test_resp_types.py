@@ -705,7 +705,7 @@ def test_blocking_pops_serve_at_once_wait_for_a_push_and_time_out(r, daemon):
         r.delete(key)
         other.close()
     # BLMOVE and BRPOPLPUSH move the element that arrives.
-    other = daemon.client()
+    other = daemon.client(single_connection_client=True)
     join = in_thread(lambda: other.blmove(a, dst, 0, "LEFT", "RIGHT"))
     wait_until(lambda: blocked_clients(r) == 1)
     r.lpush(a, "moved")
@@ -732,6 +732,22 @@ def test_blocking_pops_serve_at_once_wait_for_a_push_and_time_out(r, daemon):
     assert join() == [b"bl:z", [[b"z1", b"1"], [b"z2", b"2"]]]
     assert r.lmpop(1, c, direction="LEFT") is None
     assert r.zmpop(2, [c, z], max=True) == [b"bl:z", [[b"z3", b"3"]]]
+    # CLIENT UNBLOCK ends a wait as a timeout, or with an error; CLIENT
+    # LIST flags the blocked client "b".
+    oid = other.client_id()
+    assert r.client_unblock(oid) is False  # (not blocked)
+    join = in_thread(lambda: other.blpop([c], timeout=0))
+    wait_until(lambda: blocked_clients(r) == 1)
+    assert [x["flags"] for x in r.client_list() if int(x["id"]) == oid] == ["b"]
+    assert r.client_unblock(oid) is True
+    assert join() is None
+    join = in_thread(lambda: other.bzpopmin([c], timeout=0))
+    wait_until(lambda: blocked_clients(r) == 1)
+    assert r.client_unblock(oid, error=True) is True
+    with pytest.raises(redis.ResponseError, match="UNBLOCKED client unblocked via CLIENT UNBLOCK"):
+        join()
+    assert blocked_clients(r) == 0
+    err(lambda: r.execute_command("CLIENT", "UNBLOCK", oid, "NOW"), "CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
     # A push inside MULTI/EXEC wakes it once the transaction commits.
     join = in_thread(lambda: other.brpop([c], timeout=0))
     wait_until(lambda: blocked_clients(r) == 1)

@@ -1,4 +1,4 @@
-//! `CLIENT SETNAME|GETNAME|ID|INFO|LIST|KILL|SETINFO|NO-EVICT|NO-TOUCH`.
+//! `CLIENT SETNAME|GETNAME|ID|INFO|LIST|KILL|UNBLOCK|SETINFO|NO-EVICT|NO-TOUCH`.
 //!
 //! INFO and LIST describe connections as Redis 7.2 does, every field in
 //! its order (client libraries parse them: redis-py's `client_info()`
@@ -193,7 +193,26 @@ command!(
                 Ok(Reply::OK)
             }
             b"NO-EVICT" | b"NO-TOUCH" if a.len() == 3 => Ok(Reply::OK),
-            b"SETNAME" | b"GETNAME" | b"ID" | b"INFO" | b"SETINFO" | b"KILL" => {
+            // Ends a blocking pop: as a timeout, or with an UNBLOCKED error.
+            b"UNBLOCK" if a.len() == 3 || a.len() == 4 => {
+                let id = crate::resp::int_arg(&a[2])?;
+                let error = match a.get(3).map(|o| o.to_ascii_uppercase()) {
+                    None => false,
+                    Some(o) if o == b"TIMEOUT" => false,
+                    Some(o) if o == b"ERROR" => true,
+                    Some(_) => {
+                        return Err(Reply::err(
+                            "CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+                        ));
+                    }
+                };
+                let done = u64::try_from(id)
+                    .ok()
+                    .and_then(|id| cx.shared.server.clients.get(id))
+                    .is_some_and(|s| s.unblock(error));
+                Ok(Reply::Int(i64::from(done)))
+            }
+            b"SETNAME" | b"GETNAME" | b"ID" | b"INFO" | b"SETINFO" | b"KILL" | b"UNBLOCK" => {
                 Err(subcommand_arity("client", &a[1]))
             }
             _ if a.len() < 2 => Err(syntax_error()),

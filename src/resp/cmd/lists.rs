@@ -181,7 +181,7 @@ pub async fn bpop_command(
                 return Ok(Reply::Array(vec![Reply::Bulk(k.clone()), Reply::Bulk(e)]));
             }
         }
-        if !block.wait().await {
+        if !block.wait().await? {
             return Ok(Reply::NullArray);
         }
     }
@@ -228,7 +228,7 @@ pub async fn mpop_command(
             }
         }
         match &block {
-            Some(b) if b.wait().await => {}
+            Some(b) if b.wait().await? => {}
             _ => return Ok(Reply::NullArray),
         }
     }
@@ -251,7 +251,7 @@ pub async fn bmove_command(
             Reply::Null => {}
             moved => return Ok(moved),
         }
-        if !block.wait().await {
+        if !block.wait().await? {
             return Ok(Reply::Null);
         }
     }

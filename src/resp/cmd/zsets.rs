@@ -844,7 +844,7 @@ pub async fn bpop_command(cx: &Conn, args: &[Vec<u8>], max: bool) -> Result<Repl
                 ]));
             }
         }
-        if !block.wait().await {
+        if !block.wait().await? {
             return Ok(Reply::NullArray);
         }
     }
@@ -897,7 +897,7 @@ pub async fn mpop_command(cx: &Conn, args: &[Vec<u8>], blocking: bool) -> Result
             }
         }
         match &block {
-            Some(b) if b.wait().await => {}
+            Some(b) if b.wait().await? => {}
             _ => return Ok(Reply::NullArray),
         }
     }
