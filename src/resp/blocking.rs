@@ -32,9 +32,9 @@ use crate::resp::proto::Reply;
 /// How often a blocked client looks at its keys without being woken.
 pub const RECHECK: Duration = Duration::from_millis(100);
 
-/// The longest timeout taken (Redis refuses timeouts that overflow its
-/// millisecond clock; this is about 31 years).
-const MAX_TIMEOUT_SECS: f64 = 1e9;
+/// The longest timeout taken, as Redis 7.2: its milliseconds must fit an
+/// i64 (about 292 million years).
+const MAX_TIMEOUT_SECS: f64 = i64::MAX as f64 / 1000.0;
 
 /// The wake-ups of the clients blocked on one key (client registration id,
 /// its wake-up).
@@ -107,13 +107,14 @@ pub fn parse_timeout(b: &[u8]) -> Result<Option<Duration>, Reply> {
     let secs = std::str::from_utf8(b)
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| s.is_finite())
+        .filter(|s| !s.is_nan())
         .ok_or_else(|| Reply::err("timeout is not a float or out of range"))?;
-    if secs < 0.0 {
-        return Err(Reply::err("timeout is negative"));
-    }
+    // (Redis 7.2's checks and order: inf is out of range.)
     if secs > MAX_TIMEOUT_SECS {
         return Err(Reply::err("timeout is out of range"));
+    }
+    if secs < 0.0 {
+        return Err(Reply::err("timeout is negative"));
     }
     Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
 }
@@ -185,7 +186,8 @@ impl<'c> Block<'c> {
             server,
             registered,
             keys: keys.to_vec(),
-            deadline: timeout.map(|t| Instant::now() + t),
+            // (A deadline past what the clock can hold: none.)
+            deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
         })
     }
 
@@ -248,8 +250,12 @@ mod tests {
         };
         assert_eq!(err(b"-1"), "ERR timeout is negative");
         assert_eq!(err(b"abc"), "ERR timeout is not a float or out of range");
-        assert_eq!(err(b"inf"), "ERR timeout is not a float or out of range");
+        assert_eq!(err(b"nan"), "ERR timeout is not a float or out of range");
+        assert_eq!(err(b"inf"), "ERR timeout is out of range");
+        assert_eq!(err(b"-inf"), "ERR timeout is negative");
         assert_eq!(err(b"1e300"), "ERR timeout is out of range");
+        // Within Redis' range, if past what the clock can hold.
+        assert!(parse_timeout(b"1e15").unwrap().is_some());
     }
 
     #[test]
