@@ -13,9 +13,12 @@
 //!   blocked on their keys once committed ([`Wakeups::notify`]: one atomic
 //!   load while nobody is blocked). Anything else that makes a key
 //!   non-empty is seen at the next re-check.
-//! * Every client blocked on a key wakes and they race for the element:
-//!   unlike Redis, the one blocked longest is not guaranteed to be served
-//!   first.
+//! * Each write wakes the client blocked longest on the key that is not
+//!   already woken (so a burst of pushes wakes as many clients, in the
+//!   order they blocked, and no herd); a woken client that leaves wakes
+//!   the next. A client that is not blocked can still take the element
+//!   first (the woken one then waits again), so the one blocked longest is
+//!   served first only among blocked clients.
 //! * Inside EXEC a blocking pop does not block: it answers at once, as in
 //!   Redis.
 
@@ -36,9 +39,25 @@ pub const RECHECK: Duration = Duration::from_millis(100);
 /// i64 (about 292 million years).
 const MAX_TIMEOUT_SECS: f64 = i64::MAX as f64 / 1000.0;
 
-/// The wake-ups of the clients blocked on one key (client registration id,
-/// its wake-up).
-type Waiting = Vec<(u64, std::sync::Arc<Notify>)>;
+/// A client blocked on a key.
+struct Waiter {
+    /// Its registration.
+    id: u64,
+    wake: std::sync::Arc<Notify>,
+    /// Woken since it last started to wait (the next write wakes another).
+    woken: bool,
+}
+
+/// The clients blocked on one key, in the order they blocked.
+type Waiting = Vec<Waiter>;
+
+/// Wakes the first client of `waiting` not woken yet.
+fn wake_next(waiting: &mut Waiting) {
+    if let Some(w) = waiting.iter_mut().find(|w| !w.woken) {
+        w.woken = true;
+        w.wake.notify_one();
+    }
+}
 
 /// The clients blocked on keys, daemon-wide.
 #[derive(Default)]
@@ -56,8 +75,8 @@ impl Wakeups {
         self.blocked.load(Ordering::SeqCst)
     }
 
-    /// Wakes the clients blocked on `key` (call after the write that may
-    /// have given it elements is committed).
+    /// Wakes the client blocked longest on `key` and not woken yet (call
+    /// after the write that may have given it elements is committed).
     pub fn notify(&self, key: &[u8]) {
         // Either the blocked client's attempt, after its registration, sees
         // the write, or this sees the registration.
@@ -65,11 +84,9 @@ impl Wakeups {
         if self.blocked.load(Ordering::SeqCst) == 0 {
             return;
         }
-        let keys = self.keys.lock().expect("wake-up registry lock");
-        if let Some(waiting) = keys.get(key) {
-            for (_, n) in waiting {
-                n.notify_one();
-            }
+        let mut keys = self.keys.lock().expect("wake-up registry lock");
+        if let Some(waiting) = keys.get_mut(key) {
+            wake_next(waiting);
         }
     }
 
@@ -78,7 +95,11 @@ impl Wakeups {
         let notify = std::sync::Arc::new(Notify::new());
         let mut map = self.keys.lock().expect("wake-up registry lock");
         for k in keys {
-            map.entry(k.clone()).or_default().push((id, notify.clone()));
+            map.entry(k.clone()).or_default().push(Waiter {
+                id,
+                wake: notify.clone(),
+                woken: false,
+            });
         }
         drop(map);
         self.blocked.fetch_add(1, Ordering::SeqCst);
@@ -90,14 +111,32 @@ impl Wakeups {
         let mut map = self.keys.lock().expect("wake-up registry lock");
         for k in keys {
             if let Some(waiting) = map.get_mut(k) {
-                waiting.retain(|(i, _)| *i != id);
+                waiting.retain(|w| w.id != id);
                 if waiting.is_empty() {
                     map.remove(k);
+                } else {
+                    // The next in line looks (this one may have been woken
+                    // for an element it leaves).
+                    wake_next(waiting);
                 }
             }
         }
         drop(map);
         self.blocked.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Client `id` starts to wait again: the next write to its keys may
+    /// wake it.
+    fn rearm(&self, id: u64, keys: &[Vec<u8>]) {
+        let mut map = self.keys.lock().expect("wake-up registry lock");
+        for k in keys {
+            if let Some(w) = map
+                .get_mut(k)
+                .and_then(|ws| ws.iter_mut().find(|w| w.id == id))
+            {
+                w.woken = false;
+            }
+        }
     }
 }
 
@@ -218,6 +257,11 @@ impl<'c> Block<'c> {
         };
         let waited = now.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
         self.cx.blocked_ns.fetch_add(waited, Ordering::Relaxed);
+        if let (Ok(true), Some((id, _))) = (&again, &self.registered) {
+            // Before the next attempt: a write after it wakes this client
+            // again rather than pass it by.
+            self.server.wakeups.rearm(*id, &self.keys);
+        }
         again
     }
 }
@@ -293,20 +337,49 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_notify_reaches_only_the_clients_blocked_on_that_key_and_is_kept() {
+    async fn a_notify_wakes_the_first_client_blocked_on_that_key_and_is_kept() {
         let w = Wakeups::default();
+        let soon = |n: std::sync::Arc<Notify>| async move {
+            tokio::time::timeout(Duration::from_millis(50), n.notified())
+                .await
+                .is_ok()
+        };
         w.notify(b"nobody"); // nothing registered: a no-op
         let (a, na) = w.register(&[b"q1".to_vec(), b"q2".to_vec()]);
         let (b, nb) = w.register(&[b"q3".to_vec()]);
-        assert_eq!(w.blocked(), 2);
-        // Before the wait: kept as a permit.
+        let (c, nc) = w.register(&[b"q2".to_vec()]);
+        assert_eq!(w.blocked(), 3);
+        // Before the wait: kept as a permit. The first blocked on q2 only.
         w.notify(b"q2");
-        tokio::time::timeout(Duration::from_secs(5), na.notified())
-            .await
-            .expect("the client blocked on q2 is woken");
-        let other = tokio::time::timeout(Duration::from_millis(50), nb.notified()).await;
-        assert!(other.is_err(), "the client blocked on q3 only is not woken");
+        assert!(
+            soon(na.clone()).await,
+            "the first client blocked on q2 is woken"
+        );
+        assert!(
+            !soon(nb.clone()).await,
+            "the client blocked on q3 only is not"
+        );
+        assert!(
+            !soon(nc.clone()).await,
+            "the second client on q2 waits its turn"
+        );
+        // A second write wakes the next not woken yet; a third finds none.
+        w.notify(b"q2");
+        assert!(
+            soon(nc.clone()).await,
+            "the second client on q2 is woken by a second write"
+        );
+        w.notify(b"q2");
+        assert!(!soon(na.clone()).await && !soon(nc.clone()).await);
+        // Re-armed, the first is woken by the next write again.
+        w.rearm(a, &[b"q1".to_vec(), b"q2".to_vec()]);
+        w.notify(b"q2");
+        assert!(soon(na.clone()).await, "a re-armed client is woken again");
+        // The first leaves: the next in line on q2 (re-armed) looks.
+        w.rearm(c, &[b"q2".to_vec()]);
         w.unregister(a, &[b"q1".to_vec(), b"q2".to_vec()]);
+        assert!(soon(nc.clone()).await, "the next client on q2 is woken");
+        w.unregister(c, &[b"q2".to_vec()]);
         w.unregister(b, &[b"q3".to_vec()]);
         assert_eq!(w.blocked(), 0);
         assert!(w.keys.lock().unwrap().is_empty(), "no key left registered");
