@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::resp::Conn;
+use crate::resp::coll::{Coll, Kind};
 use crate::resp::proto::Reply;
 
 /// How often a blocked client looks at its keys without being woken.
@@ -194,6 +195,77 @@ pub fn mpop_args<'a>(
         }
     }
     Ok((&args[at + 1..side_at], first, count.unwrap_or(1)))
+}
+
+/// What LMPOP, ZMPOP and their blocking forms do, from their arguments.
+pub struct Mpop<'a, 'c> {
+    /// The keys, in order.
+    pub keys: &'a [Vec<u8>],
+    /// The side: LEFT (MIN), or RIGHT (MAX).
+    pub first_side: bool,
+    /// Most elements popped.
+    pub count: u64,
+    /// The wait (None: not a blocking form).
+    pub block: Option<Block<'c>>,
+}
+
+/// LMPOP and ZMPOP, and their blocking forms (`blocking`: the timeout is
+/// `args[1]`), after Redis' checks in Redis' order; `sides` are the two
+/// side words.
+pub fn mpop_setup<'a, 'c>(
+    cx: &'c Conn,
+    args: &'a [Vec<u8>],
+    blocking: bool,
+    sides: [&[u8]; 2],
+) -> Result<Mpop<'a, 'c>, Reply> {
+    if blocking {
+        parse_timeout(&args[1])?;
+    }
+    let (keys, first, count) = mpop_args(args, if blocking { 2 } else { 1 }, sides)?;
+    let block = if blocking {
+        Some(Block::new(cx, keys, &args[1])?)
+    } else {
+        for k in keys {
+            cx.check_key(k)?;
+        }
+        None
+    };
+    Ok(Mpop {
+        keys,
+        first_side: first,
+        count,
+        block,
+    })
+}
+
+/// Pops with `pop` (one change of the collection) from the first of
+/// `keys` with elements of `kind`, trying them in order (a read first: an
+/// empty key costs no write), and with a `block`, waiting and trying again
+/// until something is popped or the wait ends. The key and what was
+/// popped, or None.
+pub async fn pop_first<T: Send + 'static>(
+    cx: &Conn,
+    keys: &[Vec<u8>],
+    kind: Kind,
+    block: Option<&Block<'_>>,
+    pop: impl FnMut(&mut Coll<'_>) -> Result<Vec<T>, Reply> + Clone + Send + 'static,
+) -> Result<Option<(Vec<u8>, Vec<T>)>, Reply> {
+    loop {
+        for k in keys {
+            let len = cx.read_coll(k, kind).await?.map_or(0, |c| c.meta.len);
+            if len == 0 {
+                continue;
+            }
+            let popped = cx.mutate(k, kind, pop.clone()).await?;
+            if !popped.is_empty() {
+                return Ok(Some((k.clone(), popped)));
+            }
+        }
+        match block {
+            Some(b) if b.wait().await? => {}
+            _ => return Ok(None),
+        }
+    }
 }
 
 /// A blocking command's wait: registered on its keys until dropped.

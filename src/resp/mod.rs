@@ -627,15 +627,20 @@ impl Conn {
 }
 
 /// Runs one command.
-pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
+/// The command named `name` (any case).
+pub(crate) fn spec_of(name: &[u8]) -> Option<&'static cmd::Spec> {
     // Lower-cased on the stack: no command name is longer than 32 bytes,
     // and a longer or non-UTF-8 one is unknown.
     let mut lower = [0u8; 32];
-    let spec = lower.get_mut(..args[0].len()).and_then(|name| {
-        name.copy_from_slice(&args[0]);
-        name.make_ascii_lowercase();
-        cmd::lookup(std::str::from_utf8(name).ok()?)
-    });
+    lower.get_mut(..name.len()).and_then(|lower| {
+        lower.copy_from_slice(name);
+        lower.make_ascii_lowercase();
+        cmd::lookup(std::str::from_utf8(lower).ok()?)
+    })
+}
+
+pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
+    let spec = spec_of(&args[0]);
     cx.last_readonly = spec.is_some_and(|s| s.flags.contains(&"readonly"));
     let Some(spec) = spec else {
         let mut msg = format!(
@@ -752,20 +757,15 @@ pub(crate) fn wake_blocked(cx: &Conn, spec: &cmd::Spec, args: &[Vec<u8>]) {
     }
 }
 
-/// Whether `args` is a blocking pop (it may wait for another client's
-/// push; see [`blocking`]).
+/// Whether `args` is a blocking pop (flag `blocking`: it may wait for
+/// another client's push; see [`blocking`]).
 fn is_blocking(args: &[Vec<u8>]) -> bool {
-    const BLOCKING: [&[u8]; 8] = [
-        b"blpop",
-        b"brpop",
-        b"blmove",
-        b"brpoplpush",
-        b"blmpop",
-        b"bzpopmin",
-        b"bzpopmax",
-        b"bzmpop",
-    ];
-    BLOCKING.iter().any(|b| args[0].eq_ignore_ascii_case(b))
+    // (Every blocking command's name starts with B: the others are not
+    // looked up twice.)
+    args[0]
+        .first()
+        .is_some_and(|c| c.eq_ignore_ascii_case(&b'b'))
+        && spec_of(&args[0]).is_some_and(|s| s.flags.contains(&"blocking"))
 }
 
 /// A plain `SET key value` (no options): a blind write that can be queued

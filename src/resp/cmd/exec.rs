@@ -54,10 +54,12 @@ command!(
                 .expect("the EXEC transaction is still set");
             match coord.commit(t).await.map_err(error_reply)? {
                 Commit::Committed { .. } => {
-                    for args in &m.queued {
-                        let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-                        if let Some(spec) = crate::resp::cmd::lookup(&name) {
-                            crate::resp::wake_blocked(cx, spec, args);
+                    // The clients blocked on keys the queue wrote.
+                    if cx.shared.server.wakeups.blocked() > 0 {
+                        for args in &m.queued {
+                            if let Some(spec) = crate::resp::spec_of(&args[0]) {
+                                crate::resp::wake_blocked(cx, spec, args);
+                            }
                         }
                     }
                     return Ok(Reply::Array(replies));

@@ -4,7 +4,7 @@
 
 use std::ops::Bound;
 
-use crate::resp::coll::{Coll, pos_key};
+use crate::resp::coll::{Coll, Kind, pos_key};
 use crate::resp::proto::Reply;
 
 /// The element positions `[start, stop]` of a list of `len` elements cover
@@ -166,25 +166,14 @@ pub async fn bpop_command(
     args: &[Vec<u8>],
     left: bool,
 ) -> Result<Reply, Reply> {
-    use crate::resp::coll::Kind;
+    use crate::resp::blocking::{Block, pop_first};
     let keys = &args[1..args.len() - 1];
-    let block = crate::resp::blocking::Block::new(cx, keys, &args[args.len() - 1])?;
-    loop {
-        for k in keys {
-            // A read first: an empty key costs no write.
-            let len = cx.read_coll(k, Kind::List).await?.map_or(0, |l| l.meta.len);
-            if len == 0 {
-                continue;
-            }
-            let popped = cx.mutate(k, Kind::List, move |c| pop(c, 1, left)).await?;
-            if let Some(e) = popped.into_iter().next() {
-                return Ok(Reply::Array(vec![Reply::Bulk(k.clone()), Reply::Bulk(e)]));
-            }
-        }
-        if !block.wait().await? {
-            return Ok(Reply::NullArray);
-        }
-    }
+    let block = Block::new(cx, keys, &args[args.len() - 1])?;
+    let popped = pop_first(cx, keys, Kind::List, Some(&block), move |c| pop(c, 1, left)).await?;
+    Ok(match popped {
+        Some((k, mut e)) => Reply::Array(vec![Reply::Bulk(k), Reply::Bulk(e.remove(0))]),
+        None => Reply::NullArray,
+    })
 }
 
 /// LMPOP and BLMPOP: `args` = `name [timeout] numkeys key [key ...]
@@ -196,42 +185,20 @@ pub async fn mpop_command(
     args: &[Vec<u8>],
     blocking: bool,
 ) -> Result<Reply, Reply> {
-    use crate::resp::blocking::{Block, mpop_args, parse_timeout};
-    use crate::resp::coll::Kind;
-    if blocking {
-        parse_timeout(&args[1])?;
-    }
-    let (keys, left, count) = mpop_args(args, if blocking { 2 } else { 1 }, [b"LEFT", b"RIGHT"])?;
-    let block = if blocking {
-        Some(Block::new(cx, keys, &args[1])?)
-    } else {
-        for k in keys {
-            cx.check_key(k)?;
-        }
-        None
-    };
-    loop {
-        for k in keys {
-            // A read first: an empty key costs no write.
-            let len = cx.read_coll(k, Kind::List).await?.map_or(0, |l| l.meta.len);
-            if len == 0 {
-                continue;
-            }
-            let popped = cx
-                .mutate(k, Kind::List, move |c| pop(c, count, left))
-                .await?;
-            if !popped.is_empty() {
-                return Ok(Reply::Array(vec![
-                    Reply::Bulk(k.clone()),
-                    Reply::Array(popped.into_iter().map(Reply::Bulk).collect()),
-                ]));
-            }
-        }
-        match &block {
-            Some(b) if b.wait().await? => {}
-            _ => return Ok(Reply::NullArray),
-        }
-    }
+    use crate::resp::blocking::{mpop_setup, pop_first};
+    let m = mpop_setup(cx, args, blocking, [b"LEFT", b"RIGHT"])?;
+    let (left, count) = (m.first_side, m.count);
+    let popped = pop_first(cx, m.keys, Kind::List, m.block.as_ref(), move |c| {
+        pop(c, count, left)
+    })
+    .await?;
+    Ok(match popped {
+        Some((k, es)) => Reply::Array(vec![
+            Reply::Bulk(k),
+            Reply::Array(es.into_iter().map(Reply::Bulk).collect()),
+        ]),
+        None => Reply::NullArray,
+    })
 }
 
 /// BLMOVE and BRPOPLPUSH: LMOVE, waiting up to `timeout` for `src` to have

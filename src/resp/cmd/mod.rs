@@ -368,6 +368,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn blocking_commands_start_with_b() {
+        // (resp::is_blocking looks up only names starting with B.)
+        for s in COMMANDS {
+            if s.flags.contains(&"blocking") {
+                assert!(s.name.starts_with('b'), "{}", s.name);
+            }
+        }
+        assert_eq!(
+            COMMANDS
+                .iter()
+                .filter(|s| s.flags.contains(&"blocking"))
+                .count(),
+            8
+        );
+    }
+
+    #[test]
     fn names_are_unique_lower_case_and_arities_sane() {
         assert_eq!(BY_NAME.len(), COMMANDS.len(), "duplicate command names");
         for s in COMMANDS {

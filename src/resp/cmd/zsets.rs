@@ -788,20 +788,24 @@ pub struct Form {
     pub options: bool,
 }
 
+/// Removes and returns up to `count` of the lowest (highest, `max`)
+/// scored members, in pop order.
+fn pop_ranked(c: &mut Coll<'_>, count: usize, max: bool) -> Result<Vec<(Vec<u8>, f64)>, Reply> {
+    if c.meta.len == 0 || count == 0 {
+        return Ok(Vec::new());
+    }
+    let items = by_rank(c, 0, count, max)?;
+    for (m, s) in &items {
+        remove(c, m, *s)?;
+    }
+    Ok(items)
+}
+
 /// ZPOPMIN and ZPOPMAX: `args` = `name key [count]`.
 pub async fn pop_command(cx: &Conn, args: &[Vec<u8>], max: bool) -> Result<Reply, Reply> {
     let count = crate::resp::cmd::common::pop_count(args)?.map_or(1, |n| n as usize);
     let popped = cx
-        .mutate(&args[1], Kind::ZSet, move |c| {
-            if c.meta.len == 0 || count == 0 {
-                return Ok(Vec::new());
-            }
-            let items = by_rank(c, 0, count, max)?;
-            for (m, s) in &items {
-                remove(c, m, *s)?;
-            }
-            Ok(items)
-        })
+        .mutate(&args[1], Kind::ZSet, move |c| pop_ranked(c, count, max))
         .await?;
     if args.len() == 2 && cx.proto >= 3 {
         // RESP3: one popped pair is a flat [member, score].
@@ -818,36 +822,20 @@ pub async fn pop_command(cx: &Conn, args: &[Vec<u8>], max: bool) -> Result<Reply
 /// waiting for one up to the timeout; [key, member, score], or a null
 /// array on timeout.
 pub async fn bpop_command(cx: &Conn, args: &[Vec<u8>], max: bool) -> Result<Reply, Reply> {
+    use crate::resp::blocking::{Block, pop_first};
     let keys = &args[1..args.len() - 1];
-    let block = crate::resp::blocking::Block::new(cx, keys, &args[args.len() - 1])?;
-    loop {
-        for k in keys {
-            // A read first: an empty key costs no write.
-            let len = cx.read_coll(k, Kind::ZSet).await?.map_or(0, |z| z.meta.len);
-            if len == 0 {
-                continue;
-            }
-            let popped = cx
-                .mutate(k, Kind::ZSet, move |c| {
-                    let items = by_rank(c, 0, 1, max)?;
-                    for (m, s) in &items {
-                        remove(c, m, *s)?;
-                    }
-                    Ok(items)
-                })
-                .await?;
-            if let Some((m, s)) = popped.into_iter().next() {
-                return Ok(Reply::Array(vec![
-                    Reply::Bulk(k.clone()),
-                    Reply::Bulk(m),
-                    Reply::Double(s),
-                ]));
-            }
+    let block = Block::new(cx, keys, &args[args.len() - 1])?;
+    let popped = pop_first(cx, keys, Kind::ZSet, Some(&block), move |c| {
+        pop_ranked(c, 1, max)
+    })
+    .await?;
+    Ok(match popped {
+        Some((k, mut items)) => {
+            let (m, s) = items.remove(0);
+            Reply::Array(vec![Reply::Bulk(k), Reply::Bulk(m), Reply::Double(s)])
         }
-        if !block.wait().await? {
-            return Ok(Reply::NullArray);
-        }
-    }
+        None => Reply::NullArray,
+    })
 }
 
 /// ZMPOP and BZMPOP: `args` = `name [timeout] numkeys key [key ...]
@@ -855,52 +843,25 @@ pub async fn bpop_command(cx: &Conn, args: &[Vec<u8>], max: bool) -> Result<Repl
 /// members of the first key (in order) with any, BZMPOP waiting for one up
 /// to the timeout; [key, [[member, score] ...]], or a null array.
 pub async fn mpop_command(cx: &Conn, args: &[Vec<u8>], blocking: bool) -> Result<Reply, Reply> {
-    use crate::resp::blocking::{Block, mpop_args, parse_timeout};
-    if blocking {
-        parse_timeout(&args[1])?;
-    }
-    let (keys, min, count) = mpop_args(args, if blocking { 2 } else { 1 }, [b"MIN", b"MAX"])?;
-    let block = if blocking {
-        Some(Block::new(cx, keys, &args[1])?)
-    } else {
-        for k in keys {
-            cx.check_key(k)?;
-        }
-        None
-    };
-    let count = usize::try_from(count).unwrap_or(usize::MAX);
-    loop {
-        for k in keys {
-            // A read first: an empty key costs no write.
-            let len = cx.read_coll(k, Kind::ZSet).await?.map_or(0, |z| z.meta.len);
-            if len == 0 {
-                continue;
-            }
-            let popped = cx
-                .mutate(k, Kind::ZSet, move |c| {
-                    let items = by_rank(c, 0, count, !min)?;
-                    for (m, s) in &items {
-                        remove(c, m, *s)?;
-                    }
-                    Ok(items)
-                })
-                .await?;
-            if !popped.is_empty() {
-                let pairs = popped
+    use crate::resp::blocking::{mpop_setup, pop_first};
+    let m = mpop_setup(cx, args, blocking, [b"MIN", b"MAX"])?;
+    let (min, count) = (m.first_side, usize::try_from(m.count).unwrap_or(usize::MAX));
+    let popped = pop_first(cx, m.keys, Kind::ZSet, m.block.as_ref(), move |c| {
+        pop_ranked(c, count, !min)
+    })
+    .await?;
+    Ok(match popped {
+        Some((k, items)) => Reply::Array(vec![
+            Reply::Bulk(k),
+            Reply::Array(
+                items
                     .into_iter()
                     .map(|(m, s)| Reply::Array(vec![Reply::Bulk(m), Reply::Double(s)]))
-                    .collect();
-                return Ok(Reply::Array(vec![
-                    Reply::Bulk(k.clone()),
-                    Reply::Array(pairs),
-                ]));
-            }
-        }
-        match &block {
-            Some(b) if b.wait().await? => {}
-            _ => return Ok(Reply::NullArray),
-        }
-    }
+                    .collect(),
+            ),
+        ]),
+        None => Reply::NullArray,
+    })
 }
 
 /// ZUNIONSTORE and ZINTERSTORE: `args` = name dst numkeys key [key ...]
