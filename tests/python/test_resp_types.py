@@ -829,42 +829,45 @@ def test_blocked_consumers_share_pushed_elements_exactly_once(daemon):
 
 def test_a_blocked_client_that_leaves_takes_nothing_and_a_shutdown_ends_the_wait():
     d = Daemon("--shards", "2")
-    c = d.client()
-    # A client that hangs up while blocked: it leaves, and a later push
-    # stays in the list.
-    s = socket.create_connection((d.host, d.port))
-    s.sendall(b"*3\r\n$5\r\nBLPOP\r\n$5\r\ngone1\r\n$1\r\n0\r\n")
-    wait_until(lambda: blocked_clients(c) == 1)
-    s.close()
-    wait_until(lambda: blocked_clients(c) == 0)
-    c.rpush("gone1", "kept")
-    time.sleep(0.3)
-    assert c.lrange("gone1", 0, -1) == [b"kept"]
-    # CLIENT KILL of a blocked client.
-    k = d.client(single_connection_client=True)
-    kid = k.client_id()
-    join = in_thread(lambda: k.blpop(["gone2"], timeout=0))
-    wait_until(lambda: blocked_clients(c) == 1)
-    assert c.client_kill_filter(_id=kid) == 1
-    with pytest.raises(redis.ConnectionError):
-        join()
-    wait_until(lambda: blocked_clients(c) == 0)
-    # The replies before a blocking pop in a pipeline arrive while it waits.
-    p = socket.create_connection((d.host, d.port))
-    p.sendall(b"*1\r\n$4\r\nPING\r\n*3\r\n$5\r\nBLPOP\r\n$5\r\ngone4\r\n$1\r\n0\r\n")
-    p.settimeout(5)
-    assert p.recv(100) == b"+PONG\r\n"
-    wait_until(lambda: blocked_clients(c) == 1)
-    p.close()
-    wait_until(lambda: blocked_clients(c) == 0)
-    # A shutdown while a client waits with no timeout: the daemon stops at
-    # once (not after the drain period).
-    w = socket.create_connection((d.host, d.port))
-    w.sendall(b"*3\r\n$5\r\nBRPOP\r\n$5\r\ngone3\r\n$1\r\n0\r\n")
-    wait_until(lambda: blocked_clients(c) == 1)
-    c.close()
-    started = time.time()
-    d.stop()
-    assert time.time() - started < 8
-    w.close()
-    shutil.rmtree(d.data, ignore_errors=True)
+    try:
+        c = d.client()
+        # A client that hangs up while blocked: it leaves, and a later push
+        # stays in the list.
+        s = socket.create_connection((d.host, d.port))
+        s.sendall(b"*3\r\n$5\r\nBLPOP\r\n$5\r\ngone1\r\n$1\r\n0\r\n")
+        wait_until(lambda: blocked_clients(c) == 1)
+        s.close()
+        wait_until(lambda: blocked_clients(c) == 0)
+        c.rpush("gone1", "kept")
+        time.sleep(0.3)
+        assert c.lrange("gone1", 0, -1) == [b"kept"]
+        # CLIENT KILL of a blocked client.
+        k = d.client(single_connection_client=True)
+        kid = k.client_id()
+        join = in_thread(lambda: k.blpop(["gone2"], timeout=0))
+        wait_until(lambda: blocked_clients(c) == 1)
+        assert c.client_kill_filter(_id=kid) == 1
+        with pytest.raises(redis.ConnectionError):
+            join()
+        wait_until(lambda: blocked_clients(c) == 0)
+        # The replies before a blocking pop in a pipeline arrive while it waits.
+        p = socket.create_connection((d.host, d.port))
+        p.sendall(b"*1\r\n$4\r\nPING\r\n*3\r\n$5\r\nBLPOP\r\n$5\r\ngone4\r\n$1\r\n0\r\n")
+        p.settimeout(5)
+        assert p.recv(100) == b"+PONG\r\n"
+        wait_until(lambda: blocked_clients(c) == 1)
+        p.close()
+        wait_until(lambda: blocked_clients(c) == 0)
+        # A shutdown while a client waits with no timeout: the daemon stops at
+        # once (not after the drain period).
+        w = socket.create_connection((d.host, d.port))
+        w.sendall(b"*3\r\n$5\r\nBRPOP\r\n$5\r\ngone3\r\n$1\r\n0\r\n")
+        wait_until(lambda: blocked_clients(c) == 1)
+        c.close()
+        started = time.time()
+        d.stop()
+        assert time.time() - started < 8
+        w.close()
+    finally:
+        d.proc.kill()  # (if a check failed before it stopped)
+        shutil.rmtree(d.data, ignore_errors=True)
