@@ -49,6 +49,10 @@ pub struct Slot {
     wake: tokio::sync::Notify,
     /// Whether the connection waits in a blocking pop (flag `b`).
     blocked: AtomicBool,
+    /// Pub/sub subscriptions: channels, patterns, shard channels.
+    sub: AtomicU64,
+    psub: AtomicU64,
+    ssub: AtomicU64,
     /// CLIENT UNBLOCK of that wait: 0 none, 1 as a timeout, 2 with an
     /// error; `unblock_wake` wakes it.
     unblock: AtomicU8,
@@ -84,6 +88,9 @@ impl Slot {
             argv: AtomicU64::new(0),
             killed: AtomicBool::new(false),
             blocked: AtomicBool::new(false),
+            sub: AtomicU64::new(0),
+            psub: AtomicU64::new(0),
+            ssub: AtomicU64::new(0),
             unblock: AtomicU8::new(0),
             unblock_wake: tokio::sync::Notify::new(),
             wake: tokio::sync::Notify::new(),
@@ -108,6 +115,24 @@ impl Slot {
     /// CLIENT KILL.
     pub fn hang_up(&self) {
         self.kill();
+    }
+
+    /// Records the connection's pub/sub subscriptions (channels, patterns,
+    /// shard channels).
+    pub fn set_subscriptions(&self, channels: usize, patterns: usize, shards: usize) {
+        self.sub.store(channels as u64, Ordering::Relaxed);
+        self.psub.store(patterns as u64, Ordering::Relaxed);
+        self.ssub.store(shards as u64, Ordering::Relaxed);
+    }
+
+    /// Whether Redis would type the connection `pubsub`: in subscribed
+    /// mode under RESP2.
+    pub fn is_pubsub(&self) -> bool {
+        self.resp.load(Ordering::Relaxed) == 2
+            && self.sub.load(Ordering::Relaxed)
+                + self.psub.load(Ordering::Relaxed)
+                + self.ssub.load(Ordering::Relaxed)
+                > 0
     }
 
     /// Marks the connection as waiting in a blocking pop, or no longer.
@@ -195,8 +220,8 @@ impl Slot {
     /// order, newline-terminated). `cmd` names the command for the
     /// connection that asks (`client|list`, `client|info`); for the others
     /// it is the last command's name (`container|sub` for a subcommand, as
-    /// in Redis 7). No pub/sub, one database, one user:
-    /// `sub`, `psub`, `ssub` and `db` are 0, `user` is `default`; there is
+    /// in Redis 7). One database, one user: `db` is 0, `user` is
+    /// `default`; there is
     /// no reply list beyond the reply buffer, so `oll` and `omem` are 0;
     /// the input buffer never shrinks, so its size is its peak (`rbp`).
     pub fn describe(&self, cmd: Option<&str>, out: &mut String) {
@@ -210,6 +235,11 @@ impl Slot {
             None => unsafe { self.cmd.load(Ordering::Relaxed).as_ref() }.map_or("NULL", |s| *s),
         };
         let multi = self.multi.load(Ordering::Relaxed);
+        let (sub, psub, ssub) = (
+            self.sub.load(Ordering::Relaxed),
+            self.psub.load(Ordering::Relaxed),
+            self.ssub.load(Ordering::Relaxed),
+        );
         let (qbuf, rbs) = (
             self.qbuf.load(Ordering::Relaxed),
             self.rbs.load(Ordering::Relaxed),
@@ -225,7 +255,7 @@ impl Slot {
         let id = self.identity.lock().expect("client identity lock").clone();
         let _ = writeln!(
             out,
-            "id={} addr={} laddr={} fd={} name={} age={} idle={idle} flags={} db=0 sub=0 psub=0 ssub=0 \
+            "id={} addr={} laddr={} fd={} name={} age={} idle={idle} flags={} db=0 sub={sub} psub={psub} ssub={ssub} \
              multi={multi} qbuf={qbuf} qbuf-free={} argv-mem={argv} multi-mem={multi_mem} rbs={rbs} \
              rbp={rbs} obl={obl} oll=0 omem=0 tot-mem={} events=r cmd={last_cmd} user=default \
              redir=-1 resp={} lib-name={} lib-ver={}",
@@ -239,6 +269,8 @@ impl Slot {
                 "b"
             } else if multi >= 0 {
                 "x"
+            } else if sub + psub + ssub > 0 {
+                "P"
             } else {
                 "N"
             },

@@ -19,6 +19,7 @@ pub mod coll;
 pub mod glob;
 pub mod ldouble;
 pub mod proto;
+pub mod pubsub;
 pub mod slowlog;
 
 use std::collections::{HashMap, VecDeque};
@@ -90,6 +91,8 @@ pub struct Server {
     pub slowlog: slowlog::SlowLog,
     /// The clients blocked on keys (BLPOP and the other blocking pops).
     pub wakeups: blocking::Wakeups,
+    /// Pub/sub subscriptions.
+    pub pubsub: pubsub::Hub,
 }
 
 /// A counter alone on its cache lines.
@@ -109,6 +112,7 @@ impl Server {
             clients: Arc::new(clients::Clients::default()),
             slowlog: slowlog::SlowLog::default(),
             wakeups: blocking::Wakeups::default(),
+            pubsub: pubsub::Hub::default(),
         })
     }
 }
@@ -262,6 +266,8 @@ pub struct Conn {
     /// Nanoseconds the running command has waited in a blocking pop (left
     /// out of its latency, as Redis leaves it out of SLOWLOG).
     pub blocked_ns: std::sync::atomic::AtomicU64,
+    /// Pub/sub subscriptions and mailbox (None: never subscribed).
+    pub subs: Option<pubsub::Subscriptions>,
 }
 
 /// A MULTI block being queued.
@@ -338,6 +344,12 @@ static SUBCOMMANDS: &[&str] = &[
     "config|get",
     "config|resetstat",
     "config|set",
+    "pubsub|channels",
+    "pubsub|help",
+    "pubsub|numpat",
+    "pubsub|numsub",
+    "pubsub|shardchannels",
+    "pubsub|shardnumsub",
     "slowlog|get",
     "slowlog|help",
     "slowlog|len",
@@ -345,8 +357,8 @@ static SUBCOMMANDS: &[&str] = &[
 ];
 
 /// The name CLIENT LIST shows for a command `name` run with `args`:
-/// `container|sub` for a known subcommand of CLIENT, COMMAND, CONFIG or
-/// SLOWLOG, as Redis 7 shows it, else `name`.
+/// `container|sub` for a known subcommand of CLIENT, COMMAND, CONFIG,
+/// PUBSUB or SLOWLOG, as Redis 7 shows it, else `name`.
 fn listed_name(name: &'static &'static str, args: &[Vec<u8>]) -> &'static &'static str {
     if !matches!(*name, "client" | "command" | "config" | "slowlog") {
         return name;
@@ -372,6 +384,24 @@ pub fn unknown_subcommand(cmd: &str, sub: &[u8]) -> Reply {
 }
 
 impl Conn {
+    /// The connection's pub/sub subscriptions (made at the first use).
+    pub fn subscriptions(&mut self) -> &mut pubsub::Subscriptions {
+        let (server, slot) = (self.shared.server.clone(), self.slot.clone());
+        self.subs
+            .get_or_insert_with(|| pubsub::Subscriptions::new(server, slot))
+    }
+
+    /// Whether the connection is in subscribed mode (any subscription).
+    pub fn subscribed(&self) -> bool {
+        self.subs.as_ref().is_some_and(|s| s.total() > 0)
+    }
+
+    /// Shows the subscription counts in CLIENT LIST.
+    pub fn publish_subscriptions(&self) {
+        let (c, p, s) = self.subs.as_ref().map_or((0, 0, 0), |s| s.counts());
+        self.slot.set_subscriptions(c, p, s);
+    }
+
     /// Shows this connection's name and protocol to CLIENT LIST (after
     /// SETNAME, HELLO, RESET).
     pub fn publish_identity(&self) {
@@ -396,6 +426,7 @@ impl Conn {
             watched: Vec::new(),
             txn: std::sync::Mutex::new(None),
             blocked_ns: Default::default(),
+            subs: None,
         }
     }
 
@@ -670,6 +701,19 @@ pub async fn execute(cx: &mut Conn, args: &[Vec<u8>]) -> Reply {
             spec.name
         ));
     }
+    if cx.proto == 2 && cx.subscribed() && !pubsub::allowed_when_subscribed(spec.name) {
+        return Reply::err(format!(
+            "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET \
+             are allowed in this context",
+            spec.name
+        ));
+    }
+    if let Some(m) = cx.multi.as_mut()
+        && pubsub::is_subscription(spec.name)
+    {
+        m.failed = true;
+        return Reply::err("Command not allowed inside a transaction");
+    }
     if let Some(m) = cx.multi.as_mut()
         && !matches!(
             spec.name,
@@ -754,6 +798,15 @@ pub(crate) fn wake_blocked(cx: &Conn, spec: &cmd::Spec, args: &[Vec<u8>]) {
     while i <= last {
         server.wakeups.notify(&args[i as usize]);
         i += step;
+    }
+}
+
+/// The next pub/sub message for a connection (never, if it has no
+/// subscriptions).
+async fn next_push(subs: &mut Option<pubsub::Subscriptions>) -> Option<pubsub::Push> {
+    match subs {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -925,6 +978,7 @@ pub async fn serve(
                     watched: Vec::new(),
                     txn: std::sync::Mutex::new(None),
                     blocked_ns: Default::default(),
+                    subs: None,
                 };
                 let stop = shutdown.clone();
                 let tls = shared.tls.clone();
@@ -1128,11 +1182,28 @@ async fn connection(
             continue;
         }
         buf.reserve(16 << 10);
-        let n = tokio::select! {
-            r = stream.read_buf(&mut buf) => r?,
+        let woke = tokio::select! {
+            r = stream.read_buf(&mut buf) => Ok(r?),
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
             // CLIENT KILL.
             _ = cx.slot.killed() => return Ok(()),
+            Some(p) = next_push(&mut cx.subs) => Err(p),
+        };
+        let n = match woke {
+            Ok(n) => n,
+            // A pub/sub message: it and the others queued go out together.
+            Err(p) => {
+                p.reply().encode(cx.proto, &mut out);
+                while out.len() < FLUSH_AT {
+                    match cx.subs.as_mut().and_then(|s| s.try_next()) {
+                        Some(p) => p.reply().encode(cx.proto, &mut out),
+                        None => break,
+                    }
+                }
+                send(&mut stream, &out, &cx.slot, &mut shutdown).await?;
+                out.clear();
+                continue;
+            }
         };
         if n == 0 {
             return Ok(());

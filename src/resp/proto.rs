@@ -197,6 +197,12 @@ pub enum Reply {
     Map(Vec<(Reply, Reply)>),
     /// A double (RESP3 `,x`; RESP2 a bulk string).
     Double(f64),
+    /// Out-of-band data, pub/sub's messages and confirmations (RESP3 `>n`;
+    /// RESP2 an array).
+    Push(Vec<Reply>),
+    /// Several replies to one command, one after the other (SUBSCRIBE
+    /// confirms each channel).
+    Many(Vec<Reply>),
 }
 
 impl Reply {
@@ -244,6 +250,17 @@ impl Reply {
                 header(out, if proto >= 3 { b'~' } else { b'*' }, items.len());
                 for i in items {
                     i.encode(proto, out);
+                }
+            }
+            Reply::Push(items) => {
+                header(out, if proto >= 3 { b'>' } else { b'*' }, items.len());
+                for i in items {
+                    i.encode(proto, out);
+                }
+            }
+            Reply::Many(replies) => {
+                for r in replies {
+                    r.encode(proto, out);
                 }
             }
             Reply::Map(pairs) => {

@@ -15,31 +15,51 @@ fn printable(v: &[u8]) -> bool {
     v.iter().all(|&b| b > b' ' && b <= b'~')
 }
 
-/// Whether a TYPE filter takes normal connections, which every connection
-/// is (no replicas, no pub/sub): true for `normal`, false for `master`,
-/// `replica`, `slave` and `pubsub`; Redis' error for anything else.
-fn is_normal(kind: &[u8]) -> Result<bool, Reply> {
-    match kind.to_ascii_lowercase().as_slice() {
-        b"normal" => Ok(true),
-        b"master" | b"replica" | b"slave" | b"pubsub" => Ok(false),
-        _ => Err(Reply::err(format!(
-            "Unknown client type '{}'",
-            String::from_utf8_lossy(kind)
-        ))),
+/// A TYPE filter of CLIENT LIST and CLIENT KILL.
+#[derive(Clone, Copy)]
+enum TypeFilter {
+    /// `normal`: every connection not in RESP2 subscribed mode.
+    Normal,
+    /// `pubsub`: RESP2 connections in subscribed mode (as Redis types
+    /// them).
+    PubSub,
+    /// `master`, `replica`, `slave`: none (no replication).
+    Nobody,
+}
+
+impl TypeFilter {
+    /// Parses a TYPE argument; Redis' error for an unknown one.
+    fn parse(kind: &[u8]) -> Result<TypeFilter, Reply> {
+        match kind.to_ascii_lowercase().as_slice() {
+            b"normal" => Ok(TypeFilter::Normal),
+            b"pubsub" => Ok(TypeFilter::PubSub),
+            b"master" | b"replica" | b"slave" => Ok(TypeFilter::Nobody),
+            _ => Err(Reply::err(format!(
+                "Unknown client type '{}'",
+                String::from_utf8_lossy(kind)
+            ))),
+        }
+    }
+
+    fn takes(self, s: &crate::resp::clients::Slot) -> bool {
+        match self {
+            TypeFilter::Normal => !s.is_pubsub(),
+            TypeFilter::PubSub => s.is_pubsub(),
+            TypeFilter::Nobody => false,
+        }
     }
 }
 
 /// `CLIENT LIST [TYPE type] [ID id ...]`: one line per open connection,
-/// by id. Every connection is a normal one (no replicas, no pub/sub), so
-/// TYPE normal lists them all and master, replica and pubsub none.
+/// by id. There are no replicas: TYPE master, replica and slave list none.
 fn list(cx: &Conn, a: &[Vec<u8>]) -> Result<Reply, Reply> {
     let mut ids: Option<Vec<u64>> = None;
-    let mut any = true;
+    let mut ty: Option<TypeFilter> = None;
     let mut i = 2;
     while i < a.len() {
         match a[i].to_ascii_uppercase().as_slice() {
             b"TYPE" if i + 1 < a.len() => {
-                any = is_normal(&a[i + 1])?;
+                ty = Some(TypeFilter::parse(&a[i + 1])?);
                 i += 2;
             }
             b"ID" if i + 1 < a.len() => {
@@ -60,14 +80,14 @@ fn list(cx: &Conn, a: &[Vec<u8>]) -> Result<Reply, Reply> {
         }
     }
     let mut out = String::new();
-    if any {
-        for slot in cx.shared.server.clients.all() {
-            if ids.as_ref().is_some_and(|ids| !ids.contains(&slot.id)) {
-                continue;
-            }
-            let me = (slot.id == cx.slot.id).then_some("client|list");
-            slot.describe(me, &mut out);
+    for slot in cx.shared.server.clients.all() {
+        if ids.as_ref().is_some_and(|ids| !ids.contains(&slot.id))
+            || ty.is_some_and(|t| !t.takes(&slot))
+        {
+            continue;
         }
+        let me = (slot.id == cx.slot.id).then_some("client|list");
+        slot.describe(me, &mut out);
     }
     Ok(Reply::text(out))
 }
@@ -91,8 +111,8 @@ fn kill(cx: &Conn, a: &[Vec<u8>]) -> Result<Reply, Reply> {
     if !a.len().is_multiple_of(2) {
         return Err(syntax_error());
     }
-    let (mut id, mut any_type, mut addr, mut laddr, mut skipme, mut maxage) =
-        (None, true, None, None, true, None);
+    let (mut id, mut ty, mut addr, mut laddr, mut skipme, mut maxage) =
+        (None, None::<TypeFilter>, None, None, true, None);
     for pair in a[2..].chunks(2) {
         let v = &pair[1];
         match pair[0].to_ascii_uppercase().as_slice() {
@@ -105,7 +125,7 @@ fn kill(cx: &Conn, a: &[Vec<u8>]) -> Result<Reply, Reply> {
                         .ok_or_else(|| Reply::err("client-id should be greater than 0"))?,
                 );
             }
-            b"TYPE" => any_type = is_normal(v)?,
+            b"TYPE" => ty = Some(TypeFilter::parse(v)?),
             // Every connection is the default user's.
             b"USER" if v.as_slice() == b"default" => {}
             b"USER" => {
@@ -135,7 +155,7 @@ fn kill(cx: &Conn, a: &[Vec<u8>]) -> Result<Reply, Reply> {
         }
     }
     let n = clients.kill(|s| {
-        any_type
+        ty.is_none_or(|t| t.takes(s))
             && id.is_none_or(|id| s.id == id)
             && addr
                 .as_ref()

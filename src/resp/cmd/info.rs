@@ -69,9 +69,19 @@ async fn section(cx: &Conn, name: &str, out: &mut String) -> Result<(), Reply> {
         "stats" => {
             let _ = write!(
                 out,
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\r\n",
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+                 pubsub_channels:{}\r\npubsub_patterns:{}\r\npubsubshard_channels:{}\r\n\r\n",
                 sh.connections_received(),
-                sh.commands_processed()
+                sh.commands_processed(),
+                sh.server
+                    .pubsub
+                    .active(crate::resp::pubsub::Kind::Channel, None)
+                    .len(),
+                sh.server.pubsub.patterns(),
+                sh.server
+                    .pubsub
+                    .active(crate::resp::pubsub::Kind::Shard, None)
+                    .len(),
             );
         }
         "replication" => {

@@ -71,6 +71,16 @@ mod ping;
 mod quit;
 mod reset;
 mod slowlog;
+// Pub/sub.
+mod psubscribe;
+mod publish;
+mod pubsub;
+mod punsubscribe;
+mod spublish;
+mod ssubscribe;
+mod subscribe;
+mod sunsubscribe;
+mod unsubscribe;
 // transactions
 mod discard;
 mod exec;
@@ -223,6 +233,15 @@ pub static COMMANDS: &[&Spec] = &[
     &quit::SPEC,
     &reset::SPEC,
     &slowlog::SPEC,
+    &subscribe::SPEC,
+    &unsubscribe::SPEC,
+    &psubscribe::SPEC,
+    &punsubscribe::SPEC,
+    &ssubscribe::SPEC,
+    &sunsubscribe::SPEC,
+    &publish::SPEC,
+    &spublish::SPEC,
+    &pubsub::SPEC,
     &multi::SPEC,
     &exec::SPEC,
     &discard::SPEC,

@@ -1,4 +1,4 @@
-//! `RESET`: back to RESP2, no name, no MULTI, no WATCH.
+//! `RESET`: back to RESP2, no name, no MULTI, no WATCH, no subscriptions.
 
 use crate::resp::proto::Reply;
 
@@ -12,6 +12,10 @@ command!(
         cx.name = None;
         cx.multi = None;
         cx.watched.clear();
+        if let Some(s) = cx.subs.as_mut() {
+            s.clear();
+        }
+        cx.publish_subscriptions();
         cx.publish_identity();
         Ok(Reply::Simple("RESET"))
     }
