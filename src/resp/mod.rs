@@ -360,7 +360,10 @@ static SUBCOMMANDS: &[&str] = &[
 /// `container|sub` for a known subcommand of CLIENT, COMMAND, CONFIG,
 /// PUBSUB or SLOWLOG, as Redis 7 shows it, else `name`.
 fn listed_name(name: &'static &'static str, args: &[Vec<u8>]) -> &'static &'static str {
-    if !matches!(*name, "client" | "command" | "config" | "slowlog") {
+    if !matches!(
+        *name,
+        "client" | "command" | "config" | "pubsub" | "slowlog"
+    ) {
         return name;
     }
     let Some(sub) = args.get(1) else {
@@ -1229,6 +1232,12 @@ mod tests {
         assert_eq!(*listed_name(&CLIENT, &args(&["client"])), "client");
         // Only a container's own subcommands: GET's argument is a key.
         assert_eq!(*listed_name(&GET, &args(&["get", "list"])), "get");
+        // Every container of the table is recognised.
+        for full in SUBCOMMANDS {
+            let (container, sub) = full.split_once('|').unwrap();
+            let name: &'static &'static str = Box::leak(Box::new(container));
+            assert_eq!(*listed_name(name, &args(&[container, sub])), *full);
+        }
         assert!(SUBCOMMANDS.iter().all(|s| {
             s.split_once('|')
                 .is_some_and(|(c, sub)| c.len() > 2 && sub == sub.to_ascii_lowercase())
