@@ -198,7 +198,7 @@ pub fn mpop_args<'a>(
 }
 
 /// What LMPOP, ZMPOP and their blocking forms do, from their arguments.
-pub struct Mpop<'a, 'c> {
+pub struct Mpop<'a> {
     /// The keys, in order.
     pub keys: &'a [Vec<u8>],
     /// The side: LEFT (MIN), or RIGHT (MAX).
@@ -206,24 +206,26 @@ pub struct Mpop<'a, 'c> {
     /// Most elements popped.
     pub count: u64,
     /// The wait (None: not a blocking form).
-    pub block: Option<Block<'c>>,
+    pub block: Option<Block<'a>>,
 }
 
 /// LMPOP and ZMPOP, and their blocking forms (`blocking`: the timeout is
 /// `args[1]`), after Redis' checks in Redis' order; `sides` are the two
 /// side words.
-pub fn mpop_setup<'a, 'c>(
-    cx: &'c Conn,
+pub fn mpop_setup<'a>(
+    cx: &'a Conn,
     args: &'a [Vec<u8>],
     blocking: bool,
     sides: [&[u8]; 2],
-) -> Result<Mpop<'a, 'c>, Reply> {
-    if blocking {
-        parse_timeout(&args[1])?;
-    }
+) -> Result<Mpop<'a>, Reply> {
+    let timeout = if blocking {
+        parse_timeout(&args[1])?
+    } else {
+        None
+    };
     let (keys, first, count) = mpop_args(args, if blocking { 2 } else { 1 }, sides)?;
     let block = if blocking {
-        Some(Block::new(cx, keys, &args[1])?)
+        Some(Block::new(cx, keys, timeout)?)
     } else {
         for k in keys {
             cx.check_key(k)?;
@@ -269,34 +271,35 @@ pub async fn pop_first<T: Send + 'static>(
 }
 
 /// A blocking command's wait: registered on its keys until dropped.
-pub struct Block<'c> {
-    cx: &'c Conn,
-    server: std::sync::Arc<crate::resp::Server>,
+pub struct Block<'a> {
+    cx: &'a Conn,
     /// None inside EXEC: it never waits.
     registered: Option<(u64, std::sync::Arc<Notify>)>,
-    keys: Vec<Vec<u8>>,
+    keys: &'a [Vec<u8>],
     deadline: Option<Instant>,
 }
 
-impl<'c> Block<'c> {
-    /// Parses `timeout` and registers on `keys` (checked against the key
-    /// limits), unless the command runs inside EXEC.
-    pub fn new(cx: &'c Conn, keys: &[Vec<u8>], timeout: &[u8]) -> Result<Block<'c>, Reply> {
-        let timeout = parse_timeout(timeout)?;
+impl<'a> Block<'a> {
+    /// Registers on `keys` (checked against the key limits) for up to
+    /// `timeout` ([`parse_timeout`]; None: no limit), unless the command
+    /// runs inside EXEC.
+    pub fn new(
+        cx: &'a Conn,
+        keys: &'a [Vec<u8>],
+        timeout: Option<Duration>,
+    ) -> Result<Block<'a>, Reply> {
         for k in keys {
             cx.check_key(k)?;
         }
         let in_exec = cx.txn.lock().expect("txn lock").is_some();
-        let server = cx.shared.server.clone();
-        let registered = (!in_exec).then(|| server.wakeups.register(keys));
+        let registered = (!in_exec).then(|| cx.shared.server.wakeups.register(keys));
         if registered.is_some() {
             cx.slot.set_blocked(true);
         }
         Ok(Block {
             cx,
-            server,
             registered,
-            keys: keys.to_vec(),
+            keys,
             // (A deadline past what the clock can hold: none.)
             deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
         })
@@ -332,7 +335,7 @@ impl<'c> Block<'c> {
         if let (Ok(true), Some((id, _))) = (&again, &self.registered) {
             // Before the next attempt: a write after it wakes this client
             // again rather than pass it by.
-            self.server.wakeups.rearm(*id, &self.keys);
+            self.cx.shared.server.wakeups.rearm(*id, self.keys);
         }
         again
     }
@@ -341,7 +344,7 @@ impl<'c> Block<'c> {
 impl Drop for Block<'_> {
     fn drop(&mut self) {
         if let Some((id, _)) = self.registered {
-            self.server.wakeups.unregister(id, &self.keys);
+            self.cx.shared.server.wakeups.unregister(id, self.keys);
             self.cx.slot.set_blocked(false);
         }
     }

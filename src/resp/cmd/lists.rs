@@ -166,9 +166,9 @@ pub async fn bpop_command(
     args: &[Vec<u8>],
     left: bool,
 ) -> Result<Reply, Reply> {
-    use crate::resp::blocking::{Block, pop_first};
+    use crate::resp::blocking::{Block, parse_timeout, pop_first};
     let keys = &args[1..args.len() - 1];
-    let block = Block::new(cx, keys, &args[args.len() - 1])?;
+    let block = Block::new(cx, keys, parse_timeout(&args[args.len() - 1])?)?;
     let popped = pop_first(cx, keys, Kind::List, Some(&block), move |c| pop(c, 1, left)).await?;
     Ok(match popped {
         Some((k, mut e)) => Reply::Array(vec![Reply::Bulk(k), Reply::Bulk(e.remove(0))]),
@@ -211,7 +211,10 @@ pub async fn bmove_command(
     to_left: bool,
     timeout: &[u8],
 ) -> Result<Reply, Reply> {
-    let block = crate::resp::blocking::Block::new(cx, &[src.to_vec()], timeout)?;
+    use crate::resp::blocking::{Block, parse_timeout};
+    let timeout = parse_timeout(timeout)?;
+    let src_key = [src.to_vec()];
+    let block = Block::new(cx, &src_key, timeout)?;
     cx.check_key(dst)?;
     loop {
         match move_element(cx, src, dst, from_left, to_left).await? {

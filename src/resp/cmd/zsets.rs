@@ -822,9 +822,9 @@ pub async fn pop_command(cx: &Conn, args: &[Vec<u8>], max: bool) -> Result<Reply
 /// waiting for one up to the timeout; [key, member, score], or a null
 /// array on timeout.
 pub async fn bpop_command(cx: &Conn, args: &[Vec<u8>], max: bool) -> Result<Reply, Reply> {
-    use crate::resp::blocking::{Block, pop_first};
+    use crate::resp::blocking::{Block, parse_timeout, pop_first};
     let keys = &args[1..args.len() - 1];
-    let block = Block::new(cx, keys, &args[args.len() - 1])?;
+    let block = Block::new(cx, keys, parse_timeout(&args[args.len() - 1])?)?;
     let popped = pop_first(cx, keys, Kind::ZSet, Some(&block), move |c| {
         pop_ranked(c, 1, max)
     })
