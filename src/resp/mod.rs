@@ -1208,7 +1208,9 @@ async fn connection(
                 continue;
             }
         };
-        if n == 0 {
+        // A CLIENT KILL that came while the input did: the select may have
+        // taken the input first, and a killed connection runs nothing more.
+        if n == 0 || cx.slot.is_killed() {
             return Ok(());
         }
         cx.mark = None;
